@@ -1,0 +1,1 @@
+"""connserver: an HTTP/1.x origin server on Twisted that gets connections right."""

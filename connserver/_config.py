@@ -1,0 +1,236 @@
+"""
+``ServerConfig``: every timeout and limit in one frozen, validated object.
+
+Seconds are floats, sizes are bytes, and ``None`` turns a limit off.  Each
+field says what it protects against and what peers use, so that an operator
+can choose with the same facts we had.  Pure module: nothing here imports
+``twisted.internet``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["ServerConfig", "configFieldDocs"]
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The limits and timeouts of a connserver server (see ``docs/config.md``)."""
+
+    idleTimeout: float | None = field(
+        default=60.0,
+        metadata=_doc(
+            "Close a persistent connection that waits this long for its next "
+            "request (silently, RFC 9112 §9.5).  Frees sockets held by idle "
+            "clients.  nginx keepalive_timeout 75 s, Apache KeepAliveTimeout "
+            "5 s, twisted.web 60 s.  Keep it above the idle timeout of any load "
+            "balancer in front (AWS ALB: 60 s) to avoid the idle-close race."
+        ),
+    )
+    requestHeadTimeout: float | None = field(
+        default=20.0,
+        metadata=_doc(
+            "Absolute deadline for a request head, from its first byte (from "
+            "accept for the first request); trickled bytes do not reset it.  "
+            "Defeats slowloris.  Answered with 408 and a close.  nginx "
+            "client_header_timeout 60 s, Apache RequestReadTimeout header=20-40."
+        ),
+    )
+    bodyTimeout: float | None = field(
+        default=30.0,
+        metadata=_doc(
+            "Longest pause while reading a request body; progress resets it.  "
+            "Defeats slow-body attacks.  408 and a close.  nginx "
+            "client_body_timeout 60 s, Apache RequestReadTimeout body=20."
+        ),
+    )
+    sendTimeout: float | None = field(
+        default=60.0,
+        metadata=_doc(
+            "Longest time response bytes may wait in the transport without any "
+            "progress (a client that never reads).  Aborts the connection.  "
+            "nginx send_timeout 60 s; twisted.web has none."
+        ),
+    )
+    abortTimeout: float | None = field(
+        default=15.0,
+        metadata=_doc(
+            "After a clean close was asked, abort the connection if it is not "
+            "gone by then.  twisted.web abortTimeout 15 s."
+        ),
+    )
+    lingerTimeout: float | None = field(
+        default=5.0,
+        metadata=_doc(
+            "After the last response byte and the write-side half-close, keep "
+            "reading and discarding for up to this long so that a client that "
+            "is still sending reads the response instead of a reset (RFC 9112 "
+            "§9.6).  nginx lingering_timeout 5 s (lingering_time 30 s)."
+        ),
+    )
+    drainTimeout: float | None = field(
+        default=30.0,
+        metadata=_doc(
+            "On graceful shutdown, how long in-flight responses may take before "
+            "what remains is aborted.  gunicorn graceful_timeout 30 s."
+        ),
+    )
+    drainGraceTimeout: float = field(
+        default=1.0,
+        metadata=_doc(
+            "During a drain, an idle connection is closed after this short "
+            "window; a request arriving within it is answered with "
+            "Connection: close (covers the client that already sent it)."
+        ),
+    )
+    keepAlive: bool = field(
+        default=True,
+        metadata=_doc(
+            "Allow persistent connections.  When off every response carries "
+            "Connection: close (RFC 9112 §9.3).  nginx keepalive_timeout 0."
+        ),
+    )
+    maxRequestsPerConnection: int | None = field(
+        default=1000,
+        metadata=_doc(
+            "Close a connection after this many responses (the last one says "
+            "Connection: close).  Spreads load and bounds per-connection state.  "
+            "nginx keepalive_requests 1000, Apache MaxKeepAliveRequests 100."
+        ),
+    )
+    maxConnectionAge: float | None = field(
+        default=3600.0,
+        metadata=_doc(
+            "Close a connection, after its current response, once it is this "
+            "old.  nginx keepalive_time 1 h."
+        ),
+    )
+    maxConnections: int | None = field(
+        default=4096,
+        metadata=_doc(
+            "Above this many open connections, stop accepting and close idle "
+            "keep-alive connections oldest first.  Protects file descriptors "
+            "and memory.  nginx worker_connections 512-1024."
+        ),
+    )
+    maxPipelinedRequests: int = field(
+        default=16,
+        metadata=_doc(
+            "Requests parsed ahead of the one being answered; past it reading "
+            "pauses until the queue drains.  Bounds memory under a pipeline "
+            "flood.  (nginx and Apache read one request ahead at a time.)"
+        ),
+    )
+    maxRequestLineBytes: int = field(
+        default=8 * KiB,
+        metadata=_doc(
+            "Longest request line; longer gives 414.  nginx "
+            "large_client_header_buffers 8 KiB, Apache LimitRequestLine 8190."
+        ),
+    )
+    maxHeadBytes: int = field(
+        default=16 * KiB,
+        metadata=_doc(
+            "Largest request head (request line and fields); larger gives 431.  "
+            "h11 16 KiB, Node.js 16 KiB, Apache 8 KiB per field."
+        ),
+    )
+    maxHeaderCount: int = field(
+        default=100,
+        metadata=_doc(
+            "Most header fields in a request head (and in trailers); more "
+            "gives 431.  Apache LimitRequestFields 100, Node.js 2000."
+        ),
+    )
+    maxBodyBytes: int | None = field(
+        default=1 * MiB,
+        metadata=_doc(
+            "Largest request body a handler may read whole (and the most the "
+            "server drains from an unread body); past it the answer is 413.  "
+            "nginx client_max_body_size 1 MiB."
+        ),
+    )
+    serverHeader: str | None = field(
+        default="connserver",
+        metadata=_doc("The Server header on every response; None sends none."),
+    )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            _validate(f.name, value)
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+_OPTIONAL_POSITIVE_SECONDS = {
+    "idleTimeout",
+    "requestHeadTimeout",
+    "bodyTimeout",
+    "sendTimeout",
+    "abortTimeout",
+    "lingerTimeout",
+    "drainTimeout",
+    "maxConnectionAge",
+}
+_OPTIONAL_POSITIVE_INT = {"maxRequestsPerConnection", "maxConnections", "maxBodyBytes"}
+_POSITIVE_INT = {
+    "maxPipelinedRequests",
+    "maxRequestLineBytes",
+    "maxHeadBytes",
+    "maxHeaderCount",
+}
+
+
+def _validate(name: str, value: object) -> None:
+    def fail(expected: str) -> None:
+        raise ValueError(f"ServerConfig.{name} must be {expected}, not {value!r}")
+
+    if name in _OPTIONAL_POSITIVE_SECONDS:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            fail("a number of seconds or None")
+        elif not (0 < value < float("inf")):
+            fail("a positive finite number of seconds or None")
+    elif name == "drainGraceTimeout":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            fail("a number of seconds")
+        elif not (0 <= value < float("inf")):
+            fail("a non-negative finite number of seconds")
+    elif name in _OPTIONAL_POSITIVE_INT:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            fail("a positive whole number or None")
+    elif name in _POSITIVE_INT:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            fail("a positive whole number")
+    elif name == "keepAlive":
+        if not isinstance(value, bool):
+            fail("True or False")
+    elif name == "serverHeader":
+        if value is not None and (
+            not isinstance(value, str)
+            or not value.isascii()
+            or not value.isprintable()
+            or not value.strip()
+        ):
+            fail("printable ASCII text or None")
+
+
+def configFieldDocs() -> dict[str, str]:
+    """Each field's documentation, keyed by field name (for the CLI and docs)."""
+    return {f.name: f.metadata["doc"] for f in fields(ServerConfig)}

@@ -1,0 +1,60 @@
+"""Errors that carry the HTTP status they should produce.
+
+Pure module: nothing here imports ``twisted.internet``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ProtocolError", "ResponseFramingError", "InvalidTransition"]
+
+
+class ProtocolError(Exception):
+    """
+    A request broke the HTTP/1.x grammar or a configured limit.
+
+    ``statusCode`` is the response the server should send if no response byte
+    has been written yet (400, 408, 413, 414, 417, 431, 501 or 505);
+    ``closeConnection`` says the connection cannot be reused afterwards, which
+    is true for every error that leaves the request framing in doubt
+    (RFC 9112 §6.3: after an invalid length the server MUST close).
+    """
+
+    def __init__(
+        self, message: str, statusCode: int = 400, closeConnection: bool = True
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.statusCode = statusCode
+        self.closeConnection = closeConnection
+
+    def __repr__(self) -> str:
+        return (
+            f"ProtocolError({self.message!r}, statusCode={self.statusCode}, "
+            f"closeConnection={self.closeConnection})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        # Equality lets tests compare the outcome of whole-buffer and
+        # byte-by-byte parses directly.
+        if not isinstance(other, ProtocolError):
+            return NotImplemented
+        return (self.message, self.statusCode, self.closeConnection) == (
+            other.message,
+            other.statusCode,
+            other.closeConnection,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.message, self.statusCode, self.closeConnection))
+
+
+class ResponseFramingError(Exception):
+    """
+    A response body did not match its framing: more or fewer bytes than the
+    declared ``Content-Length``, or a body on a response that must not have
+    one.  The connection must close (RFC 9112 §6.3 ¶5).
+    """
+
+
+class InvalidTransition(Exception):
+    """A connection was asked to move between two states the table forbids."""

@@ -1,0 +1,160 @@
+"""
+``PersistencePolicy``: the one owner of close-after-response.
+
+It is asked at response time, when every input is known (RFC 9112 §9.3 and
+§9.6), and it is pure: the same inputs always give the same decision.
+``HTTPServerProtocol`` never reads ``Connection`` itself.  Pure module:
+nothing here imports ``twisted.internet``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._config import ServerConfig
+
+__all__ = ["PersistenceDecision", "PersistencePolicy", "CLOSE_REASONS"]
+
+#: Every reason the policy can give for closing, with what it means.
+#: The access log and the status counters show these strings; they are stable.
+CLOSE_REASONS: dict[str, str] = {
+    "client-close": "the request carried the close connection option",
+    "handler-close": "the handler's response carried Connection: close",
+    "keepalive-disabled": "the server is configured without persistence",
+    "max-requests": "maxRequestsPerConnection responses were sent",
+    "max-age": "the connection reached maxConnectionAge",
+    "draining": "the server is shutting down gracefully",
+    "unread-body": "the request body was neither read nor drainable",
+    "unsafe-framing": "a framing or protocol error made the connection unsafe",
+    "unknown-length-http10": "HTTP/1.0 keep-alive asked, but the response length is unknown",
+    "http10-default": "HTTP/1.0 without the keep-alive option",
+}
+
+_CLOSE = b"close"
+_KEEP_ALIVE = b"keep-alive"
+
+
+@dataclass(frozen=True, slots=True)
+class PersistenceDecision:
+    """
+    What to do with the connection after one response.
+
+    ``connectionHeader`` and ``keepAliveHeader`` are the values to send (or
+    ``None`` to send no such field); ``reason`` says why: a key of
+    :data:`CLOSE_REASONS` when closing, else ``"http11-default"`` or
+    ``"http10-keep-alive"``.
+    """
+
+    keepAlive: bool
+    connectionHeader: bytes | None
+    keepAliveHeader: bytes | None
+    reason: str
+
+
+def _close(reason: str) -> PersistenceDecision:
+    # RFC 9112 §9.6: a server that closes SHOULD say so with "close"; we say
+    # it on every closing response, as nginx does, so that no client (or
+    # intermediary) has to infer the close from the version.
+    return PersistenceDecision(False, _CLOSE, None, reason)
+
+
+_CLOSE_DECISIONS = {reason: _close(reason) for reason in CLOSE_REASONS}
+_KEEP_11 = PersistenceDecision(True, None, None, "http11-default")
+
+
+class PersistencePolicy:
+    """
+    Decides keep-alive or close from the request version, the ``Connection``
+    options of the request and of the response, the response framing and the
+    connection's budget.  One instance serves every connection of a factory.
+    """
+
+    __slots__ = ("_config", "_keepAlive10")
+
+    def __init__(self, config: ServerConfig) -> None:
+        self._config = config
+        # The HTTP/1.0 Keep-Alive value depends only on the remaining request
+        # budget, so the common cases are built once.
+        self._keepAlive10: dict[int | None, PersistenceDecision] = {}
+
+    def decide(
+        self,
+        *,
+        version: tuple[int, int],
+        requestOptions: frozenset[bytes],
+        responseOptions: frozenset[bytes] = frozenset(),
+        responseLengthKnown: bool = True,
+        requestsServed: int = 1,
+        connectionAge: float = 0.0,
+        draining: bool = False,
+        requestBodyConsumable: bool = True,
+        framingSafe: bool = True,
+    ) -> PersistenceDecision:
+        """
+        Decide after the response to one request.
+
+        :param version: the request's HTTP version, ``(1, 0)`` or ``(1, 1)``.
+        :param requestOptions: the lowercased tokens of every ``Connection``
+            line of the request (``connectionOptions``).
+        :param responseOptions: the same for the handler's response.
+        :param responseLengthKnown: the response is self-delimiting without
+            chunked coding (Content-Length, or a response with no body).
+        :param requestsServed: responses on this connection, this one included.
+        :param connectionAge: seconds since the connection was accepted.
+        :param draining: the server is shutting down gracefully.
+        :param requestBodyConsumable: the request body was fully read, or
+            what remains of it can be read and discarded within limits.
+        :param framingSafe: no framing or protocol error happened; after one,
+            the next request's start cannot be trusted.
+        """
+        config = self._config
+        # RFC 9112 §9.3: 'If the "close" connection option is present, the
+        # connection will not persist after the current response'.  §9.6: a
+        # server that sends close must close too.
+        if _CLOSE in requestOptions:
+            return _CLOSE_DECISIONS["client-close"]
+        if _CLOSE in responseOptions:
+            return _CLOSE_DECISIONS["handler-close"]
+        if not config.keepAlive:
+            return _CLOSE_DECISIONS["keepalive-disabled"]
+        maxRequests = config.maxRequestsPerConnection
+        if maxRequests is not None and requestsServed >= maxRequests:
+            return _CLOSE_DECISIONS["max-requests"]
+        maxAge = config.maxConnectionAge
+        if maxAge is not None and connectionAge >= maxAge:
+            return _CLOSE_DECISIONS["max-age"]
+        if draining:
+            return _CLOSE_DECISIONS["draining"]
+        # RFC 9112 §9.3: a server MUST read the entire request body or close
+        # the connection after sending its response.
+        if not requestBodyConsumable:
+            return _CLOSE_DECISIONS["unread-body"]
+        if not framingSafe:
+            return _CLOSE_DECISIONS["unsafe-framing"]
+        if version >= (1, 1):
+            # RFC 9112 §9.3: HTTP/1.1 persists unless told otherwise; a
+            # response of unknown length is chunked, so it still delimits.
+            return _KEEP_11
+        # HTTP/1.0: persistent only when asked with "keep-alive" (RFC 9112
+        # §9.3, and Appendix C.2.2) and when the response has a length.
+        if _KEEP_ALIVE not in requestOptions:
+            return _CLOSE_DECISIONS["http10-default"]
+        if not responseLengthKnown:
+            return _CLOSE_DECISIONS["unknown-length-http10"]
+        remaining = None if maxRequests is None else maxRequests - requestsServed
+        return self._keepAlive10Decision(remaining)
+
+    def _keepAlive10Decision(self, remaining: int | None) -> PersistenceDecision:
+        decision = self._keepAlive10.get(remaining)
+        if decision is None:
+            parts = []
+            if self._config.idleTimeout is not None:
+                parts.append(b"timeout=%d" % int(self._config.idleTimeout))
+            if remaining is not None:
+                parts.append(b"max=%d" % remaining)
+            keepAliveHeader = b", ".join(parts) if parts else None
+            decision = PersistenceDecision(
+                True, _KEEP_ALIVE, keepAliveHeader, "http10-keep-alive"
+            )
+            self._keepAlive10[remaining] = decision
+        return decision

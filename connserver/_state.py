@@ -1,0 +1,91 @@
+"""
+The states of a connection and the one table of transitions between them.
+
+Everything that says which state may follow which lives here (as h11's
+``_state.py`` does); ``HTTPServerProtocol`` only asks :func:`checkTransition`.
+Pure module: nothing here imports ``twisted.internet``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from ._errors import InvalidTransition
+
+__all__ = ["ConnectionState", "TRANSITIONS", "checkTransition", "STATUS_GROUP"]
+
+
+class ConnectionState(Enum):
+    """Where a connection is in its life (DESIGN.md, "The life of a connection")."""
+
+    #: Accepted; no request byte yet (TLS handshake, if any, happens here).
+    ACCEPTED = "accepted"
+    #: Idle between requests on a persistent connection.
+    WAITING = "waiting"
+    #: Some bytes of a request head have arrived.
+    READING_HEAD = "reading-head"
+    #: The head is complete; the body is being received.
+    READING_BODY = "reading-body"
+    #: The request is with the handler; no response byte is written yet.
+    HANDLING = "handling"
+    #: Response bytes are being written.
+    WRITING = "writing"
+    #: The server decided to close: write side half-closed, lingering read.
+    CLOSING = "closing"
+    #: The transport is gone.
+    CLOSED = "closed"
+
+
+_S = ConnectionState
+
+#: The transition table: for each state, the states that may follow it.
+#: ``CLOSED`` may follow any state because the peer can vanish at any time.
+TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
+    _S.ACCEPTED: frozenset({_S.READING_HEAD, _S.CLOSING, _S.CLOSED}),
+    _S.WAITING: frozenset({_S.READING_HEAD, _S.CLOSING, _S.CLOSED}),
+    _S.READING_HEAD: frozenset(
+        # WRITING: an error response (400, 408, 414, 431, ...) for a bad head.
+        {_S.READING_BODY, _S.HANDLING, _S.WRITING, _S.CLOSING, _S.CLOSED}
+    ),
+    _S.READING_BODY: frozenset(
+        # WRITING: the handler answered before the body ended (or 408/413).
+        {_S.HANDLING, _S.WRITING, _S.CLOSING, _S.CLOSED}
+    ),
+    _S.HANDLING: frozenset({_S.WRITING, _S.CLOSING, _S.CLOSED}),
+    _S.WRITING: frozenset(
+        # After a keep-alive response the next request may already be
+        # buffered (pipelining), so any request phase may follow directly.
+        {
+            _S.WAITING,
+            _S.READING_HEAD,
+            _S.READING_BODY,
+            _S.HANDLING,
+            _S.CLOSING,
+            _S.CLOSED,
+        }
+    ),
+    _S.CLOSING: frozenset({_S.CLOSED}),
+    _S.CLOSED: frozenset(),
+}
+
+#: How the status page groups states (nginx stub_status: reading/writing/waiting).
+STATUS_GROUP: dict[ConnectionState, str] = {
+    _S.ACCEPTED: "reading",
+    _S.WAITING: "waiting",
+    _S.READING_HEAD: "reading",
+    _S.READING_BODY: "reading",
+    _S.HANDLING: "handling",
+    _S.WRITING: "writing",
+    _S.CLOSING: "closing",
+    _S.CLOSED: "closed",
+}
+
+
+def checkTransition(current: ConnectionState, new: ConnectionState) -> ConnectionState:
+    """
+    Return ``new`` if the table allows ``current -> new``; staying in the same
+    state is always allowed.  Otherwise raise :class:`InvalidTransition`.
+    """
+    if new is current or new in TRANSITIONS[current]:
+        return new
+    raise InvalidTransition(f"{current.name} -> {new.name}")
