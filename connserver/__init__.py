@@ -1,1 +1,50 @@
-"""connserver: an HTTP/1.x origin server on Twisted that gets connections right."""
+"""
+connserver: an HTTP/1.0 and HTTP/1.1 origin server on Twisted that gets the
+``Connection`` header, persistence, framing and per-phase timeouts right.
+
+Embedding is one line::
+
+    endpoint.listen(ConnectionFactory(handler, config=ServerConfig(...)))
+"""
+
+from ._config import ServerConfig
+from ._errors import InvalidTransition, ProtocolError, ResponseFramingError
+from ._factory import ConnectionFactory, ConnectionStats
+from ._headers import (
+    HOP_BY_HOP,
+    Headers,
+    connectionOptions,
+    removeHopByHop,
+    splitList,
+)
+from ._message import Handler, Request, Response
+from ._persistence import CLOSE_REASONS, PersistenceDecision, PersistencePolicy
+from ._protocol import HTTPServerProtocol
+from ._records import RequestRecord
+from ._state import ConnectionState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CLOSE_REASONS",
+    "HOP_BY_HOP",
+    "ConnectionFactory",
+    "ConnectionState",
+    "ConnectionStats",
+    "HTTPServerProtocol",
+    "Handler",
+    "Headers",
+    "InvalidTransition",
+    "PersistenceDecision",
+    "PersistencePolicy",
+    "ProtocolError",
+    "Request",
+    "RequestRecord",
+    "Response",
+    "ResponseFramingError",
+    "ServerConfig",
+    "__version__",
+    "connectionOptions",
+    "removeHopByHop",
+    "splitList",
+]

@@ -5,7 +5,7 @@ Pure module: nothing here imports ``twisted.internet``.
 
 from __future__ import annotations
 
-__all__ = ["ProtocolError", "ResponseFramingError", "InvalidTransition"]
+__all__ = ["InvalidTransition", "ProtocolError", "ResponseFramingError"]
 
 
 class ProtocolError(Exception):

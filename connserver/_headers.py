@@ -10,13 +10,13 @@ import re
 from collections.abc import Iterable, Iterator
 
 __all__ = [
-    "Headers",
     "HOP_BY_HOP",
     "TOKEN_RE",
-    "isToken",
-    "splitList",
+    "Headers",
     "connectionOptions",
+    "isToken",
     "removeHopByHop",
+    "splitList",
 ]
 
 # RFC 9110 §5.6.2: token = 1*tchar

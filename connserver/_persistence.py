@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ._config import ServerConfig
 
-__all__ = ["PersistenceDecision", "PersistencePolicy", "CLOSE_REASONS"]
+__all__ = ["CLOSE_REASONS", "PersistenceDecision", "PersistencePolicy"]
 
 #: Every reason the policy can give for closing, with what it means.
 #: The access log and the status counters show these strings; they are stable.

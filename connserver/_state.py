@@ -12,7 +12,7 @@ from enum import Enum
 
 from ._errors import InvalidTransition
 
-__all__ = ["ConnectionState", "TRANSITIONS", "checkTransition", "STATUS_GROUP"]
+__all__ = ["STATUS_GROUP", "TRANSITIONS", "ConnectionState", "checkTransition"]
 
 
 class ConnectionState(Enum):

@@ -1,0 +1,259 @@
+"""
+``ConnectionFactory``: configuration, the clock, the registry of live
+connections, the connection limit and graceful drain.
+
+Embedding connserver is one line::
+
+    endpoint.listen(ConnectionFactory(handler, config=ServerConfig(...)))
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from email.utils import formatdate
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IListeningPort, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from ._config import ServerConfig
+from ._message import Handler
+from ._persistence import PersistencePolicy
+from ._protocol import HTTPServerProtocol
+from ._records import RequestRecord
+from ._state import STATUS_GROUP, ConnectionState
+
+__all__ = ["ConnectionFactory", "ConnectionStats"]
+
+_log = Logger(namespace="connserver")
+
+
+class ConnectionStats:
+    """
+    Counters that the status page, the logs and tests read.
+
+    ``closes`` counts closed connections by reason (the policy's reasons,
+    and ``idle-timeout``, ``header-timeout``, ``body-timeout``,
+    ``send-timeout``, ``client-closed``, ``peer-reset``, ...);
+    ``requestsPerConnection`` is a histogram filled as connections close.
+    """
+
+    def __init__(self, stateCounts: Counter[ConnectionState]) -> None:
+        self.accepted = 0
+        self.handled = 0
+        self.refused = 0
+        self.closes: Counter[str] = Counter()
+        self.requestsPerConnection: Counter[int] = Counter()
+        self.draining = False
+        self._stateCounts = stateCounts
+
+    @property
+    def requests(self) -> int:
+        """Responses completed (every request answered, errors included)."""
+        return self.handled
+
+    @property
+    def active(self) -> int:
+        """Connections open now."""
+        return sum(
+            count
+            for state, count in self._stateCounts.items()
+            if state is not ConnectionState.CLOSED
+        )
+
+    def byState(self) -> dict[str, int]:
+        """Open connections by status group: reading, handling, writing, ..."""
+        groups = {"reading": 0, "handling": 0, "writing": 0, "waiting": 0, "closing": 0}
+        for state, count in self._stateCounts.items():
+            group = STATUS_GROUP[state]
+            if group in groups:
+                groups[group] += count
+        return groups
+
+
+class ConnectionFactory(Factory):
+    """
+    Builds an ``HTTPServerProtocol`` per connection and keeps track of them.
+
+    :param handler: called once per request (``Request -> Response``,
+        ``Deferred[Response]`` or a coroutine).
+    :param config: limits and timeouts.
+    :param reactor: the clock (``IReactorTime``); tests pass ``Clock``.
+    :param policy: decides persistence; ``PersistencePolicy(config)`` by default.
+    """
+
+    protocol = HTTPServerProtocol  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        handler: Handler,
+        config: ServerConfig | None = None,
+        reactor: IReactorTime | None = None,
+        policy: PersistencePolicy | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor  # type: ignore[assignment]
+        assert reactor is not None
+        self.handler = handler
+        self.config = config if config is not None else ServerConfig()
+        self.reactor: IReactorTime = reactor
+        self.policy = policy if policy is not None else PersistencePolicy(self.config)
+        self.requestObservers: list[Callable[[RequestRecord], None]] = []
+        self._stateCounts: Counter[ConnectionState] = Counter()
+        self.stats = ConnectionStats(self._stateCounts)
+        self._connections: dict[HTTPServerProtocol, None] = {}
+        # Idle (WAITING) connections in the order they became idle: the
+        # first is the one to close when shedding load.
+        self._idle: dict[HTTPServerProtocol, None] = {}
+        self._ports: list[IListeningPort] = []
+        self._acceptPaused = False
+        self._nextId = 0
+        self._drainDone: list[Deferred[None]] = []
+        self._drainCall: Any = None
+        server = self.config.serverHeader
+        self._serverLine = (
+            b"Server: " + server.encode("ascii") + b"\r\n" if server else b""
+        )
+        self._dateSecond = -1
+        self._dateBytes = b""
+
+    # -- per-request helpers ---------------------------------------------------
+
+    def _dateLine(self) -> bytes:
+        """The Date field, formatted at most once a second (RFC 9110 §6.6.1)."""
+        now = self.reactor.seconds()
+        second = int(now)
+        if second != self._dateSecond:
+            self._dateSecond = second
+            self._dateBytes = (
+                b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
+            )
+        return self._dateBytes
+
+    # -- the registry ------------------------------------------------------------
+
+    def buildProtocol(self, addr: IAddress) -> HTTPServerProtocol | None:  # type: ignore[override]
+        limit = self.config.maxConnections
+        if self.stats.draining:
+            self.stats.refused += 1
+            return None
+        if limit is not None and len(self._connections) >= limit:
+            # Over the limit despite the paused ports (connections accepted
+            # in the same reactor turn): refuse this one, free an idle one.
+            self.stats.refused += 1
+            self._shedIdle()
+            return None
+        self._nextId += 1
+        protocol = HTTPServerProtocol(self, self._nextId)
+        return protocol
+
+    def _connectionMade(self, protocol: HTTPServerProtocol) -> None:
+        self._connections[protocol] = None
+        self._stateCounts[protocol.state] += 1
+        self.stats.accepted += 1
+        limit = self.config.maxConnections
+        if limit is not None and len(self._connections) >= limit:
+            self._pauseAccepting()
+            self._shedIdle()
+
+    def _stateChanged(
+        self, protocol: HTTPServerProtocol, old: ConnectionState, new: ConnectionState
+    ) -> None:
+        counts = self._stateCounts
+        counts[old] -= 1
+        if new is not ConnectionState.CLOSED:
+            counts[new] += 1
+        if old is ConnectionState.WAITING:
+            self._idle.pop(protocol, None)
+        elif new is ConnectionState.WAITING:
+            self._idle[protocol] = None
+
+    def _connectionLost(self, protocol: HTTPServerProtocol) -> None:
+        if protocol not in self._connections:
+            return
+        del self._connections[protocol]
+        self._idle.pop(protocol, None)
+        self.stats.closes[protocol.closeReason or "unknown"] += 1
+        self.stats.requestsPerConnection[protocol._served] += 1
+        limit = self.config.maxConnections
+        if self._acceptPaused and (limit is None or len(self._connections) < limit):
+            self._resumeAccepting()
+        if not self._connections and self._drainDone:
+            self._finishDrain()
+
+    def connections(self) -> list[HTTPServerProtocol]:
+        """The live connections (a copy)."""
+        return list(self._connections)
+
+    # -- the connection limit ---------------------------------------------------
+
+    def addListeningPort(self, port: IListeningPort) -> None:
+        """Let the connection limit pause and resume accepting on ``port``."""
+        self._ports.append(port)
+        if self._acceptPaused:
+            port.stopReading()  # type: ignore[attr-defined]
+
+    def _pauseAccepting(self) -> None:
+        if not self._acceptPaused:
+            self._acceptPaused = True
+            _log.info(
+                "maxConnections reached ({count}): pausing accept",
+                count=len(self._connections),
+            )
+            for port in self._ports:
+                port.stopReading()  # type: ignore[attr-defined]
+
+    def _resumeAccepting(self) -> None:
+        self._acceptPaused = False
+        if self.stats.draining:
+            return
+        for port in self._ports:
+            port.startReading()  # type: ignore[attr-defined]
+
+    def _shedIdle(self) -> None:
+        """Close the longest-idle keep-alive connection to make room."""
+        for protocol in self._idle:
+            protocol.closeIdle("max-connections")
+            return
+
+    # -- graceful drain --------------------------------------------------------
+
+    def drain(self, timeout: float | None = None) -> Deferred[None]:
+        """
+        Shut down gracefully: stop accepting (close the listening ports
+        first), close idle connections after ``drainGraceTimeout``, let
+        in-flight responses finish with ``Connection: close``, and abort what
+        remains at ``timeout`` (``config.drainTimeout`` when not given).
+        Fires when no connection is left.
+        """
+        done: Deferred[None] = Deferred()
+        self._drainDone.append(done)
+        if not self.stats.draining:
+            self.stats.draining = True
+            for protocol in list(self._connections):
+                protocol.startDrain()
+            if timeout is None:
+                timeout = self.config.drainTimeout
+            if timeout is not None and self._connections:
+                self._drainCall = self.reactor.callLater(timeout, self._drainDeadline)
+        if not self._connections:
+            self._finishDrain()
+        return done
+
+    def _drainDeadline(self) -> None:
+        self._drainCall = None
+        for protocol in list(self._connections):
+            protocol.abortNow("drain-timeout")
+
+    def _finishDrain(self) -> None:
+        call, self._drainCall = self._drainCall, None
+        if call is not None and call.active():
+            call.cancel()
+        waiting, self._drainDone = self._drainDone, []
+        for done in waiting:
+            done.callback(None)

@@ -1,0 +1,363 @@
+"""
+``Request`` and ``Response``: what a handler receives and returns.
+
+A handler is any callable ``handler(request) -> Response | Deferred[Response]
+| coroutine``.  The request body is read on demand, whole
+(:meth:`Request.readBody`, bounded by ``maxBodyBytes``) or streamed with
+backpressure (:meth:`Request.deliverBody`, Twisted's ``IResponse`` idiom), so
+that a handler which never reads a body costs nothing and a ``100 Continue``
+is sent only when the body is wanted (RFC 9110 §10.1.1).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IProtocol, IPushProducer
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
+
+from ._errors import ProtocolError
+from ._headers import Headers, connectionOptions
+
+__all__ = ["Handler", "HeadersLike", "Request", "Response", "ResponseBody"]
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import ITransport  # noqa: F401
+
+#: The types a response body may have.
+ResponseBody = bytes | IBodyProducer | BinaryIO
+#: What ``Response(headers=...)`` accepts.
+HeadersLike = (
+    Headers
+    | Mapping[str, str]
+    | Mapping[bytes, bytes]
+    | Iterable[tuple[str, str]]
+    | Iterable[tuple[bytes, bytes]]
+)
+
+
+class _BodySource(Protocol):
+    """What the connection offers a request for reading its body."""
+
+    def bodyWanted(self, request: Request) -> None:
+        """The handler asked for the body: start (``100 Continue``) delivering."""
+
+    def pauseBody(self) -> None:
+        """The consumer wants no more data for now."""
+
+    def resumeBody(self) -> None:
+        """The consumer wants data again."""
+
+    def stopBody(self) -> None:
+        """The consumer wants no more of the body at all."""
+
+
+@implementer(IPushProducer)
+class _BodyProducer:
+    """The transport handed to a body consumer: pausing it pauses reading."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: _BodySource) -> None:
+        self._source = source
+
+    def pauseProducing(self) -> None:
+        self._source.pauseBody()
+
+    def resumeProducing(self) -> None:
+        self._source.resumeBody()
+
+    def stopProducing(self) -> None:
+        self._source.stopBody()
+
+
+@implementer(IProtocol)
+class _Accumulator:
+    """Collects a whole body for :meth:`Request.readBody`, up to a limit."""
+
+    def __init__(self, limit: int | None, done: Deferred[bytes]) -> None:
+        self._limit = limit
+        self._done = done
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._producer: IPushProducer | None = None
+
+    def makeConnection(self, transport: IPushProducer) -> None:  # type: ignore[override]
+        self._producer = transport
+        self.connectionMade()
+
+    def connectionMade(self) -> None:
+        pass
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._done.called:
+            return
+        self._size += len(data)
+        if self._limit is not None and self._size > self._limit:
+            assert self._producer is not None
+            self._producer.stopProducing()
+            self._done.errback(
+                ProtocolError("request body larger than maxBodyBytes", 413)
+            )
+            return
+        self._parts.append(data)
+
+    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
+        if self._done.called:
+            return
+        if reason.check(ResponseDone):
+            self._done.callback(b"".join(self._parts))
+        else:
+            self._done.errback(reason)
+
+
+class Request:
+    """
+    One HTTP request, as a handler sees it.
+
+    ``headers`` are the request's fields in order (``Headers``, bytes);
+    ``connectionOptions`` are the lowercased tokens of every ``Connection``
+    line, so that a handler can tell which fields belong to this hop only
+    (RFC 9110 §7.6.1).  ``path`` and ``query`` split ``target`` at the first
+    ``?``; neither is percent-decoded.
+    """
+
+    __slots__ = (
+        "_bodyDone",
+        "_bodyFailure",
+        "_consumer",
+        "_maxBodyBytes",
+        "_options",
+        "_source",
+        "chunked",
+        "connectionId",
+        "contentLength",
+        "headers",
+        "host",
+        "isSecure",
+        "method",
+        "path",
+        "peer",
+        "query",
+        "requestIndex",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: tuple[int, int] = (1, 1),
+        headers: Headers | None = None,
+        *,
+        peer: IAddress | None = None,
+        host: IAddress | None = None,
+        isSecure: bool = False,
+        connectionId: int = 0,
+        requestIndex: int = 1,
+        contentLength: int | None = 0,
+        chunked: bool = False,
+        maxBodyBytes: int | None = None,
+        body: bytes | None = None,
+        bodySource: _BodySource | None = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        path, sep, query = target.partition(b"?")
+        self.path = path
+        self.query = query if sep else b""
+        self.version = version
+        self.headers = headers if headers is not None else Headers()
+        self.peer = peer
+        self.host = host
+        self.isSecure = isSecure
+        self.connectionId = connectionId
+        self.requestIndex = requestIndex
+        self.contentLength = contentLength
+        self.chunked = chunked
+        self._options: frozenset[bytes] | None = None
+        self._maxBodyBytes = maxBodyBytes
+        self._consumer: IProtocol | None = None
+        self._bodyDone = False
+        self._bodyFailure: Failure | None = None
+        if bodySource is None:
+            # A request made by hand (tests, adapters): the body is in memory.
+            bodySource = _MemoryBody(body or b"")
+            self.contentLength = len(body or b"")
+            self.chunked = False
+        self._source = bodySource
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method!r} {self.target!r} HTTP/{self.version[0]}.{self.version[1]}>"
+
+    @property
+    def connectionOptions(self) -> frozenset[bytes]:
+        """The lowercased tokens of every ``Connection`` field line."""
+        if self._options is None:
+            self._options = connectionOptions(self.headers)
+        return self._options
+
+    @property
+    def hasBody(self) -> bool:
+        """True when the request has (or may have) a non-empty body."""
+        return self.chunked or bool(self.contentLength)
+
+    @property
+    def bodyRequested(self) -> bool:
+        """True once the handler asked for the body."""
+        return self._consumer is not None
+
+    def deliverBody(self, protocol: IProtocol) -> None:
+        """
+        Stream the body to ``protocol``: ``makeConnection`` with an
+        ``IPushProducer`` (pausing it pauses reading from the socket), then
+        ``dataReceived`` for each piece, then ``connectionLost`` with
+        ``ResponseDone`` at the end, or another failure if the body could
+        not be read whole (the client went away, or a timeout).
+        """
+        if self._consumer is not None:
+            raise RuntimeError("the request body can be delivered only once")
+        self._consumer = protocol
+        protocol.makeConnection(_BodyProducer(self._source))  # type: ignore[arg-type]
+        if self._bodyDone:
+            protocol.connectionLost(self._bodyFailure or Failure(ResponseDone()))
+            return
+        self._source.bodyWanted(self)
+
+    def readBody(self) -> Deferred[bytes]:
+        """
+        The whole body.  Fails with ``ProtocolError`` (413) when it is larger
+        than ``maxBodyBytes``; a handler that lets that failure propagate
+        answers 413.
+        """
+        done: Deferred[bytes] = Deferred()
+        limit = self._maxBodyBytes
+        if (
+            limit is not None
+            and self.contentLength is not None
+            and self.contentLength > limit
+        ):
+            # Known too large from the head alone: fail before reading (and
+            # before any 100 Continue, RFC 9110 §10.1.1).
+            done.errback(ProtocolError("request body larger than maxBodyBytes", 413))
+            return done
+        self.deliverBody(_Accumulator(limit, done))  # type: ignore[arg-type]
+        return done
+
+    # Called by the connection.
+
+    def _deliverData(self, data: bytes) -> None:
+        if self._consumer is not None:
+            self._consumer.dataReceived(data)
+
+    def _deliverEnd(self, failure: Failure | None = None) -> None:
+        if self._bodyDone:
+            return
+        self._bodyDone = True
+        self._bodyFailure = failure
+        if self._consumer is not None:
+            self._consumer.connectionLost(failure or Failure(ResponseDone()))
+
+
+class _MemoryBody:
+    """The body source of a request built by hand: the bytes are all here."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def bodyWanted(self, request: Request) -> None:
+        if self._body:
+            request._deliverData(self._body)
+        request._deliverEnd()
+
+    def pauseBody(self) -> None:
+        pass
+
+    def resumeBody(self) -> None:
+        pass
+
+    def stopBody(self) -> None:
+        pass
+
+
+def _toBytes(value: str | bytes) -> bytes:
+    return value.encode("latin-1") if isinstance(value, str) else value
+
+
+def _toHeaders(headers: HeadersLike | None) -> Headers:
+    if headers is None:
+        return Headers()
+    if isinstance(headers, Headers):
+        return headers
+    items: Iterable[tuple[str | bytes, str | bytes]]
+    if isinstance(headers, Mapping):
+        items = headers.items()
+    else:
+        items = headers
+    return Headers((_toBytes(name), _toBytes(value)) for name, value in items)
+
+
+class Response:
+    """
+    What a handler returns: a status code, header fields and a body.
+
+    The body is ``bytes``, an ``IBodyProducer`` (``length`` known or
+    ``UNKNOWN_LENGTH``), or a binary file object opened for reading.  The
+    server owns framing and persistence: it computes ``Content-Length`` /
+    ``Transfer-Encoding``, ``Connection`` and ``Keep-Alive`` itself.  A
+    ``Connection: close`` set here is honoured (the connection closes after
+    this response, RFC 9112 §9.6); a ``Content-Length`` set here must agree
+    with the body, or the response fails.
+    """
+
+    __slots__ = ("body", "code", "headers", "reason", "trailers")
+
+    def __init__(
+        self,
+        code: int = 200,
+        headers: HeadersLike | None = None,
+        body: ResponseBody = b"",
+        *,
+        reason: bytes | None = None,
+        trailers: Headers | None = None,
+    ) -> None:
+        if not 100 <= code <= 599:
+            raise ValueError(f"status code must be 100-599, not {code}")
+        self.code = code
+        self.headers = _toHeaders(headers)
+        self.body = body
+        self.reason = reason
+        self.trailers = trailers
+
+    def __repr__(self) -> str:
+        return f"<Response {self.code}>"
+
+    def bodyLength(self) -> int | None:
+        """The body's length when it is known without reading it, else None."""
+        body = self.body
+        if isinstance(body, bytes):
+            return len(body)
+        if IBodyProducer.providedBy(body):
+            length = body.length
+            return None if length is UNKNOWN_LENGTH else int(length)
+        if isinstance(body, io.IOBase) or hasattr(body, "read"):
+            try:
+                fileBody: BinaryIO = body
+                position = fileBody.tell()
+                end = fileBody.seek(0, io.SEEK_END)
+                fileBody.seek(position)
+                return end - position
+            except (OSError, ValueError):
+                return None
+        raise TypeError(f"unsupported response body: {type(body).__name__}")
+
+
+#: The handler type: called once per request.
+Handler = Callable[[Request], Response | Deferred[Response] | Awaitable[Response]]

@@ -1,0 +1,1205 @@
+"""
+``HTTPServerProtocol``: the Twisted glue around the pure core.
+
+It feeds bytes to the parser, runs the handler, writes responses in order,
+owns the per-phase timers and the write backpressure, and asks
+``PersistencePolicy`` (never ``Connection`` itself) whether to keep the
+connection.  State changes go through ``_state.checkTransition``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from inspect import iscoroutine
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    ISSLTransport,
+)
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from ._errors import ProtocolError, ResponseFramingError
+from ._framing import (
+    BodyFraming,
+    BodyWriter,
+    chooseFraming,
+    framingHeaders,
+    makeWriter,
+    statusLine,
+)
+from ._headers import TOKEN_RE, Headers, splitList
+from ._message import Request, Response
+from ._parser import NEED_DATA, BodyData, EndOfMessage, RequestHead, RequestParser
+from ._persistence import PersistenceDecision
+from ._records import RequestRecord
+from ._state import ConnectionState, checkTransition
+
+if TYPE_CHECKING:
+    from ._factory import ConnectionFactory
+
+__all__ = ["HTTPServerProtocol"]
+
+_S = ConnectionState
+_log = Logger(namespace="connserver")
+
+#: Read no further ahead than this while a handler is not consuming: the
+#: bound on memory per connection for unread bodies and pipelined heads.
+_READ_AHEAD_LIMIT = 64 * 1024
+#: Block size for file bodies: large reads mean fewer reactor round trips.
+_FILE_BLOCK = 256 * 1024
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CRLF = b"\r\n"
+_HEADER_SEP = b": "
+# RFC 9110 §5.5: a field value is VCHAR, obs-text, SP and HTAB; CR, LF and
+# NUL would let a handler split the response.
+_FIELD_VALUE_OK = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*").fullmatch
+# Fields the server computes itself (RFC 9110 §7.6.1: hop-by-hop fields belong
+# to the connection, which the server owns; RFC 9112 §6: framing is ours).
+_SERVER_OWNED = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length"}
+)
+_CONNECTION_DONE = Failure(ConnectionDone())
+
+
+class _Exchange:
+    """One request and the progress of its response."""
+
+    __slots__ = (
+        "bodyBytes",
+        "bodyComplete",
+        "bodyPaused",
+        "bodyReceived",
+        "bodyStopped",
+        "bodyWanted",
+        "continueSent",
+        "decision",
+        "discarding",
+        "dispatched",
+        "error",
+        "expectContinue",
+        "file",
+        "finished",
+        "head",
+        "producer",
+        "request",
+        "responseStarted",
+        "startedAt",
+        "status",
+    )
+
+    def __init__(self, head: RequestHead | None, error: ProtocolError | None = None):
+        self.head = head
+        self.request: Request | None = None
+        self.error = error
+        self.startedAt = 0.0
+        self.bodyComplete = head is None or (
+            not head.chunked and head.contentLength == 0
+        )
+        self.bodyWanted = False
+        self.bodyPaused = False
+        self.bodyStopped = False
+        self.bodyReceived = 0
+        self.discarding = False
+        self.expectContinue = False
+        self.continueSent = False
+        self.dispatched = False
+        self.responseStarted = False
+        self.finished = False
+        self.status = 0
+        self.bodyBytes = 0
+        self.decision: PersistenceDecision | None = None
+        self.producer: Any = None
+        self.file: BinaryIO | None = None
+
+
+@implementer(IConsumer)
+class _BodyConsumer:
+    """Frames what a response body producer writes, and counts it."""
+
+    __slots__ = ("_exchange", "_protocol", "_writer")
+
+    def __init__(
+        self, protocol: HTTPServerProtocol, exchange: _Exchange, writer: BodyWriter
+    ) -> None:
+        self._protocol = protocol
+        self._exchange = exchange
+        self._writer = writer
+
+    def write(self, data: bytes) -> None:
+        self._protocol._writeBody(self._exchange, self._writer, data)
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        # An IBodyProducer may hand us a producer of its own; the protocol
+        # already relays the transport's pause/resume to the body producer.
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+
+@implementer(IBodyProducer)
+class _FileProducer:
+    """
+    Streams a binary file with backpressure: it writes blocks until the
+    transport pauses it, and continues when resumed.  A file that ends early
+    fails the response (the connection is then aborted, never padded).
+    """
+
+    def __init__(self, file: BinaryIO, length: int | None, paused: bool) -> None:
+        self._file = file
+        self.length = length
+        self._consumer: IConsumer | None = None
+        self._paused = paused
+        self._done: Deferred[None] | None = None
+        self._stopped = False
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self._consumer = consumer
+        self._done = Deferred()
+        self._pump()
+        return self._done
+
+    def _pump(self) -> None:
+        consumer, done = self._consumer, self._done
+        assert consumer is not None and done is not None
+        read = self._file.read
+        while not self._paused and not self._stopped and not done.called:
+            try:
+                block = read(_FILE_BLOCK)
+            except Exception:
+                done.errback(Failure())
+                return
+            if not block:
+                done.callback(None)
+                return
+            consumer.write(block)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        if self._paused and not self._stopped:
+            self._paused = False
+            if self._done is not None and not self._done.called:
+                self._pump()
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+
+
+@implementer(IPushProducer, IHalfCloseableProtocol)
+class HTTPServerProtocol(Protocol):
+    """
+    One HTTP/1.x connection.
+
+    Built by ``ConnectionFactory``; registers itself as the transport's
+    streaming producer so that the transport tells it when writes stall
+    (sendTimeout) and relays that backpressure to response body producers.
+    """
+
+    factory: ConnectionFactory
+
+    def __init__(self, factory: ConnectionFactory, connectionId: int) -> None:
+        self.factory = factory
+        self.connectionId = connectionId
+        self.state = _S.ACCEPTED
+        self.closeReason: str | None = None
+        self.acceptedAt = 0.0
+        self._config = factory.config
+        self._clock = factory.reactor
+        self._parser: RequestParser | None = RequestParser(factory.config)
+        self._queue: deque[_Exchange] = deque()
+        self._incoming: _Exchange | None = None
+        self._served = 0
+        self._closeAfterCurrent = False
+        self._readPaused = False
+        self._writePaused = False
+        self._closeWhenFlushed = False
+        self._peerHalfClosed = False
+        self._draining = False
+        self._lost = False
+        self._driving = False
+        self._again = False
+        self._secure = False
+        self._peer: Any = None
+        self._host: Any = None
+        self._peerHost = "-"
+        # The single lazy timer: one phase at a time, a deadline, and at
+        # most one pending DelayedCall that re-arms itself when the deadline
+        # moved later (so a busy keep-alive connection causes no timer churn).
+        self._phase: str | None = None
+        self._deadline = 0.0
+        self._timerCall: IDelayedCall | None = None
+
+    # -- connection events -------------------------------------------------
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        self.acceptedAt = self._clock.seconds()
+        self._secure = ISSLTransport.providedBy(transport)
+        self._peer = transport.getPeer()
+        self._host = transport.getHost()
+        self._peerHost = getattr(self._peer, "host", None) or "-"
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        self.factory._connectionMade(self)
+        # The head deadline runs from accept for the first request (it also
+        # bounds a TLS handshake that never finishes).
+        self._setTimer("head", self._config.requestHeadTimeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            # Closing: lingering read, discard (RFC 9112 §9.6).
+            return
+        parser.receiveData(data)
+        if self.state is _S.WAITING or self.state is _S.ACCEPTED:
+            self._setState(_S.READING_HEAD)
+        self._processEvents()
+
+    def readConnectionLost(self) -> None:
+        """The client half-closed; answer what is complete, then close."""
+        self._peerHalfClosed = True
+        if self._parser is None or self.state is _S.CLOSING:
+            self._loseConnection()
+            return
+        if not self._queue:
+            # Nothing to answer: an idle close, or a request cut short.
+            self._startClose("client-closed")
+            return
+        if self._incoming is not None and not self._incoming.bodyComplete:
+            # The body can never be completed.
+            self._startClose("client-closed")
+
+    def writeConnectionLost(self) -> None:
+        """Our write side is shut; nothing to do until the read side ends."""
+
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        if self.closeReason is None:
+            self.closeReason = (
+                "client-closed" if reason.check(ConnectionDone) else "peer-reset"
+            )
+        self._cancelTimer()
+        self._parser = None
+        lostFailure = Failure(ConnectionLost("the connection was lost"))
+        for exchange in self._queue:
+            request = exchange.request
+            if request is not None and not exchange.bodyComplete:
+                request._deliverEnd(lostFailure)
+            self._stopBodyProducer(exchange)
+        if self._incoming is not None and self._incoming.request is not None:
+            self._incoming.request._deliverEnd(lostFailure)
+        self._queue.clear()
+        self._incoming = None
+        previous = self.state
+        self.state = _S.CLOSED
+        self.factory._stateChanged(self, previous, _S.CLOSED)
+        self.factory._connectionLost(self)
+
+    # -- IPushProducer: the transport's write backpressure ----------------
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: stop producing, arm sendTimeout."""
+        if self._writePaused:
+            return
+        self._writePaused = True
+        front = self._queue[0] if self._queue else None
+        if front is not None and front.producer is not None:
+            front.producer.pauseProducing()
+        self._refreshTimer()
+
+    def resumeProducing(self) -> None:
+        """The transport drained: write progress was made."""
+        if not self._writePaused:
+            return
+        self._writePaused = False
+        if self._closeWhenFlushed:
+            self._closeWhenFlushed = False
+            self._closeTransport()
+            return
+        front = self._queue[0] if self._queue else None
+        if front is not None and front.producer is not None:
+            front.producer.resumeProducing()
+        self._refreshTimer()
+
+    def stopProducing(self) -> None:
+        """The transport is going away; ``connectionLost`` does the rest."""
+
+    # -- state ---------------------------------------------------------------
+
+    def _setState(self, new: ConnectionState) -> None:
+        current = self.state
+        if new is not current:
+            self.state = checkTransition(current, new)
+            self.factory._stateChanged(self, current, new)
+
+    # -- reading requests --------------------------------------------------
+
+    def _processEvents(self) -> None:
+        """
+        Dispatch the front request and pull parser events as far as the
+        handler and the queue allow.  Re-entrant calls (a handler that
+        answers synchronously, a body read started inside a handler) only
+        ask for another round, so a long pipeline never deepens the stack.
+        """
+        if self._driving:
+            self._again = True
+            return
+        self._driving = True
+        try:
+            again = True
+            while again:
+                self._again = False
+                queue = self._queue
+                if (
+                    queue
+                    and not queue[0].dispatched
+                    and not self._lost
+                    and self.state is not _S.CLOSING
+                ):
+                    self._dispatch(queue[0])
+                self._pullEvents()
+                again = self._again
+        finally:
+            self._driving = False
+        self._updateReading()
+        self._refreshTimer()
+
+    def _pullEvents(self) -> None:
+        parser = self._parser
+        maxQueue = self._config.maxPipelinedRequests
+        while parser is not None and not self._closeAfterCurrent:
+            incoming = self._incoming
+            if incoming is not None:
+                if not incoming.bodyComplete and not incoming.discarding:
+                    if incoming is not (self._queue[0] if self._queue else None):
+                        break
+                    if (
+                        not incoming.bodyWanted
+                        or incoming.bodyPaused
+                        or incoming.bodyStopped
+                    ):
+                        break
+            elif len(self._queue) >= maxQueue:
+                break
+            try:
+                event = parser.nextEvent()
+            except ProtocolError as error:
+                self._parseFailed(error)
+                return
+            if event is NEED_DATA:
+                return
+            eventType = type(event)
+            if eventType is RequestHead:
+                self._headReceived(cast(RequestHead, event))
+                if len(self._queue) == 1:
+                    # Run its handler before reading further ahead.
+                    self._again = True
+                    return
+            elif eventType is BodyData:
+                self._bodyReceived(cast(BodyData, event).data)
+            else:
+                self._messageEnded(cast(EndOfMessage, event))
+            parser = self._parser
+
+    def _updateReading(self) -> None:
+        """Pause reading when a consumer paused or too much is read ahead."""
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        parser = self._parser
+        pause = False
+        if parser is not None:
+            incoming = self._incoming
+            if incoming is not None and incoming.bodyPaused and not incoming.discarding:
+                pause = True
+            elif parser.bufferedByteCount > _READ_AHEAD_LIMIT:
+                pause = True
+        if pause != self._readPaused:
+            self._readPaused = pause
+            if pause:
+                transport.pauseProducing()  # type: ignore[attr-defined]
+            else:
+                transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def _headReceived(self, head: RequestHead) -> None:
+        exchange = _Exchange(head)
+        exchange.startedAt = self._clock.seconds()
+        if exchange.bodyComplete:
+            # No body: the parser's EndOfMessage follows at once; take it
+            # now so that the parser is between messages again.
+            parser = self._parser
+            assert parser is not None
+            parser.nextEvent()
+        else:
+            self._incoming = exchange
+        if head.version >= (1, 1):
+            expect = head.headers.getAll(b"expect")
+            if expect:
+                # RFC 9110 §10.1.1: 100-continue is the only expectation;
+                # a server MAY answer 417 to any other (and MUST ignore
+                # Expect in HTTP/1.0 requests).
+                values = [v.lower() for v in splitList(expect)]
+                if values == [b"100-continue"]:
+                    exchange.expectContinue = not exchange.bodyComplete
+                else:
+                    exchange.error = ProtocolError(
+                        "unsupported expectation", 417, closeConnection=True
+                    )
+        self._queue.append(exchange)
+
+    def _bodyReceived(self, data: bytes) -> None:
+        exchange = self._incoming
+        assert exchange is not None
+        exchange.bodyReceived += len(data)
+        if exchange.discarding:
+            limit = self._config.maxBodyBytes
+            if limit is not None and exchange.bodyReceived > limit:
+                self._startClose("unread-body")
+            return
+        if exchange.request is not None and not exchange.bodyStopped:
+            exchange.request._deliverData(data)
+        if self._phase == "body":
+            self._bumpDeadline(self._config.bodyTimeout)
+
+    def _messageEnded(self, event: EndOfMessage) -> None:
+        exchange = self._incoming
+        assert exchange is not None
+        self._incoming = None
+        exchange.bodyComplete = True
+        if exchange.request is not None and not exchange.discarding:
+            exchange.request._deliverEnd()
+        if self.state is _S.READING_BODY and self._queue and exchange is self._queue[0]:
+            self._setState(_S.HANDLING)
+
+    def _parseFailed(self, error: ProtocolError) -> None:
+        _log.info(
+            "bad request from {peer}: {status} {message}",
+            peer=self._peerHost,
+            status=error.statusCode,
+            message=error.message,
+        )
+        self._parser = None
+        incoming = self._incoming
+        self._incoming = None
+        if incoming is not None and not incoming.bodyComplete:
+            # An error inside a body (chunked framing): the request that owns
+            # the body cannot be trusted any more than the connection.
+            if incoming.request is not None:
+                incoming.request._deliverEnd(Failure(error))
+            if incoming.responseStarted or incoming.dispatched:
+                incoming.bodyComplete = True
+                self._closeAfterCurrent = True
+                if not incoming.responseStarted:
+                    incoming.error = error
+                return
+        exchange = _Exchange(None, error)
+        exchange.startedAt = self._clock.seconds()
+        self._queue.append(exchange)
+        self._again = True
+
+    # -- the body source offered to Request ---------------------------------
+
+    def _bodySourceFor(self, exchange: _Exchange) -> _ExchangeBody:
+        return _ExchangeBody(self, exchange)
+
+    def _bodyWanted(self, exchange: _Exchange) -> None:
+        exchange.bodyWanted = True
+        if (
+            exchange.expectContinue
+            and not exchange.continueSent
+            and not exchange.responseStarted
+            and not self._lost
+        ):
+            # RFC 9110 §10.1.1: send 100 Continue when the body is wanted.
+            exchange.continueSent = True
+            assert self.transport is not None
+            self.transport.write(_CONTINUE)
+        self._processEvents()
+
+    def _bodyPause(self, exchange: _Exchange) -> None:
+        exchange.bodyPaused = True
+        self._updateReading()
+        self._refreshTimer()
+
+    def _bodyResume(self, exchange: _Exchange) -> None:
+        if exchange.bodyPaused:
+            exchange.bodyPaused = False
+            self._processEvents()
+
+    def _bodyStop(self, exchange: _Exchange) -> None:
+        # The consumer wants no more: what remains is discarded (within the
+        # drain limits) or the connection closes after the response.
+        exchange.bodyStopped = True
+        exchange.bodyPaused = False
+        self._updateReading()
+        self._refreshTimer()
+
+    # -- handling ------------------------------------------------------------
+
+    def _dispatch(self, exchange: _Exchange) -> None:
+        """Run the handler for the exchange at the front of the queue."""
+        exchange.dispatched = True
+        # A request is in: whatever timer ran (idle, head) is over; the next
+        # refresh arms what applies from now (body, send, idle).
+        self._phase = None
+        if self.state is _S.WAITING or self.state is _S.ACCEPTED:
+            self._setState(_S.READING_HEAD)
+        if exchange.error is not None:
+            self._writeError(exchange, exchange.error.statusCode, "protocol-error")
+            return
+        head = exchange.head
+        assert head is not None
+        self._setState(_S.HANDLING if exchange.bodyComplete else _S.READING_BODY)
+        request = Request(
+            head.method,
+            head.target,
+            head.version,
+            head.headers,
+            peer=self._peer,
+            host=self._host,
+            isSecure=self._secure,
+            connectionId=self.connectionId,
+            requestIndex=self._served + 1,
+            contentLength=head.contentLength,
+            chunked=head.chunked,
+            maxBodyBytes=self._config.maxBodyBytes,
+            bodySource=self._bodySourceFor(exchange),
+        )
+        exchange.request = request
+        if exchange.bodyComplete:
+            request._deliverEnd()
+        try:
+            result = self.factory.handler(request)
+        except Exception:
+            self._handlerFailed(exchange, Failure())
+            return
+        if type(result) is Response:
+            self._respond(exchange, result)
+            return
+        deferred: Deferred[Response]
+        if isinstance(result, Deferred):
+            deferred = result
+        elif iscoroutine(result):
+            deferred = Deferred.fromCoroutine(result)
+        elif isinstance(result, Response):
+            self._respond(exchange, result)
+            return
+        else:
+            self._handlerFailed(
+                exchange,
+                Failure(TypeError(f"handler returned {type(result).__name__}")),
+            )
+            return
+        deferred.addCallbacks(
+            lambda response: self._respond(exchange, response),
+            lambda failure: self._handlerFailed(exchange, failure),
+        )
+
+    def _handlerFailed(self, exchange: _Exchange, failure: Failure) -> None:
+        if self._lost or exchange.finished:
+            return
+        error = failure.value
+        if isinstance(error, ProtocolError):
+            self._writeError(exchange, error.statusCode, "protocol-error")
+            return
+        _log.failure(
+            "handler failed for {method} {target} from {peer}",
+            failure,
+            method=exchange.head.method if exchange.head else b"-",
+            target=exchange.head.target if exchange.head else b"-",
+            peer=self._peerHost,
+        )
+        self._writeError(exchange, 500, "handler-error")
+
+    # -- writing responses --------------------------------------------------
+
+    def _bodyConsumable(self, exchange: _Exchange) -> bool:
+        """RFC 9112 §9.3: can the rest of the request body be read and dropped?"""
+        if exchange.bodyComplete:
+            return True
+        head = exchange.head
+        if head is None or head.contentLength is None:
+            return False  # chunked and unfinished: unknown remainder
+        if exchange.expectContinue and not exchange.continueSent:
+            # The client may be waiting for 100 and never send the body.
+            return False
+        limit = self._config.maxBodyBytes
+        remaining = head.contentLength - exchange.bodyReceived
+        return limit is None or remaining <= limit
+
+    def _respond(self, exchange: _Exchange, response: object) -> None:
+        if self._lost or exchange.finished or exchange.responseStarted:
+            if isinstance(response, Response):
+                _closeBody(response)
+            return
+        if not isinstance(response, Response):
+            self._handlerFailed(
+                exchange,
+                Failure(TypeError(f"handler returned {type(response).__name__}")),
+            )
+            return
+        try:
+            headBytes, framing, length = self._prepareHead(exchange, response)
+        except (ResponseFramingError, ValueError, TypeError):
+            _closeBody(response)
+            self._handlerFailed(exchange, Failure())
+            return
+        transport = self.transport
+        assert transport is not None
+        exchange.responseStarted = True
+        self._setState(_S.WRITING)
+        body = response.body
+        if type(body) is bytes:
+            if framing is BodyFraming.CONTENT_LENGTH:
+                exchange.bodyBytes = len(body)
+                transport.write(headBytes + body if body else headBytes)
+            else:
+                writer = makeWriter(framing, length)
+                data = writer.write(body) + writer.finish(response.trailers)
+                exchange.bodyBytes = len(body) if data else 0
+                transport.write(headBytes + data)
+            self._responseDone(exchange)
+            return
+        if framing is BodyFraming.NONE:
+            # HEAD, 204, 304: the body is never started (RFC 9110 §9.3.2).
+            transport.write(headBytes)
+            _closeBody(response)
+            self._responseDone(exchange)
+            return
+        transport.write(headBytes)
+        producer: Any
+        if IBodyProducer.providedBy(body):
+            producer = body
+        else:
+            fileBody = cast(BinaryIO, body)
+            exchange.file = fileBody
+            producer = _FileProducer(fileBody, length, paused=self._writePaused)
+        exchange.producer = producer
+        writer = makeWriter(framing, length)
+        consumer = _BodyConsumer(self, exchange, writer)
+        try:
+            done = producer.startProducing(consumer)
+        except Exception:
+            done = Deferred()
+            done.errback(Failure())
+        if self._writePaused and not exchange.finished:
+            producer.pauseProducing()
+        done.addCallbacks(
+            lambda _: self._bodyFinished(exchange, writer, response.trailers),
+            lambda failure: self._bodyFailed(exchange, failure),
+        )
+
+    def _prepareHead(
+        self, exchange: _Exchange, response: Response
+    ) -> tuple[bytes, BodyFraming, int | None]:
+        """Build the status line and fields; decide framing and persistence."""
+        head = exchange.head
+        assert head is not None
+        code = response.code
+        if code < 200:
+            raise ValueError("a handler's final response cannot be 1xx")
+        factory = self.factory
+        lines = [statusLine(code, response.reason), factory._dateLine()]
+        serverLine = factory._serverLine
+        handlerLength: bytes | None = None
+        responseOptions: frozenset[bytes] = frozenset()
+        for name, value in response.headers:
+            lowered = name.lower()
+            if lowered in _SERVER_OWNED:
+                if lowered == b"content-length":
+                    handlerLength = value
+                elif lowered == b"connection":
+                    responseOptions = responseOptions | frozenset(
+                        token.lower() for token in splitList([value])
+                    )
+                continue
+            if lowered == b"server":
+                serverLine = b""
+            elif lowered == b"date":
+                lines[1] = b""
+            if TOKEN_RE.fullmatch(name) is None or _FIELD_VALUE_OK(value) is None:
+                raise ValueError(f"invalid response field {name!r}")
+            lines.append(name + _HEADER_SEP + value + _CRLF)
+        if serverLine:
+            lines.insert(2, serverLine)
+        length = response.bodyLength()
+        if handlerLength is not None:
+            if not handlerLength.isdigit():
+                raise ResponseFramingError("invalid Content-Length from handler")
+            declared = int(handlerLength)
+            if length is None:
+                length = declared
+            elif length != declared:
+                raise ResponseFramingError(
+                    f"Content-Length {declared} contradicts a body of {length} bytes"
+                )
+        method = head.method
+        framing = chooseFraming(method, head.version, code, length)
+        for name, value in framingHeaders(framing, method, code, length):
+            lines.append(name + _HEADER_SEP + value + _CRLF)
+        decision = factory.policy.decide(
+            version=head.version,
+            requestOptions=(
+                exchange.request.connectionOptions
+                if exchange.request is not None
+                else frozenset()
+            ),
+            responseOptions=responseOptions,
+            responseLengthKnown=framing is not BodyFraming.CLOSE_DELIMITED,
+            requestsServed=self._served + 1,
+            connectionAge=self._clock.seconds() - self.acceptedAt,
+            draining=self._draining,
+            requestBodyConsumable=self._bodyConsumable(exchange),
+            framingSafe=not self._closeAfterCurrent,
+        )
+        exchange.decision = decision
+        exchange.status = code
+        if decision.connectionHeader is not None:
+            lines.append(b"Connection: " + decision.connectionHeader + _CRLF)
+        if decision.keepAliveHeader is not None:
+            lines.append(b"Keep-Alive: " + decision.keepAliveHeader + _CRLF)
+        if not decision.keepAlive:
+            # RFC 9112 §9.6: process no further requests on this connection.
+            self._closeAfterCurrent = True
+        lines.append(_CRLF)
+        return b"".join(lines), framing, length
+
+    def _writeBody(self, exchange: _Exchange, writer: BodyWriter, data: bytes) -> None:
+        if self._lost or exchange.finished or not data:
+            return
+        try:
+            wire = writer.write(data)
+        except ResponseFramingError as error:
+            self._abortResponse(exchange, str(error))
+            return
+        exchange.bodyBytes += len(data)
+        if wire:
+            assert self.transport is not None
+            self.transport.write(wire)
+
+    def _bodyFinished(
+        self, exchange: _Exchange, writer: BodyWriter, trailers: Headers | None
+    ) -> None:
+        if self._lost or exchange.finished:
+            return
+        try:
+            tail = writer.finish(trailers)
+        except ResponseFramingError as error:
+            self._abortResponse(exchange, str(error))
+            return
+        if tail:
+            assert self.transport is not None
+            self.transport.write(tail)
+        self._closeFile(exchange)
+        exchange.producer = None
+        self._responseDone(exchange)
+
+    def _bodyFailed(self, exchange: _Exchange, failure: Failure) -> None:
+        if self._lost or exchange.finished:
+            return
+        _log.failure("response body failed for {peer}", failure, peer=self._peerHost)
+        self._abortResponse(exchange, "body-error")
+
+    def _abortResponse(self, exchange: _Exchange, why: str) -> None:
+        """A response cannot be completed as framed: abort, never pad."""
+        _log.warn("aborting a response to {peer}: {why}", peer=self._peerHost, why=why)
+        exchange.finished = True
+        self._stopBodyProducer(exchange)
+        self.closeReason = "response-error"
+        self._abort()
+
+    def _stopBodyProducer(self, exchange: _Exchange) -> None:
+        producer = exchange.producer
+        exchange.producer = None
+        if producer is not None:
+            try:
+                producer.stopProducing()
+            except Exception:
+                _log.failure("stopping a body producer failed")
+        self._closeFile(exchange)
+
+    def _closeFile(self, exchange: _Exchange) -> None:
+        if exchange.file is not None:
+            fileBody, exchange.file = exchange.file, None
+            try:
+                fileBody.close()
+            except OSError:
+                pass
+
+    def _responseDone(self, exchange: _Exchange) -> None:
+        """The response is complete on the wire (as far as we are concerned)."""
+        exchange.finished = True
+        self._served += 1
+        decision = exchange.decision
+        keepAlive = decision is not None and decision.keepAlive
+        closeReason = None if keepAlive or decision is None else decision.reason
+        factory = self.factory
+        factory.stats.handled += 1
+        if factory.requestObservers:
+            self._record(exchange, closeReason)
+        self._queue.popleft()
+        if not keepAlive:
+            self._startClose(closeReason or "protocol-error")
+            return
+        if not exchange.bodyComplete:
+            # Drain the unread body (RFC 9112 §9.3), bounded by maxBodyBytes.
+            exchange.discarding = True
+            if exchange.request is not None:
+                exchange.request._deliverEnd(
+                    Failure(ConnectionDone("the response ended before the body"))
+                )
+        if self._peerHalfClosed and not self._queue:
+            self._startClose("client-closed")
+            return
+        self._next()
+
+    def _next(self) -> None:
+        """Move to the next request in the pipeline, or to idle."""
+        if self._queue:
+            pass  # _processEvents dispatches it
+        elif (
+            self._incoming is not None
+            and not self._incoming.bodyComplete
+            and not self._incoming.discarding
+        ):
+            self._setState(_S.READING_BODY)
+        elif self._parser is not None and (
+            self._parser.inMessage or self._parser.bufferedByteCount
+        ):
+            self._setState(_S.READING_HEAD)
+        else:
+            self._setState(_S.WAITING)
+        if self.state is not _S.CLOSING and not self._lost:
+            self._processEvents()
+
+    def _record(self, exchange: _Exchange, closeReason: str | None) -> None:
+        head = exchange.head
+        now = self._clock.seconds()
+        headers = head.headers if head is not None else None
+        record = RequestRecord(
+            timestamp=exchange.startedAt,
+            peerHost=self._peerHost,
+            method=head.method if head is not None else b"-",
+            target=head.target if head is not None else b"-",
+            version=head.version if head is not None else (1, 1),
+            status=exchange.status,
+            bodyBytes=exchange.bodyBytes,
+            referer=headers.get(b"referer") if headers is not None else None,
+            userAgent=headers.get(b"user-agent") if headers is not None else None,
+            connectionId=self.connectionId,
+            requestIndex=self._served,
+            connectionAge=now - self.acceptedAt,
+            duration=now - exchange.startedAt,
+            closeReason=closeReason,
+            secure=self._secure,
+        )
+        for observer in self.factory.requestObservers:
+            try:
+                observer(record)
+            except Exception:
+                _log.failure("a request observer failed")
+
+    def _writeError(self, exchange: _Exchange, status: int, reason: str) -> None:
+        """
+        The one place that writes error responses: a small text body,
+        Content-Length and ``Connection: close``, and only while no byte of
+        this exchange's response is written; after that, the only answer is
+        an abort (STYLE.md 4).
+        """
+        if self._lost:
+            return
+        if exchange.responseStarted:
+            self._abortResponse(exchange, f"error {status} after response start")
+            return
+        transport = self.transport
+        assert transport is not None
+        phrase = statusLine(status)
+        body = phrase[9:]  # b"400 Bad Request\r\n"
+        isHead = exchange.head is not None and exchange.head.method == b"HEAD"
+        head = b"".join(
+            [
+                phrase,
+                self.factory._dateLine(),
+                self.factory._serverLine,
+                b"Content-Type: text/plain; charset=utf-8\r\n",
+                b"Content-Length: %d\r\n" % len(body),
+                b"Connection: close\r\n\r\n",
+            ]
+        )
+        exchange.responseStarted = True
+        exchange.status = status
+        exchange.bodyBytes = 0 if isHead else len(body)
+        exchange.decision = None
+        self._closeAfterCurrent = True
+        self._setState(_S.WRITING)
+        transport.write(head if isHead else head + body)
+        self.closeReason = self.closeReason or reason
+        exchange.finished = True
+        self._served += 1
+        self.factory.stats.handled += 1
+        if self.factory.requestObservers:
+            self._record(exchange, self.closeReason)
+        self._startClose(self.closeReason)
+
+    # -- timers ------------------------------------------------------------
+
+    def _setTimer(self, phase: str | None, timeout: float | None) -> None:
+        """Make ``phase`` the running timer, due ``timeout`` seconds from now."""
+        if phase is None or timeout is None:
+            self._phase = None
+            return
+        self._phase = phase
+        self._deadline = self._clock.seconds() + timeout
+        call = self._timerCall
+        if call is None:
+            self._timerCall = self._clock.callLater(timeout, self._timerFired)
+        elif call.getTime() > self._deadline:
+            call.reset(timeout)
+
+    def _bumpDeadline(self, timeout: float | None) -> None:
+        # Progress moves an inactivity deadline later; the pending call
+        # re-arms itself when it fires, so nothing is rescheduled here.
+        if timeout is not None:
+            self._deadline = self._clock.seconds() + timeout
+
+    def _cancelTimer(self) -> None:
+        self._phase = None
+        call, self._timerCall = self._timerCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _refreshTimer(self) -> None:
+        """Choose the phase that applies now (DESIGN.md, Timers)."""
+        if self._lost or self.state is _S.CLOSING:
+            return
+        config = self._config
+        if self._writePaused and (self._queue or self.state is _S.WAITING):
+            if self._phase != "send":
+                self._setTimer("send", config.sendTimeout)
+            return
+        front = self._queue[0] if self._queue else None
+        if front is not None:
+            incoming = self._incoming
+            if (
+                incoming is front
+                and incoming.bodyWanted
+                and not incoming.bodyPaused
+                and not incoming.bodyComplete
+            ):
+                if self._phase != "body":
+                    self._setTimer("body", config.bodyTimeout)
+            elif self._phase is not None:
+                self._phase = None
+            return
+        incoming = self._incoming
+        if incoming is not None and incoming.discarding:
+            if self._phase != "body":
+                self._setTimer("body", config.bodyTimeout)
+        elif self.state is _S.READING_HEAD or self.state is _S.ACCEPTED:
+            if self._phase != "head":
+                self._setTimer("head", config.requestHeadTimeout)
+        elif self.state is _S.WAITING:
+            if self._phase != "idle":
+                timeout = config.idleTimeout
+                if self._draining:
+                    timeout = config.drainGraceTimeout
+                self._setTimer("idle", timeout)
+        elif self._phase is not None:
+            self._phase = None
+
+    def _timerFired(self) -> None:
+        self._timerCall = None
+        phase = self._phase
+        if phase is None or self._lost:
+            return
+        now = self._clock.seconds()
+        if now < self._deadline:
+            self._timerCall = self._clock.callLater(
+                self._deadline - now, self._timerFired
+            )
+            return
+        self._phase = None
+        if phase == "head":
+            self._headTimedOut()
+        elif phase == "body":
+            self._bodyTimedOut()
+        elif phase == "send":
+            _log.info("send timeout for {peer}", peer=self._peerHost)
+            self.closeReason = "send-timeout"
+            self._abort()
+        elif phase == "idle":
+            self._startClose("draining" if self._draining else "idle-timeout")
+        elif phase == "linger":
+            self._loseConnection()
+        elif phase == "abort":
+            self._abort()
+
+    def _headTimedOut(self) -> None:
+        parser = self._parser
+        if parser is not None and (parser.inMessage or parser.bufferedByteCount):
+            # RFC 9110 §15.5.9: 408 says the server wants to close.
+            exchange = _Exchange(None, ProtocolError("request head timeout", 408))
+            exchange.startedAt = self._clock.seconds()
+            self._parser = None
+            self._incoming = None
+            self._queue.append(exchange)
+            self._writeError(exchange, 408, "header-timeout")
+        else:
+            self._startClose("header-timeout")
+
+    def _bodyTimedOut(self) -> None:
+        incoming = self._incoming
+        front = self._queue[0] if self._queue else None
+        if incoming is not None and incoming is front and not incoming.responseStarted:
+            self.closeReason = "body-timeout"
+            self._writeError(incoming, 408, "body-timeout")
+        else:
+            self._startClose("body-timeout")
+
+    # -- closing -------------------------------------------------------------
+
+    def _startClose(self, reason: str) -> None:
+        """
+        Close in stages (RFC 9112 §9.6): half-close our write side after the
+        last byte, keep reading and discarding for up to lingerTimeout so a
+        client still sending reads the response rather than a reset, then
+        close; abort if that takes longer than abortTimeout.
+        """
+        if self._lost or self.state is _S.CLOSING:
+            return
+        if self.closeReason is None:
+            self.closeReason = reason
+        self._parser = None
+        incoming, self._incoming = self._incoming, None
+        queue = list(self._queue)
+        self._queue.clear()
+        if incoming is not None and incoming not in queue:
+            queue.append(incoming)
+        closing = Failure(ConnectionDone("the connection is closing"))
+        for exchange in queue:
+            self._stopBodyProducer(exchange)
+            request = exchange.request
+            if request is not None and not exchange.bodyComplete:
+                # A handler still reading the body learns it will not come.
+                exchange.bodyComplete = True
+                request._deliverEnd(closing)
+        self._setState(_S.CLOSING)
+        if self._readPaused:
+            self._readPaused = False
+            assert self.transport is not None
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        if self._writePaused:
+            # Bytes wait in the transport: close once they drain, bounded by
+            # sendTimeout (the send phase stays armed).
+            self._closeWhenFlushed = True
+            self._setTimer("send", self._config.sendTimeout)
+            return
+        self._closeTransport()
+
+    def _closeTransport(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        transport.unregisterProducer()  # type: ignore[attr-defined]
+        halfClose = getattr(transport, "loseWriteConnection", None)
+        linger = self._config.lingerTimeout
+        if (
+            halfClose is not None
+            and linger is not None
+            and not self._secure
+            and not self._peerHalfClosed
+        ):
+            halfClose()
+            self._setTimer("linger", linger)
+        else:
+            self._loseConnection()
+
+    def _loseConnection(self) -> None:
+        if self._lost:
+            return
+        assert self.transport is not None
+        self.transport.loseConnection()
+        if not self._lost:
+            self._setTimer("abort", self._config.abortTimeout)
+
+    def _abort(self) -> None:
+        if self._lost:
+            return
+        if self.closeReason is None:
+            self.closeReason = "aborted"
+        assert self.transport is not None
+        self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    # -- called by the factory -------------------------------------------------
+
+    def startDrain(self) -> None:
+        """Shutting down: finish what is in flight with ``Connection: close``."""
+        if self._draining or self._lost:
+            return
+        self._draining = True
+        if self.state is _S.WAITING or (
+            self.state is _S.ACCEPTED
+            and (self._parser is None or not self._parser.bufferedByteCount)
+        ):
+            self._setTimer("idle", self._config.drainGraceTimeout)
+
+    def closeIdle(self, reason: str) -> None:
+        """Close this connection if it is idle (used to shed load)."""
+        if self.state is _S.WAITING:
+            self._startClose(reason)
+
+    def abortNow(self, reason: str) -> None:
+        """Abort whatever is in progress (the drain deadline)."""
+        if self.closeReason is None:
+            self.closeReason = reason
+        self._abort()
+
+
+class _ExchangeBody:
+    """The body source a ``Request`` reads through (see ``_message``)."""
+
+    __slots__ = ("_exchange", "_protocol")
+
+    def __init__(self, protocol: HTTPServerProtocol, exchange: _Exchange) -> None:
+        self._protocol = protocol
+        self._exchange = exchange
+
+    def bodyWanted(self, request: Request) -> None:
+        self._protocol._bodyWanted(self._exchange)
+
+    def pauseBody(self) -> None:
+        self._protocol._bodyPause(self._exchange)
+
+    def resumeBody(self) -> None:
+        self._protocol._bodyResume(self._exchange)
+
+    def stopBody(self) -> None:
+        self._protocol._bodyStop(self._exchange)
+
+
+def _closeBody(response: Response) -> None:
+    """Release a response body that will never be sent."""
+    body = response.body
+    if type(body) is bytes or IBodyProducer.providedBy(body):
+        return
+    close = getattr(body, "close", None)
+    if close is not None:
+        try:
+            close()
+        except OSError:
+            pass

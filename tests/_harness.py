@@ -1,0 +1,166 @@
+"""
+Drive an ``HTTPServerProtocol`` over ``StringTransport`` and ``Clock``.
+
+Responses are read back with h11, an independent HTTP/1.1 implementation,
+so the tests check the wire against someone else's parser as well as
+against exact bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from connserver._config import ServerConfig
+from connserver._factory import ConnectionFactory
+from connserver._message import Handler, Request, Response
+from connserver._protocol import HTTPServerProtocol
+
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
+class TCPStringTransport(StringTransport):
+    """A StringTransport that can half-close, as a TCP transport can."""
+
+    def __init__(self) -> None:
+        super().__init__(peerAddress=PEER)
+        self.writeClosed = False
+        self.aborted = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
+@dataclass
+class ParsedResponse:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    httpVersion: bytes
+    informational: list[int] = field(default_factory=list)
+
+    def header(self, name: bytes) -> bytes | None:
+        values = [v for n, v in self.headers if n == name.lower()]
+        return b", ".join(values) if values else None
+
+
+@dataclass
+class Connection:
+    protocol: HTTPServerProtocol
+    transport: TCPStringTransport
+    clock: Clock
+    factory: ConnectionFactory
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def sendByteByByte(self, data: bytes) -> None:
+        for i in range(len(data)):
+            self.protocol.dataReceived(data[i : i + 1])
+
+    def output(self) -> bytes:
+        data: bytes = self.transport.value()
+        return data
+
+    def take(self) -> bytes:
+        data: bytes = self.transport.value()
+        self.transport.clear()
+        return data
+
+    @property
+    def closing(self) -> bool:
+        return bool(self.transport.disconnecting or self.transport.writeClosed)
+
+    def lose(self, reason: Failure | None = None) -> None:
+        """Deliver connectionLost, as the reactor would after a close."""
+        self.protocol.connectionLost(reason or Failure(ConnectionDone()))
+
+    def responses(self, *methods: bytes, eof: bool = False) -> list[ParsedResponse]:
+        """Parse everything written so far as responses (to GETs by default)."""
+        return parseResponses(self.output(), list(methods) or [b"GET"] * 64, eof=eof)
+
+
+def parseResponses(
+    data: bytes, methods: list[bytes], *, eof: bool = False
+) -> list[ParsedResponse]:
+    """
+    Read responses to ``methods`` (one per request, in order) from ``data``
+    with a fresh h11 client per response; stop at the first incomplete one.
+    ``eof`` says the connection was closed after ``data`` (for
+    close-delimited bodies).
+    """
+    out: list[ParsedResponse] = []
+    for method in methods:
+        if not data:
+            break
+        client = h11.Connection(h11.CLIENT)
+        client.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
+        client.send(h11.EndOfMessage())
+        client.receive_data(data)
+        informational: list[int] = []
+        response: Any = None
+        body = b""
+        complete = False
+        while not complete:
+            event = client.next_event()
+            if event is h11.NEED_DATA:
+                if not eof:
+                    return out
+                client.receive_data(b"")
+                eof = False
+                continue
+            if isinstance(event, h11.InformationalResponse):
+                informational.append(event.status_code)
+            elif isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                complete = True
+            else:
+                return out
+        out.append(
+            ParsedResponse(
+                response.status_code,
+                list(response.headers),
+                body,
+                response.http_version,
+                informational,
+            )
+        )
+        data = client.trailing_data[0]
+    return out
+
+
+def connect(
+    handler: Handler,
+    *,
+    clock: Clock | None = None,
+    config: ServerConfig | None = None,
+    **options: Any,
+) -> Connection:
+    clock = clock if clock is not None else Clock()
+    if config is None:
+        config = ServerConfig(**options)
+    factory = ConnectionFactory(handler, config=config, reactor=clock)
+    protocol = factory.buildProtocol(PEER)
+    assert protocol is not None
+    transport = TCPStringTransport()
+    protocol.makeConnection(transport)
+    return Connection(protocol, transport, clock, factory)
+
+
+def hello(request: Request) -> Response:
+    """A handler answering 130 bytes from memory (the bench case)."""
+    return Response(200, [(b"Content-Type", b"text/plain")], b"x" * 130)
