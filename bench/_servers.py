@@ -32,7 +32,10 @@ def freePort() -> int:
 def waitForPort(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.5),
+        ):
             return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
@@ -45,7 +48,9 @@ def pinned(cpu: str, argv: Sequence[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def server(argv: Sequence[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def server(
+    argv: Sequence[str], port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
         pinned(SERVER_CPU, argv),
         stdout=subprocess.DEVNULL,
@@ -59,7 +64,9 @@ def server(argv: Sequence[str], port: int, env: dict[str, str] | None = None) ->
         except RuntimeError:
             process.kill()
             _, err = process.communicate(timeout=5)
-            raise RuntimeError(f"{argv[0]} did not start: {err.decode(errors='replace')[-2000:]}") from None
+            raise RuntimeError(
+                f"{argv[0]} did not start: {err.decode(errors='replace')[-2000:]}"
+            ) from None
         yield process
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -71,10 +78,17 @@ def server(argv: Sequence[str], port: int, env: dict[str, str] | None = None) ->
             process.wait(timeout=5)
 
 
-def wrk(url: str, *, connections: int = 50, seconds: int = 10, threads: int = 1) -> dict[str, float]:
+def wrk(
+    url: str, *, connections: int = 50, seconds: int = 10, threads: int = 1
+) -> dict[str, float]:
     """Run wrk pinned to the load core; return requests/s and bytes/s."""
-    argv = pinned(LOAD_CPU, ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url])
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    argv = pinned(
+        LOAD_CPU,
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+    )
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=seconds + 30, check=True
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     transfer = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", out)
     scale = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
@@ -89,12 +103,20 @@ def wrk(url: str, *, connections: int = 50, seconds: int = 10, threads: int = 1)
     }
 
 
-def ab(url: str, *, requests: int = 20000, concurrency: int = 50, keepAlive: bool = True) -> dict[str, float]:
+def ab(
+    url: str, *, requests: int = 20000, concurrency: int = 50, keepAlive: bool = True
+) -> dict[str, float]:
     """ApacheBench (HTTP/1.0); returns complete, keep-alive and failed counts and rps."""
     argv = ["ab", "-q", "-n", str(requests), "-c", str(concurrency)]
     if keepAlive:
         argv.append("-k")
-    out = subprocess.run(pinned(LOAD_CPU, [*argv, url]), capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        pinned(LOAD_CPU, [*argv, url]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
 
     def number(label: str) -> float:
         match = re.search(label + r":\s+([\d.]+)", out)

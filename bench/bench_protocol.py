@@ -75,7 +75,9 @@ def measure(name: str, source: str, seconds: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -88,7 +90,9 @@ def main() -> None:
     cs = statistics.median(results["connserver"])
     tw = statistics.median(results["twisted.web"])
     ratio = cs / tw
-    print(f"median: connserver {cs:.0f} req/s, twisted.web {tw:.0f} req/s, ratio {ratio:.2f}x (target >= 3x: {'PASS' if ratio >= 3 else 'MISS'})")
+    print(
+        f"median: connserver {cs:.0f} req/s, twisted.web {tw:.0f} req/s, ratio {ratio:.2f}x (target >= 3x: {'PASS' if ratio >= 3 else 'MISS'})"
+    )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ from ._state import STATUS_GROUP, ConnectionState
 __all__ = ["ConnectionFactory", "ConnectionStats"]
 
 _log = Logger(namespace="connserver")
+_CLOSED = ConnectionState.CLOSED
+_WAITING = ConnectionState.WAITING
+_CLOSED_INDEX: int = _CLOSED.index  # type: ignore[attr-defined]
 
 
 class ConnectionStats:
@@ -41,7 +44,7 @@ class ConnectionStats:
     ``requestsPerConnection`` is a histogram filled as connections close.
     """
 
-    def __init__(self, stateCounts: Counter[ConnectionState]) -> None:
+    def __init__(self, stateCounts: list[int]) -> None:
         self.accepted = 0
         self.handled = 0
         self.refused = 0
@@ -58,16 +61,13 @@ class ConnectionStats:
     @property
     def active(self) -> int:
         """Connections open now."""
-        return sum(
-            count
-            for state, count in self._stateCounts.items()
-            if state is not ConnectionState.CLOSED
-        )
+        return sum(self._stateCounts) - self._stateCounts[_CLOSED_INDEX]
 
     def byState(self) -> dict[str, int]:
         """Open connections by status group: reading, handling, writing, ..."""
         groups = {"reading": 0, "handling": 0, "writing": 0, "waiting": 0, "closing": 0}
-        for state, count in self._stateCounts.items():
+        for state in ConnectionState:
+            count = self._stateCounts[state.index]  # type: ignore[attr-defined]
             group = STATUS_GROUP[state]
             if group in groups:
                 groups[group] += count
@@ -97,14 +97,15 @@ class ConnectionFactory(Factory):
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
-            reactor = globalReactor  # type: ignore[assignment]
+            reactor = globalReactor
         assert reactor is not None
         self.handler = handler
         self.config = config if config is not None else ServerConfig()
         self.reactor: IReactorTime = reactor
         self.policy = policy if policy is not None else PersistencePolicy(self.config)
         self.requestObservers: list[Callable[[RequestRecord], None]] = []
-        self._stateCounts: Counter[ConnectionState] = Counter()
+        # Live connections per state, indexed by ConnectionState.index.
+        self._stateCounts = [0] * len(ConnectionState)
         self.stats = ConnectionStats(self._stateCounts)
         self._connections: dict[HTTPServerProtocol, None] = {}
         # Idle (WAITING) connections in the order they became idle: the
@@ -154,7 +155,7 @@ class ConnectionFactory(Factory):
 
     def _connectionMade(self, protocol: HTTPServerProtocol) -> None:
         self._connections[protocol] = None
-        self._stateCounts[protocol.state] += 1
+        self._stateCounts[protocol.state.index] += 1  # type: ignore[attr-defined]
         self.stats.accepted += 1
         limit = self.config.maxConnections
         if limit is not None and len(self._connections) >= limit:
@@ -165,12 +166,12 @@ class ConnectionFactory(Factory):
         self, protocol: HTTPServerProtocol, old: ConnectionState, new: ConnectionState
     ) -> None:
         counts = self._stateCounts
-        counts[old] -= 1
-        if new is not ConnectionState.CLOSED:
-            counts[new] += 1
-        if old is ConnectionState.WAITING:
+        counts[old.index] -= 1  # type: ignore[attr-defined]
+        if new is not _CLOSED:
+            counts[new.index] += 1  # type: ignore[attr-defined]
+        if old is _WAITING:
             self._idle.pop(protocol, None)
-        elif new is ConnectionState.WAITING:
+        elif new is _WAITING:
             self._idle[protocol] = None
 
     def _connectionLost(self, protocol: HTTPServerProtocol) -> None:

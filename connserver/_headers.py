@@ -159,11 +159,15 @@ def connectionOptions(headers: Headers) -> frozenset[bytes]:
     ``Connection = #connection-option``, case-insensitive).  Elements that
     are not tokens are dropped: they can neither be ``close`` nor name a field.
     """
+    values = [value for lower, _, value in headers._fields if lower == b"connection"]
+    if not values:
+        return _NO_OPTIONS
     return frozenset(
-        element.lower()
-        for element in splitList(headers.getAll(b"connection"))
-        if TOKEN_RE.fullmatch(element)
+        element.lower() for element in splitList(values) if TOKEN_RE.fullmatch(element)
     )
+
+
+_NO_OPTIONS: frozenset[bytes] = frozenset()
 
 
 def removeHopByHop(headers: Headers) -> Headers:

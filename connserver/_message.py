@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IProtocol, IPushProducer
@@ -248,7 +248,7 @@ class Request:
             # before any 100 Continue, RFC 9110 §10.1.1).
             done.errback(ProtocolError("request body larger than maxBodyBytes", 413))
             return done
-        self.deliverBody(_Accumulator(limit, done))  # type: ignore[arg-type]
+        self.deliverBody(_Accumulator(limit, done))
         return done
 
     # Called by the connection.
@@ -317,7 +317,7 @@ class Response:
     with the body, or the response fails.
     """
 
-    __slots__ = ("body", "code", "headers", "reason", "trailers")
+    __slots__ = ("_fields", "_headers", "body", "code", "reason", "trailers")
 
     def __init__(
         self,
@@ -331,10 +331,43 @@ class Response:
         if not 100 <= code <= 599:
             raise ValueError(f"status code must be 100-599, not {code}")
         self.code = code
-        self.headers = _toHeaders(headers)
+        # A list or tuple of (bytes, bytes) pairs is kept as given and only
+        # turned into Headers if someone asks: the server writes the pairs
+        # straight to the wire, and handlers often reuse one constant list.
+        if headers is None or isinstance(headers, Headers):
+            self._headers: Headers | None = headers
+            self._fields: Any = None
+        elif isinstance(headers, list | tuple):
+            self._headers = None
+            self._fields = headers
+        else:
+            self._headers = _toHeaders(headers)
+            self._fields = None
         self.body = body
         self.reason = reason
         self.trailers = trailers
+
+    @property
+    def headers(self) -> Headers:
+        """The response's header fields (created on first use)."""
+        if self._headers is None:
+            self._headers = _toHeaders(self._fields or ())
+            self._fields = None
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: HeadersLike) -> None:
+        self._headers = _toHeaders(value)
+        self._fields = None
+
+    def fieldPairs(self) -> Iterable[tuple[bytes | str, bytes | str]]:
+        """The header fields as (name, value) pairs, as given, for the wire."""
+        if self._fields is not None:
+            pairs: Iterable[tuple[bytes | str, bytes | str]] = self._fields
+            return pairs
+        if self._headers is None:
+            return ()
+        return self._headers
 
     def __repr__(self) -> str:
         return f"<Response {self.code}>"

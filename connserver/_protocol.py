@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Callable
 from inspect import iscoroutine
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -20,6 +21,7 @@ from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
     IHalfCloseableProtocol,
+    IProducer,
     IPushProducer,
     ISSLTransport,
 )
@@ -44,6 +46,7 @@ from ._parser import NEED_DATA, BodyData, EndOfMessage, RequestHead, RequestPars
 from ._persistence import PersistenceDecision
 from ._records import RequestRecord
 from ._state import ConnectionState, checkTransition
+from ._writethrough import writerFor
 
 if TYPE_CHECKING:
     from ._factory import ConnectionFactory
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["HTTPServerProtocol"]
 
 _S = ConnectionState
+_WAITING = ConnectionState.WAITING
 _log = Logger(namespace="connserver")
 
 #: Read no further ahead than this while a handler is not consuming: the
@@ -71,57 +75,49 @@ _SERVER_OWNED = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length"}
 )
 _CONNECTION_DONE = Failure(ConnectionDone())
+_NO_OPTIONS: frozenset[bytes] = frozenset()
+# Validated "Name: value\r\n" lines of handler fields seen before, keyed by
+# the (name, value) pair as the handler gave it: handlers repeat the same
+# Content-Type and Cache-Control values, so most lines are built once.
+_FIELD_LINES: dict[tuple[Any, Any], bytes] = {}
+_FIELD_LINES_MAX = 4096
+
+
+def _latin1(text: str) -> bytes:
+    return text.encode("latin-1")
 
 
 class _Exchange:
-    """One request and the progress of its response."""
+    """
+    One request and the progress of its response.  Most fields keep their
+    class-level default for a simple request, so creating one is cheap.
+    """
 
-    __slots__ = (
-        "bodyBytes",
-        "bodyComplete",
-        "bodyPaused",
-        "bodyReceived",
-        "bodyStopped",
-        "bodyWanted",
-        "continueSent",
-        "decision",
-        "discarding",
-        "dispatched",
-        "error",
-        "expectContinue",
-        "file",
-        "finished",
-        "head",
-        "producer",
-        "request",
-        "responseStarted",
-        "startedAt",
-        "status",
-    )
+    request: Request | None = None
+    error: ProtocolError | None = None
+    startedAt = 0.0
+    bodyWanted = False
+    bodyPaused = False
+    bodyStopped = False
+    bodyReceived = 0
+    discarding = False
+    expectContinue = False
+    continueSent = False
+    dispatched = False
+    responseStarted = False
+    finished = False
+    status = 0
+    bodyBytes = 0
+    decision: PersistenceDecision | None = None
+    producer: Any = None
+    file: BinaryIO | None = None
 
-    def __init__(self, head: RequestHead | None, error: ProtocolError | None = None):
+    def __init__(self, head: RequestHead | None, startedAt: float) -> None:
         self.head = head
-        self.request: Request | None = None
-        self.error = error
-        self.startedAt = 0.0
+        self.startedAt = startedAt
         self.bodyComplete = head is None or (
-            not head.chunked and head.contentLength == 0
+            head.contentLength == 0 and not head.chunked
         )
-        self.bodyWanted = False
-        self.bodyPaused = False
-        self.bodyStopped = False
-        self.bodyReceived = 0
-        self.discarding = False
-        self.expectContinue = False
-        self.continueSent = False
-        self.dispatched = False
-        self.responseStarted = False
-        self.finished = False
-        self.status = 0
-        self.bodyBytes = 0
-        self.decision: PersistenceDecision | None = None
-        self.producer: Any = None
-        self.file: BinaryIO | None = None
 
 
 @implementer(IConsumer)
@@ -140,7 +136,7 @@ class _BodyConsumer:
     def write(self, data: bytes) -> None:
         self._protocol._writeBody(self._exchange, self._writer, data)
 
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         # An IBodyProducer may hand us a producer of its own; the protocol
         # already relays the transport's pause/resume to the body producer.
         pass
@@ -217,7 +213,9 @@ class HTTPServerProtocol(Protocol):
         self.state = _S.ACCEPTED
         self.closeReason: str | None = None
         self.acceptedAt = 0.0
+        self._write: Callable[[bytes], None] = _discard
         self._config = factory.config
+        self._stateCounts = factory._stateCounts
         self._clock = factory.reactor
         self._parser: RequestParser | None = RequestParser(factory.config)
         self._queue: deque[_Exchange] = deque()
@@ -242,6 +240,7 @@ class HTTPServerProtocol(Protocol):
         self._phase: str | None = None
         self._deadline = 0.0
         self._timerCall: IDelayedCall | None = None
+        self._timerDue = 0.0
 
     # -- connection events -------------------------------------------------
 
@@ -253,6 +252,7 @@ class HTTPServerProtocol(Protocol):
         self._peer = transport.getPeer()
         self._host = transport.getHost()
         self._peerHost = getattr(self._peer, "host", None) or "-"
+        self._write = writerFor(transport)
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.factory._connectionMade(self)
         # The head deadline runs from accept for the first request (it also
@@ -265,8 +265,6 @@ class HTTPServerProtocol(Protocol):
             # Closing: lingering read, discard (RFC 9112 §9.6).
             return
         parser.receiveData(data)
-        if self.state is _S.WAITING or self.state is _S.ACCEPTED:
-            self._setState(_S.READING_HEAD)
         self._processEvents()
 
     def readConnectionLost(self) -> None:
@@ -345,8 +343,16 @@ class HTTPServerProtocol(Protocol):
     def _setState(self, new: ConnectionState) -> None:
         current = self.state
         if new is not current:
-            self.state = checkTransition(current, new)
-            self.factory._stateChanged(self, current, new)
+            if not current.allowed & new.bit:  # type: ignore[attr-defined]
+                checkTransition(current, new)  # raises InvalidTransition
+            self.state = new
+            if current is _WAITING or new is _WAITING or new is _S.CLOSED:
+                self.factory._stateChanged(self, current, new)
+            else:
+                # The common transitions only move the per-state counts.
+                counts = self._stateCounts
+                counts[current.index] -= 1  # type: ignore[attr-defined]
+                counts[new.index] += 1  # type: ignore[attr-defined]
 
     # -- reading requests --------------------------------------------------
 
@@ -377,7 +383,22 @@ class HTTPServerProtocol(Protocol):
                 again = self._again
         finally:
             self._driving = False
-        self._updateReading()
+        state = self.state
+        if state is _WAITING or state is _S.ACCEPTED:
+            # Bytes of a request that is not complete yet (a request that
+            # arrives whole goes straight to HANDLING).
+            parser = self._parser
+            if parser is not None and (parser.inMessage or parser.bufferedByteCount):
+                self._setState(_S.READING_HEAD)
+        if (
+            self._readPaused
+            or self._parser is not None
+            and (
+                self._parser.bufferedByteCount > _READ_AHEAD_LIMIT
+                or self._incoming is not None
+            )
+        ):
+            self._updateReading()
         self._refreshTimer()
 
     def _pullEvents(self) -> None:
@@ -438,8 +459,7 @@ class HTTPServerProtocol(Protocol):
                 transport.resumeProducing()  # type: ignore[attr-defined]
 
     def _headReceived(self, head: RequestHead) -> None:
-        exchange = _Exchange(head)
-        exchange.startedAt = self._clock.seconds()
+        exchange = _Exchange(head, self._clock.seconds())
         if exchange.bodyComplete:
             # No body: the parser's EndOfMessage follows at once; take it
             # now so that the parser is between messages again.
@@ -508,8 +528,8 @@ class HTTPServerProtocol(Protocol):
                 if not incoming.responseStarted:
                     incoming.error = error
                 return
-        exchange = _Exchange(None, error)
-        exchange.startedAt = self._clock.seconds()
+        exchange = _Exchange(None, self._clock.seconds())
+        exchange.error = error
         self._queue.append(exchange)
         self._again = True
 
@@ -529,7 +549,7 @@ class HTTPServerProtocol(Protocol):
             # RFC 9110 §10.1.1: send 100 Continue when the body is wanted.
             exchange.continueSent = True
             assert self.transport is not None
-            self.transport.write(_CONTINUE)
+            self._write(_CONTINUE)
         self._processEvents()
 
     def _bodyPause(self, exchange: _Exchange) -> None:
@@ -558,8 +578,6 @@ class HTTPServerProtocol(Protocol):
         # A request is in: whatever timer ran (idle, head) is over; the next
         # refresh arms what applies from now (body, send, idle).
         self._phase = None
-        if self.state is _S.WAITING or self.state is _S.ACCEPTED:
-            self._setState(_S.READING_HEAD)
         if exchange.error is not None:
             self._writeError(exchange, exchange.error.statusCode, "protocol-error")
             return
@@ -668,21 +686,21 @@ class HTTPServerProtocol(Protocol):
         if type(body) is bytes:
             if framing is BodyFraming.CONTENT_LENGTH:
                 exchange.bodyBytes = len(body)
-                transport.write(headBytes + body if body else headBytes)
+                self._write(headBytes + body if body else headBytes)
             else:
                 writer = makeWriter(framing, length)
                 data = writer.write(body) + writer.finish(response.trailers)
                 exchange.bodyBytes = len(body) if data else 0
-                transport.write(headBytes + data)
+                self._write(headBytes + data)
             self._responseDone(exchange)
             return
         if framing is BodyFraming.NONE:
             # HEAD, 204, 304: the body is never started (RFC 9110 §9.3.2).
-            transport.write(headBytes)
+            self._write(headBytes)
             _closeBody(response)
             self._responseDone(exchange)
             return
-        transport.write(headBytes)
+        self._write(headBytes)
         producer: Any
         if IBodyProducer.providedBy(body):
             producer = body
@@ -715,29 +733,43 @@ class HTTPServerProtocol(Protocol):
         if code < 200:
             raise ValueError("a handler's final response cannot be 1xx")
         factory = self.factory
-        lines = [statusLine(code, response.reason), factory._dateLine()]
+        dateLine = factory._dateLine()
         serverLine = factory._serverLine
+        lines = [statusLine(code, response.reason), dateLine, serverLine]
         handlerLength: bytes | None = None
-        responseOptions: frozenset[bytes] = frozenset()
-        for name, value in response.headers:
-            lowered = name.lower()
+        responseOptions = _NO_OPTIONS
+        cache = _FIELD_LINES
+        for name, value in response.fieldPairs():
+            line = cache.get((name, value))
+            if line is not None:
+                lines.append(line)
+                continue
+            nameBytes = name if type(name) is bytes else _latin1(name)
+            valueBytes = value if type(value) is bytes else _latin1(value)
+            lowered = nameBytes.lower()
             if lowered in _SERVER_OWNED:
                 if lowered == b"content-length":
-                    handlerLength = value
+                    handlerLength = valueBytes
                 elif lowered == b"connection":
                     responseOptions = responseOptions | frozenset(
-                        token.lower() for token in splitList([value])
+                        token.lower() for token in splitList([valueBytes])
                     )
                 continue
+            if (
+                TOKEN_RE.fullmatch(nameBytes) is None
+                or _FIELD_VALUE_OK(valueBytes) is None
+            ):
+                raise ValueError(f"invalid response field {nameBytes!r}")
+            line = nameBytes + _HEADER_SEP + valueBytes + _CRLF
             if lowered == b"server":
-                serverLine = b""
+                lines[2] = b""
             elif lowered == b"date":
                 lines[1] = b""
-            if TOKEN_RE.fullmatch(name) is None or _FIELD_VALUE_OK(value) is None:
-                raise ValueError(f"invalid response field {name!r}")
-            lines.append(name + _HEADER_SEP + value + _CRLF)
-        if serverLine:
-            lines.insert(2, serverLine)
+            elif len(cache) < _FIELD_LINES_MAX:
+                # Only plain fields are cached: Server and Date change what
+                # the server adds, so they are looked at every time.
+                cache[(name, value)] = line
+            lines.append(line)
         length = response.bodyLength()
         if handlerLength is not None:
             if not handlerLength.isdigit():
@@ -750,22 +782,28 @@ class HTTPServerProtocol(Protocol):
                     f"Content-Length {declared} contradicts a body of {length} bytes"
                 )
         method = head.method
-        framing = chooseFraming(method, head.version, code, length)
-        for name, value in framingHeaders(framing, method, code, length):
-            lines.append(name + _HEADER_SEP + value + _CRLF)
+        version = head.version
+        if length is not None and code != 204 and code != 304 and method != b"HEAD":
+            # The common case, without the general rules' calls.
+            framing = BodyFraming.CONTENT_LENGTH
+            lines.append(b"Content-Length: %d\r\n" % length)
+        else:
+            framing = chooseFraming(method, version, code, length)
+            for name, value in framingHeaders(framing, method, code, length):
+                lines.append(name + _HEADER_SEP + value + _CRLF)
+        request = exchange.request
         decision = factory.policy.decide(
-            version=head.version,
+            version=version,
             requestOptions=(
-                exchange.request.connectionOptions
-                if exchange.request is not None
-                else frozenset()
+                request.connectionOptions if request is not None else _NO_OPTIONS
             ),
             responseOptions=responseOptions,
             responseLengthKnown=framing is not BodyFraming.CLOSE_DELIMITED,
             requestsServed=self._served + 1,
             connectionAge=self._clock.seconds() - self.acceptedAt,
             draining=self._draining,
-            requestBodyConsumable=self._bodyConsumable(exchange),
+            requestBodyConsumable=exchange.bodyComplete
+            or self._bodyConsumable(exchange),
             framingSafe=not self._closeAfterCurrent,
         )
         exchange.decision = decision
@@ -791,7 +829,7 @@ class HTTPServerProtocol(Protocol):
         exchange.bodyBytes += len(data)
         if wire:
             assert self.transport is not None
-            self.transport.write(wire)
+            self._write(wire)
 
     def _bodyFinished(
         self, exchange: _Exchange, writer: BodyWriter, trailers: Headers | None
@@ -805,7 +843,7 @@ class HTTPServerProtocol(Protocol):
             return
         if tail:
             assert self.transport is not None
-            self.transport.write(tail)
+            self._write(tail)
         self._closeFile(exchange)
         exchange.producer = None
         self._responseDone(exchange)
@@ -948,7 +986,7 @@ class HTTPServerProtocol(Protocol):
         exchange.decision = None
         self._closeAfterCurrent = True
         self._setState(_S.WRITING)
-        transport.write(head if isHead else head + body)
+        self._write(head if isHead else head + body)
         self.closeReason = self.closeReason or reason
         exchange.finished = True
         self._served += 1
@@ -965,12 +1003,13 @@ class HTTPServerProtocol(Protocol):
             self._phase = None
             return
         self._phase = phase
-        self._deadline = self._clock.seconds() + timeout
-        call = self._timerCall
-        if call is None:
+        deadline = self._deadline = self._clock.seconds() + timeout
+        if self._timerCall is None:
             self._timerCall = self._clock.callLater(timeout, self._timerFired)
-        elif call.getTime() > self._deadline:
-            call.reset(timeout)
+            self._timerDue = deadline
+        elif self._timerDue > deadline:
+            self._timerCall.reset(timeout)
+            self._timerDue = deadline
 
     def _bumpDeadline(self, timeout: float | None) -> None:
         # Progress moves an inactivity deadline later; the pending call
@@ -1033,6 +1072,7 @@ class HTTPServerProtocol(Protocol):
             self._timerCall = self._clock.callLater(
                 self._deadline - now, self._timerFired
             )
+            self._timerDue = self._deadline
             return
         self._phase = None
         if phase == "head":
@@ -1054,8 +1094,8 @@ class HTTPServerProtocol(Protocol):
         parser = self._parser
         if parser is not None and (parser.inMessage or parser.bufferedByteCount):
             # RFC 9110 §15.5.9: 408 says the server wants to close.
-            exchange = _Exchange(None, ProtocolError("request head timeout", 408))
-            exchange.startedAt = self._clock.seconds()
+            exchange = _Exchange(None, self._clock.seconds())
+            exchange.error = ProtocolError("request head timeout", 408)
             self._parser = None
             self._incoming = None
             self._queue.append(exchange)
@@ -1190,6 +1230,10 @@ class _ExchangeBody:
 
     def stopBody(self) -> None:
         self._protocol._bodyStop(self._exchange)
+
+
+def _discard(data: bytes) -> None:
+    """The writer of a protocol that has no transport yet."""
 
 
 def _closeBody(response: Response) -> None:

@@ -41,8 +41,28 @@ _S = ConnectionState
 #: The transition table: for each state, the states that may follow it.
 #: ``CLOSED`` may follow any state because the peer can vanish at any time.
 TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
-    _S.ACCEPTED: frozenset({_S.READING_HEAD, _S.CLOSING, _S.CLOSED}),
-    _S.WAITING: frozenset({_S.READING_HEAD, _S.CLOSING, _S.CLOSED}),
+    # A request that arrives whole skips READING_HEAD; one that is malformed
+    # from its first bytes is answered (WRITING) at once.
+    _S.ACCEPTED: frozenset(
+        {
+            _S.READING_HEAD,
+            _S.READING_BODY,
+            _S.HANDLING,
+            _S.WRITING,
+            _S.CLOSING,
+            _S.CLOSED,
+        }
+    ),
+    _S.WAITING: frozenset(
+        {
+            _S.READING_HEAD,
+            _S.READING_BODY,
+            _S.HANDLING,
+            _S.WRITING,
+            _S.CLOSING,
+            _S.CLOSED,
+        }
+    ),
     _S.READING_HEAD: frozenset(
         # WRITING: an error response (400, 408, 414, 431, ...) for a bad head.
         {_S.READING_BODY, _S.HANDLING, _S.WRITING, _S.CLOSING, _S.CLOSED}
@@ -81,11 +101,21 @@ STATUS_GROUP: dict[ConnectionState, str] = {
 }
 
 
+# The table again as bit masks on the members, so that the per-request
+# check and the factory's per-state counters need no hashing (an Enum's
+# __hash__ is a Python-level call).
+for _index, _state in enumerate(ConnectionState):
+    _state.index = _index  # type: ignore[attr-defined]
+    _state.bit = 1 << _index  # type: ignore[attr-defined]
+for _state, _allowed in TRANSITIONS.items():
+    _state.allowed = sum(1 << list(ConnectionState).index(s) for s in _allowed)  # type: ignore[attr-defined]
+
+
 def checkTransition(current: ConnectionState, new: ConnectionState) -> ConnectionState:
     """
     Return ``new`` if the table allows ``current -> new``; staying in the same
     state is always allowed.  Otherwise raise :class:`InvalidTransition`.
     """
-    if new is current or new in TRANSITIONS[current]:
+    if new is current or current.allowed & new.bit:  # type: ignore[attr-defined]
         return new
     raise InvalidTransition(f"{current.name} -> {new.name}")

@@ -17,5 +17,11 @@ def test_allNamesExistAndAreDocumented() -> None:
 
 def test_importDoesNotInstallReactor() -> None:
     code = "import sys, connserver; print('twisted.internet.reactor' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert out.stdout.strip() == "False"

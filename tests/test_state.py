@@ -31,9 +31,9 @@ def test_closedFollowsEveryLiveState(state: ConnectionState) -> None:
     [
         (S.CLOSED, S.WAITING),
         (S.CLOSING, S.WRITING),
-        (S.WAITING, S.WRITING),
+        (S.READING_HEAD, S.WAITING),
         (S.HANDLING, S.WAITING),
-        (S.ACCEPTED, S.HANDLING),
+        (S.ACCEPTED, S.WAITING),
     ],
 )
 def test_forbidden(current: ConnectionState, new: ConnectionState) -> None:

@@ -1,0 +1,27 @@
+"""docs/ stays true: generated pages match the code they describe."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import gen_config_doc  # noqa: E402
+
+
+def test_configDocIsCurrent() -> None:
+    assert (ROOT / "docs" / "config.md").read_text() == gen_config_doc.render(), (
+        "docs/config.md is stale: run python tools/gen_config_doc.py > docs/config.md"
+    )
+
+
+def test_closeReasonsAreDocumented() -> None:
+    from connserver import CLOSE_REASONS
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    for reason in CLOSE_REASONS:
+        assert f"`{reason}`" in text, (
+            f"close reason {reason} missing from docs/architecture.md"
+        )

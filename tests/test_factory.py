@@ -1,0 +1,197 @@
+"""ConnectionFactory: registry and counters, maxConnections, drain."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from connserver._config import ServerConfig
+from connserver._factory import ConnectionFactory
+from connserver._message import Request, Response
+
+from ._harness import PEER, Connection, TCPStringTransport, hello
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+class FakePort:
+    """Records stopReading/startReading, as a listening port would get."""
+
+    def __init__(self) -> None:
+        self.reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def startReading(self) -> None:
+        self.reading = True
+
+
+def open_(factory: ConnectionFactory, clock: Clock) -> Connection:
+    protocol = factory.buildProtocol(PEER)
+    assert protocol is not None
+    transport = TCPStringTransport()
+    protocol.makeConnection(transport)
+    return Connection(protocol, transport, clock, factory)
+
+
+def test_countsByStateAndCloseReasons() -> None:
+    clock = Clock()
+    factory = ConnectionFactory(hello, ServerConfig(), reactor=clock)
+    a = open_(factory, clock)
+    b = open_(factory, clock)
+    a.send(GET)
+    b.send(b"GET / HT")
+    assert factory.stats.byState() == {
+        "reading": 1,
+        "handling": 0,
+        "writing": 0,
+        "waiting": 1,
+        "closing": 0,
+    }
+    assert factory.stats.active == 2
+    assert factory.stats.accepted == 2
+    b.send(b"TP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    b.lose()
+    a.clock.advance(60)
+    a.lose()
+    assert factory.stats.closes == {"client-close": 1, "idle-timeout": 1}
+    assert factory.stats.requestsPerConnection == {1: 2}
+    assert factory.stats.active == 0
+    assert factory.stats.handled == 2
+    assert clock.getDelayedCalls() == []
+
+
+def test_maxConnectionsPausesAcceptingAndShedsIdleOldestFirst() -> None:
+    clock = Clock()
+    factory = ConnectionFactory(hello, ServerConfig(maxConnections=3), reactor=clock)
+    port = FakePort()
+    factory.addListeningPort(port)  # type: ignore[arg-type]
+    first = open_(factory, clock)
+    second = open_(factory, clock)
+    first.send(GET)  # idle first
+    second.send(GET)  # idle second
+    third = open_(factory, clock)  # reaches the limit
+    assert not port.reading
+    assert first.closing and first.protocol.closeReason == "max-connections"
+    assert not second.closing
+    # A connection accepted in the same turn is refused, not served.
+    assert factory.buildProtocol(PEER) is None
+    assert factory.stats.refused == 1
+    first.lose()
+    assert port.reading
+    for conn in (second, third):
+        conn.lose()
+    assert clock.getDelayedCalls() == []
+
+
+def test_drainClosesIdleAnswersInFlightWithCloseAndFires() -> None:
+    clock = Clock()
+    pending: list[Deferred[Response]] = []
+
+    def handler(request: Request) -> Deferred[Response]:
+        d: Deferred[Response] = Deferred()
+        pending.append(d)
+        return d
+
+    factory = ConnectionFactory(
+        handler, ServerConfig(drainGraceTimeout=1.0), reactor=clock
+    )
+    idle = open_(factory, clock)
+    busy = open_(factory, clock)
+    busy.send(GET)
+    done = factory.drain(30)
+    fired: list[object] = []
+    done.addCallback(fired.append)
+    assert factory.buildProtocol(PEER) is None  # no new connections
+    clock.advance(1.0)
+    assert idle.closing and idle.protocol.closeReason == "draining"
+    idle.lose()
+    pending[0].callback(Response(200, body=b"ok"))
+    response = busy.responses()[0]
+    assert response.header(b"connection") == b"close"
+    assert busy.protocol.closeReason == "draining"
+    assert not fired
+    busy.lose()
+    assert fired == [None]
+    assert clock.getDelayedCalls() == []
+
+
+def test_requestDuringDrainGraceIsAnsweredWithClose() -> None:
+    clock = Clock()
+    factory = ConnectionFactory(
+        hello, ServerConfig(drainGraceTimeout=1.0), reactor=clock
+    )
+    conn = open_(factory, clock)
+    conn.send(GET)
+    factory.drain(30)
+    clock.advance(0.5)
+    conn.send(GET)
+    responses = conn.responses()
+    assert [r.header(b"connection") for r in responses] == [None, b"close"]
+    conn.lose()
+
+
+def test_drainDeadlineAborts() -> None:
+    clock = Clock()
+    factory = ConnectionFactory(
+        lambda request: Deferred(), ServerConfig(), reactor=clock
+    )
+    conn = open_(factory, clock)
+    conn.send(GET)
+    done = factory.drain(5)
+    fired: list[object] = []
+    done.addCallback(fired.append)
+    clock.advance(4.9)
+    assert not conn.transport.aborted
+    clock.advance(0.1)
+    assert conn.transport.aborted
+    conn.lose(Failure(ConnectionDone()))
+    assert fired == [None]
+    assert conn.protocol.closeReason == "drain-timeout"
+    assert clock.getDelayedCalls() == []
+
+
+def test_drainWithNoConnectionsFiresAtOnce() -> None:
+    factory = ConnectionFactory(hello, ServerConfig(), reactor=Clock())
+    fired: list[object] = []
+    factory.drain().addCallback(fired.append)
+    assert fired == [None]
+
+
+def test_requestObserversGetRecords() -> None:
+    clock = Clock()
+    factory = ConnectionFactory(
+        hello, ServerConfig(maxRequestsPerConnection=2), reactor=clock
+    )
+    records = []
+    factory.requestObservers.append(records.append)
+    conn = open_(factory, clock)
+    conn.send(b"GET /a HTTP/1.1\r\nHost: x\r\nUser-Agent: ua\r\n\r\n")
+    clock.advance(2)
+    conn.send(b"GET /b HTTP/1.1\r\nHost: x\r\nReferer: r\r\n\r\n")
+    assert [(r.target, r.requestIndex, r.closeReason, r.status) for r in records] == [
+        (b"/a", 1, None, 200),
+        (b"/b", 2, "max-requests", 200),
+    ]
+    assert records[0].userAgent == b"ua" and records[1].referer == b"r"
+    assert records[1].connectionAge == 2
+    assert records[0].peerHost == "127.0.0.1"
+    assert records[0].bodyBytes == 130
+    conn.lose()
+
+
+def test_failingObserverDoesNotStopServing() -> None:
+    clock = Clock()
+    factory = ConnectionFactory(hello, ServerConfig(), reactor=clock)
+
+    def broken(record: object) -> None:
+        raise OSError("disk full")
+
+    factory.requestObservers.append(broken)
+    conn = open_(factory, clock)
+    conn.send(GET + GET)
+    assert len(conn.responses()) == 2
+    conn.lose()
