@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _servers import freePort, python, server, wrk  # noqa: E402
+from _servers import freePort, python, server, wrk
 
 CONNSERVER = textwrap.dedent(
     """

@@ -390,9 +390,8 @@ class HTTPServerProtocol(Protocol):
             parser = self._parser
             if parser is not None and (parser.inMessage or parser.bufferedByteCount):
                 self._setState(_S.READING_HEAD)
-        if (
-            self._readPaused
-            or self._parser is not None
+        if self._readPaused or (
+            self._parser is not None
             and (
                 self._parser.bufferedByteCount > _READ_AHEAD_LIMIT
                 or self._incoming is not None
