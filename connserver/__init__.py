@@ -7,6 +7,7 @@ Embedding is one line::
     endpoint.listen(ConnectionFactory(handler, config=ServerConfig(...)))
 """
 
+from ._accesslog import AccessLog
 from ._config import ServerConfig
 from ._errors import InvalidTransition, ProtocolError, ResponseFramingError
 from ._factory import ConnectionFactory, ConnectionStats
@@ -21,14 +22,19 @@ from ._message import Handler, Request, Response
 from ._persistence import CLOSE_REASONS, PersistenceDecision, PersistencePolicy
 from ._protocol import HTTPServerProtocol
 from ._records import RequestRecord
+from ._routing import PrefixMount
+from ._service import ConnectionServerService
 from ._state import ConnectionState
+from ._status import StatusHandler
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CLOSE_REASONS",
     "HOP_BY_HOP",
+    "AccessLog",
     "ConnectionFactory",
+    "ConnectionServerService",
     "ConnectionState",
     "ConnectionStats",
     "HTTPServerProtocol",
@@ -37,12 +43,14 @@ __all__ = [
     "InvalidTransition",
     "PersistenceDecision",
     "PersistencePolicy",
+    "PrefixMount",
     "ProtocolError",
     "Request",
     "RequestRecord",
     "Response",
     "ResponseFramingError",
     "ServerConfig",
+    "StatusHandler",
     "__version__",
     "connectionOptions",
     "removeHopByHop",

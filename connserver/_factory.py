@@ -31,7 +31,7 @@ __all__ = ["ConnectionFactory", "ConnectionStats"]
 _log = Logger(namespace="connserver")
 _CLOSED = ConnectionState.CLOSED
 _WAITING = ConnectionState.WAITING
-_CLOSED_INDEX: int = _CLOSED.index  # type: ignore[attr-defined]
+_CLOSED_INDEX: int = _CLOSED.index
 
 
 class ConnectionStats:
@@ -45,7 +45,11 @@ class ConnectionStats:
     """
 
     def __init__(self, stateCounts: list[int]) -> None:
+        #: Connections accepted.
         self.accepted = 0
+        #: Request heads received (a request later cut off still counts).
+        self.requests = 0
+        #: Responses completed, error responses included.
         self.handled = 0
         self.refused = 0
         self.closes: Counter[str] = Counter()
@@ -53,10 +57,6 @@ class ConnectionStats:
         self.draining = False
         self._stateCounts = stateCounts
 
-    @property
-    def requests(self) -> int:
-        """Responses completed (every request answered, errors included)."""
-        return self.handled
 
     @property
     def active(self) -> int:
@@ -67,7 +67,7 @@ class ConnectionStats:
         """Open connections by status group: reading, handling, writing, ..."""
         groups = {"reading": 0, "handling": 0, "writing": 0, "waiting": 0, "closing": 0}
         for state in ConnectionState:
-            count = self._stateCounts[state.index]  # type: ignore[attr-defined]
+            count = self._stateCounts[state.index]
             group = STATUS_GROUP[state]
             if group in groups:
                 groups[group] += count
@@ -155,7 +155,7 @@ class ConnectionFactory(Factory):
 
     def _connectionMade(self, protocol: HTTPServerProtocol) -> None:
         self._connections[protocol] = None
-        self._stateCounts[protocol.state.index] += 1  # type: ignore[attr-defined]
+        self._stateCounts[protocol.state.index] += 1
         self.stats.accepted += 1
         limit = self.config.maxConnections
         if limit is not None and len(self._connections) >= limit:
@@ -166,9 +166,9 @@ class ConnectionFactory(Factory):
         self, protocol: HTTPServerProtocol, old: ConnectionState, new: ConnectionState
     ) -> None:
         counts = self._stateCounts
-        counts[old.index] -= 1  # type: ignore[attr-defined]
+        counts[old.index] -= 1
         if new is not _CLOSED:
-            counts[new.index] += 1  # type: ignore[attr-defined]
+            counts[new.index] += 1
         if old is _WAITING:
             self._idle.pop(protocol, None)
         elif new is _WAITING:

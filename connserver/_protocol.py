@@ -216,6 +216,7 @@ class HTTPServerProtocol(Protocol):
         self._write: Callable[[bytes], None] = _discard
         self._config = factory.config
         self._stateCounts = factory._stateCounts
+        self._stats = factory.stats
         self._clock = factory.reactor
         self._parser: RequestParser | None = RequestParser(factory.config)
         self._queue: deque[_Exchange] = deque()
@@ -343,7 +344,7 @@ class HTTPServerProtocol(Protocol):
     def _setState(self, new: ConnectionState) -> None:
         current = self.state
         if new is not current:
-            if not current.allowed & new.bit:  # type: ignore[attr-defined]
+            if not current.allowed & new.bit:
                 checkTransition(current, new)  # raises InvalidTransition
             self.state = new
             if current is _WAITING or new is _WAITING or new is _S.CLOSED:
@@ -351,8 +352,8 @@ class HTTPServerProtocol(Protocol):
             else:
                 # The common transitions only move the per-state counts.
                 counts = self._stateCounts
-                counts[current.index] -= 1  # type: ignore[attr-defined]
-                counts[new.index] += 1  # type: ignore[attr-defined]
+                counts[current.index] -= 1
+                counts[new.index] += 1
 
     # -- reading requests --------------------------------------------------
 
@@ -459,6 +460,7 @@ class HTTPServerProtocol(Protocol):
 
     def _headReceived(self, head: RequestHead) -> None:
         exchange = _Exchange(head, self._clock.seconds())
+        self._stats.requests += 1
         if exchange.bodyComplete:
             # No body: the parser's EndOfMessage follows at once; take it
             # now so that the parser is between messages again.
@@ -743,8 +745,8 @@ class HTTPServerProtocol(Protocol):
             if line is not None:
                 lines.append(line)
                 continue
-            nameBytes = name if type(name) is bytes else _latin1(name)
-            valueBytes = value if type(value) is bytes else _latin1(value)
+            nameBytes = name if isinstance(name, bytes) else _latin1(name)
+            valueBytes = value if isinstance(value, bytes) else _latin1(value)
             lowered = nameBytes.lower()
             if lowered in _SERVER_OWNED:
                 if lowered == b"content-length":

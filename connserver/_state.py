@@ -35,6 +35,12 @@ class ConnectionState(Enum):
     #: The transport is gone.
     CLOSED = "closed"
 
+    # Set below from the table: a position, a bit, and the bits of the
+    # states that may follow (annotations only, so not members).
+    index: int
+    bit: int
+    allowed: int
+
 
 _S = ConnectionState
 
@@ -105,10 +111,10 @@ STATUS_GROUP: dict[ConnectionState, str] = {
 # check and the factory's per-state counters need no hashing (an Enum's
 # __hash__ is a Python-level call).
 for _index, _state in enumerate(ConnectionState):
-    _state.index = _index  # type: ignore[attr-defined]
-    _state.bit = 1 << _index  # type: ignore[attr-defined]
+    _state.index = _index
+    _state.bit = 1 << _index
 for _state, _allowed in TRANSITIONS.items():
-    _state.allowed = sum(1 << list(ConnectionState).index(s) for s in _allowed)  # type: ignore[attr-defined]
+    _state.allowed = sum(1 << list(ConnectionState).index(s) for s in _allowed)
 
 
 def checkTransition(current: ConnectionState, new: ConnectionState) -> ConnectionState:
@@ -116,6 +122,6 @@ def checkTransition(current: ConnectionState, new: ConnectionState) -> Connectio
     Return ``new`` if the table allows ``current -> new``; staying in the same
     state is always allowed.  Otherwise raise :class:`InvalidTransition`.
     """
-    if new is current or current.allowed & new.bit:  # type: ignore[attr-defined]
+    if new is current or current.allowed & new.bit:
         return new
     raise InvalidTransition(f"{current.name} -> {new.name}")

@@ -1,0 +1,318 @@
+"""
+``AccessLog``: one line per answered request, with the connection's story.
+
+Lines are in the Combined Log Format (as Apache and nginx write it) followed
+by fields no other Python server offers: the connection id, the request's
+index on its connection, the connection's age, the request's duration and,
+on the last response of a connection, why it closed::
+
+    127.0.0.1 - - [05/Mar/2025:14:02:07 +0000] "GET /a HTTP/1.1" 200 512 "-" "curl/8.5.0" conn=7 req=3 age=2.041 dur=0.000412 close=-
+
+The ``json`` format writes one JSON object per line with the same facts.
+
+Writing never blocks the reactor for long: lines are buffered and written
+by a reactor timer (every ``flushInterval`` seconds, or at once when the
+buffer passes ``bufferBytes``); the timer runs only while lines wait, so an
+idle server runs none.  A log file that fails (disk full, removed mount) is
+reported once through ``twisted.logger``; its lines are dropped and serving
+goes on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import time
+from typing import IO, TYPE_CHECKING, Literal
+
+from twisted.logger import Logger
+
+from ._records import RequestRecord
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+__all__ = ["ACCESS_LOG_FORMATS", "AccessLog", "formatCombined", "formatJSON"]
+
+#: The formats ``AccessLog`` writes.
+ACCESS_LOG_FORMATS = ("combined", "json")
+
+_MONTHS = (
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
+)
+
+
+def _escape(value: bytes) -> str:
+    """
+    Quote-safe text for a log field: as nginx does, ``"``, ``\\`` and bytes
+    outside printable ASCII become ``\\xHH``, so a hostile request line or
+    User-Agent cannot forge a field or a line.
+    """
+    if value.isascii() and value.isalnum():
+        return value.decode("ascii")
+    out = []
+    for byte in value:
+        if 0x20 <= byte < 0x7F and byte not in (0x22, 0x5C):
+            out.append(chr(byte))
+        else:
+            out.append(f"\\x{byte:02X}")
+    return "".join(out)
+
+
+def _clfTime(timestamp: float) -> str:
+    # Always UTC: stable across hosts and daylight-saving changes.
+    t = time.gmtime(timestamp)
+    return (
+        f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year:04d}:"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+    )
+
+
+def _isoTime(timestamp: float) -> str:
+    t = time.gmtime(timestamp)
+    millis = int((timestamp % 1) * 1000)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{millis:03d}Z"
+    )
+
+
+def _requestLine(record: RequestRecord) -> str:
+    if not record.method:
+        # The request head never parsed (400, 408, 431, ...).
+        return "-"
+    major, minor = record.version
+    return f"{_escape(record.method)} {_escape(record.target)} HTTP/{major}.{minor}"
+
+
+def _optional(value: bytes | None) -> str:
+    return "-" if not value else _escape(value)
+
+
+def formatCombined(record: RequestRecord) -> str:
+    """One Combined Log Format line for ``record`` (with its newline)."""
+    return (
+        f"{record.peerHost or '-'} - - [{_clfTime(record.timestamp)}] "
+        f'"{_requestLine(record)}" {record.status} {record.bodyBytes} '
+        f'"{_optional(record.referer)}" "{_optional(record.userAgent)}" '
+        f"conn={record.connectionId} req={record.requestIndex} "
+        f"age={record.connectionAge:.3f} dur={record.duration:.6f} "
+        f"close={record.closeReason or '-'}\n"
+    )
+
+
+def _text(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode("ascii", "backslashreplace")
+
+
+def formatJSON(record: RequestRecord) -> str:
+    """One JSON object for ``record``, on one line (with its newline)."""
+    major, minor = record.version
+    entry = {
+        "time": _isoTime(record.timestamp),
+        "remote": record.peerHost or None,
+        "method": _text(record.method) or None,
+        "target": _text(record.target) if record.method else None,
+        "version": f"HTTP/{major}.{minor}" if record.method else None,
+        "status": record.status,
+        "bytes": record.bodyBytes,
+        "referer": _text(record.referer),
+        "userAgent": _text(record.userAgent),
+        "conn": record.connectionId,
+        "req": record.requestIndex,
+        "age": round(record.connectionAge, 6),
+        "dur": round(record.duration, 6),
+        "close": record.closeReason,
+        "secure": record.secure,
+    }
+    return json.dumps(entry, separators=(",", ":")) + "\n"
+
+
+_FORMATTERS = {"combined": formatCombined, "json": formatJSON}
+
+
+class AccessLog:
+    """
+    A ``factory.requestObservers`` entry that writes one line per request.
+
+    ``target`` is a path (opened for appending on the first write, so that
+    ``O_APPEND`` keeps concurrent writers and ``logrotate copytruncate``
+    safe), ``"-"`` for standard output, or an open file object (binary or
+    text; never closed by this class).  Call :meth:`close` at shutdown to
+    write what is buffered; the service does so after the drain.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | IO[bytes] | IO[str],
+        format: Literal["combined", "json"] | str = "combined",
+        *,
+        reactor: IReactorTime | None = None,
+        flushInterval: float = 1.0,
+        bufferBytes: int = 64 * 1024,
+    ) -> None:
+        if format not in _FORMATTERS:
+            raise ValueError(
+                f"access log format must be one of {', '.join(ACCESS_LOG_FORMATS)}, "
+                f"not {format!r}"
+            )
+        if flushInterval <= 0:
+            raise ValueError("flushInterval must be positive")
+        self._format = _FORMATTERS[format]
+        self.format = format
+        self._reactor = reactor
+        self.flushInterval = flushInterval
+        self.bufferBytes = bufferBytes
+        self._path: str | None = None
+        self._file: IO[bytes] | IO[str] | None = None
+        self._ownsFile = False
+        if isinstance(target, str | os.PathLike):
+            path = os.fspath(target)
+            if path == "-":
+                self._file = _standardOutput()
+            else:
+                self._path = path
+                self._ownsFile = True
+        else:
+            self._file = target
+        self._lines: list[str] = []
+        self._size = 0
+        self._timer: IDelayedCall | None = None
+        self._failing = False
+        self._dropped = 0
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        """What the log writes to, for messages."""
+        if self._path is not None:
+            return self._path
+        return str(getattr(self._file, "name", "<stream>"))
+
+    def __call__(self, record: RequestRecord) -> None:
+        """Buffer the line for ``record``; never raises (an observer must not)."""
+        try:
+            line = self._format(record)
+        except Exception:
+            self._log.failure(
+                "Could not format an access log line for {record!r}", record=record
+            )
+            return
+        if self._closed:
+            self._dropped += 1
+            return
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= self.bufferBytes:
+            self.flush()
+        elif self._timer is None:
+            self._timer = self._clock().callLater(self.flushInterval, self._timedFlush)
+
+    def _clock(self) -> IReactorTime:
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        assert self._reactor is not None
+        return self._reactor
+
+    def _timedFlush(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Write every buffered line now."""
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        if not self._lines:
+            return
+        data = "".join(self._lines)
+        count = len(self._lines)
+        self._lines = []
+        self._size = 0
+        try:
+            self._write(data)
+        except (OSError, ValueError) as error:
+            # ValueError: a file object closed under us.
+            self._dropped += count
+            if not self._failing:
+                self._failing = True
+                self._log.error(
+                    "Access log {name} cannot be written ({error}); dropping "
+                    "its lines until it works again. Serving continues.",
+                    name=self.name,
+                    error=error,
+                )
+            self._discardFile()
+            return
+        if self._failing:
+            self._failing = False
+            self._log.info(
+                "Access log {name} works again; {dropped} lines were lost.",
+                name=self.name,
+                dropped=self._dropped,
+            )
+            self._dropped = 0
+
+    def _write(self, data: str) -> None:
+        if self._file is None:
+            assert self._path is not None
+            self._file = open(self._path, "ab")
+        f = self._file
+        if isinstance(f, io.TextIOBase):
+            f.write(data)
+        else:
+            f.write(data.encode("utf-8"))  # type: ignore[arg-type]
+        f.flush()
+
+    def _discardFile(self) -> None:
+        # Reopen on the next write: the failure may have been a removed
+        # directory or a rotated file that comes back.
+        if self._ownsFile and self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+
+    def close(self) -> None:
+        """Write what is buffered, cancel the timer and close an owned file."""
+        self.flush()
+        self._closed = True
+        if self._ownsFile and self._file is not None:
+            try:
+                self._file.close()
+            except OSError as error:
+                self._log.error(
+                    "Access log {name} failed to close: {error}",
+                    name=self.name,
+                    error=error,
+                )
+            self._file = None
+
+
+def _standardOutput() -> IO[bytes] | IO[str]:
+    # The real standard output, even when twistd later replaces sys.stdout
+    # with a logging shim.
+    stream = sys.__stdout__ or sys.stdout
+    buffer = getattr(stream, "buffer", None)
+    return buffer if buffer is not None else stream

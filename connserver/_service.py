@@ -1,0 +1,280 @@
+"""
+``ConnectionServerService``: listening ports plus a graceful drain on stop.
+
+``twistd`` calls ``stopService`` on SIGTERM (and SIGINT) and waits for the
+Deferred it returns before it stops the reactor.  This service uses that
+wait: it first stops accepting on every port, then asks the factory to
+drain (idle connections close, in-flight responses finish with
+``Connection: close``, what remains at ``drainTimeout`` is aborted), and
+only then stops its companion services (access log, status sampler), so
+that the last requests are logged and no timer is left running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    ensureDeferred,
+    maybeDeferred,
+    succeed,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import (
+        IListeningPort,
+        IStreamServerEndpoint,
+    )
+    from twisted.internet.protocol import Factory
+
+    from ._config import ServerConfig
+
+__all__ = ["CallbackService", "ConnectionServerService", "ListeningService"]
+
+
+class _DrainableFactory(Protocol):
+    """What the service needs of ``ConnectionFactory``."""
+
+    config: ServerConfig
+
+    def addListeningPort(self, port: IListeningPort) -> None: ...
+
+    def drain(self, timeout: float | None = None) -> Deferred[None]: ...
+
+
+def describePort(port: IListeningPort) -> str:
+    """``tcp 127.0.0.1:8080``-style text for a log line."""
+    address = port.getHost()
+    kind = type(address).__name__.replace("Address", "").lower() or "port"
+    host = getattr(address, "host", None)
+    portNumber = getattr(address, "port", None)
+    if host is not None and portNumber is not None:
+        if ":" in host:
+            return f"{kind} [{host}]:{portNumber}"
+        return f"{kind} {host}:{portNumber}"
+    name = getattr(address, "name", None)
+    if name is not None:
+        return f"{kind} {name.decode() if isinstance(name, bytes) else name}"
+    return str(address)
+
+
+class ListeningService(Service):
+    """
+    Listens on one endpoint with one factory.
+
+    It listens in ``privilegedStartService`` (before twistd drops root, so a
+    port below 1024 works with ``--uid``) and raises at once if the endpoint
+    fails synchronously, as ``twisted.application.strports.service`` does, so
+    that a port already in use stops ``twistd`` instead of serving nothing.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        factory: Factory,
+        onListening: Callable[[IListeningPort], None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+        self.onListening = onListening
+        #: The port, once listening.
+        self.port: IListeningPort | None = None
+        self._waiting: Deferred[IListeningPort] | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        self._listen(raiseNow=True)
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        if self._waiting is None:
+            self._listen(raiseNow=False)
+
+    def _listen(self, raiseNow: bool) -> None:
+        failures: list[Failure] = []
+        synchronous = True
+        waiting = self.endpoint.listen(self.factory)
+        self._waiting = waiting
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            self.port = port
+            self._log.info("connserver listening on {where}", where=describePort(port))
+            if self.onListening is not None:
+                self.onListening(port)
+            return port
+
+        def failed(failure: Failure) -> None:
+            if synchronous and raiseNow:
+                failures.append(failure)
+            else:
+                from twisted.internet.defer import CancelledError
+
+                if not failure.check(CancelledError):
+                    self._log.failure("connserver could not listen", failure)
+
+        waiting.addCallbacks(listening, failed)
+        synchronous = False
+        if failures:
+            self._waiting = None
+            failures[0].raiseException()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        waiting, self._waiting = self._waiting, None
+        if waiting is None:
+            return succeed(None)
+        waiting.cancel()
+
+        def stop(port: IListeningPort | None) -> Deferred[Any]:
+            self.port = None
+            if port is not None:
+                return maybeDeferred(port.stopListening)
+            return succeed(None)
+
+        result: Deferred[None] = waiting.addCallback(stop)
+        return result
+
+
+class CallbackService(Service):
+    """A service that calls ``onStart`` and ``onStop`` (for companions)."""
+
+    def __init__(
+        self,
+        name: str,
+        onStart: Callable[[], object] | None = None,
+        onStop: Callable[[], object] | None = None,
+    ) -> None:
+        self.setName(name)  # type: ignore[no-untyped-call]
+        self._onStart = onStart
+        self._onStop = onStop
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        if self._onStart is not None:
+            self._onStart()
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._onStop is None:
+            return succeed(None)
+        return maybeDeferred(self._onStop)
+
+
+class _FromConfig(Enum):
+    """The default of ``drainTimeout``: read it from the factory's config."""
+
+    TOKEN = "from-config"
+
+
+class ConnectionServerService(MultiService):
+    """
+    One :class:`ListeningService` per endpoint around one factory, and a
+    graceful stop: stop accepting, drain, then stop the companions.
+
+    ``drainTimeout`` defaults to the factory's ``config.drainTimeout``
+    (``None`` waits for the last connection, however long it takes).
+    Companion services (the access log, the status sampler) are added with
+    :meth:`addCompanion`; they start after the ports and stop after the drain.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        factory: _DrainableFactory,
+        endpoints: Iterable[IStreamServerEndpoint] = (),
+        *,
+        drainTimeout: float | _FromConfig | None = _FromConfig.TOKEN,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.factory = factory
+        self._drainTimeout = drainTimeout
+        self.listeners: list[ListeningService] = []
+        self.companions: list[IService] = []
+        for endpoint in endpoints:
+            self.addEndpoint(endpoint)
+
+    @property
+    def drainTimeout(self) -> float | None:
+        """Seconds the drain may take before what remains is aborted."""
+        if isinstance(self._drainTimeout, _FromConfig):
+            return self.factory.config.drainTimeout
+        return self._drainTimeout
+
+    def addEndpoint(self, endpoint: IStreamServerEndpoint) -> ListeningService:
+        """Listen on ``endpoint`` too (registering the port with the factory)."""
+        listener = ListeningService(
+            endpoint,
+            self.factory,  # type: ignore[arg-type]
+            self.factory.addListeningPort,
+        )
+        self.listeners.append(listener)
+        listener.setServiceParent(self)  # type: ignore[no-untyped-call]
+        return listener
+
+    def addCompanion(self, service: IService) -> None:
+        """Run ``service`` alongside; it is stopped only after the drain."""
+        self.companions.append(service)
+        service.setServiceParent(self)  # type: ignore[no-untyped-call]
+
+    @property
+    def ports(self) -> Sequence[IListeningPort]:
+        """The ports listening now."""
+        return [listener.port for listener in self.listeners if listener.port]
+
+    def stopService(self) -> Deferred[None]:
+        """Stop accepting, drain, then stop the companions; fires when done."""
+        Service.stopService(self)  # type: ignore[no-untyped-call]
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        self._logFailures(
+            await DeferredList(
+                [
+                    maybeDeferred(listener.stopService)
+                    for listener in reversed(self.listeners)
+                    if listener.running
+                ],
+                consumeErrors=True,
+            ),
+            "stopping a listening port",
+        )
+        timeout = self.drainTimeout
+        self._log.info(
+            "connserver: stopped accepting; draining connections (deadline {timeout})",
+            timeout="none" if timeout is None else f"{timeout:g} s",
+        )
+        self._logFailures(
+            await DeferredList(
+                [maybeDeferred(self.factory.drain, timeout)], consumeErrors=True
+            ),
+            "draining",
+        )
+        self._logFailures(
+            await DeferredList(
+                [
+                    maybeDeferred(companion.stopService)
+                    for companion in reversed(self.companions)
+                    if companion.running
+                ],
+                consumeErrors=True,
+            ),
+            "stopping a companion service",
+        )
+
+    def _logFailures(
+        self, results: list[tuple[bool, Any]], what: str
+    ) -> list[tuple[bool, Any]]:
+        for ok, result in results:
+            if not ok:
+                self._log.failure("connserver: error while {what}", result, what=what)
+        return results

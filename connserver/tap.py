@@ -1,0 +1,529 @@
+"""
+The ``twistd connserver`` command line: :class:`Options` and :func:`makeService`.
+
+This is the only module that knows about the command line.  Every
+``ServerConfig`` field gets a kebab-case flag generated from its dataclass
+field and documentation, so a new limit is on the command line as soon as it
+is in the config.  ``postOptions`` checks everything it can before the
+reactor runs, so that a bad value is a one-line usage error (and a non-zero
+exit), never a traceback.  The reactor is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.python import usage
+
+from ._config import ServerConfig, configFieldDocs
+
+if TYPE_CHECKING:
+    from twisted.application.service import MultiService
+
+    from ._message import Handler
+
+__all__ = ["CONFIG_FLAGS", "Options", "flagName", "makeService", "parseConfigValue"]
+
+DEFAULT_LISTEN = "tcp:8080"
+_OFF_WORDS = frozenset({"none", "off", "unlimited"})
+_TRUE_WORDS = frozenset({"on", "yes", "true", "1"})
+_FALSE_WORDS = frozenset({"off", "no", "false", "0"})
+_SIZE_SUFFIXES = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+
+
+def flagName(fieldName: str) -> str:
+    """``maxRequestsPerConnection`` -> ``max-requests-per-connection``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", fieldName).lower()
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConfigFlag:
+    """How one ``ServerConfig`` field appears on the command line."""
+
+    field: str
+    flag: str
+    kind: str  # "seconds", "count", "bytes", "bool" or "text"
+    optional: bool
+    default: Any
+    doc: str
+
+    def defaultText(self) -> str:
+        return formatConfigValue(self, self.default)
+
+
+def _configFlags() -> tuple[_ConfigFlag, ...]:
+    docs = configFieldDocs()
+    defaults = ServerConfig()
+    flags = []
+    for f in dataclasses.fields(ServerConfig):
+        typeText = str(f.type)
+        optional = "None" in typeText
+        if "bool" in typeText:
+            kind = "bool"
+        elif "float" in typeText:
+            kind = "seconds"
+        elif "int" in typeText:
+            kind = "bytes" if f.name.endswith("Bytes") else "count"
+        else:
+            kind = "text"
+        flags.append(
+            _ConfigFlag(
+                f.name,
+                flagName(f.name),
+                kind,
+                optional,
+                getattr(defaults, f.name),
+                docs[f.name],
+            )
+        )
+    return tuple(flags)
+
+
+#: One entry per ``ServerConfig`` field, in declaration order.
+CONFIG_FLAGS: tuple[_ConfigFlag, ...] = _configFlags()
+_FLAGS_BY_NAME = {flag.flag: flag for flag in CONFIG_FLAGS}
+
+
+def formatConfigValue(flag: _ConfigFlag, value: Any) -> str:
+    """A config value as it would be written on the command line."""
+    if value is None:
+        return "none"
+    if flag.kind == "bool":
+        return "on" if value else "off"
+    if flag.kind == "seconds":
+        return f"{value:g}"
+    return str(value)
+
+
+def parseConfigValue(flag: _ConfigFlag, text: str) -> Any:
+    """
+    The value of ``--<flag> <text>``, or ``ValueError`` with a short reason.
+
+    Seconds are decimal numbers; sizes are whole numbers with an optional
+    ``k``/``M``/``G`` (powers of 1024) suffix; ``on``/``off`` for switches;
+    ``none`` or ``off`` turns an optional limit off.
+    """
+    word = text.strip().lower()
+    if flag.optional and flag.kind != "bool" and word in _OFF_WORDS | {""}:
+        return None
+    if flag.kind == "bool":
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+        raise ValueError("expected on or off")
+    if flag.kind == "seconds":
+        try:
+            return float(word)
+        except ValueError:
+            raise ValueError(
+                "expected a number of seconds" + (" or none" if flag.optional else "")
+            ) from None
+    if flag.kind in ("count", "bytes"):
+        match = _SIZE_RE.match(word)
+        suffix = match.group(2).lower() if match else ""
+        if flag.kind == "bytes" and match and suffix in _SIZE_SUFFIXES:
+            return int(match.group(1)) * _SIZE_SUFFIXES[suffix]
+        if match and not suffix:
+            return int(match.group(1))
+        what = "a size in bytes (k, M, G suffixes allowed)"
+        if flag.kind == "count":
+            what = "a whole number"
+        raise ValueError(f"expected {what}" + (" or none" if flag.optional else ""))
+    return text
+
+
+def _firstSentence(doc: str) -> str:
+    sentence = re.split(r"(?<=\.)\s", doc.strip(), maxsplit=1)[0]
+    return " ".join(sentence.split())
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import twisted
+
+    try:
+        ours = version("connserver")
+    except PackageNotFoundError:
+        from . import __version__ as ours
+    return f"connserver {ours} (Twisted {twisted.__version__}, Python {sys.version.split()[0]})"
+
+
+class _NoReactor:
+    """
+    Stands in for the reactor while ``postOptions`` parses endpoint strings:
+    the endpoint constructors only store it, and the real reactor must not be
+    imported (installed) while twistd is still parsing its options.
+    """
+
+
+class Options(usage.Options):
+    """The options of ``twistd connserver``."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve a directory (--path, the current directory by default) or an "
+        "application (--handler) over HTTP/1.0 and HTTP/1.1 with every "
+        "connection timeout and limit under control. --listen takes Twisted "
+        "endpoint strings and repeats (tcp:, ssl:, unix:, systemd:, haproxy:). "
+        "Optional limits take 'none' to turn them off. SIGTERM drains: "
+        "in-flight responses finish (with Connection: close) before the "
+        "process exits, within --drain-timeout."
+    )
+
+    optFlags = [
+        ["listing", None, "List directories that have no index.html (else 403)."],
+        ["follow-symlinks", None, "Follow symbolic links that lead outside --path."],
+        ["show-hidden", None, "Serve and list names that start with a dot."],
+        ["no-keep-alive", None, "Shorthand for --keep-alive off."],
+    ]
+
+    optParameters: list[list[Any]] = [
+        [
+            "path",
+            "p",
+            None,
+            "The directory to serve (static files). [default: the current directory]",
+        ],
+        [
+            "handler",
+            None,
+            None,
+            "Serve MODULE:ATTRIBUTE at / instead of --path: a connserver "
+            "handler, a twisted.web IResource or a Klein app.",
+        ],
+        [
+            "access-log",
+            None,
+            None,
+            "Write an access log line per request to PATH, or '-' for standard output.",
+        ],
+        [
+            "access-log-format",
+            None,
+            "combined",
+            "combined (Combined Log Format plus connection fields) or json.",
+        ],
+        [
+            "status-path",
+            None,
+            None,
+            "Serve the status page at this path (for example /status).",
+        ],
+        [
+            "https",
+            None,
+            None,
+            "Also listen with TLS on this port (needs --certificate).",
+        ],
+        [
+            "certificate",
+            "c",
+            None,
+            "TLS certificate (PEM) for --https; may also hold the key.",
+        ],
+        [
+            "privkey",
+            "k",
+            None,
+            "TLS private key (PEM) for --https. [default: the --certificate file]",
+        ],
+    ]
+
+    # The flags of ServerConfig, generated: one per field, kebab-case.
+    for _flag in CONFIG_FLAGS:
+        optParameters.append(
+            [
+                _flag.flag,
+                None,
+                None,
+                f"{_firstSentence(_flag.doc)} [default: {_flag.defaultText()}]",
+            ]
+        )
+    del _flag
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Listen on this Twisted endpoint (repeatable), for example
+        tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem,
+        unix:/run/connserver.sock, systemd:domain=INET:index=0,
+        haproxy:tcp:8080. [default: tcp:8080]
+        """
+        self["listen"].append(description)
+
+    def opt_max_requests(self, value: str) -> None:
+        """Alias of --max-requests-per-connection."""
+        self["max-requests-per-connection"] = value
+
+    def opt_version(self) -> None:
+        """Print the versions of connserver, Twisted and Python, and exit."""
+        print(_version())
+        sys.exit(0)
+
+    def postOptions(self) -> None:
+        """Check every value and build the config, handler and endpoints."""
+        self["config"] = self._buildConfig()
+        self._checkApplication()
+        self._checkAccessLog()
+        self._checkStatusPath()
+        self._buildEndpoints()
+
+    def _buildConfig(self) -> ServerConfig:
+        values: dict[str, Any] = {}
+        for flag in CONFIG_FLAGS:
+            text = self[flag.flag]
+            if text is None:
+                continue
+            try:
+                value = parseConfigValue(flag, text)
+                # Validate this field alone, to name the flag in the error.
+                ServerConfig(**{flag.field: value})
+            except ValueError as error:
+                message = str(error).replace(f"ServerConfig.{flag.field} ", "")
+                message = message.replace("or None", "or none")
+                raise usage.UsageError(f"--{flag.flag} {text!r}: {message}") from None
+            values[flag.field] = value
+        if self["no-keep-alive"]:
+            if values.get("keepAlive", False):
+                raise usage.UsageError("--no-keep-alive contradicts --keep-alive on")
+            values["keepAlive"] = False
+        try:
+            return ServerConfig(**values)
+        except ValueError as error:  # pragma: no cover - checked field by field
+            raise usage.UsageError(str(error)) from None
+
+    def _checkApplication(self) -> None:
+        if self["handler"] is not None:
+            if self["path"] is not None:
+                raise usage.UsageError("use --path or --handler, not both")
+            for flag in ("listing", "follow-symlinks", "show-hidden"):
+                if self[flag]:
+                    raise usage.UsageError(
+                        f"--{flag} applies to --path (static files), not to --handler"
+                    )
+            self["application"] = loadHandler(self["handler"])
+            return
+        path = self["path"] if self["path"] is not None else "."
+        if not os.path.isdir(path):
+            raise usage.UsageError(f"--path {path!r}: not a directory")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise usage.UsageError(f"--path {path!r}: not readable")
+        self["path"] = os.path.abspath(path)
+        self["application"] = None
+
+    def _checkAccessLog(self) -> None:
+        fmt = self["access-log-format"]
+        if fmt not in ("combined", "json"):
+            raise usage.UsageError(
+                f"--access-log-format {fmt!r}: expected combined or json"
+            )
+        target = self["access-log"]
+        if target is None or target == "-":
+            return
+        directory = os.path.dirname(os.path.abspath(target))
+        if os.path.isdir(target):
+            raise usage.UsageError(f"--access-log {target!r}: is a directory")
+        if os.path.exists(target):
+            if not os.access(target, os.W_OK):
+                raise usage.UsageError(f"--access-log {target!r}: not writable")
+        elif not os.path.isdir(directory) or not os.access(
+            directory, os.W_OK | os.X_OK
+        ):
+            raise usage.UsageError(
+                f"--access-log {target!r}: cannot create a file in {directory!r}"
+            )
+
+    def _checkStatusPath(self) -> None:
+        statusPath = self["status-path"]
+        if statusPath is None:
+            return
+        if (
+            not statusPath.startswith("/")
+            or not statusPath.isascii()
+            or any(c in statusPath for c in "?# ")
+            or statusPath.rstrip("/") == ""
+        ):
+            raise usage.UsageError(
+                f"--status-path {statusPath!r}: expected an absolute path such as /status"
+            )
+
+    def _buildEndpoints(self) -> None:
+        listen: list[str] = list(self["listen"])
+        if self["https"] is not None:
+            port = self["https"]
+            if not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise usage.UsageError(f"--https {port!r}: expected a port number")
+            certificate = self["certificate"]
+            if certificate is None:
+                raise usage.UsageError("--https needs --certificate (and --privkey)")
+            privkey = self["privkey"] or certificate
+            for flag, path in (("certificate", certificate), ("privkey", privkey)):
+                if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                    raise usage.UsageError(f"--{flag} {path!r}: not a readable file")
+            listen.append(
+                f"ssl:{int(port)}"
+                f":privateKey={_quote(os.path.abspath(privkey))}"
+                f":certKey={_quote(os.path.abspath(certificate))}"
+            )
+        elif self["certificate"] is not None or self["privkey"] is not None:
+            raise usage.UsageError(
+                "--certificate and --privkey go with --https (or use "
+                "--listen ssl:PORT:privateKey=...:certKey=...)"
+            )
+        if not listen:
+            listen = [DEFAULT_LISTEN]
+        for description in listen:
+            checkEndpoint(description)
+        self["listen"] = listen
+
+
+def _quote(value: str) -> str:
+    from twisted.internet.endpoints import quoteStringArgument
+
+    quoted: str = quoteStringArgument(value)  # type: ignore[no-untyped-call]
+    return quoted
+
+
+def checkEndpoint(description: str) -> None:
+    """Raise ``UsageError`` unless ``description`` is a usable server endpoint."""
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(_NoReactor(), description)  # type: ignore[no-untyped-call]
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        reason = reason or type(error).__name__
+        if description.startswith("systemd:") and isinstance(
+            error, IndexError | KeyError
+        ):
+            reason = (
+                f"no such socket from systemd ({reason}); run under a .socket "
+                "unit (LISTEN_FDS, LISTEN_FDNAMES)"
+            )
+        raise usage.UsageError(f"--listen {description!r}: {reason}") from None
+
+
+def loadHandler(spec: str) -> Handler:
+    """
+    The handler named by ``module:attribute`` (``attribute`` may be dotted),
+    adapted by ``connserver._web.asHandler`` (IResource, Klein app, handler).
+    The current directory is searched last, as ``python -m`` would.
+    """
+    moduleName, sep, attribute = spec.partition(":")
+    if not sep or not moduleName or not attribute:
+        raise usage.UsageError(
+            f"--handler {spec!r}: expected MODULE:ATTRIBUTE, e.g. myapp:app"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(moduleName)
+    except Exception as error:
+        raise usage.UsageError(
+            f"--handler {spec!r}: cannot import {moduleName}: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    obj: Any = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise usage.UsageError(
+                f"--handler {spec!r}: {moduleName} has no attribute {attribute}"
+            ) from None
+    return _adapt(spec, obj)
+
+
+def _adapt(spec: str, obj: object) -> Handler:
+    asHandler: Callable[[object], Handler] | None
+    try:
+        from ._web import asHandler
+    except ImportError:  # pragma: no cover - until the twisted.web adapter lands
+        asHandler = None
+    try:
+        if asHandler is not None:
+            return asHandler(obj)
+        if callable(obj):
+            return obj
+        raise TypeError(f"{type(obj).__name__} is not callable")
+    except TypeError as error:
+        raise usage.UsageError(
+            f"--handler {spec!r}: not a handler, IResource or Klein app ({error})"
+        ) from None
+
+
+def makeService(options: Options) -> MultiService:
+    """
+    The server described by ``options``: one listening service per
+    ``--listen`` around one ``ConnectionFactory``, draining on stop.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    from ._factory import ConnectionFactory
+    from ._service import CallbackService, ConnectionServerService
+
+    config: ServerConfig = options["config"]
+    handler: Handler
+    if options["application"] is not None:
+        handler = options["application"]
+    else:
+        from ._static import StaticFiles
+
+        handler = StaticFiles(
+            options["path"],
+            listing=bool(options["listing"]),
+            followSymlinks=bool(options["follow-symlinks"]),
+            showHidden=bool(options["show-hidden"]),
+            reactor=reactor,
+        )
+    factory = ConnectionFactory(handler, config=config, reactor=reactor)
+    service = ConnectionServerService(
+        factory,
+        [
+            serverFromString(reactor, description)  # type: ignore[no-untyped-call]
+            for description in options["listen"]
+        ],
+    )
+    if options["status-path"] is not None:
+        from ._routing import PrefixMount
+        from ._status import StatusHandler, StatusSamplingService
+
+        status = StatusHandler(factory, reactor=reactor)
+        factory.handler = PrefixMount(handler, {options["status-path"]: status})
+        service.addCompanion(StatusSamplingService(status))
+    if options["access-log"] is not None:
+        from ._accesslog import AccessLog
+
+        accessLog = AccessLog(
+            options["access-log"],
+            options["access-log-format"],
+            reactor=reactor,
+        )
+        factory.requestObservers.append(accessLog)
+        service.addCompanion(CallbackService("access-log", onStop=accessLog.close))
+    return service

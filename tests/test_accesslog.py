@@ -1,0 +1,237 @@
+"""
+``AccessLog``: the line formats, the timer-driven buffering (on ``Clock``)
+and the failure handling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
+
+from connserver._accesslog import AccessLog, formatCombined, formatJSON
+from connserver._records import RequestRecord
+
+# 2025-03-05 14:02:07.250 UTC
+T0 = 1741183327.25
+
+RECORD = RequestRecord(
+    timestamp=T0,
+    peerHost="127.0.0.1",
+    method=b"GET",
+    target=b"/a?b=1",
+    version=(1, 1),
+    status=200,
+    bodyBytes=512,
+    referer=None,
+    userAgent=b"curl/8.5.0",
+    connectionId=7,
+    requestIndex=3,
+    connectionAge=2.0414,
+    duration=0.000412,
+    closeReason=None,
+)
+
+
+def record(**changes: Any) -> RequestRecord:
+    return dataclasses.replace(RECORD, **changes)
+
+
+class FailingFile(io.RawIOBase):
+    """A binary file whose writes fail until ``healthy`` is set."""
+
+    def __init__(self) -> None:
+        self.healthy = False
+        self.data = b""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if not self.healthy:
+            raise OSError(28, "No space left on device")
+        self.data += bytes(data)
+        return len(data)
+
+
+def test_combinedLine() -> None:
+    assert formatCombined(RECORD) == (
+        '127.0.0.1 - - [05/Mar/2025:14:02:07 +0000] "GET /a?b=1 HTTP/1.1" 200 512 '
+        '"-" "curl/8.5.0" conn=7 req=3 age=2.041 dur=0.000412 close=-\n'
+    )
+
+
+def test_combinedLineLastResponseOfConnection() -> None:
+    line = formatCombined(
+        record(version=(1, 0), closeReason="http10-default", referer=b"http://x/")
+    )
+    assert '"GET /a?b=1 HTTP/1.0"' in line
+    assert '"http://x/"' in line
+    assert line.endswith(" close=http10-default\n")
+
+
+def test_combinedEscapesHostileFields() -> None:
+    """A quote, a backslash or a control byte cannot forge a field or a line."""
+    line = formatCombined(
+        record(target=b'/x"y\\z\n\xe9', userAgent=b'a" "b', referer=b"\x00")
+    )
+    assert line.count("\n") == 1
+    assert '"GET /x\\x22y\\x5Cz\\x0A\\xE9 HTTP/1.1"' in line
+    assert '"a\\x22 \\x22b"' in line
+    assert '"\\x00"' in line
+
+
+def test_combinedUnparsedRequest() -> None:
+    """A 400 for a head that never parsed logs ``"-"`` as the request line."""
+    line = formatCombined(
+        record(method=b"", target=b"", status=400, closeReason="unsafe-framing")
+    )
+    assert ' "-" 400 ' in line
+
+
+def test_jsonLine() -> None:
+    line = formatJSON(record(closeReason="max-requests", secure=True))
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert json.loads(line) == {
+        "time": "2025-03-05T14:02:07.250Z",
+        "remote": "127.0.0.1",
+        "method": "GET",
+        "target": "/a?b=1",
+        "version": "HTTP/1.1",
+        "status": 200,
+        "bytes": 512,
+        "referer": None,
+        "userAgent": "curl/8.5.0",
+        "conn": 7,
+        "req": 3,
+        "age": 2.0414,
+        "dur": 0.000412,
+        "close": "max-requests",
+        "secure": True,
+    }
+
+
+def test_jsonEscapesNonASCII() -> None:
+    line = formatJSON(record(target=b"/\xe9"))
+    assert json.loads(line)["target"] == "/\\xe9"
+
+
+def test_unknownFormat() -> None:
+    with pytest.raises(ValueError, match="combined, json"):
+        AccessLog(io.BytesIO(), "xml")
+
+
+def test_idleLogRunsNoTimer() -> None:
+    clock = Clock()
+    AccessLog(io.BytesIO(), reactor=clock)
+    assert clock.getDelayedCalls() == []
+
+
+def test_linesAreBufferedUntilTheTimer() -> None:
+    """Lines wait for one timer; it is armed once, and gone after the flush."""
+    clock = Clock()
+    out = io.BytesIO()
+    log = AccessLog(out, reactor=clock, flushInterval=1.0)
+    log(RECORD)
+    log(record(requestIndex=4))
+    assert out.getvalue() == b""
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(0.999)
+    assert out.getvalue() == b""
+    clock.advance(0.001)
+    assert out.getvalue().decode().splitlines() == [
+        formatCombined(RECORD).rstrip("\n"),
+        formatCombined(record(requestIndex=4)).rstrip("\n"),
+    ]
+    assert clock.getDelayedCalls() == []
+
+
+def test_fullBufferIsWrittenAtOnce() -> None:
+    clock = Clock()
+    out = io.BytesIO()
+    log = AccessLog(out, reactor=clock, bufferBytes=200)
+    log(RECORD)
+    assert out.getvalue() == b""
+    log(RECORD)  # two lines pass 200 bytes
+    assert out.getvalue().count(b"\n") == 2
+    assert clock.getDelayedCalls() == []
+
+
+def test_textFileObject() -> None:
+    clock = Clock()
+    out = io.StringIO()
+    log = AccessLog(out, "json", reactor=clock)
+    log(RECORD)
+    log.close()
+    assert json.loads(out.getvalue())["conn"] == 7
+    assert not out.closed, "a file object passed in is not ours to close"
+    assert clock.getDelayedCalls() == []
+
+
+def test_pathIsAppendedAndClosedOnClose(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    path.write_text("earlier line\n")
+    clock = Clock()
+    log = AccessLog(str(path), reactor=clock)
+    log(RECORD)
+    assert path.read_text() == "earlier line\n"
+    log.close()
+    assert path.read_text() == "earlier line\n" + formatCombined(RECORD)
+    assert clock.getDelayedCalls() == []
+    log(RECORD)  # after close: dropped, no timer, no error
+    assert clock.getDelayedCalls() == []
+
+
+def test_standardOutput(capfd: pytest.CaptureFixture[str]) -> None:
+    clock = Clock()
+    log = AccessLog("-", reactor=clock)
+    log(RECORD)
+    clock.advance(1)
+    assert capfd.readouterr().out == formatCombined(RECORD)
+    log.close()
+
+
+def test_failingFileIsReportedOnceAndRecovers() -> None:
+    clock = Clock()
+    out = FailingFile()
+    log = AccessLog(out, reactor=clock)  # type: ignore[arg-type]
+    with capturedLogs() as events:
+        log(RECORD)
+        clock.advance(1)
+        log(RECORD)
+        clock.advance(1)
+        errors = [e for e in events if e["log_level"].name == "error"]
+        assert len(errors) == 1
+        assert "No space left on device" in str(errors[0]["error"])
+        out.healthy = True
+        log(record(requestIndex=9))
+        clock.advance(1)
+    assert out.data == formatCombined(record(requestIndex=9)).encode()
+    recovered = [e for e in events if e["log_level"].name == "info"]
+    assert len(recovered) == 1 and recovered[0]["dropped"] == 2
+    assert clock.getDelayedCalls() == []
+
+
+def test_unwritablePathDoesNotRaise(tmp_path: Path) -> None:
+    """A log in a directory that vanished: reported, dropped, and reopened later."""
+    directory = tmp_path / "logs"
+    clock = Clock()
+    log = AccessLog(str(directory / "access.log"), reactor=clock)
+    with capturedLogs() as events:
+        log(RECORD)
+        clock.advance(1)
+        log(RECORD)
+        clock.advance(1)
+    assert [e["log_level"].name for e in events] == ["error"]
+    os.mkdir(directory)
+    log(RECORD)
+    log.close()
+    assert (directory / "access.log").read_text() == formatCombined(RECORD)
+    assert clock.getDelayedCalls() == []

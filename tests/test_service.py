@@ -1,0 +1,235 @@
+"""
+``ConnectionServerService``: listening, and the order of a graceful stop
+(stop accepting, drain, then the companions), first with fakes, then on a
+real socket with a real ``ConnectionFactory``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.application.service import Service
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import CannotListenError
+
+from connserver._config import ServerConfig
+from connserver._service import (
+    CallbackService,
+    ConnectionServerService,
+    ListeningService,
+    describePort,
+)
+
+
+class FakePort:
+    def __init__(self, events: list[str], name: str) -> None:
+        self.events = events
+        self.name = name
+        self.stopped: Deferred[None] = Deferred()
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 8080)
+
+    def stopListening(self) -> Deferred[None]:
+        self.events.append(f"stopListening {self.name}")
+        return self.stopped
+
+
+class FakeEndpoint:
+    def __init__(self, events: list[str], name: str, error: Exception | None = None):
+        self.port = FakePort(events, name)
+        self.error = error
+
+    def listen(self, factory: Any) -> Deferred[Any]:
+        if self.error is not None:
+            return fail(self.error)
+        return succeed(self.port)
+
+
+class FakeFactory:
+    def __init__(self, events: list[str], config: ServerConfig) -> None:
+        self.events = events
+        self.config = config
+        self.ports: list[Any] = []
+        self.drained: Deferred[None] = Deferred()
+
+    def addListeningPort(self, port: Any) -> None:
+        self.ports.append(port)
+
+    def drain(self, timeout: float | None = None) -> Deferred[None]:
+        self.events.append(f"drain {timeout}")
+        return self.drained
+
+
+def makeService(
+    drainTimeout: float | None = 7.0,
+) -> tuple[ConnectionServerService, FakeFactory, list[str], list[FakeEndpoint]]:
+    events: list[str] = []
+    factory = FakeFactory(events, ServerConfig(drainTimeout=drainTimeout))
+    endpoints = [FakeEndpoint(events, "a"), FakeEndpoint(events, "b")]
+    service = ConnectionServerService(factory, endpoints)  # type: ignore[arg-type]
+    companion = CallbackService(
+        "companion",
+        onStart=lambda: events.append("companion start"),
+        onStop=lambda: events.append("companion stop"),
+    )
+    service.addCompanion(companion)
+    return service, factory, events, endpoints
+
+
+def test_startRegistersEveryPort() -> None:
+    service, factory, events, endpoints = makeService()
+    service.privilegedStartService()
+    service.startService()
+    assert factory.ports == [endpoints[0].port, endpoints[1].port]
+    assert list(service.ports) == factory.ports
+    assert events == ["companion start"]
+
+
+def test_stopOrder() -> None:
+    """Stop accepting, then drain, then the companions; fire only at the end."""
+    service, factory, events, endpoints = makeService()
+    service.startService()
+    stopped = service.stopService()
+    assert events == ["companion start", "stopListening b", "stopListening a"]
+    endpoints[1].port.stopped.callback(None)
+    assert "drain 7.0" not in events, "drain waits for every port"
+    endpoints[0].port.stopped.callback(None)
+    assert events[-1] == "drain 7.0"
+    assert not stopped.called, "twistd must keep the reactor up during the drain"
+    factory.drained.callback(None)
+    assert events[-1] == "companion stop"
+    assert stopped.called
+    assert not service.running
+
+
+def test_drainTimeoutNone() -> None:
+    service, _, events, endpoints = makeService(drainTimeout=None)
+    service.startService()
+    for endpoint in endpoints:
+        endpoint.port.stopped.callback(None)
+    service.stopService()
+    assert "drain None" in events
+
+
+def test_drainTimeoutOverride() -> None:
+    events: list[str] = []
+    factory = FakeFactory(events, ServerConfig())
+    service = ConnectionServerService(factory, [], drainTimeout=2.5)  # type: ignore[arg-type]
+    service.startService()
+    service.stopService()
+    assert events == ["drain 2.5"]
+
+
+def test_listenFailureRaisesAtStartup() -> None:
+    """A port in use stops twistd at startup rather than serving nothing."""
+    events: list[str] = []
+    factory = FakeFactory(events, ServerConfig())
+    endpoint = FakeEndpoint(events, "a", CannotListenError("127.0.0.1", 80, OSError()))
+    service = ConnectionServerService(factory, [endpoint])  # type: ignore[arg-type]
+    with pytest.raises(CannotListenError):
+        service.privilegedStartService()
+
+
+def test_failingDrainStillStopsCompanions() -> None:
+    service, factory, events, endpoints = makeService()
+    service.startService()
+    for endpoint in endpoints:
+        endpoint.port.stopped.callback(None)
+    stopped = service.stopService()
+    factory.drained.errback(RuntimeError("boom"))
+    assert events[-1] == "companion stop"
+    assert stopped.called
+    # The failure was logged (and flushed here, so it does not fail the test).
+    assert stopped.result is None  # type: ignore[attr-defined]
+
+
+def test_listeningServiceStopBeforeListening() -> None:
+    service = ListeningService(FakeEndpoint([], "a"), None)  # type: ignore[arg-type]
+    d = service.stopService()
+    assert d.called
+
+
+def test_describePort() -> None:
+    assert describePort(FakePort([], "a")) == "ipv4 127.0.0.1:8080"  # type: ignore[arg-type]
+
+
+def test_companionsStartAfterPorts() -> None:
+    started: list[str] = []
+
+    class Companion(Service):
+        def startService(self) -> None:
+            started.append("companion")
+
+    events: list[str] = []
+    factory = FakeFactory(events, ServerConfig())
+    service = ConnectionServerService(factory, [FakeEndpoint(events, "a")])  # type: ignore[arg-type]
+    service.addCompanion(Companion())
+    service.startService()
+    assert factory.ports and started == ["companion"]
+
+
+# A real socket, a real factory.
+
+
+@pytest_twisted.inlineCallbacks
+def test_gracefulStopOnRealSocket() -> Any:
+    """
+    stopService during a slow response: the port closes (a new connection
+    is refused), the response completes with Connection: close, and the
+    Deferred fires once the connection is gone.
+    """
+    factoryModule = pytest.importorskip("connserver._factory")
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+    from twisted.internet.error import ConnectionRefusedError
+    from twisted.internet.protocol import Factory
+
+    from connserver._message import Request, Response
+    from tests._certs import RecordingProtocol, connect
+
+    release: Deferred[Response] = Deferred()
+    handled: Deferred[None] = Deferred()
+
+    def handler(request: Request) -> Deferred[Response]:
+        handled.callback(None)
+        return release
+
+    factory = factoryModule.ConnectionFactory(
+        handler, config=ServerConfig(drainTimeout=10), reactor=reactor
+    )
+    service = ConnectionServerService(
+        factory, [TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")]
+    )
+    service.startService()
+    port = service.ports[0].getHost().port  # type: ignore[attr-defined]
+
+    drainStarted: Deferred[None] = Deferred()
+    realDrain = factory.drain
+
+    def drain(timeout: float | None = None) -> Deferred[None]:
+        drainStarted.callback(None)
+        return realDrain(timeout)
+
+    factory.drain = drain
+
+    client: RecordingProtocol = yield connect(reactor, port)
+    client.transport.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    yield handled.addTimeout(5, reactor)
+    stopped = service.stopService()
+    yield drainStarted.addTimeout(5, reactor)
+    with pytest.raises(ConnectionRefusedError):
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5).connect(
+            Factory.forProtocol(RecordingProtocol)
+        )
+    assert not stopped.called
+    release.callback(Response(200, {"Content-Type": "text/plain"}, b"done"))
+    yield client.lost.addTimeout(5, reactor)
+    yield stopped.addTimeout(5, reactor)
+    head, _, body = client.data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"\r\nconnection: close" in head.lower()
+    assert body == b"done"

@@ -1,0 +1,278 @@
+"""
+``connserver.tap``: the generated config flags, value parsing, every
+usage error, ``makeService``'s shape, and the plugin file.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.python import usage
+
+from connserver import tap
+from connserver._config import ServerConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse(*args: str) -> tap.Options:
+    options = tap.Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def test_everyConfigFieldHasAFlag() -> None:
+    fields = [f.name for f in dataclasses.fields(ServerConfig)]
+    assert [flag.field for flag in tap.CONFIG_FLAGS] == fields
+    help = str(tap.Options())
+    for flag in tap.CONFIG_FLAGS:
+        assert f"--{flag.flag}=" in help
+
+
+@pytest.mark.parametrize(
+    ("name", "flag"),
+    [
+        ("idleTimeout", "idle-timeout"),
+        ("maxRequestsPerConnection", "max-requests-per-connection"),
+        ("keepAlive", "keep-alive"),
+        ("serverHeader", "server-header"),
+    ],
+)
+def test_flagName(name: str, flag: str) -> None:
+    assert tap.flagName(name) == flag
+
+
+def test_defaults() -> None:
+    options = parse()
+    assert options["config"] == ServerConfig()
+    assert options["listen"] == ["tcp:8080"]
+    assert options["path"] == str(Path(".").resolve())
+    assert options["application"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "changes"),
+    [
+        pytest.param(["--idle-timeout", "2.5"], {"idleTimeout": 2.5}, id="seconds"),
+        pytest.param(["--idle-timeout", "none"], {"idleTimeout": None}, id="off"),
+        pytest.param(["--send-timeout", "OFF"], {"sendTimeout": None}, id="off-case"),
+        pytest.param(
+            ["--max-requests-per-connection", "5"],
+            {"maxRequestsPerConnection": 5},
+            id="count",
+        ),
+        pytest.param(
+            ["--max-requests", "7"], {"maxRequestsPerConnection": 7}, id="alias"
+        ),
+        pytest.param(["--max-body-bytes", "10M"], {"maxBodyBytes": 10 << 20}, id="M"),
+        pytest.param(["--max-head-bytes", "32k"], {"maxHeadBytes": 32 << 10}, id="k"),
+        pytest.param(["--keep-alive", "off"], {"keepAlive": False}, id="keep-alive"),
+        pytest.param(["--no-keep-alive"], {"keepAlive": False}, id="no-keep-alive"),
+        pytest.param(["--server-header", "x/1"], {"serverHeader": "x/1"}, id="server"),
+        pytest.param(["--server-header", "none"], {"serverHeader": None}, id="no-srv"),
+        pytest.param(
+            ["--drain-grace-timeout", "0"], {"drainGraceTimeout": 0.0}, id="zero"
+        ),
+    ],
+)
+def test_configValues(args: list[str], changes: dict[str, Any]) -> None:
+    assert parse(*args)["config"] == ServerConfig(**changes)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--idle-timeout", "-1"], "--idle-timeout '-1': must be a positive", id="negative"),
+        pytest.param(["--idle-timeout", "soon"], "expected a number of seconds or none", id="nan-word"),
+        pytest.param(["--idle-timeout", "inf"], "finite", id="infinite"),
+        pytest.param(["--drain-grace-timeout", "none"], "expected a number of seconds", id="not-optional"),
+        pytest.param(["--max-connections", "0"], "positive whole number", id="zero"),
+        pytest.param(["--max-connections", "1k"], "expected a whole number", id="count-suffix"),
+        pytest.param(["--max-body-bytes", "1T"], "k, M, G", id="size-suffix"),
+        pytest.param(["--keep-alive", "maybe"], "expected on or off", id="bool"),
+        pytest.param(["--keep-alive", "on", "--no-keep-alive"], "contradicts", id="contradiction"),
+        pytest.param(["--server-header", "caf\u00e9"], "printable ASCII", id="header"),
+        pytest.param(["--path", "/nonexistent/x"], "not a directory", id="path"),
+        pytest.param(["--listen", "nope:1"], "Unknown endpoint type", id="endpoint-type"),
+        pytest.param(["--listen", "tcp:abc"], "--listen 'tcp:abc'", id="endpoint-port"),
+        pytest.param(["--listen", "ssl:0:privateKey=/nonexistent.pem"], "No such file", id="ssl-key"),
+        pytest.param(["--handler", "nomodule"], "MODULE:ATTRIBUTE", id="handler-syntax"),
+        pytest.param(["--handler", "no_such_module_x:app"], "cannot import", id="import"),
+        pytest.param(["--handler", "os:nothing_here"], "has no attribute", id="attribute"),
+        pytest.param(["--handler", "os:sep"], "not a handler", id="not-callable"),
+        pytest.param(["--handler", "os:getcwd", "--path", "."], "not both", id="both"),
+        pytest.param(["--handler", "os:getcwd", "--listing"], "--listing applies", id="listing"),
+        pytest.param(["--access-log-format", "xml"], "combined or json", id="log-format"),
+        pytest.param(["--access-log", "/nonexistent/dir/log"], "cannot create", id="log-dir"),
+        pytest.param(["--status-path", "status"], "absolute path", id="status-relative"),
+        pytest.param(["--status-path", "/"], "absolute path", id="status-root"),
+        pytest.param(["--https", "x"], "port number", id="https-port"),
+        pytest.param(["--https", "8443"], "needs --certificate", id="https-cert"),
+        pytest.param(["--https", "8443", "-c", "/nonexistent.pem"], "not a readable file", id="https-file"),
+        pytest.param(["--certificate", "c.pem"], "go with --https", id="cert-alone"),
+    ],
+)  # fmt: skip
+def test_usageErrors(args: list[str], message: str) -> None:
+    with pytest.raises(usage.UsageError) as raised:
+        parse(*args)
+    text = str(raised.value)
+    assert message in text
+    assert "\n" not in text, "one line"
+
+
+def test_listenRepeats() -> None:
+    options = parse("--listen", "tcp:1:interface=127.0.0.1", "--listen", "unix:/tmp/x")
+    assert options["listen"] == ["tcp:1:interface=127.0.0.1", "unix:/tmp/x"]
+
+
+def test_https(tmp_path: Path) -> None:
+    from tests._certs import makeCertificate
+
+    files = makeCertificate(tmp_path)
+    options = parse(
+        "--https",
+        "8443",
+        "--certificate",
+        str(files.certificate),
+        "-k",
+        str(files.privateKey),
+    )
+    assert options["listen"] == [
+        f"ssl:8443:privateKey={files.privateKey}:certKey={files.certificate}"
+    ]
+    combined = tmp_path / "both.pem"
+    combined.write_bytes(files.privateKey.read_bytes() + files.certificatePEM)
+    options = parse("--https", "8443", "-c", str(combined), "--listen", "tcp:8080")
+    assert options["listen"] == [
+        "tcp:8080",
+        f"ssl:8443:privateKey={combined}:certKey={combined}",
+    ]
+
+
+def test_httpsQuotesColons(tmp_path: Path) -> None:
+    from tests._certs import makeCertificate
+
+    directory = tmp_path / "a:b"
+    directory.mkdir()
+    files = makeCertificate(directory)
+    options = parse(
+        "--https", "8443", "-c", str(files.certificate), "-k", str(files.privateKey)
+    )
+    assert "a\\:b" in options["listen"][0]
+
+
+def test_handlerIsLoadedAndAdapted() -> None:
+    options = parse("--handler", "tests._slowapp:app")
+    from tests import _slowapp
+
+    assert options["application"] is _slowapp.app
+
+
+def test_handlerResource(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An IResource is adapted by connserver._web.asHandler."""
+    pytest.importorskip("connserver._web")
+    (tmp_path / "cs_resource_app.py").write_text(
+        "from twisted.web.resource import Resource\n"
+        "class Hello(Resource):\n"
+        "    isLeaf = True\n"
+        "    def render_GET(self, request):\n"
+        "        return b'hello'\n"
+        "root = Hello()\n"
+        "notAHandler = 42\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    options = parse("--handler", "cs_resource_app:root")
+    application = options["application"]
+    assert callable(application)
+    assert application is not sys.modules["cs_resource_app"].root
+    with pytest.raises(usage.UsageError, match="not a handler"):
+        parse("--handler", "cs_resource_app:notAHandler")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        parse("--version")
+    assert raised.value.code == 0
+    assert capsys.readouterr().out.startswith("connserver ")
+
+
+def test_makeService(tmp_path: Path) -> None:
+    from twisted.internet import reactor
+
+    from connserver._accesslog import AccessLog
+    from connserver._routing import PrefixMount
+    from connserver._service import ConnectionServerService
+    from connserver._static import StaticFiles
+    from connserver._status import StatusSamplingService
+
+    options = parse(
+        "--path", str(tmp_path),
+        "--listen", "tcp:0:interface=127.0.0.1",
+        "--listen", "tcp:0:interface=127.0.0.1",
+        "--status-path", "/status/",
+        "--access-log", str(tmp_path / "access.log"),
+        "--access-log-format", "json",
+        "--idle-timeout", "5",
+    )  # fmt: skip
+    service = tap.makeService(options)
+    assert isinstance(service, ConnectionServerService)
+    assert len(service.listeners) == 2
+    factory: Any = service.factory
+    assert factory.config.idleTimeout == 5
+    assert factory.reactor is reactor
+    assert isinstance(factory.handler, PrefixMount)
+    assert isinstance(factory.handler.default, StaticFiles)
+    assert isinstance(factory.handler.route(b"/status"), object)
+    assert factory.handler.route(b"/status") is not factory.handler.default
+    assert [type(o) for o in factory.requestObservers] == [AccessLog]
+    assert factory.requestObservers[0].format == "json"
+    assert type(service.companions[0]) is StatusSamplingService
+
+
+def test_makeServiceWithHandler() -> None:
+    options = parse("--handler", "tests._slowapp:app")
+    service: Any = tap.makeService(options)
+    from tests import _slowapp
+
+    assert service.factory.handler is _slowapp.app
+    assert service.factory.requestObservers == []
+    assert service.companions == []
+
+
+def test_tapDoesNotImportTheReactor() -> None:
+    """tap.py is imported by twistd before the reactor is chosen."""
+    source = (ROOT / "connserver" / "tap.py").read_text()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ImportFrom | ast.Import):
+            names = [alias.name for alias in node.names]
+            module = getattr(node, "module", None) or ""
+            assert "reactor" not in names
+            assert "twisted.internet.reactor" not in [*names, module]
+
+
+def test_pluginFile() -> None:
+    """The plugin names connserver.tap and imports nothing of connserver."""
+    path = ROOT / "twisted" / "plugins" / "connserver_plugin.py"
+    assert not (ROOT / "twisted" / "__init__.py").exists()
+    assert not (ROOT / "twisted" / "plugins" / "__init__.py").exists()
+    tree = ast.parse(path.read_text())
+    imported = [
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    ]
+    assert imported == ["twisted.application.service"]
+    spec = importlib.util.spec_from_file_location("_connserver_plugin_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    maker = module.connserver
+    assert (maker.tapname, maker.module) == ("connserver", "connserver.tap")
+    assert maker.options is tap.Options
+    assert "connserver.tap" in sys.modules
