@@ -9,7 +9,6 @@ connection.  State changes go through ``_state.checkTransition``.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Callable
 from inspect import iscoroutine
@@ -39,8 +38,9 @@ from ._framing import (
     framingHeaders,
     makeWriter,
     statusLine,
+    validateResponseField,
 )
-from ._headers import TOKEN_RE, Headers, splitList
+from ._headers import Headers, splitList
 from ._message import Request, Response
 from ._parser import NEED_DATA, BodyData, EndOfMessage, RequestHead, RequestParser
 from ._persistence import PersistenceDecision
@@ -66,9 +66,6 @@ _FILE_BLOCK = 256 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CRLF = b"\r\n"
 _HEADER_SEP = b": "
-# RFC 9110 §5.5: a field value is VCHAR, obs-text, SP and HTAB; CR, LF and
-# NUL would let a handler split the response.
-_FIELD_VALUE_OK = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*").fullmatch
 # Fields the server computes itself (RFC 9110 §7.6.1: hop-by-hop fields belong
 # to the connection, which the server owns; RFC 9112 §6: framing is ours).
 _SERVER_OWNED = frozenset(
@@ -756,11 +753,7 @@ class HTTPServerProtocol(Protocol):
                         token.lower() for token in splitList([valueBytes])
                     )
                 continue
-            if (
-                TOKEN_RE.fullmatch(nameBytes) is None
-                or _FIELD_VALUE_OK(valueBytes) is None
-            ):
-                raise ValueError(f"invalid response field {nameBytes!r}")
+            validateResponseField(nameBytes, valueBytes)
             line = nameBytes + _HEADER_SEP + valueBytes + _CRLF
             if lowered == b"server":
                 lines[2] = b""
