@@ -86,6 +86,9 @@ class ConnectionFactory(Factory):
     """
 
     protocol = HTTPServerProtocol  # type: ignore[assignment]
+    # The listening service logs where it listens; Twisted's own "Starting
+    # factory <...>" lines add nothing.
+    noisy = False
 
     def __init__(
         self,
