@@ -37,6 +37,7 @@ from ._framing import (
     chooseFraming,
     framingHeaders,
     makeWriter,
+    responseMayHaveBody,
     statusLine,
     validateResponseField,
 )
@@ -46,7 +47,7 @@ from ._parser import NEED_DATA, BodyData, EndOfMessage, RequestHead, RequestPars
 from ._persistence import PersistenceDecision
 from ._records import RequestRecord
 from ._state import ConnectionState, checkTransition
-from ._writethrough import writerFor
+from ._writethrough import queuedBytes, writerFor
 
 if TYPE_CHECKING:
     from ._factory import ConnectionFactory
@@ -153,6 +154,7 @@ class _FileProducer:
     def __init__(self, file: BinaryIO, length: int | None, paused: bool) -> None:
         self._file = file
         self.length = length
+        self._remaining = -1 if length is None else length
         self._consumer: IConsumer | None = None
         self._paused = paused
         self._done: Deferred[None] | None = None
@@ -169,14 +171,25 @@ class _FileProducer:
         assert consumer is not None and done is not None
         read = self._file.read
         while not self._paused and not self._stopped and not done.called:
+            # Never read past the announced length: a file that grows while
+            # it is sent (a log) is sent as it was when the response began.
+            remaining = self._remaining
+            if remaining == 0:
+                done.callback(None)
+                return
             try:
-                block = read(_FILE_BLOCK)
+                block = read(
+                    _FILE_BLOCK if remaining < 0 else min(_FILE_BLOCK, remaining)
+                )
             except Exception:
                 done.errback(Failure())
                 return
             if not block:
+                # Shorter than announced: the framing check aborts.
                 done.callback(None)
                 return
+            if remaining > 0:
+                self._remaining = remaining - len(block)
             consumer.write(block)
 
     def pauseProducing(self) -> None:
@@ -224,6 +237,9 @@ class HTTPServerProtocol(Protocol):
         self._writePaused = False
         self._closeWhenFlushed = False
         self._peerHalfClosed = False
+        self._eofPending = False
+        # Bytes queued in the transport when the send timer was last armed.
+        self._sendMark = 0
         self._draining = False
         self._lost = False
         self._driving = False
@@ -266,18 +282,47 @@ class HTTPServerProtocol(Protocol):
         self._processEvents()
 
     def readConnectionLost(self) -> None:
-        """The client half-closed; answer what is complete, then close."""
+        """
+        The client half-closed.  That is an event after the bytes it sent:
+        complete requests are still answered (RFC 9112 §9.6 note), and the
+        connection closes once nothing more can arrive to answer.
+        """
         self._peerHalfClosed = True
-        if self._parser is None or self.state is _S.CLOSING:
+        if self.state is _S.CLOSING:
+            # The lingering read is over.
             self._loseConnection()
             return
-        if not self._queue:
-            # Nothing to answer: an idle close, or a request cut short.
-            self._startClose("client-closed")
+        self._processEvents()
+        self._checkEndOfInput()
+
+    def _checkEndOfInput(self) -> None:
+        """
+        After the client's half-close: once the parser has nothing more to
+        give, a message it is inside can never complete, and once no
+        response is pending the connection closes.
+        """
+        if not self._peerHalfClosed or self._lost or self.state is _S.CLOSING:
             return
-        if self._incoming is not None and not self._incoming.bodyComplete:
-            # The body can never be completed.
-            self._startClose("client-closed")
+        parser = self._parser
+        incoming = self._incoming
+        if incoming is not None and not incoming.bodyComplete:
+            if (incoming.bodyWanted and not incoming.bodyPaused) or incoming.discarding:
+                # The parser asked for more body bytes: none will come.
+                self._incoming = None
+                incoming.bodyComplete = True
+                self._closeAfterCurrent = True
+                if incoming.request is not None and not incoming.discarding:
+                    incoming.request._deliverEnd(
+                        Failure(ConnectionDone("the client closed mid-body"))
+                    )
+            else:
+                # Its body bytes may all be buffered: wait for the handler.
+                return
+        if self._queue:
+            return
+        if parser is not None and parser.bufferedByteCount and not parser.inMessage:
+            return  # more (pipelined) requests to parse first
+        self._startClose("client-closed")
 
     def writeConnectionLost(self) -> None:
         """Our write side is shut; nothing to do until the read side ends."""
@@ -331,7 +376,12 @@ class HTTPServerProtocol(Protocol):
         front = self._queue[0] if self._queue else None
         if front is not None and front.producer is not None:
             front.producer.resumeProducing()
-        self._refreshTimer()
+        if front is not None and not front.dispatched:
+            # Requests wait while the client does not read (RFC 9112 §9.5:
+            # rely on flow control); now they may go on.
+            self._processEvents()
+        else:
+            self._refreshTimer()
 
     def stopProducing(self) -> None:
         """The transport is going away; ``connectionLost`` does the rest."""
@@ -373,6 +423,7 @@ class HTTPServerProtocol(Protocol):
                 if (
                     queue
                     and not queue[0].dispatched
+                    and not self._writePaused
                     and not self._lost
                     and self.state is not _S.CLOSING
                 ):
@@ -381,12 +432,21 @@ class HTTPServerProtocol(Protocol):
                 again = self._again
         finally:
             self._driving = False
+        if self._eofPending:
+            self._eofPending = False
+            self._checkEndOfInput()
+            if self._lost or self.state is _S.CLOSING:
+                return
         state = self.state
         if state is _WAITING or state is _S.ACCEPTED:
             # Bytes of a request that is not complete yet (a request that
             # arrives whole goes straight to HANDLING).
             parser = self._parser
-            if parser is not None and (parser.inMessage or parser.bufferedByteCount):
+            if (
+                parser is not None
+                and self._incoming is None
+                and (parser.inMessage or parser.bufferedByteCount)
+            ):
                 self._setState(_S.READING_HEAD)
         if self._readPaused or (
             self._parser is not None
@@ -421,6 +481,8 @@ class HTTPServerProtocol(Protocol):
                 self._parseFailed(error)
                 return
             if event is NEED_DATA:
+                if self._peerHalfClosed:
+                    self._eofPending = True
                 return
             eventType = type(event)
             if eventType is RequestHead:
@@ -486,9 +548,10 @@ class HTTPServerProtocol(Protocol):
         assert exchange is not None
         exchange.bodyReceived += len(data)
         if exchange.discarding:
-            limit = self._config.maxBodyBytes
-            if limit is not None and exchange.bodyReceived > limit:
-                self._startClose("unread-body")
+            # Bounded by construction: only a known remainder of at most
+            # maxBodyBytes is discarded (_bodyConsumable); bodyTimeout runs.
+            if self._phase == "body":
+                self._bumpDeadline(self._config.bodyTimeout)
             return
         if exchange.request is not None and not exchange.bodyStopped:
             exchange.request._deliverData(data)
@@ -628,9 +691,19 @@ class HTTPServerProtocol(Protocol):
         )
 
     def _handlerFailed(self, exchange: _Exchange, failure: Failure) -> None:
-        if self._lost or exchange.finished:
+        if self._lost or exchange.finished or self.state is _S.CLOSING:
             return
         error = failure.value
+        if isinstance(error, ConnectionDone | ConnectionLost):
+            # The client went away while the handler read the body: nobody
+            # is left to answer, and it is not the handler's fault.
+            _log.info(
+                "request from {peer} ended early: {error}",
+                peer=self._peerHost,
+                error=error,
+            )
+            self._startClose("client-closed")
+            return
         if isinstance(error, ProtocolError):
             self._writeError(exchange, error.statusCode, "protocol-error")
             return
@@ -660,7 +733,12 @@ class HTTPServerProtocol(Protocol):
         return limit is None or remaining <= limit
 
     def _respond(self, exchange: _Exchange, response: object) -> None:
-        if self._lost or exchange.finished or exchange.responseStarted:
+        if (
+            self._lost
+            or exchange.finished
+            or exchange.responseStarted
+            or self.state is _S.CLOSING
+        ):
             if isinstance(response, Response):
                 _closeBody(response)
             return
@@ -765,26 +843,42 @@ class HTTPServerProtocol(Protocol):
                 cache[(name, value)] = line
             lines.append(line)
         length = response.bodyLength()
-        if handlerLength is not None:
-            if not handlerLength.isdigit():
-                raise ResponseFramingError("invalid Content-Length from handler")
-            declared = int(handlerLength)
-            if length is None:
-                length = declared
-            elif length != declared:
-                raise ResponseFramingError(
-                    f"Content-Length {declared} contradicts a body of {length} bytes"
-                )
         method = head.method
         version = head.version
-        if length is not None and code != 204 and code != 304 and method != b"HEAD":
-            # The common case, without the general rules' calls.
-            framing = BodyFraming.CONTENT_LENGTH
-            lines.append(b"Content-Length: %d\r\n" % length)
-        else:
-            framing = chooseFraming(method, version, code, length)
-            for name, value in framingHeaders(framing, method, code, length):
+        if not responseMayHaveBody(method, code):
+            # HEAD, 204, 304 (RFC 9110 §8.6): nothing is sent after the head.
+            # A HEAD or 304 may carry the length a GET / 200 would have: the
+            # handler's Content-Length if it gave one, else the length of
+            # the body it produced, and none for an empty body (which may
+            # only mean "not produced": a wrong length is worse than none).
+            framing = BodyFraming.NONE
+            if handlerLength is not None:
+                if not handlerLength.isdigit():
+                    raise ResponseFramingError("invalid Content-Length from handler")
+                advertised: int | None = int(handlerLength)
+            else:
+                advertised = length or None
+            for name, value in framingHeaders(framing, method, code, advertised):
                 lines.append(name + _HEADER_SEP + value + _CRLF)
+        else:
+            if handlerLength is not None:
+                if not handlerLength.isdigit():
+                    raise ResponseFramingError("invalid Content-Length from handler")
+                declared = int(handlerLength)
+                if length is None:
+                    length = declared
+                elif length != declared:
+                    raise ResponseFramingError(
+                        f"Content-Length {declared} contradicts a body of "
+                        f"{length} bytes"
+                    )
+            if length is not None:
+                framing = BodyFraming.CONTENT_LENGTH
+                lines.append(b"Content-Length: %d\r\n" % length)
+            else:
+                framing = chooseFraming(method, version, code, length)
+                for name, value in framingHeaders(framing, method, code, length):
+                    lines.append(name + _HEADER_SEP + value + _CRLF)
         request = exchange.request
         decision = factory.policy.decide(
             version=version,
@@ -896,20 +990,19 @@ class HTTPServerProtocol(Protocol):
                 exchange.request._deliverEnd(
                     Failure(ConnectionDone("the response ended before the body"))
                 )
-        if self._peerHalfClosed and not self._queue:
-            self._startClose("client-closed")
-            return
         self._next()
+        if self._peerHalfClosed:
+            self._checkEndOfInput()
 
     def _next(self) -> None:
         """Move to the next request in the pipeline, or to idle."""
         if self._queue:
             pass  # _processEvents dispatches it
-        elif (
-            self._incoming is not None
-            and not self._incoming.bodyComplete
-            and not self._incoming.discarding
-        ):
+        elif self._incoming is not None and self._incoming.discarding:
+            # Only an unread body is left to discard: idle as far as
+            # requests go (the body timer bounds the discard).
+            self._setState(_S.WAITING)
+        elif self._incoming is not None and not self._incoming.bodyComplete:
             self._setState(_S.READING_BODY)
         elif self._parser is not None and (
             self._parser.inMessage or self._parser.bufferedByteCount
@@ -954,7 +1047,7 @@ class HTTPServerProtocol(Protocol):
         this exchange's response is written; after that, the only answer is
         an abort (STYLE.md 4).
         """
-        if self._lost:
+        if self._lost or self.state is _S.CLOSING:
             return
         if exchange.responseStarted:
             self._abortResponse(exchange, f"error {status} after response start")
@@ -996,6 +1089,9 @@ class HTTPServerProtocol(Protocol):
         if phase is None or timeout is None:
             self._phase = None
             return
+        if phase == "send" and self._phase != "send":
+            queued = queuedBytes(self.transport)
+            self._sendMark = queued if queued is not None else 0
         self._phase = phase
         deadline = self._deadline = self._clock.seconds() + timeout
         if self._timerCall is None:
@@ -1033,6 +1129,7 @@ class HTTPServerProtocol(Protocol):
                 incoming is front
                 and incoming.bodyWanted
                 and not incoming.bodyPaused
+                and not incoming.bodyStopped
                 and not incoming.bodyComplete
             ):
                 if self._phase != "body":
@@ -1074,6 +1171,13 @@ class HTTPServerProtocol(Protocol):
         elif phase == "body":
             self._bodyTimedOut()
         elif phase == "send":
+            queued = queuedBytes(self.transport)
+            if queued is not None and queued < self._sendMark:
+                # Bytes left the buffer since the last look: a slow reader,
+                # not a stalled one.  sendTimeout is about no progress.
+                self._sendMark = queued
+                self._setTimer("send", self._config.sendTimeout)
+                return
             _log.info("send timeout for {peer}", peer=self._peerHost)
             self.closeReason = "send-timeout"
             self._abort()
@@ -1125,6 +1229,12 @@ class HTTPServerProtocol(Protocol):
         self._queue.clear()
         if incoming is not None and incoming not in queue:
             queue.append(incoming)
+        # The state and the exchanges change first: what runs below (a
+        # handler told that its body will not come) may answer at once, and
+        # must find every exchange finished and the connection closing.
+        for exchange in queue:
+            exchange.finished = True
+        self._setState(_S.CLOSING)
         closing = Failure(ConnectionDone("the connection is closing"))
         for exchange in queue:
             self._stopBodyProducer(exchange)
@@ -1133,7 +1243,8 @@ class HTTPServerProtocol(Protocol):
                 # A handler still reading the body learns it will not come.
                 exchange.bodyComplete = True
                 request._deliverEnd(closing)
-        self._setState(_S.CLOSING)
+        if self._lost:
+            return
         if self._readPaused:
             self._readPaused = False
             assert self.transport is not None

@@ -19,7 +19,7 @@ from typing import Any
 from twisted.internet import tcp
 from twisted.internet.interfaces import ISSLTransport, ITransport
 
-__all__ = ["writerFor"]
+__all__ = ["queuedBytes", "writerFor"]
 
 
 def writerFor(transport: ITransport) -> Callable[[bytes], None]:
@@ -54,3 +54,26 @@ def writerFor(transport: ITransport) -> Callable[[bytes], None]:
         c.write(data)
 
     return write
+
+
+def queuedBytes(transport: object) -> int | None:
+    """
+    Bytes written to ``transport`` that have not reached the kernel yet, or
+    None when the transport does not say.  ``sendTimeout`` compares two
+    readings to tell a slow reader (progress) from one that stopped.
+    """
+    if isinstance(transport, tcp.Connection):
+        connection: Any = transport
+        return int(
+            connection._tempDataLen + len(connection.dataBuffer) - connection.offset
+        )
+    # TLS (TLSMemoryBIOProtocol): its plaintext backlog plus what the TCP
+    # transport below still holds.
+    backlog = getattr(transport, "_appSendBuffer", None)
+    below = getattr(transport, "transport", None)
+    if isinstance(backlog, list) and below is not None:
+        underneath = queuedBytes(below)
+        if underneath is None:
+            return None
+        return sum(len(chunk) for chunk in backlog) + underneath
+    return None
