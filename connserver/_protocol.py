@@ -109,6 +109,8 @@ class _Exchange:
     decision: PersistenceDecision | None = None
     producer: Any = None
     file: BinaryIO | None = None
+    #: The error the server gave the body reader (the client went away).
+    bodyFailure: BaseException | None = None
 
     def __init__(self, head: RequestHead | None, startedAt: float) -> None:
         self.head = head
@@ -292,37 +294,27 @@ class HTTPServerProtocol(Protocol):
             # The lingering read is over.
             self._loseConnection()
             return
+        # Pulling on the parser reaches NEED_DATA once every byte before the
+        # half-close is consumed; _checkEndOfInput acts from there.
         self._processEvents()
-        self._checkEndOfInput()
 
     def _checkEndOfInput(self) -> None:
         """
-        After the client's half-close: once the parser has nothing more to
-        give, a message it is inside can never complete, and once no
+        The parser asked for more bytes after the client's half-close: the
+        message it is inside (if any) can never complete, and once no
         response is pending the connection closes.
         """
-        if not self._peerHalfClosed or self._lost or self.state is _S.CLOSING:
+        if self._lost or self.state is _S.CLOSING:
             return
-        parser = self._parser
         incoming = self._incoming
         if incoming is not None and not incoming.bodyComplete:
-            if (incoming.bodyWanted and not incoming.bodyPaused) or incoming.discarding:
-                # The parser asked for more body bytes: none will come.
-                self._incoming = None
-                incoming.bodyComplete = True
-                self._closeAfterCurrent = True
-                if incoming.request is not None and not incoming.discarding:
-                    incoming.request._deliverEnd(
-                        Failure(ConnectionDone("the client closed mid-body"))
-                    )
-            else:
-                # Its body bytes may all be buffered: wait for the handler.
-                return
-        if self._queue:
-            return
-        if parser is not None and parser.bufferedByteCount and not parser.inMessage:
-            return  # more (pipelined) requests to parse first
-        self._startClose("client-closed")
+            self._incoming = None
+            incoming.bodyComplete = True
+            self._closeAfterCurrent = True
+            if incoming.request is not None and not incoming.discarding:
+                self._failBody(incoming, ConnectionDone("the client closed mid-body"))
+        if not self._queue:
+            self._startClose("client-closed")
 
     def writeConnectionLost(self) -> None:
         """Our write side is shut; nothing to do until the read side ends."""
@@ -337,16 +329,18 @@ class HTTPServerProtocol(Protocol):
             )
         self._cancelTimer()
         self._parser = None
-        lostFailure = Failure(ConnectionLost("the connection was lost"))
-        for exchange in self._queue:
-            request = exchange.request
-            if request is not None and not exchange.bodyComplete:
-                request._deliverEnd(lostFailure)
-            self._stopBodyProducer(exchange)
-        if self._incoming is not None and self._incoming.request is not None:
-            self._incoming.request._deliverEnd(lostFailure)
+        lost = ConnectionLost("the connection was lost")
+        exchanges = list(self._queue)
+        if self._incoming is not None and self._incoming not in exchanges:
+            exchanges.append(self._incoming)
         self._queue.clear()
         self._incoming = None
+        for exchange in exchanges:
+            exchange.finished = True
+            if exchange.request is not None and not exchange.bodyComplete:
+                exchange.bodyComplete = True
+                self._failBody(exchange, lost)
+            self._stopBodyProducer(exchange)
         previous = self.state
         self.state = _S.CLOSED
         self.factory._stateChanged(self, previous, _S.CLOSED)
@@ -599,6 +593,12 @@ class HTTPServerProtocol(Protocol):
     def _bodySourceFor(self, exchange: _Exchange) -> _ExchangeBody:
         return _ExchangeBody(self, exchange)
 
+    def _failBody(self, exchange: _Exchange, error: BaseException) -> None:
+        """Tell the body reader that the rest of the body will not come."""
+        exchange.bodyFailure = error
+        assert exchange.request is not None
+        exchange.request._deliverEnd(Failure(error))
+
     def _bodyWanted(self, exchange: _Exchange) -> None:
         exchange.bodyWanted = True
         if (
@@ -694,7 +694,7 @@ class HTTPServerProtocol(Protocol):
         if self._lost or exchange.finished or self.state is _S.CLOSING:
             return
         error = failure.value
-        if isinstance(error, ConnectionDone | ConnectionLost):
+        if error is exchange.bodyFailure and exchange.bodyFailure is not None:
             # The client went away while the handler read the body: nobody
             # is left to answer, and it is not the handler's fault.
             _log.info(
@@ -987,12 +987,10 @@ class HTTPServerProtocol(Protocol):
             # Drain the unread body (RFC 9112 §9.3), bounded by maxBodyBytes.
             exchange.discarding = True
             if exchange.request is not None:
-                exchange.request._deliverEnd(
-                    Failure(ConnectionDone("the response ended before the body"))
+                self._failBody(
+                    exchange, ConnectionDone("the response ended before the body")
                 )
         self._next()
-        if self._peerHalfClosed:
-            self._checkEndOfInput()
 
     def _next(self) -> None:
         """Move to the next request in the pipeline, or to idle."""
@@ -1235,14 +1233,13 @@ class HTTPServerProtocol(Protocol):
         for exchange in queue:
             exchange.finished = True
         self._setState(_S.CLOSING)
-        closing = Failure(ConnectionDone("the connection is closing"))
+        closing = ConnectionDone("the connection is closing")
         for exchange in queue:
             self._stopBodyProducer(exchange)
-            request = exchange.request
-            if request is not None and not exchange.bodyComplete:
+            if exchange.request is not None and not exchange.bodyComplete:
                 # A handler still reading the body learns it will not come.
                 exchange.bodyComplete = True
-                request._deliverEnd(closing)
+                self._failBody(exchange, closing)
         if self._lost:
             return
         if self._readPaused:
