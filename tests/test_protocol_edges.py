@@ -262,7 +262,7 @@ def pauseAfterFirstBlock(conn: Any) -> None:
 def test_fileThatGrowsIsSentAsItWas(tmp_path: Any) -> None:
     path = tmp_path / "app.log"
     path.write_bytes(b"a" * (300 * KiB))
-    conn = connect(lambda request: Response(200, body=open(path, "rb")))  # noqa: SIM115
+    conn = connect(lambda request: Response(200, body=open(path, "rb")))
     pauseAfterFirstBlock(conn)
     conn.send(GET)
     with open(path, "ab") as log:
@@ -275,7 +275,7 @@ def test_fileThatGrowsIsSentAsItWas(tmp_path: Any) -> None:
 def test_fileThatShrinksAborts(tmp_path: Any) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"a" * (600 * KiB))
-    conn = connect(lambda request: Response(200, body=open(path, "rb")))  # noqa: SIM115
+    conn = connect(lambda request: Response(200, body=open(path, "rb")))
     pauseAfterFirstBlock(conn)
     conn.send(GET)
     with open(path, "r+b") as f:
