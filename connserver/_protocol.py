@@ -528,8 +528,8 @@ class HTTPServerProtocol(Protocol):
                 # RFC 9110 §10.1.1: 100-continue is the only expectation;
                 # a server MAY answer 417 to any other (and MUST ignore
                 # Expect in HTTP/1.0 requests).
-                values = [v.lower() for v in splitList(expect)]
-                if values == [b"100-continue"]:
+                values = {v.lower() for v in splitList(expect)}
+                if values == {b"100-continue"}:
                     exchange.expectContinue = not exchange.bodyComplete
                 else:
                     exchange.error = ProtocolError(

@@ -312,3 +312,15 @@ def test_backendConnectionLostIsA500() -> None:
     conn = connect(lambda request: fail(ConnectionLost("backend went away")))
     conn.send(GET)
     assert conn.output().startswith(b"HTTP/1.1 500 ")
+
+
+def test_expectContinueOnTwoLinesIsStillContinue() -> None:
+    def echo(request: Request) -> Deferred[Response]:
+        return request.readBody().addCallback(lambda body: Response(200, body=body))
+
+    conn = connect(echo)
+    conn.send(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"Expect: 100-continue\r\nExpect: 100-Continue\r\n\r\n"
+    )
+    assert conn.output() == b"HTTP/1.1 100 Continue\r\n\r\n"
