@@ -700,6 +700,14 @@ class RequestParser:
     # -- content ----------------------------------------------------------
 
     def _readBody(self) -> BodyData | NeedData:
+        return self._takeContent(_Phase.END)
+
+    def _takeContent(self, after: _Phase) -> BodyData | NeedData:
+        """
+        What is buffered of the current content (Content-Length body or
+        chunk-data), up to what remains of it; ``after`` is the phase once
+        it is all taken.
+        """
         buf = self._buf
         if not buf:
             return NEED_DATA
@@ -713,7 +721,7 @@ class RequestParser:
         remaining -= len(data)
         self._remaining = remaining
         if not remaining:
-            self._phase = _Phase.END
+            self._phase = after
         return BodyData(data)
 
     def _readChunkSize(self) -> NeedData | BodyData | EndOfMessage:
@@ -747,21 +755,7 @@ class RequestParser:
         return self._readChunkData()
 
     def _readChunkData(self) -> BodyData | NeedData:
-        buf = self._buf
-        if not buf:
-            return NEED_DATA
-        remaining = self._remaining
-        if len(buf) <= remaining:
-            data = bytes(buf)
-            buf.clear()
-        else:
-            data = bytes(buf[:remaining])
-            del buf[:remaining]
-        remaining -= len(data)
-        self._remaining = remaining
-        if not remaining:
-            self._phase = _Phase.CHUNK_CRLF
-        return BodyData(data)
+        return self._takeContent(_Phase.CHUNK_CRLF)
 
     def _readChunkCRLF(self) -> NeedData | BodyData | EndOfMessage:
         # RFC 9112 §7.1: chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
