@@ -7,7 +7,7 @@ Pure module: nothing here imports ``twisted.internet``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 __all__ = [
     "HOP_BY_HOP",
@@ -159,7 +159,13 @@ def connectionOptions(headers: Headers) -> frozenset[bytes]:
     ``Connection = #connection-option``, case-insensitive).  Elements that
     are not tokens are dropped: they can neither be ``close`` nor name a field.
     """
-    values = [value for lower, _, value in headers._fields if lower == b"connection"]
+    return optionsFromValues(
+        [value for lower, _, value in headers._fields if lower == b"connection"]
+    )
+
+
+def optionsFromValues(values: Sequence[bytes]) -> frozenset[bytes]:
+    """The connection options in ``Connection`` field values (see above)."""
     if not values:
         return _NO_OPTIONS
     return frozenset(

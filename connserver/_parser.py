@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from connserver._config import ServerConfig
@@ -50,6 +50,11 @@ class RequestHead:
     headers: Headers
     contentLength: int | None
     chunked: bool
+    #: The values of the ``Connection`` and ``Expect`` field lines, noted
+    #: while the fields are validated so that the server need not search
+    #: the headers again (they are in ``headers`` too).
+    connection: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
+    expect: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,8 @@ _SET_VERSION = vars(RequestHead)["version"].__set__
 _SET_HEADERS = vars(RequestHead)["headers"].__set__
 _SET_LENGTH = vars(RequestHead)["contentLength"].__set__
 _SET_CHUNKED = vars(RequestHead)["chunked"].__set__
+_SET_CONNECTION = vars(RequestHead)["connection"].__set__
+_SET_EXPECT = vars(RequestHead)["expect"].__set__
 
 
 def _makeRequestHead(
@@ -81,6 +88,8 @@ def _makeRequestHead(
     headers: Headers,
     contentLength: int | None,
     chunked: bool,
+    connection: tuple[bytes, ...] = (),
+    expect: tuple[bytes, ...] = (),
 ) -> RequestHead:
     """
     ``RequestHead(...)`` without the frozen dataclass ``__init__``, which
@@ -94,6 +103,8 @@ def _makeRequestHead(
     _SET_HEADERS(head, headers)
     _SET_LENGTH(head, contentLength)
     _SET_CHUNKED(head, chunked)
+    _SET_CONNECTION(head, connection)
+    _SET_EXPECT(head, expect)
     return head
 
 
@@ -224,6 +235,9 @@ _MAX_CHUNK_SIZE_DIGITS = 16
 #: 9110 §6.5.1 says fields needed to frame or route a message cannot be
 #: processed once the content has been received.
 _FRAMING_FIELDS = frozenset({b"host", b"content-length", b"transfer-encoding"})
+# The fields the head validation notes as it goes: framing, and the two the
+# server acts on (RFC 9110 §7.6.1 Connection, §10.1.1 Expect).
+_NOTED_FIELDS = _FRAMING_FIELDS | {b"connection", b"expect"}
 
 _Field = tuple[bytes, bytes, bytes]
 _StartLine = tuple[bytes, bytes, tuple[int, int]]
@@ -641,14 +655,20 @@ class RequestParser:
         hosts: list[bytes] = []
         lengths: list[bytes] = []
         codings: list[bytes] = []
+        connection: tuple[bytes, ...] = ()
+        expect: tuple[bytes, ...] = ()
         for lower, _, value in fields:
-            if lower in _FRAMING_FIELDS:
+            if lower in _NOTED_FIELDS:
                 if lower == b"host":
                     hosts.append(value)
                 elif lower == b"content-length":
                     lengths.append(value)
-                else:
+                elif lower == b"transfer-encoding":
                     codings.append(value)
+                elif lower == b"connection":
+                    connection += (value,)
+                else:
+                    expect += (value,)
 
         method, target, version = startLine
         # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request)
@@ -695,6 +715,8 @@ class RequestParser:
             Headers._fromLowered(fields),
             contentLength,
             contentLength is None,
+            connection,
+            expect,
         )
 
     # -- content ----------------------------------------------------------

@@ -41,7 +41,7 @@ from ._framing import (
     statusLine,
     validateResponseField,
 )
-from ._headers import Headers, splitList
+from ._headers import Headers, optionsFromValues, splitList
 from ._message import Request, Response
 from ._parser import NEED_DATA, BodyData, EndOfMessage, RequestHead, RequestParser
 from ._persistence import PersistenceDecision
@@ -523,7 +523,7 @@ class HTTPServerProtocol(Protocol):
         else:
             self._incoming = exchange
         if head.version >= (1, 1):
-            expect = head.headers.getAll(b"expect")
+            expect = head.expect
             if expect:
                 # RFC 9110 §10.1.1: 100-continue is the only expectation;
                 # a server MAY answer 417 to any other (and MUST ignore
@@ -660,6 +660,7 @@ class HTTPServerProtocol(Protocol):
             maxBodyBytes=self._config.maxBodyBytes,
             bodySource=self._bodySourceFor(exchange),
         )
+        request._options = optionsFromValues(head.connection)
         exchange.request = request
         if exchange.bodyComplete:
             request._deliverEnd()
