@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+# twisted.web and the endpoint APIs are untyped; this script is not library code.
+# mypy: disable-error-code="no-untyped-call"
+"""
+The same twisted.web ``Resource`` (130 bytes, ``render_GET``) served by
+twisted.web's ``Site`` and by connserver's ``WebResourceHandler``, measured
+in one run.
+
+Each server is a subprocess pinned to CPU 0 (``taskset -c 0``); wrk runs on
+CPU 1 (``taskset -c 1 wrk -t1 -c50 -d10s``, keep-alive), and the servers
+alternate for a few rounds so that drift on the machine hits both alike.
+It prints requests per second (and requests per CPU-second of the server
+process, which holds steadier on a shared machine) for every round, the
+medians and their ratios (the target is connserver >= 1.5x).  Bounded:
+rounds x duration, plus a short warm-up per round.
+
+    python bench/bench_web.py                 # 3 rounds of 10 s each
+    python bench/bench_web.py --rounds 2 --duration 5
+    python bench/bench_web.py --profile /tmp/web.prof   # also cProfile connserver
+
+Not a test: it needs wrk and taskset, and takes about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = b"x" * 130
+SERVERS = ("twisted.web Site", "connserver adapter")
+
+
+def makeResource() -> Any:
+    from twisted.web.resource import Resource
+
+    class Hello(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> bytes:
+            request.setHeader(b"Content-Type", b"text/plain")
+            return BODY
+
+    return Hello()
+
+
+def serve(kind: str, profile: str | None) -> None:
+    """Run one server on 127.0.0.1, print its port, serve until SIGTERM."""
+    sys.path.insert(0, str(ROOT))
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+
+    resource = makeResource()
+    if kind == "twisted":
+        from twisted.web.server import Site
+
+        factory: Any = Site(resource)
+    else:
+        from connserver._config import ServerConfig
+        from connserver._factory import ConnectionFactory
+        from connserver._web import WebResourceHandler
+
+        factory = ConnectionFactory(
+            WebResourceHandler(resource),
+            config=ServerConfig(),
+        )
+
+    def listening(port: Any) -> None:
+        print(f"PORT {port.getHost().port}", flush=True)
+
+    endpoint = TCP4ServerEndpoint(reactor, 0, backlog=1024, interface="127.0.0.1")
+    endpoint.listen(factory).addCallback(listening)
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.runcall(reactor.run)
+        profiler.dump_stats(profile)
+    else:
+        reactor.run()
+
+
+def startServer(
+    kind: str, profile: str | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    command = ["taskset", "-c", "0", sys.executable, __file__, "--serve", kind]
+    if profile:
+        command += ["--profile", profile]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("PORT "):
+            return process, int(line.split()[1])
+        if not line and process.poll() is not None:
+            break
+    stopServer(process)
+    raise RuntimeError(f"{kind} server did not start")
+
+
+def stopServer(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def cpuSeconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(port: int, duration: float, connections: int) -> tuple[float, int]:
+    """Requests per second, and the number of requests, from one wrk run."""
+    command = [
+        "taskset", "-c", "1", "wrk", "-t1", f"-c{connections}",
+        f"-d{duration:g}s", f"http://127.0.0.1:{port}/",
+    ]  # fmt: skip
+    out = subprocess.run(
+        command, capture_output=True, text=True, timeout=duration + 30, check=True
+    ).stdout
+    if re.search(r"Non-2xx or 3xx responses|Socket errors", out):
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if rate is None or total is None:
+        raise RuntimeError(f"no Requests/sec in wrk output:\n{out}")
+    return float(rate.group(1)), int(total.group(1))
+
+
+def checkResponse(port: int) -> None:
+    """One request first: both servers must answer the same 130 bytes."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/")
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    if response.status != 200 or body != BODY:
+        raise RuntimeError(f"unexpected response {response.status} {body[:40]!r}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--profile", help="cProfile the connserver server into this file"
+    )
+    parser.add_argument(
+        "--serve", choices=["twisted", "connserver"], help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.profile)
+        return
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is required")
+    if not 1 <= args.rounds <= 5 or not 1 <= args.duration <= 30:
+        sys.exit("keep it bounded: 1-5 rounds of 1-30 s")
+    results: dict[str, list[float]] = {name: [] for name in SERVERS}
+    perCpu: dict[str, list[float]] = {name: [] for name in SERVERS}
+    print(
+        f"wrk -t1 -c{args.connections} -d{args.duration:g}s, keep-alive; "
+        f"servers on CPU 0, wrk on CPU 1; {args.rounds} rounds",
+        flush=True,
+    )
+    for number in range(1, args.rounds + 1):
+        for name, kind in zip(SERVERS, ("twisted", "connserver"), strict=True):
+            process, port = startServer(kind)
+            try:
+                checkResponse(port)
+                wrk(port, args.warmup, args.connections)
+                before = cpuSeconds(process.pid)
+                rate, count = wrk(port, args.duration, args.connections)
+                used = cpuSeconds(process.pid) - before
+            finally:
+                stopServer(process)
+            results[name].append(rate)
+            perCpu[name].append(count / used if used else 0.0)
+            print(
+                f"round {number}: {name:<20} {rate:>8.0f} req/s "
+                f"{perCpu[name][-1]:>8.0f} req/CPU-s",
+                flush=True,
+            )
+    medians = {name: statistics.median(rates) for name, rates in results.items()}
+    cpuMedians = {name: statistics.median(v) for name, v in perCpu.items()}
+    for name in SERVERS:
+        print(
+            f"median: {name:<20} {medians[name]:>8.0f} req/s "
+            f"{cpuMedians[name]:>8.0f} req/CPU-s"
+        )
+    ratio = medians[SERVERS[1]] / medians[SERVERS[0]]
+    cpuRatio = cpuMedians[SERVERS[1]] / cpuMedians[SERVERS[0]]
+    print(f"ratio connserver / twisted.web: {ratio:.2f}x req/s (target >= 1.5x)")
+    print(
+        f"ratio connserver / twisted.web: {cpuRatio:.2f}x requests per server "
+        "CPU-second (steadier when the machine is shared)"
+    )
+    if args.profile:
+        process, port = startServer("connserver", args.profile)
+        try:
+            wrk(port, args.duration, args.connections)
+        finally:
+            stopServer(process)
+        import pstats
+
+        print(f"\ncProfile of the connserver server ({args.profile}):")
+        pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()

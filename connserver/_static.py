@@ -1,0 +1,1075 @@
+"""
+``StaticFiles``: a handler that serves a directory tree, correctly and fast.
+
+Correct means RFC 9110 validators (§8.8), conditional requests in the order
+of §13.2.2, ranges (§14) and safe path mapping; fast means that a small file
+that has not changed costs one ``stat`` and a copy of prebuilt header fields
+per request, and a large file streams in big ``pread`` blocks under the
+protocol's backpressure.  See ``docs/static.md`` for every choice.
+"""
+
+from __future__ import annotations
+
+import html
+import mimetypes
+import os
+import re
+import secrets
+import stat
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import datetime
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from ._headers import Headers
+from ._message import Request, Response
+
+__all__ = [
+    "DEFAULT_CACHED_FILE_BYTES",
+    "DEFAULT_CACHE_BYTES",
+    "DEFAULT_CACHE_ENTRIES",
+    "MAX_PATH_BYTES",
+    "MAX_RANGES",
+    "RANGE_COALESCE_GAP",
+    "READ_CHUNK_BYTES",
+    "FileChangedError",
+    "StaticFiles",
+]
+
+#: Longest request path (percent-encoded) served; longer gets 414.  The
+#: protocol's request-line limit (8 KiB) is the outer bound; this one keeps
+#: every path well under Linux's PATH_MAX (4096) after joining the root.
+MAX_PATH_BYTES = 4096
+#: More range-specs than this in one Range field: the field is ignored and
+#: the whole file is sent (RFC 9110 §14.2 lets a server ignore it).
+MAX_RANGES = 50
+#: Satisfiable ranges closer than this are merged into one part: a gap this
+#: small costs less than a multipart header (RFC 9110 §14.6 allows it).
+RANGE_COALESCE_GAP = 80
+#: Default bound on the bytes held by the small-file cache (content + headers).
+DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
+#: Default bound on the number of cache entries (small and large files).
+DEFAULT_CACHE_ENTRIES = 4096
+#: Files up to this size are kept in memory; larger ones stream from disk.
+DEFAULT_CACHED_FILE_BYTES = 256 * 1024
+#: Bytes read (and written to the transport) at a time for a streamed file.
+READ_CHUNK_BYTES = 256 * 1024
+#: A streaming producer writes at most this many chunks before yielding to
+#: the reactor, so that one fast client cannot starve the others.
+_CHUNKS_PER_TURN = 4
+#: What an entry costs in the cache beyond its content (headers, paths).
+_ENTRY_OVERHEAD = 512
+
+_ALLOW = b"GET, HEAD"
+_NOT_FOUND = b"404 Not Found\n"
+_TEXT_PLAIN = b"text/plain; charset=utf-8"
+_HTML = b"text/html; charset=utf-8"
+
+# Extensions that the standard library does not know or maps poorly.
+_EXTRA_TYPES = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".md": "text/markdown",
+    ".webp": "image/webp",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+    ".otf": "font/otf",
+    ".ttf": "font/ttf",
+    ".webmanifest": "application/manifest+json",
+    ".wasm": "application/wasm",
+    ".ico": "image/x-icon",
+    ".xml": "application/xml",
+}
+# A file name ending in a compression suffix is that compressed format, not
+# the inner type with a Content-Encoding (that would make clients decode it).
+_ENCODING_TYPES = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "compress": "application/x-compress",
+    "br": "application/octet-stream",
+}
+_CHARSET_TYPES = frozenset(
+    {
+        "text/javascript",
+        "application/javascript",
+        "application/json",
+        "application/manifest+json",
+        "application/xml",
+        "image/svg+xml",
+    }
+)
+
+_mimeTypes = mimetypes.MimeTypes()
+for _ext, _type in _EXTRA_TYPES.items():
+    _mimeTypes.add_type(_type, _ext)
+
+# Request fields that take a request off the fast path.  A cached small file
+# is answered from prebuilt fields when the request has none of these.
+_SLOW_FIELDS = frozenset(
+    {
+        b"if-match",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-unmodified-since",
+        b"range",
+        b"if-range",
+    }
+)
+
+# RFC 9110 §8.8.3: entity-tag = [ weak ] opaque-tag; opaque-tag = DQUOTE
+# *etagc DQUOTE.  etagc may contain a comma, so a list is parsed by this
+# pattern rather than split on commas.
+_ETAG_LIST_RE = re.compile(rb'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
+# RFC 9110 §14.1.2: int-range = first-pos "-" [ last-pos ]; suffix-range =
+# "-" suffix-length.
+_RANGE_SPEC_RE = re.compile(rb"(\d*)-(\d*)")
+_ABSOLUTE_FORM_RE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://[^/]*")
+
+
+def _contentType(name: bytes) -> bytes:
+    """The Content-Type for a file name, with ``charset=utf-8`` for text."""
+    guessed, encoding = _mimeTypes.guess_type(os.fsdecode(name), strict=False)
+    if encoding is not None:
+        guessed = _ENCODING_TYPES.get(encoding, "application/octet-stream")
+    if guessed is None:
+        return b"application/octet-stream"
+    if guessed.startswith("text/") or guessed in _CHARSET_TYPES:
+        return guessed.encode("ascii") + b"; charset=utf-8"
+    return guessed.encode("ascii")
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What says "the same file, unchanged": device, inode, size, mtime_ns."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _plain(
+    code: int, text: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> Response:
+    headers = Headers([(b"Content-Type", _TEXT_PLAIN), *extra])
+    return Response(code, headers, text)
+
+
+def _notFound() -> Response:
+    return _plain(404, _NOT_FOUND)
+
+
+class FileChangedError(Exception):
+    """
+    A file changed while it was being sent: it became shorter, or its size
+    or modification time moved.  The producer fails with this instead of
+    padding or cutting the body, so the protocol aborts the connection and
+    the client sees an incomplete response, never a wrong one.
+    """
+
+
+class _FileChanged(Exception):
+    """The file changed between its ``stat`` and its use: resolve it again."""
+
+
+class _Entry:
+    """What the cache keeps for one path: identity, validators, fields, content."""
+
+    __slots__ = (
+        "body",
+        "contentType",
+        "cost",
+        "etag",
+        "fields",
+        "fsPath",
+        "gzip",
+        "identity",
+        "lastModified",
+        "mtime",
+        "size",
+        "validatorFields",
+    )
+
+    def __init__(
+        self,
+        fsPath: bytes,
+        st: os.stat_result,
+        contentType: bytes,
+        mtime: int,
+        lastModified: bytes,
+        extraFields: list[tuple[bytes, bytes, bytes]],
+        body: bytes | None,
+        gzip: bool,
+    ) -> None:
+        self.fsPath = fsPath
+        self.identity = _identity(st)
+        self.size = st.st_size
+        # RFC 9110 §8.8.3: a strong validator changes with the content.  The
+        # inode, size and nanosecond mtime together change on every write and
+        # every replacement (rename over) of the file.
+        self.etag = b'"%x-%x-%x"' % (st.st_ino, st.st_size, st.st_mtime_ns)
+        self.lastModified = lastModified
+        self.mtime = mtime
+        self.contentType = contentType
+        self.gzip = gzip
+        # The fields a 304 repeats (RFC 9110 §15.4.5: ETag, Cache-Control,
+        # Vary; Last-Modified helps caches that only kept dates).
+        self.validatorFields: list[tuple[bytes, bytes, bytes]] = [
+            (b"last-modified", b"Last-Modified", lastModified),
+            (b"etag", b"ETag", self.etag),
+            *extraFields,
+        ]
+        fields = [(b"content-type", b"Content-Type", contentType)]
+        if gzip:
+            fields.append((b"content-encoding", b"Content-Encoding", b"gzip"))
+        fields += self.validatorFields
+        fields.append((b"accept-ranges", b"Accept-Ranges", b"bytes"))
+        self.fields = fields
+        self.body = body
+        self.cost = _ENTRY_OVERHEAD + len(fsPath) + (len(body) if body else 0)
+
+
+class _Cache:
+    """A least-recently-used map bounded by total cost and entry count."""
+
+    __slots__ = ("_entries", "_maxBytes", "_maxEntries", "bytes")
+
+    def __init__(self, maxBytes: int, maxEntries: int) -> None:
+        self._entries: OrderedDict[Any, _Entry] = OrderedDict()
+        self._maxBytes = maxBytes
+        self._maxEntries = maxEntries
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Any) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: Any, entry: _Entry) -> None:
+        if entry.cost > self._maxBytes or self._maxEntries < 1:
+            return
+        self.discard(key)
+        self._entries[key] = entry
+        self.bytes += entry.cost
+        while self.bytes > self._maxBytes or len(self._entries) > self._maxEntries:
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= evicted.cost
+
+    def discard(self, key: Any) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry.cost
+
+
+@implementer(IBodyProducer)
+class _FileProducer:
+    """
+    Streams byte ranges of an open file, with framing bytes between them.
+
+    It reads with ``pread`` in ``READ_CHUNK_BYTES`` blocks, writes while the
+    consumer has not paused it (at most ``_CHUNKS_PER_TURN`` blocks per
+    reactor turn), and checks the file before every block: if it became
+    shorter or changed, the Deferred fails with :class:`FileChangedError`
+    and nothing more is written, so the body is never padded or stretched.
+    A producer built for HEAD has no file and is never started.
+    """
+
+    def __init__(
+        self,
+        fd: int | None,
+        identity: tuple[int, int, int, int],
+        parts: list[tuple[bytes, int, int]],
+        trailer: bytes,
+        reactor: IReactorTime,
+    ) -> None:
+        self._fd = fd
+        self._identity = identity
+        self._parts = parts
+        self._trailer = trailer
+        self._reactor = reactor
+        self.length = sum(len(prefix) + count for prefix, _, count in parts) + len(
+            trailer
+        )
+        self._consumer: IConsumer | None = None
+        self._done: Deferred[None] | None = None
+        self._paused = False
+        self._producing = False
+        self._stopped = False
+        self._call: IDelayedCall | None = None
+        self._part = 0
+        self._offset = 0
+        self._remaining = 0
+        self._prefixSent = False
+
+    def __del__(self) -> None:
+        # A response that was never started (the connection died first)
+        # still releases its descriptor.
+        self._close()
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self._consumer = consumer
+        self._done = Deferred()
+        if self._fd is None:
+            self._done.errback(FileChangedError("no file to send"))
+            return self._done
+        if self._parts:
+            _, self._offset, self._remaining = self._parts[0]
+        self._produce()
+        return self._done
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        if self._stopped or self._done is None or self._done.called:
+            return
+        self._paused = False
+        if self._call is None:
+            self._produce()
+
+    def stopProducing(self) -> None:
+        # IBodyProducer: after stopProducing the Deferred must never fire.
+        self._stopped = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self._close()
+
+    def _scheduled(self) -> None:
+        self._call = None
+        self._produce()
+
+    def _produce(self) -> None:
+        if self._producing:
+            return
+        self._producing = True
+        try:
+            self._produceSome()
+        finally:
+            self._producing = False
+
+    def _produceSome(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None and self._done is not None
+        chunks = 0
+        while not self._paused and not self._stopped:
+            if self._part == len(self._parts):
+                if self._trailer:
+                    consumer.write(self._trailer)
+                self._close()
+                self._done.callback(None)
+                return
+            prefix, _, _ = self._parts[self._part]
+            if not self._prefixSent:
+                self._prefixSent = True
+                if prefix:
+                    consumer.write(prefix)
+                    continue
+            if self._remaining == 0:
+                self._part += 1
+                self._prefixSent = False
+                if self._part < len(self._parts):
+                    _, self._offset, self._remaining = self._parts[self._part]
+                continue
+            if chunks == _CHUNKS_PER_TURN:
+                self._call = self._reactor.callLater(0, self._scheduled)
+                return
+            fd = self._fd
+            assert fd is not None
+            want = min(self._remaining, READ_CHUNK_BYTES)
+            try:
+                data = os.pread(fd, want, self._offset)
+                changed = _identity(os.fstat(fd)) != self._identity
+            except OSError as e:
+                self._fail(FileChangedError(f"read failed: {e.strerror}"))
+                return
+            if len(data) != want or changed:
+                self._fail(FileChangedError("the file changed while being sent"))
+                return
+            self._offset += want
+            self._remaining -= want
+            chunks += 1
+            consumer.write(data)
+
+    def _fail(self, error: Exception) -> None:
+        self._close()
+        assert self._done is not None
+        self._done.errback(error)
+
+
+class StaticFiles:
+    """
+    Serve the files under ``root`` for GET and HEAD.
+
+    :param root: the directory to serve; it must exist and be readable.
+    :param listing: list a directory that has no ``index.html`` (else 403).
+    :param followSymlinks: follow symbolic links whose target is outside
+        ``root`` (links that stay inside are always followed).
+    :param showHidden: serve and list names that start with a dot.
+    :param cacheControl: a ``Cache-Control`` value for every file response.
+    :param precompressed: serve ``FILE.gz`` instead of ``FILE`` to clients
+        that accept gzip, with ``Content-Encoding: gzip``; every file
+        response then carries ``Vary: Accept-Encoding``.
+    :param reactor: the clock (``seconds()``) and scheduler (``callLater``)
+        for Last-Modified clamping and for streaming; the global reactor by
+        default.
+    :param maxCacheBytes: bound on the memory of the small-file cache.
+    :param maxCacheEntries: bound on the number of cached paths.
+    :param maxCachedFileBytes: largest file whose content is cached.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        listing: bool = False,
+        followSymlinks: bool = False,
+        showHidden: bool = False,
+        cacheControl: str | None = None,
+        precompressed: bool = False,
+        reactor: IReactorTime | None = None,
+        maxCacheBytes: int = DEFAULT_CACHE_BYTES,
+        maxCacheEntries: int = DEFAULT_CACHE_ENTRIES,
+        maxCachedFileBytes: int = DEFAULT_CACHED_FILE_BYTES,
+    ) -> None:
+        realRoot = os.path.realpath(os.fspath(root))
+        if not os.path.isdir(realRoot):
+            raise ValueError(f"static root {os.fspath(root)!r} is not a directory")
+        if not os.access(realRoot, os.R_OK | os.X_OK):
+            raise ValueError(f"static root {os.fspath(root)!r} is not readable")
+        if cacheControl is not None:
+            if not cacheControl.isascii() or not cacheControl.isprintable():
+                raise ValueError("cacheControl must be printable ASCII")
+        for name, value in (
+            ("maxCacheBytes", maxCacheBytes),
+            ("maxCacheEntries", maxCacheEntries),
+            ("maxCachedFileBytes", maxCachedFileBytes),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0")
+        if reactor is None:
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor
+        assert reactor is not None
+        self.root = realRoot
+        self.listing = listing
+        self.followSymlinks = followSymlinks
+        self.showHidden = showHidden
+        self.cacheControl = cacheControl
+        self.precompressed = precompressed
+        self.reactor = reactor
+        self.maxCachedFileBytes = maxCachedFileBytes
+        self._rootBytes = os.fsencode(realRoot)
+        self._rootPrefix = self._rootBytes.rstrip(b"/") + b"/"
+        self._cache = _Cache(maxCacheBytes, maxCacheEntries)
+        self._extraFields: list[tuple[bytes, bytes, bytes]] = []
+        if cacheControl is not None:
+            self._extraFields.append(
+                (b"cache-control", b"Cache-Control", cacheControl.encode("ascii"))
+            )
+        if precompressed:
+            self._extraFields.append((b"vary", b"Vary", b"Accept-Encoding"))
+        self._dates: dict[bytes, int | None] = {}
+        self._lastModified: dict[int, bytes] = {}
+
+    # The request path -------------------------------------------------
+
+    def __call__(self, request: Request) -> Response:
+        """Answer one request (synchronously: everything here is local I/O)."""
+        method = request.method
+        if method != b"GET" and method != b"HEAD":
+            if method == b"OPTIONS" and request.target == b"*":
+                # RFC 9110 §9.3.7: OPTIONS * asks about the server itself.
+                return Response(204, Headers([(b"Allow", _ALLOW)]))
+            # RFC 9110 §15.5.6: a 405 MUST carry Allow.
+            return _plain(405, b"405 Method Not Allowed\n", [(b"Allow", _ALLOW)])
+        path = request.path
+        gzip = self.precompressed and self._acceptsGzip(request.headers)
+        key: Any = (path, True) if gzip else path
+        entry = self._cache.get(key)
+        if entry is not None:
+            try:
+                st = os.stat(entry.fsPath)
+            except OSError:
+                st = None
+            if st is not None and _identity(st) == entry.identity:
+                try:
+                    return self._fromEntry(request, entry)
+                except _FileChanged:
+                    pass
+            self._cache.discard(key)
+        try:
+            return self._slowPath(request, key, gzip)
+        except _FileChanged:
+            # The file kept changing under us; the client may try again.
+            self._cache.discard(key)
+            return _plain(503, b"503 Service Unavailable\n", [(b"Retry-After", b"1")])
+
+    def _fromEntry(self, request: Request, entry: _Entry) -> Response:
+        if _SLOW_FIELDS.isdisjoint(request.headers.names()):
+            body = entry.body
+            if body is not None:
+                return Response(200, Headers._fromLowered(list(entry.fields)), body)
+            return self._streamed(request, entry, None)
+        return self._conditional(request, entry)
+
+    def _slowPath(self, request: Request, key: Any, gzip: bool) -> Response:
+        resolved = self._resolve(request)
+        if isinstance(resolved, Response):
+            return resolved
+        segments, fsPath = resolved
+        try:
+            st = os.stat(fsPath)
+        except PermissionError:
+            return _plain(403, b"403 Forbidden\n")
+        except (OSError, ValueError):
+            return _notFound()
+        if stat.S_ISDIR(st.st_mode):
+            if segments[-1] != b"":
+                return self._redirectToDirectory(request)
+            return self._directory(request, key, segments, fsPath, gzip)
+        if not stat.S_ISREG(st.st_mode) or segments[-1] == b"":
+            # A FIFO or device is never opened (it could block the reactor);
+            # "/file/" names a directory that is not there.
+            return _notFound()
+        return self._file(request, key, fsPath, segments[-1], gzip)
+
+    def _resolve(self, request: Request) -> Response | tuple[list[bytes], bytes]:
+        """
+        Map the request path to segments under the root, or an error.
+
+        The path is split on ``/`` first and each segment percent-decoded
+        once, so an encoded slash or dot-dot (``%2f``, ``%2e%2e``) can only
+        ever be a name, which is then refused.  Errors say nothing about the
+        filesystem.
+        """
+        path = request.path
+        if not path.startswith(b"/"):
+            # RFC 9112 §3.2.2: a server MUST accept the absolute form.
+            match = _ABSOLUTE_FORM_RE.match(path)
+            if match is None:
+                return _plain(400, b"400 Bad Request\n")
+            path = path[match.end() :] or b"/"
+        if len(path) > MAX_PATH_BYTES:
+            return _plain(414, b"414 URI Too Long\n")
+        raw = path[1:].split(b"/")
+        segments: list[bytes] = []
+        last = len(raw) - 1
+        for index, part in enumerate(raw):
+            segment = unquote_to_bytes(part) if b"%" in part else part
+            if b"\x00" in segment:
+                return _plain(400, b"400 Bad Request\n")
+            if (
+                b"/" in segment
+                or b"\\" in segment
+                or segment in (b".", b"..")
+                or (segment == b"" and index != last)
+                or (segment.startswith(b".") and not self.showHidden)
+                or len(segment) > 255
+            ):
+                return _notFound()
+            segments.append(segment)
+        fsPath = self._rootPrefix + b"/".join(segments)
+        if not self._contained(fsPath):
+            return _notFound()
+        return segments, fsPath.rstrip(b"/") or b"/"
+
+    def _contained(self, fsPath: bytes) -> bool:
+        """True if ``fsPath`` resolves inside the root (or links may leave)."""
+        if self.followSymlinks:
+            return True
+        real = os.path.realpath(fsPath)
+        return real == self._rootBytes or real.startswith(self._rootPrefix)
+
+    def _redirectToDirectory(self, request: Request) -> Response:
+        # The Location is the client's own path (still percent-encoded) plus a
+        # slash, and the query kept.  Empty segments were refused, so it can
+        # never start with "//" (a network-path reference to another host).
+        location = request.path + b"/"
+        if b"?" in request.target:
+            location += b"?" + request.query
+        return _plain(301, b"301 Moved Permanently\n", [(b"Location", location)])
+
+    def _directory(
+        self,
+        request: Request,
+        key: Any,
+        segments: list[bytes],
+        fsPath: bytes,
+        gzip: bool,
+    ) -> Response:
+        indexPath = fsPath.rstrip(b"/") + b"/index.html"
+        try:
+            st = os.stat(indexPath)
+        except OSError:
+            st = None
+        if st is not None and stat.S_ISREG(st.st_mode) and self._contained(indexPath):
+            return self._file(request, key, indexPath, b"index.html", gzip)
+        if not self.listing:
+            return _plain(403, b"403 Forbidden\n")
+        return self._listing(request, segments, fsPath)
+
+    def _file(
+        self, request: Request, key: Any, fsPath: bytes, name: bytes, gzip: bool
+    ) -> Response:
+        if gzip:
+            gzPath = fsPath + b".gz"
+            try:
+                gzStat = os.stat(gzPath)
+            except OSError:
+                gzStat = None
+            if (
+                gzStat is not None
+                and stat.S_ISREG(gzStat.st_mode)
+                and self._contained(gzPath)
+            ):
+                fsPath = gzPath
+            else:
+                gzip = False
+        entry = self._load(fsPath, name, gzip)
+        if isinstance(entry, int):
+            if entry == 403:
+                return _plain(403, b"403 Forbidden\n")
+            return _notFound()
+        self._cache.put(key, entry)
+        return self._fromEntry(request, entry)
+
+    def _load(self, fsPath: bytes, name: bytes, gzip: bool) -> _Entry | int:
+        """
+        Build the cache entry for a regular file, reading it if it is small;
+        or the error status (403, 404) when that is not possible.
+        """
+        for _ in range(3):
+            try:
+                fd = os.open(fsPath, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except PermissionError:
+                return 403
+            except OSError:
+                return 404
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    return 404
+                body: bytes | None = None
+                if st.st_size <= self.maxCachedFileBytes:
+                    body = _readAll(fd, st.st_size + 1)
+                    after = os.fstat(fd)
+                    if len(body) != st.st_size or _identity(after) != _identity(st):
+                        continue  # changed while being read: read it again
+            except OSError:
+                return 404
+            finally:
+                os.close(fd)
+            seconds = self._lastModifiedSeconds(st.st_mtime)
+            return _Entry(
+                fsPath,
+                st,
+                _contentType(name),
+                seconds,
+                self._formatDate(seconds),
+                self._extraFields,
+                body,
+                gzip,
+            )
+        raise _FileChanged()
+
+    def _lastModifiedSeconds(self, mtime: float) -> int:
+        # RFC 9110 §8.8.2.1: an origin server MUST NOT send a Last-Modified
+        # later than the time of the response; a future mtime becomes now.
+        return int(min(mtime, self.reactor.seconds()))
+
+    def _formatDate(self, seconds: int) -> bytes:
+        value = self._lastModified.get(seconds)
+        if value is None:
+            if len(self._lastModified) > 1024:
+                self._lastModified.clear()
+            value = formatdate(seconds, usegmt=True).encode("ascii")
+            self._lastModified[seconds] = value
+        return value
+
+    # Validators, conditionals and ranges -------------------------------
+
+    def _parseDate(self, value: bytes) -> int | None:
+        """An HTTP-date as epoch seconds, or None when invalid (cached)."""
+        try:
+            return self._dates[value]
+        except KeyError:
+            pass
+        seconds: int | None
+        try:
+            parsed: datetime = parsedate_to_datetime(value.decode("latin-1"))
+            seconds = None if parsed.tzinfo is None else int(parsed.timestamp())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            seconds = None
+        if len(self._dates) > 256:
+            self._dates.clear()
+        self._dates[value] = seconds
+        return seconds
+
+    def _conditional(self, request: Request, entry: _Entry) -> Response:
+        """RFC 9110 §13.2.2: evaluate preconditions in order, then ranges."""
+        headers = request.headers
+        mtime = entry.mtime
+        # Step 1: If-Match; step 2 (only without If-Match): If-Unmodified-Since.
+        ifMatch = headers.getAll(b"if-match")
+        if ifMatch:
+            if not _etagMatches(ifMatch, entry.etag, strong=True):
+                return self._preconditionFailed(entry)
+        else:
+            ifUnmodified = headers.getAll(b"if-unmodified-since")
+            if len(ifUnmodified) == 1:
+                since = self._parseDate(ifUnmodified[0])
+                if since is not None and mtime > since:
+                    return self._preconditionFailed(entry)
+        # Step 3: If-None-Match; step 4 (only without it): If-Modified-Since.
+        # Both give 304 for GET and HEAD (the only methods that get here).
+        ifNoneMatch = headers.getAll(b"if-none-match")
+        if ifNoneMatch:
+            if _etagMatches(ifNoneMatch, entry.etag, strong=False):
+                return self._notModified(entry)
+        else:
+            ifModified = headers.getAll(b"if-modified-since")
+            if len(ifModified) == 1:
+                since = self._parseDate(ifModified[0])
+                if since is not None and mtime <= since:
+                    return self._notModified(entry)
+        # Step 5: Range (and If-Range), for GET only (RFC 9110 §14.2).
+        rangeValues = headers.getAll(b"range")
+        if request.method == b"GET" and len(rangeValues) == 1 and entry.size > 0:
+            ranges = _parseRanges(rangeValues[0], entry.size)
+            if ranges is not None and self._ifRangeHolds(headers, entry):
+                if not ranges:
+                    return self._unsatisfiable(entry)
+                return self._partial(request, entry, ranges)
+        if entry.body is not None:
+            return Response(200, Headers._fromLowered(list(entry.fields)), entry.body)
+        return self._streamed(request, entry, None)
+
+    def _ifRangeHolds(self, headers: Headers, entry: _Entry) -> bool:
+        """RFC 9110 §13.1.5: Range applies only if If-Range (when sent) matches."""
+        values = headers.getAll(b"if-range")
+        if not values:
+            return True
+        if len(values) != 1:
+            return False
+        value = values[0].strip()
+        if value.startswith(b'"') or value.startswith(b"W/"):
+            # A strong comparison: a weak tag never matches.
+            return value == entry.etag
+        since = self._parseDate(value)
+        # An HTTP-date matches only an exactly equal, strong Last-Modified:
+        # one at least a second older than now (RFC 9110 §8.8.2.2).
+        return (
+            since is not None
+            and since == entry.mtime
+            and entry.mtime <= self.reactor.seconds() - 1
+        )
+
+    def _preconditionFailed(self, entry: _Entry) -> Response:
+        return _plain(412, b"412 Precondition Failed\n")
+
+    def _notModified(self, entry: _Entry) -> Response:
+        # RFC 9110 §15.4.5: no content; the validators and caching fields a
+        # 200 would carry.  The body given here is never sent: it only lets
+        # the protocol send the Content-Length of the 200, the one value
+        # §8.6 allows on a 304 (an empty body would claim a length of 0).
+        body: bytes | _FileProducer
+        if entry.body is not None:
+            body = entry.body
+        else:
+            body = _FileProducer(
+                None, entry.identity, [(b"", 0, entry.size)], b"", self.reactor
+            )
+        return Response(304, Headers._fromLowered(list(entry.validatorFields)), body)
+
+    def _unsatisfiable(self, entry: _Entry) -> Response:
+        # RFC 9110 §15.5.17: a 416 SHOULD say the current length.
+        return _plain(
+            416,
+            b"416 Range Not Satisfiable\n",
+            [(b"Content-Range", b"bytes */%d" % entry.size)],
+        )
+
+    def _partial(
+        self,
+        request: Request,
+        entry: _Entry,
+        ranges: list[tuple[int, int]],
+    ) -> Response:
+        size = entry.size
+        # The validators of the 200 are sent with the 206 too (§15.3.7).
+        base = [f for f in entry.fields if f[0] != b"content-type"]
+        if len(ranges) == 1:
+            first, last = ranges[0]
+            fields = [
+                (b"content-type", b"Content-Type", entry.contentType),
+                *base,
+                (
+                    b"content-range",
+                    b"Content-Range",
+                    b"bytes %d-%d/%d" % (first, last, size),
+                ),
+            ]
+            if entry.body is not None:
+                body = entry.body[first : last + 1]
+                return Response(206, Headers._fromLowered(fields), body)
+            return self._streamed(
+                request, entry, [(b"", first, last - first + 1)], b"", 206, fields
+            )
+        # RFC 9110 §14.6: multipart/byteranges, one part per range, each with
+        # its own Content-Type and Content-Range.
+        boundary = secrets.token_hex(12).encode("ascii")
+        parts: list[tuple[bytes, int, int]] = []
+        for index, (first, last) in enumerate(ranges):
+            parts.append(
+                (
+                    (b"\r\n" if index else b"")
+                    + b"--%s\r\nContent-Type: %s\r\nContent-Range: bytes %d-%d/%d\r\n\r\n"
+                    % (boundary, entry.contentType, first, last, size),
+                    first,
+                    last - first + 1,
+                )
+            )
+        trailer = b"\r\n--%s--\r\n" % boundary
+        fields = [
+            (
+                b"content-type",
+                b"Content-Type",
+                b"multipart/byteranges; boundary=" + boundary,
+            ),
+            *[f for f in base if f[0] != b"content-encoding"],
+        ]
+        if entry.gzip:
+            # Each part is a range of the gzip file, so the coding applies.
+            fields.insert(1, (b"content-encoding", b"Content-Encoding", b"gzip"))
+        if entry.body is not None:
+            content = entry.body
+            pieces = [
+                prefix + content[offset : offset + count]
+                for prefix, offset, count in parts
+            ]
+            pieces.append(trailer)
+            return Response(206, Headers._fromLowered(fields), b"".join(pieces))
+        return self._streamed(request, entry, parts, trailer, 206, fields)
+
+    def _streamed(
+        self,
+        request: Request,
+        entry: _Entry,
+        parts: list[tuple[bytes, int, int]] | None,
+        trailer: bytes = b"",
+        code: int = 200,
+        fields: list[tuple[bytes, bytes, bytes]] | None = None,
+    ) -> Response:
+        """A response whose body streams from the file (opened for GET only)."""
+        if parts is None:
+            parts = [(b"", 0, entry.size)]
+        if fields is None:
+            fields = list(entry.fields)
+        fd: int | None = None
+        if request.method == b"GET":
+            try:
+                fd = os.open(entry.fsPath, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except PermissionError:
+                return _plain(403, b"403 Forbidden\n")
+            except OSError:
+                return _notFound()
+            try:
+                opened = os.fstat(fd)
+            except OSError:
+                os.close(fd)
+                return _notFound()
+            if _identity(opened) != entry.identity:
+                # Replaced between the stat and the open: start over.
+                os.close(fd)
+                raise _FileChanged()
+        producer = _FileProducer(fd, entry.identity, parts, trailer, self.reactor)
+        return Response(code, Headers._fromLowered(fields), producer)
+
+    def _acceptsGzip(self, headers: Headers) -> bool:
+        """RFC 9110 §12.5.3: gzip (or ``*``) listed with a non-zero weight."""
+        values = headers.getList(b"accept-encoding")
+        gzip: bool | None = None
+        star = False
+        for element in values:
+            coding, _, params = element.partition(b";")
+            coding = coding.strip().lower()
+            accepted = _weight(params) > 0
+            if coding == b"gzip" or coding == b"x-gzip":
+                gzip = accepted
+            elif coding == b"*":
+                star = accepted
+        return gzip if gzip is not None else star
+
+    # Listing ----------------------------------------------------------
+
+    def _listing(
+        self, request: Request, segments: list[bytes], fsPath: bytes
+    ) -> Response:
+        """An HTML page of the directory's entries, sorted, names escaped."""
+        try:
+            with os.scandir(fsPath) as scanner:
+                items = []
+                for item in scanner:
+                    name = os.fsencode(item.name)
+                    if name.startswith(b".") and not self.showHidden:
+                        continue
+                    if item.is_symlink() and not self._contained(
+                        os.fsencode(item.path)
+                    ):
+                        continue
+                    try:
+                        isDir = item.is_dir()
+                    except OSError:
+                        continue
+                    items.append((name, isDir))
+        except PermissionError:
+            return _plain(403, b"403 Forbidden\n")
+        except OSError:
+            return _notFound()
+        items.sort()
+        shown = "/" + "/".join(s.decode("utf-8", "replace") for s in segments)
+        title = html.escape(shown)
+        lines = [
+            "<!DOCTYPE html>",
+            '<html><head><meta charset="utf-8">',
+            f"<title>Index of {title}</title></head>",
+            f"<body><h1>Index of {title}</h1><ul>",
+        ]
+        if len(segments) > 1:
+            lines.append('<li><a href="../">../</a></li>')
+        for name, isDir in items:
+            slash = "/" if isDir else ""
+            href = html.escape(quote(name, safe="") + slash)
+            text = html.escape(name.decode("utf-8", "replace") + slash)
+            lines.append(f'<li><a href="{href}">{text}</a></li>')
+        lines.append("</ul></body></html>\n")
+        body = "\n".join(lines).encode("utf-8")
+        return Response(
+            200,
+            Headers([(b"Content-Type", _HTML), (b"Cache-Control", b"no-cache")]),
+            body,
+        )
+
+
+def _readAll(fd: int, limit: int) -> bytes:
+    """Read until end of file or ``limit`` bytes."""
+    pieces = []
+    total = 0
+    while total < limit:
+        data = os.read(fd, limit - total)
+        if not data:
+            break
+        pieces.append(data)
+        total += len(data)
+    return b"".join(pieces)
+
+
+def _weight(params: bytes) -> float:
+    """The ``q`` parameter of a list element (RFC 9110 §12.4.2), 1 by default."""
+    for param in params.split(b";"):
+        name, _, value = param.strip().partition(b"=")
+        if name.strip().lower() == b"q":
+            try:
+                return float(value.strip())
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
+def _etagMatches(values: list[bytes], etag: bytes, strong: bool) -> bool:
+    """
+    Whether an If-Match / If-None-Match list matches ``etag``.
+
+    RFC 9110 §13.1.1: If-Match uses the strong comparison (a weak tag never
+    matches); §13.1.2: If-None-Match uses the weak comparison.  ``*``
+    matches any current representation, and this one exists.  A malformed
+    list matches nothing.
+    """
+    for value in values:
+        value = value.strip()
+        if value == b"*":
+            return True
+        position = 0
+        while position < len(value):
+            match = _ETAG_LIST_RE.match(value, position)
+            if match is None:
+                break
+            if match.end() == position:
+                break
+            position = match.end()
+            weak, opaque = match.group(1), match.group(2)
+            if opaque == etag and not (strong and weak):
+                return True
+    return False
+
+
+def _parseRanges(value: bytes, size: int) -> list[tuple[int, int]] | None:
+    """
+    The satisfiable ranges of a Range value, sorted and coalesced.
+
+    ``None`` means "ignore the field" (another unit, bad syntax, or more
+    than ``MAX_RANGES`` specs: RFC 9110 §14.2 lets a server ignore Range);
+    an empty list means unsatisfiable (416).  Ranges are inclusive.
+    """
+    unit, sep, rangeSet = value.partition(b"=")
+    # RFC 9110 §14.2: a server MUST ignore a range unit it does not understand.
+    if not sep or unit.strip().lower() != b"bytes":
+        return None
+    specs = [spec.strip(b" \t") for spec in rangeSet.split(b",")]
+    specs = [spec for spec in specs if spec]
+    if not specs or len(specs) > MAX_RANGES:
+        return None
+    ranges: list[tuple[int, int]] = []
+    for spec in specs:
+        match = _RANGE_SPEC_RE.fullmatch(spec)
+        if match is None:
+            return None
+        firstText, lastText = match.group(1), match.group(2)
+        if firstText:
+            first = _bigInt(firstText)
+            if lastText:
+                last = _bigInt(lastText)
+                if last < first:
+                    return None  # §14.1.1: an invalid range-spec
+                last = min(last, size - 1)
+            else:
+                last = size - 1
+            # §14.1.1: satisfiable when first-pos is less than the length.
+            if first < size:
+                ranges.append((first, last))
+        elif lastText:
+            suffix = _bigInt(lastText)
+            # §14.1.1: a suffix-range is satisfiable when its length is > 0.
+            if suffix > 0:
+                ranges.append((max(0, size - suffix), size - 1))
+        else:
+            return None
+    ranges.sort()
+    merged: list[tuple[int, int]] = []
+    for first, last in ranges:
+        if merged and first <= merged[-1][1] + 1 + RANGE_COALESCE_GAP:
+            if last > merged[-1][1]:
+                merged[-1] = (merged[-1][0], last)
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def _bigInt(digits: bytes) -> int:
+    # Python refuses int() of more than 4300 digits; anything past 18 digits
+    # is beyond any file size anyway.
+    return int(digits) if len(digits) <= 18 else 10**18

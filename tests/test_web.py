@@ -1,0 +1,1330 @@
+"""
+Tests for ``connserver._web``: twisted.web resources as connserver handlers.
+
+The adapter is tested first on its own, by calling the handler with
+hand-made ``Request`` objects and reading the ``Response`` (through a
+consumer written here for bodies that stream), then through the protocol
+on ``StringTransport`` and ``Clock``, then over a few real sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IConsumer, IPullProducer, IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Session, Site
+from twisted.web.server import Request as WebRequest
+from zope.interface import implementer
+
+from connserver._errors import ProtocolError
+from connserver._factory import ConnectionFactory
+from connserver._headers import Headers
+from connserver._message import Request, Response
+from connserver._web import WebResourceHandler, asHandler
+
+from ._harness import Connection, TCPStringTransport, connect, parseResponses
+
+# twisted.web itself still calls its deprecated _Unsafe* error pages (for
+# 404, 405 and at import of static); that is twisted.web's behaviour, not ours.
+UNSAFE_PAGES = r"ignore:twisted\.web\.resource\._Unsafe.*:DeprecationWarning"
+pytestmark = pytest.mark.filterwarnings(UNSAFE_PAGES)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from twisted.web import static
+
+PEER = IPv4Address("TCP", "10.0.0.7", 51000)
+HOST = IPv4Address("TCP", "127.0.0.1", 8443)
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def makeRequest(
+    method: bytes = b"GET",
+    target: bytes = b"/",
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    body: bytes | None = None,
+    version: tuple[int, int] = (1, 1),
+    **kwargs: Any,
+) -> Request:
+    fields = Headers([(b"Host", b"example.com"), *headers])
+    return Request(
+        method, target, version, fields, body=body, peer=PEER, host=HOST, **kwargs
+    )
+
+
+def result(d: Deferred[Any]) -> Any:
+    """The result of a Deferred that must have fired successfully."""
+    box: list[Any] = []
+    d.addBoth(box.append)
+    assert box, "the Deferred has not fired"
+    if isinstance(box[0], Failure):
+        box[0].raiseException()
+    return box[0]
+
+
+def failure(d: Deferred[Any]) -> Failure:
+    box: list[Any] = []
+    d.addBoth(box.append)
+    assert box and isinstance(box[0], Failure), box
+    f: Failure = box[0]
+    return f
+
+
+def fired(d: Deferred[Any]) -> bool:
+    return bool(d.called)
+
+
+def respond(
+    resource: Resource, clock: Clock | None = None, **requestArgs: Any
+) -> tuple[Deferred[Response], WebResourceHandler]:
+    handler = WebResourceHandler(resource, reactor=clock or Clock())
+    return handler(makeRequest(**requestArgs)), handler
+
+
+def fields(response: Response) -> dict[bytes, list[bytes]]:
+    out: dict[bytes, list[bytes]] = {}
+    for name, value in response.headers:
+        out.setdefault(name.lower(), []).append(value)
+    return out
+
+
+@implementer(IConsumer)
+class Sink:
+    """A consumer that records writes and can pause its producer on each."""
+
+    def __init__(self, pauseEachWrite: bool = False) -> None:
+        self.chunks: list[bytes] = []
+        self.pauseEachWrite = pauseEachWrite
+        self.producer: Any = None
+
+    def attach(self, producer: Any) -> None:
+        self.producer = producer
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+        if self.pauseEachWrite and self.producer is not None:
+            self.producer.pauseProducing()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def stream(response: Response, sink: Sink | None = None) -> tuple[Sink, Deferred[None]]:
+    body = response.body
+    assert IBodyProducer.providedBy(body)
+    sink = sink or Sink()
+    sink.attach(body)
+    return sink, body.startProducing(sink)  # type: ignore[attr-defined]
+
+
+class Leaf(Resource):
+    """A resource answering from a function of the request."""
+
+    isLeaf = True
+
+    def __init__(self, render: Any) -> None:
+        super().__init__()
+        self._render = render
+
+    def render(self, request: WebRequest) -> Any:  # type: ignore[override]
+        return self._render(request)
+
+
+# -- rendering ---------------------------------------------------------------
+
+
+def test_bytesBody() -> None:
+    """A render_GET returning bytes gives a bytes body with its fields."""
+
+    class Hello(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: WebRequest) -> bytes:
+            request.setHeader(b"Content-Type", b"text/plain")
+            return b"hello"
+
+    d, _ = respond(Hello())
+    response = result(d)
+    assert response.code == 200
+    assert response.body == b"hello"
+    assert fields(response) == {
+        b"content-type": [b"text/plain"],
+        b"content-length": [b"5"],
+    }
+
+
+def test_protocolOwnedFieldsDropped() -> None:
+    """
+    Framing and connection fields set by the resource, twisted.web's Date and
+    default Server, are left to connserver (RFC 9112 §6.1, RFC 9110 §7.6.1).
+    """
+
+    def render(request: WebRequest) -> bytes:
+        request.setHeader(b"Keep-Alive", b"timeout=5")
+        request.setHeader(b"Transfer-Encoding", b"chunked")
+        request.setHeader(b"Connection", b"X-Foo, Cache-Control")
+        request.setHeader(b"Upgrade", b"websocket")
+        return b"x"
+
+    response = result(respond(Leaf(render))[0])
+    assert set(fields(response)) == {b"content-type", b"content-length"}
+
+
+def test_resourceServerKept() -> None:
+    """A Server field the resource chose itself is kept."""
+
+    def render(request: WebRequest) -> bytes:
+        request.setHeader(b"Server", b"myapp/1")
+        return b"x"
+
+    assert fields(result(respond(Leaf(render))[0]))[b"server"] == [b"myapp/1"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(b"close", id="close"),
+        pytest.param(b"Keep-Alive, CLOSE", id="close-in-list-any-case"),
+    ],
+)
+def test_connectionCloseKept(value: bytes) -> None:
+    """
+    A resource's ``Connection: close`` stays in the response so that the
+    policy closes after it (RFC 9112 §9.6); nothing else of the field does.
+    """
+
+    def render(request: WebRequest) -> bytes:
+        request.setHeader(b"Connection", value)
+        return b"bye"
+
+    response = result(respond(Leaf(render))[0])
+    assert fields(response)[b"connection"] == [b"close"]
+
+
+def test_loseConnectionMeansClose() -> None:
+    """``request.loseConnection()`` before the response makes it close."""
+
+    def render(request: WebRequest) -> bytes:
+        request.loseConnection()
+        return b"x"
+
+    response = result(respond(Leaf(render))[0])
+    assert fields(response)[b"connection"] == [b"close"]
+
+
+def test_statusReasonCookiesRedirect() -> None:
+    def render(request: WebRequest) -> bytes:
+        request.setResponseCode(303, b"Look Elsewhere")
+        request.addCookie(b"k", b"v", path=b"/")
+        request.redirect(b"/there")
+        request.setResponseCode(303, b"Look Elsewhere")
+        return b""
+
+    response = result(respond(Leaf(render))[0])
+    assert (response.code, response.reason) == (303, b"Look Elsewhere")
+    got = fields(response)
+    assert got[b"location"] == [b"/there"]
+    assert got[b"set-cookie"] == [b"k=v; Path=/"]
+
+
+def test_requestView() -> None:
+    """The resource sees the request as twisted.web would have parsed it."""
+    seen: dict[str, Any] = {}
+
+    def render(request: WebRequest) -> bytes:
+        seen["method"] = request.method
+        seen["uri"] = request.uri
+        seen["path"] = request.path
+        seen["args"] = request.args
+        seen["clientproto"] = request.clientproto
+        seen["header"] = request.getHeader(b"x-thing")
+        seen["cookie"] = request.getCookie(b"c")
+        seen["client"] = request.getClientAddress()
+        seen["host"] = request.getHost()
+        seen["secure"] = request.isSecure()
+        seen["url"] = str(request.URLPath())
+        seen["postpath"] = request.postpath
+        return b"ok"
+
+    d, _ = respond(
+        Leaf(render),
+        target=b"/a/b%20c?x=1&x=2",
+        headers=[(b"X-Thing", b"yes"), (b"Cookie", b"c=3; d=4")],
+        version=(1, 0),
+        isSecure=True,
+    )
+    assert result(d).code == 200
+    assert seen == {
+        "method": b"GET",
+        "uri": b"/a/b%20c?x=1&x=2",
+        "path": b"/a/b%20c",
+        "args": {b"x": [b"1", b"2"]},
+        "clientproto": b"HTTP/1.0",
+        "header": b"yes",
+        "cookie": b"3",
+        "client": PEER,
+        "host": HOST,
+        "secure": True,
+        "url": "https://example.com:8443/",  # the leaf is the root
+        "postpath": [b"a", b"b c"],
+    }
+
+
+def test_resourceTree() -> None:
+    """Traversal with putChild works as under Site, 404 included."""
+    root = Resource()
+    child = Resource()
+    root.putChild(b"a", child)
+    child.putChild(b"b", static.Data(b"leaf", "text/plain"))
+    handler = WebResourceHandler(root, reactor=Clock())
+    ok = result(handler(makeRequest(target=b"/a/b")))
+    assert (ok.code, ok.body) == (200, b"leaf")
+    missing = result(handler(makeRequest(target=b"/nope")))
+    assert missing.code == 404
+
+
+def test_postForm() -> None:
+    """``request.content`` holds the body and form fields reach ``args``."""
+    seen: dict[str, Any] = {}
+
+    class Form(Resource):
+        isLeaf = True
+
+        def render_POST(self, request: WebRequest) -> bytes:
+            assert request.content is not None
+            seen["content"] = request.content.read()
+            seen["args"] = request.args
+            return b"posted"
+
+    body = b"name=conn&name=server&x=%2F"
+    d, _ = respond(
+        Form(),
+        method=b"POST",
+        headers=[(b"Content-Type", b"application/x-www-form-urlencoded")],
+        body=body,
+    )
+    assert result(d).body == b"posted"
+    assert seen == {
+        "content": body,
+        "args": {b"name": [b"conn", b"server"], b"x": [b"/"]},
+    }
+
+
+def test_bodyTooLarge() -> None:
+    """A body over maxBodyBytes fails with 413 before the resource runs."""
+    rendered: list[bool] = []
+
+    def render(request: WebRequest) -> bytes:
+        rendered.append(True)
+        return b""
+
+    d, _ = respond(Leaf(render), method=b"POST", body=b"x" * 10, maxBodyBytes=4)
+    error = failure(d).value
+    assert isinstance(error, ProtocolError) and error.statusCode == 413
+    assert rendered == []
+
+
+def test_badMultipart() -> None:
+    """twisted.web's 400 for a malformed multipart body becomes a closing 400."""
+    d, _ = respond(
+        Leaf(lambda request: b"never"),
+        method=b"POST",
+        headers=[(b"Content-Type", b"multipart/form-data")],
+        body=b"--zz\r\nbroken",
+    )
+    response = result(d)
+    assert response.code == 400
+    assert fields(response)[b"connection"] == [b"close"]
+
+
+def test_renderException() -> None:
+    """An exception in render becomes twisted.web's 500 page."""
+
+    def render(request: WebRequest) -> bytes:
+        raise ZeroDivisionError()
+
+    response = result(respond(Leaf(render))[0])
+    assert response.code == 500
+    assert b"Processing Failed" in response.body
+
+
+def test_invalidStatus() -> None:
+    """A status connserver cannot send fails the handler (the protocol's 500)."""
+
+    def render(request: WebRequest) -> bytes:
+        request.setResponseCode(999)
+        return b""
+
+    assert failure(respond(Leaf(render))[0]).check(ValueError)
+
+
+def test_headFromGet() -> None:
+    """
+    HEAD on a resource without render_HEAD: GET's fields, no body, and the
+    length is kept on the body so the protocol sends GET's Content-Length
+    (RFC 9110 §9.3.2).
+    """
+
+    class Get(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: WebRequest) -> bytes:
+            return b"x" * 42
+
+    response = result(respond(Get(), method=b"HEAD")[0])
+    assert response.code == 200
+    assert response.bodyLength() == 42
+    assert fields(response)[b"content-length"] == [b"42"]
+
+
+def test_notModifiedKeepsLength() -> None:
+    """
+    A 304 carrying the 200's Content-Length (RFC 9110 §8.6) is not a framing
+    error: the length rides on a body that is never sent.
+    """
+
+    def render(request: WebRequest) -> object:
+        request.setResponseCode(304)
+        request.setHeader(b"Content-Length", b"1234")
+        request.write(b"")
+        request.finish()
+        return NOT_DONE_YET
+
+    response = result(respond(Leaf(render))[0])
+    assert response.code == 304
+    assert response.bodyLength() == 1234
+
+
+# -- deferred rendering --------------------------------------------------------
+
+
+def test_notDoneYetWriteAndFinishTogether() -> None:
+    """
+    write() and finish() in one later callback give a bytes body of known
+    length (so HTTP/1.0 keep-alive and Content-Length still apply).
+    """
+    clock = Clock()
+
+    def render(request: WebRequest) -> object:
+        def later() -> None:
+            request.write(b"late ")
+            request.write(b"answer")
+            request.finish()
+
+        clock.callLater(1, later)
+        return NOT_DONE_YET
+
+    d, _ = respond(Leaf(render), clock)
+    assert not fired(d)
+    clock.advance(1)
+    response = result(d)
+    assert response.body == b"late answer"
+    assert b"content-length" not in fields(response)
+    assert clock.getDelayedCalls() == []
+
+
+def test_notDoneYetStreams() -> None:
+    """
+    A response still being written after a reactor turn streams: unknown
+    length, data as it is written, the producer's Deferred at finish.
+    """
+    clock = Clock()
+    notified: list[object] = []
+
+    def render(request: WebRequest) -> object:
+        request.notifyFinish().addBoth(notified.append)
+        clock.callLater(1, request.write, b"one ")
+        clock.callLater(2, request.write, b"two")
+        clock.callLater(3, request.finish)
+        return NOT_DONE_YET
+
+    d, _ = respond(Leaf(render), clock)
+    assert not fired(d)
+    clock.advance(1)  # the write, then the reactor turn that waits for finish()
+    response = result(d)
+    assert response.body.length is UNKNOWN_LENGTH
+    assert b"transfer-encoding" not in fields(response)
+    sink, done = stream(response)
+    assert sink.data == b"one "
+    clock.advance(1)
+    assert sink.data == b"one two"
+    assert not fired(done)
+    clock.advance(1)
+    assert result(done) is None
+    assert notified == [None]
+    assert clock.getDelayedCalls() == []
+
+
+def test_streamWithContentLength() -> None:
+    """A resource's Content-Length is the streamed body's length."""
+    clock = Clock()
+
+    def render(request: WebRequest) -> object:
+        request.setHeader(b"Content-Length", b"6")
+        request.write(b"abc")
+        clock.callLater(1, lambda: (request.write(b"def"), request.finish()))
+        return NOT_DONE_YET
+
+    response = result(respond(Leaf(render), clock)[0])
+    assert response.body.length == 6
+    assert fields(response)[b"content-length"] == [b"6"]
+    sink, done = stream(response)
+    clock.advance(1)
+    assert (sink.data, result(done)) == (b"abcdef", None)
+
+
+def test_writtenBeforeConsumerIsBuffered() -> None:
+    """Bytes written before the protocol starts the body are kept, in order."""
+    clock = Clock()
+    requests: list[WebRequest] = []
+
+    def render(request: WebRequest) -> object:
+        request.write(b"a")
+        requests.append(request)
+        return NOT_DONE_YET
+
+    response = result(respond(Leaf(render), clock)[0])
+    requests[0].write(b"b")
+    clock.advance(0)
+    sink, done = stream(response)
+    requests[0].write(b"c")
+    requests[0].finish()
+    assert (sink.data, result(done)) == (b"abc", None)
+    assert clock.getDelayedCalls() == []
+
+
+# -- producers and backpressure ----------------------------------------------
+
+
+@pytest.fixture
+def bigFile(tmp_path: Path) -> Path:
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(300 * 1024))
+    return path
+
+
+def test_staticFileBackpressure(bigFile: Path) -> None:
+    """
+    static.File's pull producer is asked for data only while the consumer
+    wants it: one block per resume when the consumer pauses after each.
+    """
+    clock = Clock()
+    handler = WebResourceHandler(static.File(str(bigFile.parent)), reactor=clock)
+    response = result(handler(makeRequest(target=b"/big.bin")))
+    size = bigFile.stat().st_size
+    assert response.code == 200
+    assert response.body.length == size
+    sink = Sink(pauseEachWrite=True)
+    _, done = stream(response, sink)
+    assert len(sink.chunks) == 1  # what was prefetched; then paused
+    resumes = 0
+    while not fired(done):
+        before = len(sink.chunks)
+        response.body.resumeProducing()
+        resumes += 1
+        assert len(sink.chunks) - before <= 1
+        assert resumes < 100
+    assert sink.data == bigFile.read_bytes()
+    assert clock.getDelayedCalls() == []
+
+
+def test_staticFileUnpausedConsumer(bigFile: Path) -> None:
+    """Without backpressure, blocks are pulled in batches between reactor turns."""
+    clock = Clock()
+    handler = WebResourceHandler(static.File(str(bigFile.parent)), reactor=clock)
+    response = result(handler(makeRequest(target=b"/big.bin")))
+    sink, done = stream(response)
+    while not fired(done):
+        clock.advance(0)
+    assert sink.data == bigFile.read_bytes()
+    assert clock.getDelayedCalls() == []
+
+
+def test_staticFileSmall(tmp_path: Path) -> None:
+    """A small file is read before the response is handed over: bytes body."""
+    (tmp_path / "small.txt").write_bytes(b"small file\n")
+    handler = WebResourceHandler(static.File(str(tmp_path)), reactor=Clock())
+    response = result(handler(makeRequest(target=b"/small.txt")))
+    assert response.body == b"small file\n"
+    assert fields(response)[b"content-length"] == [b"11"]
+
+
+def test_staticFileRange(bigFile: Path) -> None:
+    """A single byte range: 206, Content-Range, exactly those bytes."""
+    handler = WebResourceHandler(static.File(str(bigFile.parent)), reactor=Clock())
+    response = result(
+        handler(makeRequest(target=b"/big.bin", headers=[(b"Range", b"bytes=10-19")]))
+    )
+    size = bigFile.stat().st_size
+    assert response.code == 206
+    got = fields(response)
+    assert got[b"content-range"] == [b"bytes 10-19/%d" % size]
+    assert response.body == bigFile.read_bytes()[10:20]
+
+
+def test_staticFileHead(bigFile: Path) -> None:
+    handler = WebResourceHandler(static.File(str(bigFile.parent)), reactor=Clock())
+    response = result(handler(makeRequest(method=b"HEAD", target=b"/big.bin")))
+    assert response.bodyLength() == bigFile.stat().st_size
+
+
+@implementer(IPushProducer)
+class Ticker:
+    """A push producer writing one chunk per clock tick until stopped or done."""
+
+    def __init__(self, request: WebRequest, clock: Clock, count: int) -> None:
+        self.request = request
+        self.clock = clock
+        self.left = count
+        self.paused = False
+        self.stopped = False
+        self.call: Any = None
+        self.log: list[str] = []
+
+    def start(self) -> None:
+        self.request.registerProducer(self, True)
+        self.schedule()
+
+    def schedule(self) -> None:
+        if not self.paused and not self.stopped and self.call is None:
+            self.call = self.clock.callLater(1, self.tick)
+
+    def tick(self) -> None:
+        self.call = None
+        self.request.write(b"tick %d;" % self.left)
+        self.left -= 1
+        if self.left == 0:
+            self.request.unregisterProducer()
+            self.request.finish()
+            return
+        self.schedule()
+
+    def pauseProducing(self) -> None:
+        self.log.append("pause")
+        self.paused = True
+        if self.call is not None:
+            self.call.cancel()
+            self.call = None
+
+    def resumeProducing(self) -> None:
+        self.log.append("resume")
+        self.paused = False
+        self.schedule()
+
+    def stopProducing(self) -> None:
+        self.log.append("stop")
+        self.stopped = True
+        if self.call is not None:
+            self.call.cancel()
+            self.call = None
+
+
+def test_pushProducerPauseResume() -> None:
+    """The consumer's pause and resume reach the resource's push producer."""
+    clock = Clock()
+    tickers: list[Ticker] = []
+
+    def render(request: WebRequest) -> object:
+        ticker = Ticker(request, clock, 3)
+        tickers.append(ticker)
+        ticker.start()
+        return NOT_DONE_YET
+
+    d, _ = respond(Leaf(render), clock)
+    clock.advance(1)
+    clock.advance(0)
+    response = result(d)
+    sink = Sink(pauseEachWrite=True)
+    _, done = stream(response, sink)
+    ticker = tickers[0]
+    assert sink.data == b"tick 3;"
+    assert ticker.log == ["pause"]
+    clock.advance(5)
+    assert sink.data == b"tick 3;"  # paused: nothing more
+    response.body.resumeProducing()
+    clock.advance(1)
+    assert sink.data == b"tick 3;tick 2;"
+    response.body.resumeProducing()
+    clock.advance(1)
+    assert result(done) is None
+    assert sink.data == b"tick 3;tick 2;tick 1;"
+    assert ticker.log == ["pause", "resume", "pause", "resume", "pause"]
+    assert clock.getDelayedCalls() == []
+
+
+def test_pushProducerPausedWithoutConsumer() -> None:
+    """Before the body is started, a push producer is paused past the prefetch."""
+    clock = Clock()
+    requests: list[WebRequest] = []
+
+    @implementer(IPushProducer)
+    class Flood:
+        paused = 0
+
+        def pauseProducing(self) -> None:
+            self.paused += 1
+
+        def resumeProducing(self) -> None:
+            self.paused -= 1
+
+        def stopProducing(self) -> None:
+            pass
+
+    flood = Flood()
+
+    def render(request: WebRequest) -> object:
+        request.registerProducer(flood, True)
+        request.write(b"x" * 70000)
+        requests.append(request)
+        return NOT_DONE_YET
+
+    response = result(respond(Leaf(render), clock)[0])
+    assert flood.paused == 1
+    sink, done = stream(response)
+    assert flood.paused == 0 and len(sink.data) == 70000
+    requests[0].unregisterProducer()
+    requests[0].finish()
+    assert result(done) is None
+
+
+def test_asyncPullProducer() -> None:
+    """
+    A pull producer that answers each resumeProducing later is asked again
+    after each write, and never twice at once.
+    """
+    clock = Clock()
+    asked: list[int] = []
+
+    @implementer(IPullProducer)
+    class Slow:
+        def __init__(self, request: WebRequest) -> None:
+            self.request = request
+            self.left = 3
+            self.pending = False
+
+        def resumeProducing(self) -> None:
+            assert not self.pending, "asked again before it answered"
+            self.pending = True
+            asked.append(self.left)
+            clock.callLater(1, self.answer)
+
+        def answer(self) -> None:
+            self.pending = False
+            self.request.write(b"%d;" % self.left)
+            self.left -= 1
+            if self.left == 0:
+                self.request.unregisterProducer()
+                self.request.finish()
+
+        def stopProducing(self) -> None:
+            pass
+
+    def render(request: WebRequest) -> object:
+        request.registerProducer(Slow(request), False)
+        return NOT_DONE_YET
+
+    d, _ = respond(Leaf(render), clock)
+    assert asked == [3] and not fired(d)
+    clock.advance(1)
+    response = result(d)
+    sink, done = stream(response)
+    assert sink.data == b"3;"
+    clock.advance(1)
+    clock.advance(1)
+    assert result(done) is None
+    assert sink.data == b"3;2;1;"
+    assert asked == [3, 2, 1]
+    assert clock.getDelayedCalls() == []
+
+
+# -- the client going away -----------------------------------------------------
+
+
+def test_disconnectWhileRendering() -> None:
+    """
+    The protocol cancelling the handler's Deferred (the connection was lost
+    before any response byte): notifyFinish fails, later writes are dropped.
+    """
+    clock = Clock()
+    notified: list[Any] = []
+    requests: list[WebRequest] = []
+
+    def render(request: WebRequest) -> object:
+        request.notifyFinish().addBoth(notified.append)
+        requests.append(request)
+        return NOT_DONE_YET
+
+    d, _ = respond(Leaf(render), clock)
+    d.cancel()
+    assert failure(d).check(CancelledError)
+    assert len(notified) == 1 and notified[0].check(ConnectionLost)
+    requests[0].write(b"into the void")  # dropped, as twisted.web does
+    with pytest.raises(RuntimeError):
+        requests[0].finish()
+    assert clock.getDelayedCalls() == []
+
+
+def test_disconnectWhileStreaming() -> None:
+    """stopProducing mid-body: notifyFinish fails, nothing more is written."""
+    clock = Clock()
+    tickers: list[Ticker] = []
+    notified: list[Any] = []
+
+    def render(request: WebRequest) -> object:
+        request.notifyFinish().addBoth(notified.append)
+        ticker = Ticker(request, clock, 5)
+        tickers.append(ticker)
+        ticker.start()
+        request.write(b"head;")
+        return NOT_DONE_YET
+
+    response = result(respond(Leaf(render), clock)[0])
+    sink, done = stream(response)
+    clock.advance(1)
+    assert sink.data == b"head;tick 5;"
+    response.body.stopProducing()
+    assert tickers[0].log == ["stop"]
+    assert len(notified) == 1 and notified[0].check(ConnectionLost)
+    clock.advance(10)
+    assert sink.data == b"head;tick 5;"
+    assert not fired(done)  # IBodyProducer: never fires after stopProducing
+    assert clock.getDelayedCalls() == []
+
+
+def test_stoppedBeforeStarted() -> None:
+    """The client left after the status was known but before the body started."""
+    clock = Clock()
+    notified: list[Any] = []
+
+    def render(request: WebRequest) -> object:
+        request.notifyFinish().addBoth(notified.append)
+        request.write(b"partial")
+        return NOT_DONE_YET
+
+    response = result(respond(Leaf(render), clock)[0])
+    response.body.stopProducing()
+    assert notified[0].check(ConnectionLost)
+    sink, done = stream(response)
+    assert sink.data == b"" and not fired(done)
+    assert clock.getDelayedCalls() == []
+
+
+def test_cancelWhileReadingBody() -> None:
+    """Cancelling while the body is still being read never renders."""
+
+    class Source:
+        def bodyWanted(self, request: Request) -> None:
+            pass
+
+        def pauseBody(self) -> None:
+            pass
+
+        def resumeBody(self) -> None:
+            pass
+
+        def stopBody(self) -> None:
+            pass
+
+    rendered: list[bool] = []
+    handler = WebResourceHandler(
+        Leaf(lambda request: rendered.append(True) or b""), reactor=Clock()
+    )
+    request = Request(
+        b"POST", b"/", (1, 1), Headers(), contentLength=5, bodySource=Source()
+    )
+    d = handler(request)
+    d.cancel()
+    assert failure(d).check(CancelledError)
+    assert rendered == []
+
+
+# -- sessions ------------------------------------------------------------------
+
+
+def test_sessionsPersistAcrossRequests() -> None:
+    """One Site per handler: the session cookie finds the same session."""
+    clock = Clock()
+    uids: list[bytes] = []
+
+    def render(request: WebRequest) -> bytes:
+        session = request.getSession()
+        uids.append(session.uid)
+        return b"ok"
+
+    handler = WebResourceHandler(Leaf(render), reactor=clock)
+    first = result(handler(makeRequest()))
+    cookie = fields(first)[b"set-cookie"][0].split(b";")[0]
+    result(handler(makeRequest(headers=[(b"Cookie", cookie)])))
+    assert uids[0] == uids[1]
+    assert list(handler.site.sessions) == [uids[0]]
+    clock.advance(Session.sessionTimeout)  # expires on the injected clock
+    assert handler.site.sessions == {}
+    assert clock.getDelayedCalls() == []
+
+
+def test_sessionFactory() -> None:
+    clock = Clock()
+
+    class MySession(Session):
+        pass
+
+    kinds: list[type] = []
+
+    def render(request: WebRequest) -> bytes:
+        kinds.append(type(request.getSession()))
+        return b"ok"
+
+    handler = WebResourceHandler(Leaf(render), reactor=clock, sessionFactory=MySession)
+    result(handler(makeRequest()))
+    assert kinds == [MySession]
+    for session in list(handler.site.sessions.values()):
+        session.expire()
+
+
+# -- asHandler ------------------------------------------------------------------
+
+
+def test_asHandlerResource() -> None:
+    resource = static.Data(b"d", "text/plain")
+    handler = asHandler(resource)
+    assert isinstance(handler, WebResourceHandler)
+    assert handler.resource is resource
+
+
+def test_asHandlerSite() -> None:
+    resource = static.Data(b"d", "text/plain")
+    site = Site(resource, reactor=Clock())
+    handler = asHandler(site)
+    assert isinstance(handler, WebResourceHandler)
+    assert handler.resource is resource and handler.reactor is site.reactor
+
+
+def test_asHandlerAppWithResource() -> None:
+    resource = static.Data(b"d", "text/plain")
+
+    class App:
+        def resource(self) -> Resource:
+            return resource
+
+    handler = asHandler(App())
+    assert isinstance(handler, WebResourceHandler)
+    assert handler.resource is resource
+
+
+def test_asHandlerCallable() -> None:
+    def plain(request: Request) -> Response:
+        return Response(204)
+
+    assert asHandler(plain) is plain
+
+
+@pytest.mark.parametrize(
+    "obj", [pytest.param(42, id="int"), pytest.param("module:attr", id="str")]
+)
+def test_asHandlerRejects(obj: object) -> None:
+    with pytest.raises(TypeError, match="cannot serve"):
+        asHandler(obj)
+
+
+def test_asHandlerResourceMethodReturnsJunk() -> None:
+    class App:
+        def resource(self) -> object:
+            return object()
+
+    with pytest.raises(TypeError, match="IResource"):
+        asHandler(App())
+
+
+def test_notAResource() -> None:
+    with pytest.raises(TypeError):
+        WebResourceHandler(object())  # type: ignore[arg-type]
+
+
+# -- through the protocol (StringTransport + Clock) ------------------------------
+
+
+class Counted(Resource):
+    """render_GET with a Content-Length (as Site sets for every bytes body)."""
+
+    isLeaf = True
+
+    def render_GET(self, request: WebRequest) -> bytes:
+        request.setHeader(b"Content-Type", b"text/plain")
+        return b"counted"
+
+
+def serve(resource: Resource, clock: Clock, **config: Any) -> Connection:
+    return connect(WebResourceHandler(resource, reactor=clock), clock=clock, **config)
+
+
+def finish(conn: Connection) -> None:
+    """Close the connection and check that no timer was left behind."""
+    conn.lose()
+    assert conn.clock.getDelayedCalls() == []
+
+
+def test_protocolHttp10KeepAlive() -> None:
+    """
+    Checklist C7: HTTP/1.0 keep-alive across two requests to a resource that
+    sets Content-Length; both answered on one open connection.
+    """
+    clock = Clock()
+    conn = serve(Counted(), clock)
+    request = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    conn.send(request)
+    conn.send(request)
+    responses = conn.responses()
+    assert [r.body for r in responses] == [b"counted", b"counted"]
+    for response in responses:
+        assert response.header(b"connection") == b"keep-alive"
+        assert response.header(b"content-length") == b"7"
+        assert response.header(b"server") == b"connserver"
+        assert response.header(b"date") is not None
+    assert conn.output().count(b"\r\nDate: ") == 2
+    assert not conn.closing
+    finish(conn)
+
+
+def test_protocolHttp10StreamingCloses() -> None:
+    """Checklist C11: 1.0 keep-alive, length unknown: close-delimited, then close."""
+    clock = Clock()
+
+    def render(request: WebRequest) -> object:
+        request.write(b"part one, ")
+        clock.callLater(1, lambda: (request.write(b"part two"), request.finish()))
+        return NOT_DONE_YET
+
+    conn = serve(Leaf(render), clock)
+    conn.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    clock.advance(1)
+    (response,) = conn.responses(eof=True)
+    assert response.body == b"part one, part two"
+    assert response.header(b"connection") == b"close"
+    assert response.header(b"transfer-encoding") is None
+    assert conn.protocol.closeReason == "unknown-length-http10"
+    finish(conn)
+
+
+def test_protocolNotDoneYetChunked() -> None:
+    """A deferred (NOT_DONE_YET) resource streams chunked to 1.1, once."""
+    clock = Clock()
+
+    def render(request: WebRequest) -> object:
+        request.write(b"first;")
+        clock.callLater(1, request.write, b"second;")
+        clock.callLater(2, request.finish)
+        return NOT_DONE_YET
+
+    conn = serve(Leaf(render), clock)
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(1)
+    clock.advance(1)
+    out = conn.output()
+    assert out.count(b"Transfer-Encoding: chunked") == 1
+    assert out.endswith(b"6\r\nfirst;\r\n7\r\nsecond;\r\n0\r\n\r\n")
+    assert [r.body for r in conn.responses()] == [b"first;second;"]
+    assert not conn.closing
+    finish(conn)
+
+
+def test_protocolResourceConnectionClose() -> None:
+    """
+    Checklist C24: a resource's Connection: close closes the connection after
+    that response; the pipelined request behind it is not answered.
+    """
+    clock = Clock()
+    seen: list[bytes] = []
+
+    def render(request: WebRequest) -> bytes:
+        seen.append(request.uri)
+        request.setHeader(b"Connection", b"close")
+        return b"last"
+
+    conn = serve(Leaf(render), clock)
+    conn.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    (response,) = conn.responses()
+    assert response.body == b"last"
+    assert response.header(b"connection") == b"close"
+    assert seen == [b"/a"]
+    assert conn.closing
+    assert conn.protocol.closeReason == "handler-close"
+    finish(conn)
+
+
+def test_protocolStaticFileRange(bigFile: Path) -> None:
+    """static.File: a range request, then the whole file, on one connection."""
+    clock = Clock()
+    conn = serve(static.File(str(bigFile.parent)), clock)
+    data = bigFile.read_bytes()
+    conn.send(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=100-199\r\n\r\n")
+    conn.send(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    for _ in range(20):
+        clock.advance(0)
+    partial, whole = conn.responses()
+    assert partial.status == 206
+    assert partial.header(b"content-range") == b"bytes 100-199/%d" % len(data)
+    assert partial.body == data[100:200]
+    assert whole.status == 200
+    assert whole.header(b"content-length") == b"%d" % len(data)
+    assert whole.body == data
+    finish(conn)
+
+
+class FillingTransport(TCPStringTransport):
+    """Pauses its producer once 100 kB are buffered, as a TCP transport does."""
+
+    limit = 100_000
+    full = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.value()) > self.limit and not self.full:
+            self.full = True
+            self.producer.pauseProducing()
+
+    def drain(self) -> None:
+        self.limit = 1 << 30
+        self.full = False
+        self.producer.resumeProducing()
+
+
+def test_protocolStaticFileBackpressure(bigFile: Path) -> None:
+    """The transport pausing the protocol stops static.File's reads."""
+    clock = Clock()
+    factory = ConnectionFactory(
+        WebResourceHandler(static.File(str(bigFile.parent)), reactor=clock),
+        reactor=clock,
+    )
+    protocol = factory.buildProtocol(PEER)
+    assert protocol is not None
+    transport = FillingTransport()
+    protocol.makeConnection(transport)
+    conn = Connection(protocol, transport, clock, factory)
+    conn.send(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    for _ in range(10):
+        clock.advance(0)
+    assert transport.full
+    assert len(conn.output()) < 100_000 + 70_000  # one block past the limit
+    transport.drain()
+    for _ in range(20):
+        clock.advance(0)
+    (response,) = conn.responses()
+    assert response.body == bigFile.read_bytes()
+    finish(conn)
+
+
+def test_protocolHead() -> None:
+    """HEAD: GET's Content-Length, no body (RFC 9110 §9.3.2)."""
+    clock = Clock()
+    conn = serve(Counted(), clock)
+    conn.send(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, get = conn.responses(b"HEAD", b"GET")
+    assert head.header(b"content-length") == b"7" and head.body == b""
+    assert get.body == b"counted"
+    finish(conn)
+
+
+def test_protocolBodyTooLarge() -> None:
+    """A POST body over maxBodyBytes is answered 413 by the protocol."""
+    clock = Clock()
+    conn = serve(Counted(), clock, maxBodyBytes=4)
+    conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789")
+    (response,) = conn.responses()
+    assert response.status == 413
+    finish(conn)
+
+
+def test_protocolDisconnectMidStream() -> None:
+    """
+    The client disconnects while a deferred resource is writing: notifyFinish
+    fails, its producer is stopped, and nothing reaches the transport after.
+    """
+    clock = Clock()
+    tickers: list[Ticker] = []
+    notified: list[Any] = []
+
+    def render(request: WebRequest) -> object:
+        request.notifyFinish().addBoth(notified.append)
+        ticker = Ticker(request, clock, 10)
+        tickers.append(ticker)
+        ticker.start()
+        return NOT_DONE_YET
+
+    conn = serve(Leaf(render), clock)
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(1)
+    clock.advance(1)
+    assert conn.output().endswith(b"tick 9;\r\n")
+    conn.lose(Failure(ConnectionLost()))
+    assert len(notified) == 1 and notified[0].check(ConnectionLost)
+    assert tickers[0].log == ["stop"]
+    written = conn.output()
+    clock.advance(5)
+    assert conn.output() == written
+    assert clock.getDelayedCalls() == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the protocol to cancel a pending handler Deferred on connection loss",
+)
+def test_protocolDisconnectBeforeFirstWrite() -> None:
+    """
+    The client disconnects while the resource has written nothing yet:
+    notifyFinish fails at once (as under Site), and nothing is written.
+    """
+    clock = Clock()
+    notified: list[Any] = []
+
+    def render(request: WebRequest) -> object:
+        request.notifyFinish().addBoth(notified.append)
+        return NOT_DONE_YET
+
+    conn = serve(Leaf(render), clock)
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.lose(Failure(ConnectionLost()))
+    assert len(notified) == 1 and notified[0].check(ConnectionLost)
+    assert conn.output() == b""
+    assert clock.getDelayedCalls() == []
+
+
+# -- real sockets (127.0.0.1, port 0, bounded) -------------------------------------
+
+
+class RawClient(Protocol):
+    """A client that sends bytes and waits for what comes back, no parsing."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.closed: Deferred[None] = Deferred()
+        self._waiting: list[tuple[Any, Deferred[bytes]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        for entry in list(self._waiting):
+            if entry[0](self.data):
+                self._waiting.remove(entry)
+                entry[1].callback(self.data)
+
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+        self.closed.callback(None)
+
+    def waitFor(self, predicate: Any, timeout: float = 5.0) -> Deferred[bytes]:
+        from twisted.internet import reactor
+
+        d: Deferred[bytes] = Deferred()
+        if predicate(self.data):
+            d.callback(self.data)
+        else:
+            self._waiting.append((predicate, d))
+        return d.addTimeout(timeout, reactor)  # type: ignore[arg-type]
+
+
+def listenAndConnect(handler: Any) -> Deferred[tuple[Any, RawClient]]:
+    """Serve ``handler`` on 127.0.0.1:0 and connect a RawClient to it."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+
+    from connserver._factory import ConnectionFactory
+
+    async def run() -> tuple[Any, RawClient]:
+        factory = ConnectionFactory(handler, reactor=reactor)  # type: ignore[arg-type]
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            factory
+        )
+        client = RawClient()
+        endpoint = TCP4ClientEndpoint(
+            reactor,  # type: ignore[arg-type]
+            "127.0.0.1",
+            port.getHost().port,  # type: ignore[attr-defined]
+            timeout=5,
+        )
+        await connectProtocol(endpoint, client)
+        return port, client
+
+    return Deferred.fromCoroutine(run())
+
+
+def completeResponses(count: int, methods: list[bytes] | None = None) -> Any:
+    return lambda data: len(parseResponses(data, methods or [b"GET"] * count)) >= count
+
+
+@pytest_twisted.ensureDeferred
+async def test_realSocketHttp10KeepAlive() -> None:
+    """Two HTTP/1.0 keep-alive requests on one real connection, then close."""
+    from twisted.internet import reactor
+
+    port, client = await listenAndConnect(
+        WebResourceHandler(Counted(), reactor=reactor)
+    )
+    try:
+        request = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        client.transport.write(request)
+        await client.waitFor(completeResponses(1))
+        client.transport.write(request)
+        data = await client.waitFor(completeResponses(2))
+        responses = parseResponses(data, [b"GET", b"GET"])
+        assert [r.body for r in responses] == [b"counted", b"counted"]
+        assert [r.header(b"connection") for r in responses] == [b"keep-alive"] * 2
+        client.transport.loseConnection()
+        await client.closed
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_realSocketDisconnectMidRender() -> None:
+    """A real client vanishing mid-body: the resource's notifyFinish fails."""
+    from twisted.internet import reactor, task
+
+    finished: Deferred[None] = Deferred()
+    calls: list[Any] = []
+
+    def render(request: WebRequest) -> object:
+        request.notifyFinish().chainDeferred(finished)
+        request.write(b"partial")
+
+        def more() -> None:
+            request.write(b"more")  # dropped once the client is gone
+
+        calls.append(task.LoopingCall(more))
+        calls[0].clock = reactor
+        calls[0].start(0.01, now=False)
+        return NOT_DONE_YET
+
+    port, client = await listenAndConnect(
+        WebResourceHandler(Leaf(render), reactor=reactor)
+    )
+    try:
+        client.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await client.waitFor(lambda data: b"partial" in data)
+        client.transport.abortConnection()
+        with pytest.raises(ConnectionLost):
+            await finished.addTimeout(5, reactor)
+    finally:
+        if calls and calls[0].running:
+            calls[0].stop()
+        await port.stopListening()
