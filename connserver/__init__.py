@@ -25,7 +25,9 @@ from ._records import RequestRecord
 from ._routing import PrefixMount
 from ._service import ConnectionServerService
 from ._state import ConnectionState
+from ._static import FileChangedError, StaticFiles
 from ._status import StatusHandler
+from ._web import WebResourceHandler, asHandler
 
 __version__ = "0.1.0"
 
@@ -37,6 +39,7 @@ __all__ = [
     "ConnectionServerService",
     "ConnectionState",
     "ConnectionStats",
+    "FileChangedError",
     "HTTPServerProtocol",
     "Handler",
     "Headers",
@@ -50,8 +53,11 @@ __all__ = [
     "Response",
     "ResponseFramingError",
     "ServerConfig",
+    "StaticFiles",
     "StatusHandler",
+    "WebResourceHandler",
     "__version__",
+    "asHandler",
     "connectionOptions",
     "removeHopByHop",
     "splitList",

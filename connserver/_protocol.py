@@ -111,6 +111,8 @@ class _Exchange:
     file: BinaryIO | None = None
     #: The error the server gave the body reader (the client went away).
     bodyFailure: BaseException | None = None
+    #: The handler's Deferred while it has not fired.
+    pending: Deferred[Response] | None = None
 
     def __init__(self, head: RequestHead | None, startedAt: float) -> None:
         self.head = head
@@ -340,7 +342,7 @@ class HTTPServerProtocol(Protocol):
             if exchange.request is not None and not exchange.bodyComplete:
                 exchange.bodyComplete = True
                 self._failBody(exchange, lost)
-            self._stopBodyProducer(exchange)
+            self._abandon(exchange)
         previous = self.state
         self.state = _S.CLOSED
         self.factory._stateChanged(self, previous, _S.CLOSED)
@@ -686,6 +688,9 @@ class HTTPServerProtocol(Protocol):
                 Failure(TypeError(f"handler returned {type(result).__name__}")),
             )
             return
+        if not deferred.called:
+            # Cancelled if the connection goes before the handler answers.
+            exchange.pending = deferred
         deferred.addCallbacks(
             lambda response: self._respond(exchange, response),
             lambda failure: self._handlerFailed(exchange, failure),
@@ -950,6 +955,17 @@ class HTTPServerProtocol(Protocol):
         self._stopBodyProducer(exchange)
         self.closeReason = "response-error"
         self._abort()
+
+    def _abandon(self, exchange: _Exchange) -> None:
+        """
+        Nobody will read this exchange's response: cancel a handler still
+        working on it (twisted.web's notifyFinish fails through this), stop
+        its body producer, close its file.
+        """
+        pending, exchange.pending = exchange.pending, None
+        if pending is not None and not pending.called:
+            pending.cancel()
+        self._stopBodyProducer(exchange)
 
     def _stopBodyProducer(self, exchange: _Exchange) -> None:
         producer = exchange.producer
@@ -1236,7 +1252,7 @@ class HTTPServerProtocol(Protocol):
         self._setState(_S.CLOSING)
         closing = ConnectionDone("the connection is closing")
         for exchange in queue:
-            self._stopBodyProducer(exchange)
+            self._abandon(exchange)
             if exchange.request is not None and not exchange.bodyComplete:
                 # A handler still reading the body learns it will not come.
                 exchange.bodyComplete = True
@@ -1342,7 +1358,15 @@ def _discard(data: bytes) -> None:
 def _closeBody(response: Response) -> None:
     """Release a response body that will never be sent."""
     body = response.body
-    if type(body) is bytes or IBodyProducer.providedBy(body):
+    if type(body) is bytes:
+        return
+    if IBodyProducer.providedBy(body):
+        # Never started (HEAD, 204, 304, or the client left): tell it, so
+        # that whatever feeds it (a twisted.web resource) stops too.
+        try:
+            body.stopProducing()
+        except Exception:
+            _log.debug("stopping an unstarted body producer failed")
         return
     close = getattr(body, "close", None)
     if close is not None:

@@ -195,6 +195,11 @@ class Options(usage.Options):
         ["listing", None, "List directories that have no index.html (else 403)."],
         ["follow-symlinks", None, "Follow symbolic links that lead outside --path."],
         ["show-hidden", None, "Serve and list names that start with a dot."],
+        [
+            "precompressed",
+            None,
+            "Serve FILE.gz in place of FILE to clients that accept gzip.",
+        ],
         ["no-keep-alive", None, "Shorthand for --keep-alive off."],
     ]
 
@@ -204,6 +209,12 @@ class Options(usage.Options):
             "p",
             None,
             "The directory to serve (static files). [default: the current directory]",
+        ],
+        [
+            "cache-control",
+            None,
+            None,
+            "A Cache-Control value for static files (e.g. 'max-age=3600').",
         ],
         [
             "handler",
@@ -320,7 +331,13 @@ class Options(usage.Options):
         if self["handler"] is not None:
             if self["path"] is not None:
                 raise usage.UsageError("use --path or --handler, not both")
-            for flag in ("listing", "follow-symlinks", "show-hidden"):
+            for flag in (
+                "listing",
+                "follow-symlinks",
+                "show-hidden",
+                "precompressed",
+                "cache-control",
+            ):
                 if self[flag]:
                     raise usage.UsageError(
                         f"--{flag} applies to --path (static files), not to --handler"
@@ -333,6 +350,15 @@ class Options(usage.Options):
         if not os.access(path, os.R_OK | os.X_OK):
             raise usage.UsageError(f"--path {path!r}: not readable")
         self["path"] = os.path.abspath(path)
+        cacheControl = self["cache-control"]
+        if cacheControl is not None and (
+            not cacheControl.isascii()
+            or not cacheControl.isprintable()
+            or not cacheControl.strip()
+        ):
+            raise usage.UsageError(
+                f"--cache-control {cacheControl!r}: must be printable ASCII text"
+            )
         self["application"] = None
 
     def _checkAccessLog(self) -> None:
@@ -499,6 +525,8 @@ def makeService(options: Options) -> MultiService:
             listing=bool(options["listing"]),
             followSymlinks=bool(options["follow-symlinks"]),
             showHidden=bool(options["show-hidden"]),
+            cacheControl=options["cache-control"],
+            precompressed=bool(options["precompressed"]),
             reactor=reactor,
         )
     factory = ConnectionFactory(handler, config=config, reactor=reactor)

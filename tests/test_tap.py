@@ -17,6 +17,8 @@ from twisted.python import usage
 
 from connserver import tap
 from connserver._config import ServerConfig
+from connserver._headers import Headers
+from connserver._message import Request
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -276,3 +278,23 @@ def test_pluginFile() -> None:
     assert (maker.tapname, maker.module) == ("connserver", "connserver.tap")
     assert maker.options is tap.Options
     assert "connserver.tap" in sys.modules
+
+
+def test_staticFileFlagsReachStaticFiles(tmp_path: Path) -> None:
+    tapModule = tap
+    (tmp_path / "a.txt").write_text("x")
+    options = tapModule.Options()
+    options.parseOptions(
+        ["--path", str(tmp_path), "--cache-control", "max-age=60", "--precompressed"]
+    )
+    service = tapModule.makeService(options)
+    handler = service.factory.handler  # type: ignore[attr-defined]
+    response = handler(Request(b"GET", b"/a.txt", (1, 1), Headers([(b"host", b"x")])))
+    assert response.headers.get(b"cache-control") == b"max-age=60"
+
+
+def test_cacheControlMustBePrintable(tmp_path: Path) -> None:
+    with pytest.raises(usage.UsageError, match="--cache-control"):
+        tap.Options().parseOptions(
+            ["--path", str(tmp_path), "--cache-control", "a\x01b"]
+        )

@@ -1187,10 +1187,6 @@ def test_protocolDisconnectMidStream() -> None:
     assert clock.getDelayedCalls() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the protocol to cancel a pending handler Deferred on connection loss",
-)
 def test_protocolDisconnectBeforeFirstWrite() -> None:
     """
     The client disconnects while the resource has written nothing yet:
