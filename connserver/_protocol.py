@@ -1363,8 +1363,9 @@ def _closeBody(response: Response) -> None:
     if IBodyProducer.providedBy(body):
         # Never started (HEAD, 204, 304, or the client left): tell it, so
         # that whatever feeds it (a twisted.web resource) stops too.
+        producer: Any = body
         try:
-            body.stopProducing()
+            producer.stopProducing()
         except Exception:
             _log.debug("stopping an unstarted body producer failed")
         return
