@@ -365,6 +365,10 @@ class HTTPServerProtocol(Protocol):
         if not self._writePaused:
             return
         self._writePaused = False
+        if self._phase == "send":
+            # Progress: a pause that follows (even at once, inside the
+            # producer's next write) starts a fresh sendTimeout.
+            self._phase = None
         if self._closeWhenFlushed:
             self._closeWhenFlushed = False
             self._closeTransport()
