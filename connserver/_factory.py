@@ -57,7 +57,6 @@ class ConnectionStats:
         self.draining = False
         self._stateCounts = stateCounts
 
-
     @property
     def active(self) -> int:
         """Connections open now."""

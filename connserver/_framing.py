@@ -153,6 +153,19 @@ class ContentLengthWriter:
         self._remaining -= size
         return data
 
+    def account(self, size: int) -> None:
+        """
+        Count ``size`` body bytes that reached the client another way (the
+        kernel's ``sendfile``), with the same check as :meth:`write`.
+        """
+        if self._finished:
+            raise ResponseFramingError("write after the end of the body")
+        if size > self._remaining:
+            raise ResponseFramingError(
+                f"body exceeds its Content-Length by {size - self._remaining} bytes"
+            )
+        self._remaining -= size
+
     def finish(self, trailers: Headers | None = None) -> bytes:
         """End the body; trailers cannot be sent without chunked, so are dropped."""
         if self._finished:

@@ -34,6 +34,7 @@ from ._errors import ProtocolError, ResponseFramingError
 from ._framing import (
     BodyFraming,
     BodyWriter,
+    ContentLengthWriter,
     chooseFraming,
     framingHeaders,
     makeWriter,
@@ -47,7 +48,14 @@ from ._parser import NEED_DATA, BodyData, EndOfMessage, RequestHead, RequestPars
 from ._persistence import PersistenceDecision
 from ._records import RequestRecord
 from ._state import ConnectionState, checkTransition
-from ._writethrough import queuedBytes, writerFor
+from ._writethrough import (
+    WOULD_BLOCK,
+    SendFile,
+    queuedBytes,
+    sendFileFor,
+    waitUntilWritable,
+    writerFor,
+)
 
 if TYPE_CHECKING:
     from ._factory import ConnectionFactory
@@ -138,6 +146,19 @@ class _BodyConsumer:
     def write(self, data: bytes) -> None:
         self._protocol._writeBody(self._exchange, self._writer, data)
 
+    def sendfile(self, fd: int, offset: int, count: int) -> int | None:
+        """
+        Send ``count`` bytes of the open file ``fd`` from ``offset`` with
+        the kernel's ``sendfile`` (an optional extension of ``IConsumer``
+        for file producers).  Returns the bytes sent (0 only at the end of
+        the file), ``WOULD_BLOCK`` after pausing the producer until the
+        socket can take more, or None when the producer must ``write``
+        instead (TLS, chunked framing, ...).
+        """
+        return self._protocol._sendFileBody(
+            self._exchange, self._writer, fd, offset, count
+        )
+
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         # An IBodyProducer may hand us a producer of its own; the protocol
         # already relays the transport's pause/resume to the body producer.
@@ -163,16 +184,57 @@ class _FileProducer:
         self._paused = paused
         self._done: Deferred[None] | None = None
         self._stopped = False
+        self._sendfile: Callable[[int, int, int], int | None] | None = None
+        self._fileno = -1
+        self._offset = 0
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
         self._done = Deferred()
+        sendfile = getattr(consumer, "sendfile", None)
+        if sendfile is not None and self._remaining > 0:
+            try:
+                self._fileno = self._file.fileno()
+                self._offset = self._file.tell()
+                self._sendfile = sendfile
+            except (OSError, ValueError, AttributeError):
+                pass  # not an OS file (BytesIO): read and write
         self._pump()
         return self._done
+
+    def _sendSome(self) -> bool:
+        """
+        Send with the kernel's sendfile while it is usable; True when the
+        producer must stop for now (paused, done or failed).
+        """
+        done = self._done
+        assert done is not None
+        while not self._paused and not self._stopped:
+            remaining = self._remaining
+            if remaining == 0:
+                done.callback(None)
+                return True
+            sent = self._sendfile(self._fileno, self._offset, remaining)  # type: ignore[misc]
+            if sent is None:
+                # Not usable any more: go on with read/write from here.
+                self._sendfile = None
+                self._file.seek(self._offset)
+                return False
+            if sent == WOULD_BLOCK:
+                return True  # paused until the socket can take more
+            if sent == 0:
+                # The file ended early: the framing check aborts.
+                done.callback(None)
+                return True
+            self._offset += sent
+            self._remaining = remaining - sent
+        return True
 
     def _pump(self) -> None:
         consumer, done = self._consumer, self._done
         assert consumer is not None and done is not None
+        if self._sendfile is not None and self._sendSome():
+            return
         read = self._file.read
         while not self._paused and not self._stopped and not done.called:
             # Never read past the announced length: a file that grows while
@@ -228,6 +290,7 @@ class HTTPServerProtocol(Protocol):
         self.closeReason: str | None = None
         self.acceptedAt = 0.0
         self._write: Callable[[bytes], None] = _discard
+        self._sendFile: SendFile | None = None
         self._config = factory.config
         self._stateCounts = factory._stateCounts
         self._stats = factory.stats
@@ -271,6 +334,7 @@ class HTTPServerProtocol(Protocol):
         self._host = transport.getHost()
         self._peerHost = getattr(self._peer, "host", None) or "-"
         self._write = writerFor(transport)
+        self._sendFile = sendFileFor(transport)
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.factory._connectionMade(self)
         # The head deadline runs from accept for the first request (it also
@@ -928,6 +992,31 @@ class HTTPServerProtocol(Protocol):
         if wire:
             assert self.transport is not None
             self._write(wire)
+
+    def _sendFileBody(
+        self, exchange: _Exchange, writer: BodyWriter, fd: int, offset: int, count: int
+    ) -> int | None:
+        if self._lost or exchange.finished:
+            return None
+        sendFile = self._sendFile
+        if sendFile is None or type(writer) is not ContentLengthWriter:
+            return None
+        sent = sendFile(fd, offset, count)
+        if sent is None:
+            return None
+        if sent == WOULD_BLOCK:
+            # Wait for the socket like any write would: pause the producer,
+            # and let the transport resume us when it can take more.
+            self.pauseProducing()
+            waitUntilWritable(self.transport)  # type: ignore[arg-type]
+            return WOULD_BLOCK
+        try:
+            writer.account(sent)
+        except ResponseFramingError as error:
+            self._abortResponse(exchange, str(error))
+            return None
+        exchange.bodyBytes += sent
+        return sent
 
     def _bodyFinished(
         self, exchange: _Exchange, writer: BodyWriter, trailers: Headers | None

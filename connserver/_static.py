@@ -17,7 +17,7 @@ import re
 import secrets
 import stat
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
@@ -30,6 +30,7 @@ from zope.interface import implementer
 
 from ._headers import Headers
 from ._message import Request, Response
+from ._writethrough import WOULD_BLOCK as _WOULD_BLOCK
 
 __all__ = [
     "DEFAULT_CACHED_FILE_BYTES",
@@ -307,6 +308,7 @@ class _FileProducer:
         self._offset = 0
         self._remaining = 0
         self._prefixSent = False
+        self._sendfile: Callable[[int, int, int], int | None] | None = None
 
     def __del__(self) -> None:
         # A response that was never started (the connection died first)
@@ -321,6 +323,8 @@ class _FileProducer:
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
         self._done = Deferred()
+        # connserver's consumer offers the kernel's sendfile where it can.
+        self._sendfile = getattr(consumer, "sendfile", None)
         if self._fd is None:
             self._done.errback(FileChangedError("no file to send"))
             return self._done
@@ -388,6 +392,28 @@ class _FileProducer:
                 return
             fd = self._fd
             assert fd is not None
+            sendfile = self._sendfile
+            if sendfile is not None:
+                # The kernel copies file pages to the socket: no read into
+                # Python, no copy through Twisted's buffer.
+                sent = sendfile(fd, self._offset, self._remaining)
+                if sent is None:
+                    self._sendfile = None  # TLS, chunked...: pread and write
+                    continue
+                if sent == _WOULD_BLOCK:
+                    return  # paused until the socket can take more
+                try:
+                    changed = _identity(os.fstat(fd)) != self._identity
+                except OSError as e:
+                    self._fail(FileChangedError(f"stat failed: {e.strerror}"))
+                    return
+                if sent == 0 or changed:
+                    self._fail(FileChangedError("the file changed while being sent"))
+                    return
+                self._offset += sent
+                self._remaining -= sent
+                chunks += 1
+                continue
             want = min(self._remaining, READ_CHUNK_BYTES)
             try:
                 data = os.pread(fd, want, self._offset)

@@ -13,13 +13,21 @@ stay Twisted's.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import ISSLTransport, ITransport
 
-__all__ = ["queuedBytes", "writerFor"]
+__all__ = [
+    "WOULD_BLOCK",
+    "SendFile",
+    "queuedBytes",
+    "sendFileFor",
+    "waitUntilWritable",
+    "writerFor",
+]
 
 
 def writerFor(transport: ITransport) -> Callable[[bytes], None]:
@@ -77,3 +85,64 @@ def queuedBytes(transport: object) -> int | None:
             return None
         return sum(len(chunk) for chunk in backlog) + underneath
     return None
+
+
+#: ``sendFile(fd, offset, count)``: the bytes the kernel took (0 only when
+#: the file ended), ``WOULD_BLOCK`` when the socket (or Twisted's buffer
+#: ahead of it) is full, or None when it cannot be used.
+WOULD_BLOCK = -1
+SendFile = Callable[[int, int, int], "int | None"]
+
+#: The most one sendfile call sends, so that one download does not hold
+#: the reactor while the socket keeps taking bytes.
+_SENDFILE_MAX = 4 * 1024 * 1024
+
+
+def sendFileFor(transport: ITransport) -> SendFile | None:
+    """
+    ``os.sendfile`` straight to a plain TCP transport's socket, or None
+    (TLS, other transports, or no ``os.sendfile``).
+
+    The kernel copies file pages to the socket with no Python-level read
+    and no copy through Twisted's buffer; it is what makes large files as
+    cheap to serve as nginx does.  It is only used while the transport's own
+    buffer is empty, so that bytes stay in order.
+    """
+    if (
+        not hasattr(os, "sendfile")
+        or not isinstance(transport, tcp.Connection)
+        or ISSLTransport.providedBy(transport)
+        or getattr(transport, "TLS", False)
+    ):
+        return None
+    connection: Any = transport
+    socketFd = connection.socket.fileno()
+
+    def sendFile(fd: int, offset: int, count: int) -> int | None:
+        c = connection
+        if not c.connected or c.disconnecting or c._writeDisconnecting:
+            return None
+        if c._tempDataBuffer or c.offset < len(c.dataBuffer):
+            # Earlier bytes (the response head) are still in Twisted's
+            # buffer: they go first.
+            return WOULD_BLOCK
+        try:
+            return os.sendfile(socketFd, fd, offset, min(count, _SENDFILE_MAX))
+        except (BlockingIOError, InterruptedError):
+            return WOULD_BLOCK
+        except OSError:
+            # Let Twisted's own write path meet the error and report it.
+            return None
+
+    return sendFile
+
+
+def waitUntilWritable(transport: ITransport) -> None:
+    """
+    Have ``transport`` resume its (paused) streaming producer once the
+    socket can take more bytes: Twisted's ``doWrite`` does exactly that
+    when its buffer is empty and the producer is marked paused.
+    """
+    connection: Any = transport
+    connection.producerPaused = True
+    connection.startWriting()

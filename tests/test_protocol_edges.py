@@ -129,9 +129,7 @@ def test_handlerErrorAfterClientAbortIsNotA500() -> None:
 
 def test_noNewResponsesWhileTransportIsFull() -> None:
     big = b"x" * (256 * KiB)
-    conn = connect(
-        lambda request: Response(200, body=big), maxRequestsPerConnection=20
-    )
+    conn = connect(lambda request: Response(200, body=big), maxRequestsPerConnection=20)
     conn.send(GET)
     conn.protocol.pauseProducing()
     conn.transport.clear()

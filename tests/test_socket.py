@@ -177,3 +177,39 @@ async def test_idleTimeoutClosesRealSocket() -> None:
     finally:
         await finish(port, factory)
     assert factory.stats.closes["idle-timeout"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_largeFileBodyArrivesWholeThroughSendfileWithAPausingClient(
+    tmp_path: Any,
+) -> None:
+    """
+    A file body goes out with the kernel's sendfile on plain TCP; a client
+    that stops reading for a while (the socket fills, the server waits for
+    writability) still gets every byte, in order.
+    """
+    import hashlib
+    import os
+
+    data = os.urandom(8 * 1024 * 1024)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    port, factory = await serve(lambda request: Response(200, body=open(path, "rb")))
+    try:
+        client = await connect(port)
+        client.transport.pauseProducing()  # type: ignore[union-attr]
+        client.transport.write(  # type: ignore[union-attr]
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        pause: defer.Deferred[None] = defer.Deferred()
+        reactor.callLater(0.3, pause.callback, None)  # type: ignore[attr-defined]
+        await pause
+        client.transport.resumeProducing()  # type: ignore[union-attr]
+        received = await bounded(client.closed)
+        responses = parseResponses(received, [b"GET"], eof=True)
+        assert responses[0].header(b"content-length") == b"%d" % len(data)
+        assert (
+            hashlib.sha256(responses[0].body).digest() == hashlib.sha256(data).digest()
+        )
+    finally:
+        await finish(port, factory)
