@@ -147,10 +147,16 @@ class ConnectionFactory(Factory):
             return None
         if limit is not None and len(self._connections) >= limit:
             # Over the limit despite the paused ports (connections accepted
-            # in the same reactor turn): refuse this one, free an idle one.
-            self.stats.refused += 1
-            self._shedIdle()
-            return None
+            # in the same reactor turn).  An idle keep-alive connection is
+            # the cheapest to drop (its client retries, RFC 9112 §9.3.1):
+            # shed one and serve this client; with none idle, refuse it.
+            if not self._shedIdle():
+                self.stats.refused += 1
+                _log.info(
+                    "refused a connection: maxConnections ({limit}) reached",
+                    limit=limit,
+                )
+                return None
         self._nextId += 1
         protocol = HTTPServerProtocol(self, self._nextId)
         return protocol
@@ -175,6 +181,10 @@ class ConnectionFactory(Factory):
             self._idle.pop(protocol, None)
         elif new is _WAITING:
             self._idle[protocol] = None
+            if self._acceptPaused:
+                # Clients wait in the backlog while accepting is paused: a
+                # connection that goes idle now gives its slot to one.
+                protocol.closeIdle("max-connections")
 
     def _connectionLost(self, protocol: HTTPServerProtocol) -> None:
         if protocol not in self._connections:
@@ -218,11 +228,12 @@ class ConnectionFactory(Factory):
         for port in self._ports:
             port.startReading()  # type: ignore[attr-defined]
 
-    def _shedIdle(self) -> None:
+    def _shedIdle(self) -> bool:
         """Close the longest-idle keep-alive connection to make room."""
         for protocol in self._idle:
             protocol.closeIdle("max-connections")
-            return
+            return True
+        return False
 
     # -- graceful drain --------------------------------------------------------
 

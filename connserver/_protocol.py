@@ -305,9 +305,12 @@ class HTTPServerProtocol(Protocol):
         self._closeWhenFlushed = False
         self._peerHalfClosed = False
         self._eofPending = False
-        # Bytes queued in the transport when the send timer was last armed.
+        # Bytes written in all, and how many had left the transport's buffer
+        # when the send timer was last armed.
+        self._written = 0
         self._sendMark = 0
         self._draining = False
+        self._linger = True
         self._lost = False
         self._driving = False
         self._again = False
@@ -333,7 +336,14 @@ class HTTPServerProtocol(Protocol):
         self._peer = transport.getPeer()
         self._host = transport.getHost()
         self._peerHost = getattr(self._peer, "host", None) or "-"
-        self._write = writerFor(transport)
+        write = writerFor(transport)
+
+        def countingWrite(data: bytes) -> None:
+            # What sendTimeout measures progress against (see _delivered).
+            self._written += len(data)
+            write(data)
+
+        self._write = countingWrite
         self._sendFile = sendFileFor(transport)
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.factory._connectionMade(self)
@@ -416,7 +426,7 @@ class HTTPServerProtocol(Protocol):
 
     def pauseProducing(self) -> None:
         """The transport's buffer is full: stop producing, arm sendTimeout."""
-        if self._writePaused:
+        if self._writePaused or self._lost:
             return
         self._writePaused = True
         front = self._queue[0] if self._queue else None
@@ -426,7 +436,7 @@ class HTTPServerProtocol(Protocol):
 
     def resumeProducing(self) -> None:
         """The transport drained: write progress was made."""
-        if not self._writePaused:
+        if not self._writePaused or self._lost:
             return
         self._writePaused = False
         if self._phase == "send":
@@ -1016,6 +1026,7 @@ class HTTPServerProtocol(Protocol):
             self._abortResponse(exchange, str(error))
             return None
         exchange.bodyBytes += sent
+        self._written += sent
         return sent
 
     def _bodyFinished(
@@ -1198,8 +1209,7 @@ class HTTPServerProtocol(Protocol):
             self._phase = None
             return
         if phase == "send" and self._phase != "send":
-            queued = queuedBytes(self.transport)
-            self._sendMark = queued if queued is not None else 0
+            self._sendMark = self._delivered()
         self._phase = phase
         deadline = self._deadline = self._clock.seconds() + timeout
         if self._timerCall is None:
@@ -1279,12 +1289,13 @@ class HTTPServerProtocol(Protocol):
         elif phase == "body":
             self._bodyTimedOut()
         elif phase == "send":
-            queued = queuedBytes(self.transport)
-            if queued is not None and queued < self._sendMark:
-                # Bytes left the buffer since the last look: a slow reader,
-                # not a stalled one.  sendTimeout is about no progress.
-                self._sendMark = queued
+            delivered = self._delivered()
+            if delivered > self._sendMark:
+                # Bytes reached the kernel since the last look: a slow
+                # reader, not a stalled one.  sendTimeout is about no
+                # progress at all.
                 self._setTimer("send", self._config.sendTimeout)
+                self._sendMark = delivered
                 return
             _log.info("send timeout for {peer}", peer=self._peerHost)
             self.closeReason = "send-timeout"
@@ -1295,6 +1306,16 @@ class HTTPServerProtocol(Protocol):
             self._loseConnection()
         elif phase == "abort":
             self._abort()
+
+    def _delivered(self) -> int:
+        """
+        Bytes written that have left the transport's buffer, or -1 when the
+        transport does not say (then sendTimeout is an absolute deadline).
+        """
+        queued = queuedBytes(self.transport)
+        if queued is None:
+            return -1
+        return self._written - queued
 
     def _headTimedOut(self) -> None:
         parser = self._parser
@@ -1373,6 +1394,7 @@ class HTTPServerProtocol(Protocol):
         if (
             halfClose is not None
             and linger is not None
+            and self._linger
             and not self._secure
             and not self._peerHalfClosed
         ):
@@ -1411,8 +1433,13 @@ class HTTPServerProtocol(Protocol):
             self._setTimer("idle", self._config.drainGraceTimeout)
 
     def closeIdle(self, reason: str) -> None:
-        """Close this connection if it is idle (used to shed load)."""
-        if self.state is _S.WAITING:
+        """
+        Close this connection if it is idle (used to shed load).  Nothing
+        is in flight, so there is no response for a reset to destroy: it
+        closes at once, without the lingering read, to free its slot.
+        """
+        if self.state is _S.WAITING and not self._lost:
+            self._linger = False
             self._startClose(reason)
 
     def abortNow(self, reason: str) -> None:

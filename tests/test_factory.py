@@ -75,15 +75,23 @@ def test_maxConnectionsPausesAcceptingAndShedsIdleOldestFirst() -> None:
     second.send(GET)  # idle second
     third = open_(factory, clock)  # reaches the limit
     assert not port.reading
-    assert first.closing and first.protocol.closeReason == "max-connections"
+    # The longest-idle connection is closed at once, without lingering.
+    assert first.transport.disconnecting
+    assert first.protocol.closeReason == "max-connections"
     assert not second.closing
-    # A connection accepted in the same turn is refused, not served.
+    # One accepted in the same reactor turn takes the next idle one's slot...
+    fourth = open_(factory, clock)
+    assert second.transport.disconnecting
+    # ...and with nothing idle left, the next is refused.
     assert factory.buildProtocol(PEER) is None
     assert factory.stats.refused == 1
-    first.lose()
-    assert port.reading
-    for conn in (second, third):
+    # A connection that goes idle while clients wait gives up its slot.
+    third.send(GET)
+    assert third.transport.disconnecting
+    for conn in (first, second, third):
         conn.lose()
+    assert port.reading
+    fourth.lose()
     assert clock.getDelayedCalls() == []
 
 
