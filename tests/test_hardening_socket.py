@@ -1,0 +1,364 @@
+"""
+Hostile clients on real sockets (issue 7), 127.0.0.1 port 0: what the
+kernel adds to StringTransport (resets, real send buffers, the accept
+backlog, the file-descriptor limit).  Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+import pytest
+import pytest_twisted  # type: ignore[import-untyped]
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+
+from connserver import Request, Response
+
+from .test_socket import bounded, connect, finish, serve
+
+pytestmark = pytest.mark.slow
+
+KiB = 1024
+MiB = 1024 * KiB
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+class ZeroFile(io.RawIOBase):
+    """A large seekable binary file that costs no memory; counts what was read."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}
+        self.position = base[whence] + offset
+        return self.position
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.size - self.position
+        n = left if n < 0 else min(n, left)
+        self.position += n
+        return b"\0" * n
+
+
+def sleep(seconds: float) -> defer.Deferred[None]:
+    return deferLater(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_clientResetMidResponse() -> None:
+    """The client reads a little of a large download, then resets (RST)."""
+    files: list[ZeroFile] = []
+
+    def handler(request: Request) -> Response:
+        body = ZeroFile(256 * MiB)
+        files.append(body)
+        return Response(200, body=cast(BinaryIO, body))
+
+    port, factory = await serve(handler)
+    try:
+        client = await connect(port)
+        client.transport.write(GET)  # type: ignore[union-attr]
+        await bounded(defer.ensureDeferred(client.waitFor(b"\0" * 1000)))
+        client.transport.abortConnection()  # type: ignore[union-attr]
+        await bounded(client.closed)
+        for _ in range(100):
+            if factory.stats.active == 0:
+                break
+            await sleep(0.02)
+        assert factory.stats.active == 0
+        assert factory.stats.closes == {"peer-reset": 1}
+        assert files[0].closed
+        assert files[0].position < 256 * MiB
+    finally:
+        await finish(port, factory)
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_neverReadingClientIsCutAtSendTimeout() -> None:
+    """
+    A client that stops reading a 64 MiB download: the server's memory stays
+    at the socket buffers plus one file block, and sendTimeout aborts.
+    """
+    files: list[ZeroFile] = []
+
+    def handler(request: Request) -> Response:
+        body = ZeroFile(64 * MiB)
+        files.append(body)
+        return Response(200, body=cast(BinaryIO, body))
+
+    port, factory = await serve(handler, sendTimeout=0.5)
+    try:
+        client = await connect(port)
+        client.transport.pauseProducing()  # type: ignore[union-attr]
+        client.transport.write(GET)  # type: ignore[union-attr]
+        started = time.monotonic()
+        for _ in range(100):  # bounded: 5 s
+            if factory.stats.closes:
+                break
+            await sleep(0.05)
+        elapsed = time.monotonic() - started
+        # A client that does not read does not see the reset until it reads.
+        client.transport.resumeProducing()  # type: ignore[union-attr]
+        await bounded(client.closed)
+        assert factory.stats.closes == {"send-timeout": 1}
+        assert 0.5 <= elapsed < 5.0
+        # Kernel buffers on loopback are a few MiB; the server read one block
+        # past what they took, never the whole file.
+        assert files[0].position < 16 * MiB
+        assert files[0].closed
+    finally:
+        await finish(port, factory)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding H1c: progress inside the kernel send queue is not seen",
+)
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_slowSteadyReaderIsNotCutAtSendTimeout() -> None:
+    """
+    A client that keeps reading in bursts, each stall shorter than
+    sendTimeout, for several times sendTimeout: progress keeps it alive
+    (finding H1), and it then gets the whole download.
+    """
+    size = 32 * MiB
+
+    def handler(request: Request) -> Response:
+        return Response(200, body=cast(BinaryIO, ZeroFile(size)))
+
+    port, factory = await serve(handler, sendTimeout=1.0)
+    try:
+        client = await connect(port)
+        transport: Any = client.transport
+        transport.write(GET)
+        started = time.monotonic()
+        while time.monotonic() - started < 4.0:  # four times sendTimeout
+            transport.pauseProducing()
+            await sleep(0.3)
+            transport.resumeProducing()
+            await sleep(0.05)
+        assert not client.closed.called
+        assert factory.stats.closes["send-timeout"] == 0
+        await bounded(defer.ensureDeferred(client.waitFor(b"\0" * 1000)))
+        for _ in range(200):  # bounded: 10 s for the rest at full speed
+            if len(client.received) > size:
+                break
+            await sleep(0.05)
+        assert len(client.received) > size
+        transport.loseConnection()
+        await bounded(client.closed)
+    finally:
+        await finish(port, factory)
+
+
+async def pollAnswers(sockets: list[socket.socket], marker: bytes) -> list[bytes]:
+    """Read non-blocking sockets until each has ``marker``, closed or reset."""
+    received = [b""] * len(sockets)
+    done = [False] * len(sockets)
+    for _ in range(100):  # bounded: 5 s
+        for i, s in enumerate(sockets):
+            if done[i]:
+                continue
+            try:
+                chunk = s.recv(65536)
+            except BlockingIOError:
+                continue
+            except ConnectionResetError:
+                received[i] += b"<reset>"
+                done[i] = True
+                continue
+            received[i] += chunk
+            done[i] = not chunk or marker in received[i]
+        if all(done):
+            break
+        await sleep(0.05)
+    return received
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_connectionsOverMaxConnectionsShedIdleAndServeNewClients() -> None:
+    """
+    Ten idle keep-alive connections fill maxConnections; twenty new clients
+    arrive at once (one accept batch).  Idle connections are shed for them,
+    and every new client is served: none is reset without an answer.
+    """
+    port, factory = await serve(
+        lambda request: Response(200, body=b"ok"), maxConnections=10
+    )
+    factory.addListeningPort(port)
+    address = ("127.0.0.1", port.getHost().port)
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(10):
+            s = socket.create_connection(address, timeout=3.0)
+            s.setblocking(False)
+            s.sendall(GET)
+            sockets.append(s)
+        assert all(b"\r\n\r\nok" in r for r in await pollAnswers(sockets, b"ok"))
+        extra = []
+        for _ in range(20):  # no reactor turn in between: one backlog
+            s = socket.create_connection(address, timeout=3.0)
+            s.setblocking(False)
+            s.sendall(GET)
+            extra.append(s)
+        sockets += extra
+        answers = await pollAnswers(extra, b"\r\n\r\nok")
+        assert [a[:15] for a in answers] == [b"HTTP/1.1 200 OK"] * 20
+        assert factory.stats.closes["max-connections"] >= 10
+    finally:
+        for s in sockets:
+            s.close()
+        await finish(port, factory)
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_slowlorisFillingMaxConnectionsDelaysButDoesNotLoseClients() -> None:
+    """
+    Every slot held by a slowloris: new clients wait in the accept backlog
+    and are served once the head deadline frees the slots.
+    """
+    port, factory = await serve(
+        lambda request: Response(200, body=b"ok"),
+        maxConnections=5,
+        requestHeadTimeout=0.5,
+    )
+    factory.addListeningPort(port)
+    try:
+        slow = []
+        for _ in range(5):
+            client = await connect(port)
+            client.transport.write(b"GET / HTTP/1.1\r\n")  # type: ignore[union-attr]
+            slow.append(client)
+        await sleep(0.05)
+        late = await connect(port)  # accepted by the kernel, waits in the backlog
+        late.transport.write(GET)  # type: ignore[union-attr]
+        started = time.monotonic()
+        await bounded(defer.ensureDeferred(late.waitFor(b"\r\n\r\nok")))
+        assert time.monotonic() - started < 3.0
+        for client in slow:
+            received = await bounded(client.closed)
+            assert received.startswith(b"HTTP/1.1 408 ")
+        late.transport.loseConnection()  # type: ignore[union-attr]
+        await bounded(late.closed)
+        assert factory.stats.closes["header-timeout"] == 5
+    finally:
+        await finish(port, factory)
+
+
+SERVER = textwrap.dedent(
+    """
+    import resource, sys
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+    from connserver import ConnectionFactory, Response, ServerConfig
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    maxConnections = None if sys.argv[1] == "none" else int(sys.argv[1])
+    factory = ConnectionFactory(
+        lambda request: Response(200, body=b"ok"),
+        ServerConfig(maxConnections=maxConnections, requestHeadTimeout=30.0),
+    )
+    def listening(port):
+        factory.addListeningPort(port)
+        print(port.getHost().port, flush=True)
+    TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory).addCallback(listening)
+    reactor.run()
+    """
+)
+
+
+def serveLimited(
+    tmp_path: Path, maxConnections: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    process = subprocess.Popen(
+        [sys.executable, str(script), maxConnections],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    return process, int(line)
+
+
+def cpuSeconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / 100.0
+
+
+def get(port: int, timeout: float = 3.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return data
+
+
+@pytest.mark.parametrize(
+    "maxConnections",
+    [
+        pytest.param("none", id="no-limit-emfile"),
+        pytest.param("40", id="limit-below-fd-limit"),
+    ],
+)
+def test_fileDescriptorExhaustionIsSurvived(
+    tmp_path: Path, maxConnections: str
+) -> None:
+    """
+    A server with 64 file descriptors and 100 idle client connections.
+    Without a connection limit the process meets EMFILE: Twisted releases
+    its reserved descriptor and closes what it cannot serve; it must not
+    spin, and it must serve again once the flood is gone.  With
+    maxConnections below the descriptor limit, accepting pauses first.
+    """
+    process, port = serveLimited(tmp_path, maxConnections)
+    clients: list[socket.socket] = []
+    try:
+        assert get(port).startswith(b"HTTP/1.1 200 ")
+        before = cpuSeconds(process.pid)
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", port), timeout=3.0)
+            clients.append(s)
+        time.sleep(1.0)  # the flood holds; the server must stay idle meanwhile
+        spent = cpuSeconds(process.pid) - before
+        assert spent < 0.5, f"{spent:.2f} s of CPU while flooded: a busy loop"
+        assert process.poll() is None
+        for s in clients:
+            s.close()
+        clients.clear()
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                if get(port, timeout=1.0).startswith(b"HTTP/1.1 200 "):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "not serving after the flood"
+            time.sleep(0.1)
+    finally:
+        for s in clients:
+            s.close()
+        process.kill()
+        process.communicate(timeout=10)
