@@ -1,5 +1,5 @@
 """
-Write-through for plain TCP transports.
+``TransportWriter``: how a connection's bytes reach the socket.
 
 Twisted's TCP transport buffers every ``write`` and sends it on the next
 reactor iteration, registering for writability (one ``epoll_ctl``) and
@@ -9,49 +9,79 @@ empty, sending at once keeps the bytes in order and skips both calls, as
 asyncio's ``write`` does; whatever the kernel does not take goes through
 ``transport.write`` as usual, so backpressure, producers and error handling
 stay Twisted's.
+
+The same object sends file bodies with the kernel's ``sendfile``, and counts
+the bytes written, so that ``sendTimeout`` can tell a slow reader (bytes
+still leave) from one that stopped.  Over TLS and other transports it only
+counts and hands every write to the transport.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Callable
+import struct
+import termios
 from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import ISSLTransport, ITransport
 
-__all__ = [
-    "WOULD_BLOCK",
-    "SendFile",
-    "queuedBytes",
-    "sendFileFor",
-    "waitUntilWritable",
-    "writerFor",
-]
+__all__ = ["WOULD_BLOCK", "TransportWriter"]
+
+#: ``sendFile`` result: the socket (or Twisted's buffer ahead of it) is full.
+WOULD_BLOCK = -1
+
+#: The most one sendfile call sends, so that one download does not hold
+#: the reactor while the socket keeps taking bytes.
+_SENDFILE_MAX = 4 * 1024 * 1024
+_OUTQ = getattr(termios, "TIOCOUTQ", None)
+_INT = struct.Struct("i")
 
 
-def writerFor(transport: ITransport) -> Callable[[bytes], None]:
-    """The fastest correct way to write to ``transport``."""
-    if (
-        not isinstance(transport, tcp.Connection)
-        or ISSLTransport.providedBy(transport)
-        or getattr(transport, "TLS", False)
-    ):
-        return transport.write
-    connection: Any = transport
-    send = connection.socket.send
+def _plainTCP(transport: object) -> bool:
+    return (
+        isinstance(transport, tcp.Connection)
+        and not ISSLTransport.providedBy(transport)
+        and not getattr(transport, "TLS", False)
+    )
 
-    def write(data: bytes) -> None:
-        c = connection
+
+class TransportWriter:
+    """
+    One connection's writer: write-through and ``sendfile`` on plain TCP,
+    the transport's own ``write`` elsewhere, and a count of bytes written.
+    """
+
+    __slots__ = ("_connection", "_plain", "_send", "_socketFd", "_transport", "written")
+
+    def __init__(self, transport: ITransport) -> None:
+        self._transport = transport
+        self._plain = _plainTCP(transport)
+        connection: Any = transport
+        self._connection = connection
+        self.written = 0
+        if self._plain:
+            self._send = connection.socket.send
+            self._socketFd: int = connection.socket.fileno()
+        else:
+            self._send = None
+            self._socketFd = -1
+
+    def write(self, data: bytes) -> None:
+        """Write ``data``, at once if the transport holds nothing before it."""
+        self.written += len(data)
+        c = self._connection
         if (
-            c.connected
+            self._plain
+            and c.connected
             and not c.disconnecting
             and not c._writeDisconnecting
             and not c._tempDataBuffer
             and c.offset >= len(c.dataBuffer)
         ):
             try:
-                sent = send(data)
+                sent = self._send(data)
             except OSError:
                 # EAGAIN, or an error Twisted's own write path will meet and
                 # report through connectionLost.
@@ -61,65 +91,17 @@ def writerFor(transport: ITransport) -> Callable[[bytes], None]:
             data = data[sent:]
         c.write(data)
 
-    return write
-
-
-def queuedBytes(transport: object) -> int | None:
-    """
-    Bytes written to ``transport`` that have not reached the kernel yet, or
-    None when the transport does not say.  ``sendTimeout`` compares two
-    readings to tell a slow reader (progress) from one that stopped.
-    """
-    if isinstance(transport, tcp.Connection):
-        connection: Any = transport
-        return int(
-            connection._tempDataLen + len(connection.dataBuffer) - connection.offset
-        )
-    # TLS (TLSMemoryBIOProtocol): its plaintext backlog plus what the TCP
-    # transport below still holds.
-    backlog = getattr(transport, "_appSendBuffer", None)
-    below = getattr(transport, "transport", None)
-    if isinstance(backlog, list) and below is not None:
-        underneath = queuedBytes(below)
-        if underneath is None:
+    def sendFile(self, fd: int, offset: int, count: int) -> int | None:
+        """
+        Send up to ``count`` bytes of file ``fd`` from ``offset`` straight to
+        the socket: the bytes the kernel took (0 only when the file ended),
+        ``WOULD_BLOCK`` when the socket or Twisted's buffer is full, or None
+        when sendfile cannot be used here (TLS, not connected, an error
+        Twisted's write path will report).
+        """
+        if not self._plain or not hasattr(os, "sendfile"):
             return None
-        return sum(len(chunk) for chunk in backlog) + underneath
-    return None
-
-
-#: ``sendFile(fd, offset, count)``: the bytes the kernel took (0 only when
-#: the file ended), ``WOULD_BLOCK`` when the socket (or Twisted's buffer
-#: ahead of it) is full, or None when it cannot be used.
-WOULD_BLOCK = -1
-SendFile = Callable[[int, int, int], "int | None"]
-
-#: The most one sendfile call sends, so that one download does not hold
-#: the reactor while the socket keeps taking bytes.
-_SENDFILE_MAX = 4 * 1024 * 1024
-
-
-def sendFileFor(transport: ITransport) -> SendFile | None:
-    """
-    ``os.sendfile`` straight to a plain TCP transport's socket, or None
-    (TLS, other transports, or no ``os.sendfile``).
-
-    The kernel copies file pages to the socket with no Python-level read
-    and no copy through Twisted's buffer; it is what makes large files as
-    cheap to serve as nginx does.  It is only used while the transport's own
-    buffer is empty, so that bytes stay in order.
-    """
-    if (
-        not hasattr(os, "sendfile")
-        or not isinstance(transport, tcp.Connection)
-        or ISSLTransport.providedBy(transport)
-        or getattr(transport, "TLS", False)
-    ):
-        return None
-    connection: Any = transport
-    socketFd = connection.socket.fileno()
-
-    def sendFile(fd: int, offset: int, count: int) -> int | None:
-        c = connection
+        c = self._connection
         if not c.connected or c.disconnecting or c._writeDisconnecting:
             return None
         if c._tempDataBuffer or c.offset < len(c.dataBuffer):
@@ -127,22 +109,59 @@ def sendFileFor(transport: ITransport) -> SendFile | None:
             # buffer: they go first.
             return WOULD_BLOCK
         try:
-            return os.sendfile(socketFd, fd, offset, min(count, _SENDFILE_MAX))
+            sent = os.sendfile(self._socketFd, fd, offset, min(count, _SENDFILE_MAX))
         except (BlockingIOError, InterruptedError):
             return WOULD_BLOCK
         except OSError:
-            # Let Twisted's own write path meet the error and report it.
             return None
+        self.written += sent
+        return sent
 
-    return sendFile
+    def waitUntilWritable(self) -> None:
+        """
+        Have the transport resume its (paused) streaming producer once the
+        socket can take more bytes: Twisted's ``doWrite`` does exactly that
+        when its buffer is empty and the producer is marked paused.
+        """
+        c = self._connection
+        c.producerPaused = True
+        c.startWriting()
 
+    def delivered(self) -> int:
+        """
+        Bytes written that have left this host's buffers (Twisted's and, on
+        Linux, the kernel's send queue), or -1 when the transport does not
+        say.  ``sendTimeout`` compares two readings.
+        """
+        queued = self.queued()
+        if queued is None:
+            return -1
+        return self.written - queued
 
-def waitUntilWritable(transport: ITransport) -> None:
-    """
-    Have ``transport`` resume its (paused) streaming producer once the
-    socket can take more bytes: Twisted's ``doWrite`` does exactly that
-    when its buffer is empty and the producer is marked paused.
-    """
-    connection: Any = transport
-    connection.producerPaused = True
-    connection.startWriting()
+    def queued(self) -> int | None:
+        """Bytes written and not yet taken by the peer, where known."""
+        transport = self._transport
+        if self._plain:
+            c = self._connection
+            pending: int = c._tempDataLen + len(c.dataBuffer) - c.offset
+            return pending + self._kernelQueued()
+        # TLS (TLSMemoryBIOProtocol): its plaintext backlog, then what the
+        # TCP transport below still holds.
+        backlog = getattr(transport, "_appSendBuffer", None)
+        below = getattr(transport, "transport", None)
+        if isinstance(backlog, list) and _plainTCP(below):
+            lower: Any = below
+            pending = lower._tempDataLen + len(lower.dataBuffer) - lower.offset
+            return sum(len(chunk) for chunk in backlog) + pending
+        return None
+
+    def _kernelQueued(self) -> int:
+        """The socket's send queue (bytes not yet acknowledged by the peer)."""
+        if _OUTQ is None:
+            return 0
+        try:
+            result = fcntl.ioctl(self._socketFd, _OUTQ, b"\0\0\0\0")
+        except OSError:
+            return 0
+        value: int = _INT.unpack(result)[0]
+        return value

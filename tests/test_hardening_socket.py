@@ -129,10 +129,6 @@ async def test_neverReadingClientIsCutAtSendTimeout() -> None:
         await finish(port, factory)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding H1c: progress inside the kernel send queue is not seen",
-)
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
 async def test_slowSteadyReaderIsNotCutAtSendTimeout() -> None:
     """
