@@ -509,11 +509,23 @@ def makeService(options: Options) -> MultiService:
     """
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
+    from twisted.logger import Logger
 
     from ._factory import ConnectionFactory
+    from ._limits import maxConnectionsWarning, raiseOpenFileLimit
     from ._service import CallbackService, ConnectionServerService
 
     config: ServerConfig = options["config"]
+    # Descriptors: the soft limit is often 1024 under a far higher hard
+    # limit; raise it (no privilege needed) so maxConnections can be
+    # reached before EMFILE, and say so when it still does not fit.
+    raiseOpenFileLimit()
+    warning = maxConnectionsWarning(
+        config.maxConnections,
+        descriptorsPerConnection=1 if options["application"] is not None else 2,
+    )
+    if warning is not None:
+        Logger(namespace="connserver").warn("{warning}", warning=warning)
     handler: Handler
     if options["application"] is not None:
         handler = options["application"]
