@@ -113,6 +113,8 @@ class ConnectionFactory(Factory):
         # Idle (WAITING) connections in the order they became idle: the
         # first is the one to close when shedding load.
         self._idle: dict[HTTPServerProtocol, None] = {}
+        # Connections closed to make room, until they are gone.
+        self._shed: dict[HTTPServerProtocol, None] = {}
         self._ports: list[IListeningPort] = []
         self._acceptPaused = False
         self._nextId = 0
@@ -145,7 +147,7 @@ class ConnectionFactory(Factory):
         if self.stats.draining:
             self.stats.refused += 1
             return None
-        if limit is not None and len(self._connections) >= limit:
+        if limit is not None and self._counted() >= limit:
             # Over the limit despite the paused ports (connections accepted
             # in the same reactor turn).  An idle keep-alive connection is
             # the cheapest to drop (its client retries, RFC 9112 §9.3.1):
@@ -166,7 +168,7 @@ class ConnectionFactory(Factory):
         self._stateCounts[protocol.state.index] += 1
         self.stats.accepted += 1
         limit = self.config.maxConnections
-        if limit is not None and len(self._connections) >= limit:
+        if limit is not None and self._counted() >= limit:
             self._pauseAccepting()
             self._shedIdle()
 
@@ -181,20 +183,26 @@ class ConnectionFactory(Factory):
             self._idle.pop(protocol, None)
         elif new is _WAITING:
             self._idle[protocol] = None
-            if self._acceptPaused:
-                # Clients wait in the backlog while accepting is paused: a
-                # connection that goes idle now gives its slot to one.
-                protocol.closeIdle("max-connections")
+            self._idleAgain(protocol)
+
+    def _idleAgain(self, protocol: HTTPServerProtocol) -> None:
+        """
+        ``protocol`` is idle now.  Clients wait in the backlog while
+        accepting is paused: an idle connection gives its slot to one.
+        """
+        if self._acceptPaused and protocol.closeIdle("max-connections"):
+            self._shed[protocol] = None
 
     def _connectionLost(self, protocol: HTTPServerProtocol) -> None:
         if protocol not in self._connections:
             return
         del self._connections[protocol]
+        self._shed.pop(protocol, None)
         self._idle.pop(protocol, None)
         self.stats.closes[protocol.closeReason or "unknown"] += 1
         self.stats.requestsPerConnection[protocol._served] += 1
         limit = self.config.maxConnections
-        if self._acceptPaused and (limit is None or len(self._connections) < limit):
+        if self._acceptPaused and (limit is None or self._counted() < limit):
             self._resumeAccepting()
         if not self._connections and self._drainDone:
             self._finishDrain()
@@ -230,10 +238,15 @@ class ConnectionFactory(Factory):
 
     def _shedIdle(self) -> bool:
         """Close the longest-idle keep-alive connection to make room."""
-        for protocol in self._idle:
-            protocol.closeIdle("max-connections")
-            return True
+        for protocol in list(self._idle):
+            if protocol.closeIdle("max-connections"):
+                self._shed[protocol] = None
+                return True
         return False
+
+    def _counted(self) -> int:
+        """Connections that hold a slot: shed ones are on their way out."""
+        return len(self._connections) - len(self._shed)
 
     # -- graceful drain --------------------------------------------------------
 

@@ -21,6 +21,7 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IProducer,
     IPushProducer,
+    IReactorTime,
     ISSLTransport,
 )
 from twisted.internet.protocol import Protocol
@@ -63,6 +64,8 @@ _log = Logger(namespace="connserver")
 _READ_AHEAD_LIMIT = 64 * 1024
 #: Block size for file bodies: large reads mean fewer reactor round trips.
 _FILE_BLOCK = 256 * 1024
+#: sendfile calls (of up to 4 MiB each) per reactor turn for one body.
+_SENDFILE_CALLS_PER_TURN = 4
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CRLF = b"\r\n"
@@ -168,7 +171,11 @@ class _FileProducer:
     fails the response (the connection is then aborted, never padded).
     """
 
-    def __init__(self, file: BinaryIO, length: int | None, paused: bool) -> None:
+    def __init__(
+        self, file: BinaryIO, length: int | None, paused: bool, clock: IReactorTime
+    ) -> None:
+        self._clock = clock
+        self._later: IDelayedCall | None = None
         self._file = file
         self.length = length
         self._remaining = -1 if length is None else length
@@ -201,11 +208,18 @@ class _FileProducer:
         """
         done = self._done
         assert done is not None
+        calls = 0
         while not self._paused and not self._stopped:
             remaining = self._remaining
             if remaining == 0:
                 done.callback(None)
                 return True
+            if calls == _SENDFILE_CALLS_PER_TURN:
+                # A fast reader could keep the socket writable for a long
+                # time: let other connections have the reactor meanwhile.
+                self._later = self._clock.callLater(0, self._continue)
+                return True
+            calls += 1
             sent = self._sendfile(self._fileno, self._offset, remaining)  # type: ignore[misc]
             if sent is None:
                 # Not usable any more: go on with read/write from here.
@@ -256,11 +270,19 @@ class _FileProducer:
     def resumeProducing(self) -> None:
         if self._paused and not self._stopped:
             self._paused = False
-            if self._done is not None and not self._done.called:
+            if self._done is not None and not self._done.called and self._later is None:
                 self._pump()
+
+    def _continue(self) -> None:
+        self._later = None
+        if not self._paused and not self._stopped:
+            self._pump()
 
     def stopProducing(self) -> None:
         self._stopped = True
+        later, self._later = self._later, None
+        if later is not None and later.active():
+            later.cancel()
 
 
 @implementer(IPushProducer, IHalfCloseableProtocol)
@@ -437,16 +459,23 @@ class HTTPServerProtocol(Protocol):
             exchanges.append(self._incoming)
         self._queue.clear()
         self._incoming = None
-        for exchange in exchanges:
-            exchange.finished = True
-            if exchange.request is not None and not exchange.bodyComplete:
-                exchange.bodyComplete = True
-                self._failBody(exchange, lost)
-            self._abandon(exchange)
-        previous = self.state
-        self.state = _S.CLOSED
-        self.factory._stateChanged(self, previous, _S.CLOSED)
-        self.factory._connectionLost(self)
+        try:
+            for exchange in exchanges:
+                exchange.finished = True
+                if exchange.request is not None and not exchange.bodyComplete:
+                    exchange.bodyComplete = True
+                    try:
+                        self._failBody(exchange, lost)
+                    except Exception:
+                        _log.failure("a body reader failed on connection loss")
+                self._abandon(exchange)
+        finally:
+            # Whatever handler code did above, the factory must learn that
+            # this connection is gone (its slot, drain()).
+            previous = self.state
+            self.state = _S.CLOSED
+            self.factory._stateChanged(self, previous, _S.CLOSED)
+            self.factory._connectionLost(self)
 
     # -- IPushProducer: the transport's write backpressure ----------------
 
@@ -663,6 +692,9 @@ class HTTPServerProtocol(Protocol):
         assert exchange is not None
         self._incoming = None
         exchange.bodyComplete = True
+        if exchange.discarding and self.state is _S.WAITING:
+            # The unread body is gone: now the connection is really idle.
+            self.factory._idleAgain(self)
         if exchange.request is not None and not exchange.discarding:
             exchange.request._deliverEnd()
         if self.state is _S.READING_BODY and self._queue and exchange is self._queue[0]:
@@ -792,13 +824,22 @@ class HTTPServerProtocol(Protocol):
                 Failure(TypeError(f"handler returned {type(result).__name__}")),
             )
             return
-        if not deferred.called:
-            # Cancelled if the connection goes before the handler answers.
-            exchange.pending = deferred
+        # Cancelled if the connection goes before the handler answers.
+        exchange.pending = deferred
         deferred.addCallbacks(
-            lambda response: self._respond(exchange, response),
-            lambda failure: self._handlerFailed(exchange, failure),
+            self._handlerAnswered,
+            self._handlerFailedAsync,
+            callbackArgs=(exchange,),
+            errbackArgs=(exchange,),
         )
+
+    def _handlerAnswered(self, response: object, exchange: _Exchange) -> None:
+        exchange.pending = None
+        self._respond(exchange, response)
+
+    def _handlerFailedAsync(self, failure: Failure, exchange: _Exchange) -> None:
+        exchange.pending = None
+        self._handlerFailed(exchange, failure)
 
     def _handlerFailed(self, exchange: _Exchange, failure: Failure) -> None:
         if self._lost or exchange.finished or self.state is _S.CLOSING:
@@ -893,7 +934,9 @@ class HTTPServerProtocol(Protocol):
         else:
             fileBody = cast(BinaryIO, body)
             exchange.file = fileBody
-            producer = _FileProducer(fileBody, length, paused=self._writePaused)
+            producer = _FileProducer(
+                fileBody, length, paused=self._writePaused, clock=self._clock
+            )
         exchange.producer = producer
         writer = makeWriter(framing, length)
         consumer = _BodyConsumer(self, exchange, writer)
@@ -1092,8 +1135,12 @@ class HTTPServerProtocol(Protocol):
         its body producer, close its file.
         """
         pending, exchange.pending = exchange.pending, None
-        if pending is not None and not pending.called:
-            pending.cancel()
+        if pending is not None:
+            # Also reaches a Deferred that fired but waits on an inner one.
+            try:
+                pending.cancel()
+            except Exception:
+                _log.failure("cancelling a handler's Deferred failed")
         self._stopBodyProducer(exchange)
 
     def _stopBodyProducer(self, exchange: _Exchange) -> None:
@@ -1458,15 +1505,23 @@ class HTTPServerProtocol(Protocol):
         ):
             self._setTimer("idle", self._config.drainGraceTimeout)
 
-    def closeIdle(self, reason: str) -> None:
+    def closeIdle(self, reason: str) -> bool:
         """
-        Close this connection if it is idle (used to shed load).  Nothing
-        is in flight, so there is no response for a reset to destroy: it
-        closes at once, without the lingering read, to free its slot.
+        Close this connection if it is truly idle (used to shed load):
+        waiting for a request, with no unread body still arriving and no
+        byte of a next request received.  Then no byte can reach a closed
+        socket and turn into a reset, so it closes at once, without the
+        lingering read, to free its slot (bytes still queued for the client
+        are sent before the FIN).  True if it closed.
         """
-        if self.state is _S.WAITING and not self._lost:
-            self._linger = False
-            self._startClose(reason)
+        if self.state is not _S.WAITING or self._lost or self._incoming is not None:
+            return False
+        parser = self._parser
+        if parser is not None and parser.bufferedByteCount:
+            return False
+        self._linger = False
+        self._startClose(reason)
+        return True
 
     def abortNow(self, reason: str) -> None:
         """Abort whatever is in progress (the drain deadline)."""

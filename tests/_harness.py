@@ -161,6 +161,29 @@ def connect(
     return Connection(protocol, transport, clock, factory)
 
 
+class FakePort:
+    """Records stopReading/startReading, as a listening port would get."""
+
+    def __init__(self) -> None:
+        self.reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def startReading(self) -> None:
+        self.reading = True
+
+
+def openOn(factory: ConnectionFactory, clock: Clock) -> Connection | None:
+    """One more connection to ``factory``, or None if it refused it."""
+    protocol = factory.buildProtocol(PEER)
+    if protocol is None:
+        return None
+    transport = TCPStringTransport()
+    protocol.makeConnection(transport)
+    return Connection(protocol, transport, clock, factory)
+
+
 def hello(request: Request) -> Response:
     """A handler answering 130 bytes from memory (the bench case)."""
     return Response(200, [(b"Content-Type", b"text/plain")], b"x" * 130)

@@ -11,30 +11,15 @@ from connserver._config import ServerConfig
 from connserver._factory import ConnectionFactory
 from connserver._message import Request, Response
 
-from ._harness import PEER, Connection, TCPStringTransport, hello
+from ._harness import PEER, Connection, FakePort, hello, openOn
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-class FakePort:
-    """Records stopReading/startReading, as a listening port would get."""
-
-    def __init__(self) -> None:
-        self.reading = True
-
-    def stopReading(self) -> None:
-        self.reading = False
-
-    def startReading(self) -> None:
-        self.reading = True
-
-
 def open_(factory: ConnectionFactory, clock: Clock) -> Connection:
-    protocol = factory.buildProtocol(PEER)
-    assert protocol is not None
-    transport = TCPStringTransport()
-    protocol.makeConnection(transport)
-    return Connection(protocol, transport, clock, factory)
+    conn = openOn(factory, clock)
+    assert conn is not None
+    return conn
 
 
 def test_countsByStateAndCloseReasons() -> None:
@@ -82,6 +67,8 @@ def test_maxConnectionsPausesAcceptingAndShedsIdleOldestFirst() -> None:
     # One accepted in the same reactor turn takes the next idle one's slot...
     fourth = open_(factory, clock)
     assert second.transport.disconnecting
+    # ...shed connections no longer hold a slot...
+    fifth = open_(factory, clock)
     # ...and with nothing idle left, the next is refused.
     assert factory.buildProtocol(PEER) is None
     assert factory.stats.refused == 1
@@ -92,6 +79,7 @@ def test_maxConnectionsPausesAcceptingAndShedsIdleOldestFirst() -> None:
         conn.lose()
     assert port.reading
     fourth.lose()
+    fifth.lose()
     assert clock.getDelayedCalls() == []
 
 
@@ -203,3 +191,49 @@ def test_failingObserverDoesNotStopServing() -> None:
     conn.send(GET + GET)
     assert len(conn.responses()) == 2
     conn.lose()
+
+
+def test_oneConnectionOverTheLimitShedsOneIdleConnection() -> None:
+    clock = Clock()
+    factory = ConnectionFactory(hello, ServerConfig(maxConnections=4), reactor=clock)
+    factory.addListeningPort(FakePort())  # type: ignore[arg-type]
+    a, b, c = (open_(factory, clock) for _ in range(3))
+    for conn in (a, b, c):
+        conn.send(GET)
+    open_(factory, clock)  # reaches the limit: sheds a
+    assert a.closing and not b.closing and not c.closing
+    open_(factory, clock)  # same reactor turn, over the limit: sheds one more
+    assert [conn.closing for conn in (b, c)] == [True, False]
+
+
+def test_aConnectionStillReceivingABodyIsNotShed() -> None:
+    """Closing it at once would turn the body's next bytes into a reset."""
+    clock = Clock()
+    factory = ConnectionFactory(hello, ServerConfig(maxConnections=1), reactor=clock)
+    factory.addListeningPort(FakePort())  # type: ignore[arg-type]
+    conn = open_(factory, clock)
+    conn.send(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"a" * 10
+    )
+    assert conn.responses(b"POST")[0].status == 200
+    assert not conn.closing
+    conn.send(b"a" * 99_990)  # the discard ends: now it is idle, and shed
+    assert conn.transport.disconnecting
+    assert conn.protocol.closeReason == "max-connections"
+
+
+def test_raisingCancellerDoesNotKeepTheConnectionRegistered() -> None:
+    def canceller(d: Deferred[Response]) -> None:
+        raise RuntimeError("canceller bug")
+
+    clock = Clock()
+    factory = ConnectionFactory(
+        lambda request: Deferred(canceller), ServerConfig(), reactor=clock
+    )
+    conn = open_(factory, clock)
+    conn.send(GET)
+    conn.lose()
+    assert factory.stats.active == 0
+    fired: list[object] = []
+    factory.drain(1.0).addCallback(fired.append)
+    assert fired == [None]

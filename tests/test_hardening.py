@@ -35,7 +35,15 @@ from connserver._limits import (
 from connserver._message import Request, Response
 from connserver._state import ConnectionState
 
-from ._harness import PEER, Connection, TCPStringTransport, connect, hello
+from ._harness import (
+    PEER,
+    Connection,
+    FakePort,
+    TCPStringTransport,
+    connect,
+    hello,
+    openOn,
+)
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 KiB = 1024
@@ -508,28 +516,6 @@ def test_hugeButValidChunkSizeIsStreamedNotAllocated() -> None:
     [response] = conn.responses(b"POST")
     assert response.status == 413
     finish(conn)
-
-
-class FakePort:
-    """Records stopReading/startReading, as a listening port would get."""
-
-    def __init__(self) -> None:
-        self.reading = True
-
-    def stopReading(self) -> None:
-        self.reading = False
-
-    def startReading(self) -> None:
-        self.reading = True
-
-
-def openOn(factory: ConnectionFactory, clock: Clock) -> Connection | None:
-    protocol = factory.buildProtocol(PEER)
-    if protocol is None:
-        return None
-    transport = TCPStringTransport()
-    protocol.makeConnection(transport)  # type: ignore[no-untyped-call]
-    return Connection(protocol, transport, clock, factory)
 
 
 def test_connectionFloodWithNothingIdleRefusesUntilTimersFreeSlots() -> None:

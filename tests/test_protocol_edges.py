@@ -322,3 +322,18 @@ def test_expectContinueOnTwoLinesIsStillContinue() -> None:
         b"Expect: 100-continue\r\nExpect: 100-Continue\r\n\r\n"
     )
     assert conn.output() == b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def test_handlerWaitingOnAnInnerDeferredIsCancelled() -> None:
+    from twisted.internet.defer import succeed
+
+    cancelled: list[bool] = []
+
+    def handler(request: Request) -> Deferred[Response]:
+        inner: Deferred[Response] = Deferred(lambda d: cancelled.append(True))
+        return succeed(None).addCallback(lambda _: inner)
+
+    conn = connect(handler)
+    conn.send(GET)
+    conn.lose()
+    assert cancelled == [True]
