@@ -1186,21 +1186,21 @@ class HTTPServerProtocol(Protocol):
         self._next()
 
     def _next(self) -> None:
-        """Move to the next request in the pipeline, or to idle."""
-        if self._queue:
-            pass  # _processEvents dispatches it
-        elif self._incoming is not None and self._incoming.discarding:
-            # Only an unread body is left to discard: idle as far as
-            # requests go (the body timer bounds the discard).
-            self._setState(_S.WAITING)
-        elif self._incoming is not None and not self._incoming.bodyComplete:
-            self._setState(_S.READING_BODY)
-        elif self._parser is not None and (
-            self._parser.inMessage or self._parser.bufferedByteCount
-        ):
-            self._setState(_S.READING_HEAD)
-        else:
-            self._setState(_S.WAITING)
+        """
+        Move to the next request in the pipeline (``_processEvents``
+        dispatches it), or to idle.
+        """
+        if not self._queue:
+            incoming = self._incoming
+            parser = self._parser
+            if incoming is not None and incoming.discarding:
+                # Only an unread body is left to discard: idle as far as
+                # requests go (the body timer bounds the discard).
+                self._setState(_S.WAITING)
+            elif parser is not None and (parser.inMessage or parser.bufferedByteCount):
+                self._setState(_S.READING_HEAD)
+            else:
+                self._setState(_S.WAITING)
         if self.state is not _S.CLOSING and not self._lost:
             self._processEvents()
 
