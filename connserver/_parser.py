@@ -509,6 +509,8 @@ class RequestParser:
         try:
             phase = self._phase
             if phase is _HEAD:
+                if not self._buf:
+                    return NEED_DATA  # the common case between requests
                 return self._parseHead()
             if phase is _END:
                 return self._endMessage()

@@ -1201,7 +1201,18 @@ class HTTPServerProtocol(Protocol):
                 self._setState(_S.READING_HEAD)
             else:
                 self._setState(_S.WAITING)
-        if self.state is not _S.CLOSING and not self._lost:
+        if self.state is _S.CLOSING or self._lost:
+            return
+        parser = self._parser
+        if (
+            self._queue
+            or self._incoming is not None
+            or self._peerHalfClosed
+            or (parser is not None and parser.bufferedByteCount)
+            or not self._driving
+        ):
+            # Something may be ready (or this was not called from inside
+            # _processEvents, whose end also arms the timers).
             self._processEvents()
 
     def _record(self, exchange: _Exchange, closeReason: str | None) -> None:
