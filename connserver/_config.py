@@ -162,7 +162,10 @@ class ServerConfig:
     )
     serverHeader: str | None = field(
         default="connserver",
-        metadata=_doc("The Server header on every response; None sends none."),
+        metadata=_doc(
+            "The Server header on every response; None (none on the command "
+            "line) sends none."
+        ),
     )
 
     def __post_init__(self) -> None:

@@ -40,7 +40,7 @@ class ConnectionStats:
 
     ``closes`` counts closed connections by reason (the policy's reasons,
     and ``idle-timeout``, ``header-timeout``, ``body-timeout``,
-    ``send-timeout``, ``client-closed``, ``peer-reset``, ...);
+    ``send-timeout``, ``peer-closed``, ``peer-reset``, ...);
     ``requestsPerConnection`` is a histogram filled as connections close.
     """
 

@@ -30,6 +30,25 @@ CLOSE_REASONS: dict[str, str] = {
     "http10-default": "HTTP/1.0 without the keep-alive option",
 }
 
+#: Every other reason a connection closes for, set by the protocol and the
+#: factory (timers, errors, the peer).  With :data:`CLOSE_REASONS` these are
+#: all the values of ``closeReason`` and of the ``close=`` log field.
+CONNECTION_CLOSE_REASONS: dict[str, str] = {
+    **CLOSE_REASONS,
+    "protocol-error": "a bad request was answered with a 4xx or 5xx",
+    "handler-error": "the handler failed: 500",
+    "response-error": "a response body did not match its framing: aborted",
+    "header-timeout": "requestHeadTimeout: no complete request head in time",
+    "body-timeout": "bodyTimeout: the request body stalled",
+    "send-timeout": "sendTimeout: the client stopped reading",
+    "idle-timeout": "idleTimeout: no next request in time",
+    "peer-closed": "the client closed (or half-closed) the connection first",
+    "peer-reset": "the connection was reset or lost",
+    "max-connections": "an idle connection closed to make room under maxConnections",
+    "drain-timeout": "still open at the drain deadline: aborted",
+    "aborted": "aborted for another reason",
+}
+
 _CLOSE = b"close"
 _KEEP_ALIVE = b"keep-alive"
 

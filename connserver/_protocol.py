@@ -438,7 +438,7 @@ class HTTPServerProtocol(Protocol):
             if incoming.request is not None and not incoming.discarding:
                 self._failBody(incoming, ConnectionDone("the client closed mid-body"))
         if not self._queue:
-            self._startClose("client-closed")
+            self._startClose("peer-closed")
 
     def writeConnectionLost(self) -> None:
         """Our write side is shut; nothing to do until the read side ends."""
@@ -449,7 +449,7 @@ class HTTPServerProtocol(Protocol):
         self._lost = True
         if self.closeReason is None:
             self.closeReason = (
-                "client-closed" if reason.check(ConnectionDone) else "peer-reset"
+                "peer-closed" if reason.check(ConnectionDone) else "peer-reset"
             )
         self._cancelTimer()
         self._parser = None
@@ -853,7 +853,7 @@ class HTTPServerProtocol(Protocol):
                 peer=self._peerHost,
                 error=error,
             )
-            self._startClose("client-closed")
+            self._startClose("peer-closed")
             return
         if isinstance(error, ProtocolError):
             self._writeError(exchange, error.statusCode, "protocol-error")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twisted.application.service import Service
 
 from ._message import Request, Response
-from ._persistence import CLOSE_REASONS
+from ._persistence import CONNECTION_CLOSE_REASONS
 
 if TYPE_CHECKING:
     from collections import Counter
@@ -403,7 +403,7 @@ def renderHTML(data: Mapping[str, Any]) -> str:
     )
     closes = (
         "".join(
-            f'<tr><td title="{esc(CLOSE_REASONS.get(reason, ""))}">{esc(reason)}</td>'
+            f'<tr><td title="{esc(CONNECTION_CLOSE_REASONS.get(reason, ""))}">{esc(reason)}</td>'
             f"<td>{count}</td></tr>"
             for reason, count in data["closes"].items()
         )

@@ -1,7 +1,7 @@
 """
 Embed connserver in a Twisted program: one handler, one endpoint.
 
-    python examples/embed.py            # http://127.0.0.1:8080/
+    .venv/bin/python examples/embed.py      # http://127.0.0.1:8080/
 """
 
 from __future__ import annotations
@@ -21,7 +21,12 @@ async def handler(request: Request) -> Response:
 
 def main() -> None:
     endpoint = endpoints.serverFromString(reactor, "tcp:8080:interface=127.0.0.1")
-    endpoint.listen(ConnectionFactory(handler, config=ServerConfig(idleTimeout=30)))
+    listening = endpoint.listen(
+        ConnectionFactory(handler, config=ServerConfig(idleTimeout=30))
+    )
+    listening.addCallback(
+        lambda port: print(f"serving on http://127.0.0.1:{port.getHost().port}/")
+    )
     reactor.run()  # type: ignore[attr-defined]
 
 

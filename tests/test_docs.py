@@ -18,10 +18,10 @@ def test_configDocIsCurrent() -> None:
 
 
 def test_closeReasonsAreDocumented() -> None:
-    from connserver import CLOSE_REASONS
+    from connserver._persistence import CONNECTION_CLOSE_REASONS
 
     text = (ROOT / "docs" / "architecture.md").read_text()
-    for reason in CLOSE_REASONS:
+    for reason in CONNECTION_CLOSE_REASONS:
         assert f"`{reason}`" in text, (
             f"close reason {reason} missing from docs/architecture.md"
         )

@@ -727,7 +727,7 @@ def test_clientHalfCloseDoesNotCancelResponse() -> None:
     d.callback(Response(200, body=b"late"))
     assert conn.responses()[0].body == b"late"
     assert conn.closing
-    assert conn.protocol.closeReason == "client-closed"
+    assert conn.protocol.closeReason == "peer-closed"
 
 
 def test_clientHalfCloseWhileIdleCloses() -> None:

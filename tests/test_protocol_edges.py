@@ -44,7 +44,7 @@ def test_halfCloseAfterCompleteBodyNotYetReadStillAnswers() -> None:
     d.callback(Response(200, body=b"thanks"))
     assert conn.responses(b"POST")[0].body == b"thanks"
     assert conn.closing
-    assert conn.protocol.closeReason == "client-closed"
+    assert conn.protocol.closeReason == "peer-closed"
 
 
 def test_halfCloseAnswersCompletePipelinedRequestsThenCloses() -> None:
@@ -121,7 +121,7 @@ def test_handlerErrorAfterClientAbortIsNotA500() -> None:
     conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
     conn.protocol.readConnectionLost()
     assert b"500" not in conn.output()
-    assert conn.protocol.closeReason == "client-closed"
+    assert conn.protocol.closeReason == "peer-closed"
 
 
 # -- write backpressure holds back pipelined requests (C21) --------------------
