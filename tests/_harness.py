@@ -8,6 +8,7 @@ against exact bytes.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +183,34 @@ def openOn(factory: ConnectionFactory, clock: Clock) -> Connection | None:
     transport = TCPStringTransport()
     protocol.makeConnection(transport)
     return Connection(protocol, transport, clock, factory)
+
+
+class ZeroFile(io.RawIOBase):
+    """A large seekable binary file that costs no memory; counts what was read."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}
+        self.position = base[whence] + offset
+        return self.position
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.size - self.position
+        n = left if n < 0 else min(n, left)
+        self.position += n
+        return b"\0" * n
 
 
 def hello(request: Request) -> Response:

@@ -40,6 +40,7 @@ from ._harness import (
     Connection,
     FakePort,
     TCPStringTransport,
+    ZeroFile,
     connect,
     hello,
     openOn,
@@ -142,34 +143,6 @@ def echo(request: Request) -> Deferred[Response]:
     return request.readBody().addCallback(
         lambda body: Response(200, body=cast(BinaryIO, body))
     )
-
-
-class ZeroFile(io.RawIOBase):
-    """A large binary file that costs no memory, and records how much was read."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}
-        self.position = base[whence] + offset
-        return self.position
-
-    def read(self, n: int = -1) -> bytes:
-        left = self.size - self.position
-        n = left if n < 0 else min(n, left)
-        self.position += n
-        return b"\0" * n
 
 
 # -- slow clients ------------------------------------------------------------------

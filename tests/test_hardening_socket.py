@@ -6,7 +6,6 @@ backlog, the file-descriptor limit).  Every wait is bounded.
 
 from __future__ import annotations
 
-import io
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from twisted.internet.task import deferLater
 
 from connserver import Request, Response
 
+from ._harness import ZeroFile
 from .test_socket import bounded, connect, finish, serve
 
 pytestmark = pytest.mark.slow
@@ -29,34 +29,6 @@ pytestmark = pytest.mark.slow
 KiB = 1024
 MiB = 1024 * KiB
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-class ZeroFile(io.RawIOBase):
-    """A large seekable binary file that costs no memory; counts what was read."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}
-        self.position = base[whence] + offset
-        return self.position
-
-    def read(self, n: int = -1) -> bytes:
-        left = self.size - self.position
-        n = left if n < 0 else min(n, left)
-        self.position += n
-        return b"\0" * n
 
 
 def sleep(seconds: float) -> defer.Deferred[None]:
