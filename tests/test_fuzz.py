@@ -20,10 +20,8 @@ import gc
 import itertools
 import os
 import re
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -185,22 +183,6 @@ class Handlers:
         for producer in self.producers:
             if not producer.done.called:
                 producer.done.callback(None)
-
-
-@pytest.fixture
-def logFailures() -> Iterator[list[LogEvent]]:
-    failures: list[LogEvent] = []
-
-    @implementer(ILogObserver)
-    def observe(event: LogEvent) -> None:
-        if "log_failure" in event:
-            failures.append(event)
-
-    globalLogPublisher.addObserver(observe)
-    try:
-        yield failures
-    finally:
-        globalLogPublisher.removeObserver(observe)
 
 
 def checkStatuses(conn: Connection) -> None:

@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.logger import LogEvent
 from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
@@ -120,23 +120,6 @@ def runTimers(conn: Connection, limit: float = 3600.0) -> None:
 def released(conn: Connection) -> weakref.ref[Any]:
     """A weak reference to the protocol, to check nothing keeps it alive."""
     return weakref.ref(conn.protocol)
-
-
-@pytest.fixture
-def logErrors() -> Iterator[list[LogEvent]]:
-    """Collect log events that carry a failure (a swallowed exception)."""
-    failures: list[LogEvent] = []
-
-    @implementer(ILogObserver)
-    def observe(event: LogEvent) -> None:
-        if "log_failure" in event:
-            failures.append(event)
-
-    globalLogPublisher.addObserver(observe)
-    try:
-        yield failures
-    finally:
-        globalLogPublisher.removeObserver(observe)
 
 
 def echo(request: Request) -> Deferred[Response]:
@@ -987,7 +970,7 @@ def test_resetMidStreamedResponseStopsTheProducer() -> None:
     assert producer.stopped
 
 
-def test_handlerRaisingGives500AndLeavesNothing(logErrors: list[LogEvent]) -> None:
+def test_handlerRaisingGives500AndLeavesNothing(logFailures: list[LogEvent]) -> None:
     def handler(request: Request) -> Response:
         raise ZeroDivisionError("boom")
 
@@ -997,7 +980,7 @@ def test_handlerRaisingGives500AndLeavesNothing(logErrors: list[LogEvent]) -> No
     assert response.status == 500
     assert response.header(b"connection") == b"close"
     assert conn.protocol.closeReason == "handler-error"
-    assert len(logErrors) == 1
+    assert len(logFailures) == 1
     runTimers(conn)
     finish(conn)
 
@@ -1016,7 +999,7 @@ def test_handlerRaisingGives500AndLeavesNothing(logErrors: list[LogEvent]) -> No
     ],
 )
 def test_handlerReturningNonsenseGives500(
-    result: Callable[[], Any], logErrors: list[LogEvent]
+    result: Callable[[], Any], logFailures: list[LogEvent]
 ) -> None:
     conn = connect(lambda request: result())
     conn.send(GET)
@@ -1025,7 +1008,7 @@ def test_handlerReturningNonsenseGives500(
     finish(conn)
 
 
-def test_handlerReadingTheBodyTwiceGives500(logErrors: list[LogEvent]) -> None:
+def test_handlerReadingTheBodyTwiceGives500(logFailures: list[LogEvent]) -> None:
     first: list[Deferred[bytes]] = []
 
     def handler(request: Request) -> Deferred[Response]:
@@ -1117,7 +1100,7 @@ class FailingProducer:
     [pytest.param(100, id="known"), pytest.param(UNKNOWN_LENGTH, id="chunked")],
 )
 def test_producerFailingLaterAbortsWithoutATerminator(
-    length: int | object, logErrors: list[LogEvent]
+    length: int | object, logFailures: list[LogEvent]
 ) -> None:
     producer = FailingProducer(length)
     conn = connect(lambda request: Response(200, body=producer))
@@ -1187,7 +1170,7 @@ class ErrorFile(io.RawIOBase):
         return b"e" * 1000
 
 
-def test_fileReadErrorMidSendAborts(logErrors: list[LogEvent]) -> None:
+def test_fileReadErrorMidSendAborts(logFailures: list[LogEvent]) -> None:
     body = ErrorFile()
     conn = connect(
         lambda request: Response(
@@ -1202,7 +1185,7 @@ def test_fileReadErrorMidSendAborts(logErrors: list[LogEvent]) -> None:
 
 
 def test_observerAndHandlerFaultsDoNotLeakAcrossConnections(
-    logErrors: list[LogEvent],
+    logFailures: list[LogEvent],
 ) -> None:
     """Hundreds of faulty exchanges on one factory leave it empty and timer-free."""
     clock = Clock()
