@@ -167,6 +167,17 @@ class ServerConfig:
             "line) sends none."
         ),
     )
+    hstsMaxAge: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Send Strict-Transport-Security: max-age=SECONDS on every response "
+            "over TLS (never over plain TCP, RFC 6797 §7.2), so that browsers "
+            "use HTTPS only for the host from then on.  Protects against "
+            "SSL-stripping downgrades.  None sends none.  Off by default in "
+            "nginx, Apache and twisted.web too; 31536000 (a year) is usual once "
+            "HTTPS works everywhere on the host, 0 tells browsers to forget it."
+        ),
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -221,6 +232,11 @@ def _validate(name: str, value: object) -> None:
     elif name in _POSITIVE_INT:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             fail("a positive whole number")
+    elif name == "hstsMaxAge":
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            fail("a whole number of seconds (0 or more) or None")
     elif name == "keepAlive":
         if not isinstance(value, bool):
             fail("True or False")

@@ -15,9 +15,15 @@ from email.utils import formatdate
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IListeningPort, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocolNegotiationFactory,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ._config import ServerConfig
 from ._message import Handler
@@ -26,7 +32,11 @@ from ._protocol import HTTPServerProtocol
 from ._records import RequestRecord
 from ._state import STATUS_GROUP, ConnectionState
 
-__all__ = ["ConnectionFactory", "ConnectionStats"]
+__all__ = ["ALPN_PROTOCOLS", "ConnectionFactory", "ConnectionStats"]
+
+#: The protocols served, by their ALPN names (RFC 7301 §6), preferred first.
+#: HTTP/2 is not among them.
+ALPN_PROTOCOLS: tuple[bytes, ...] = (b"http/1.1", b"http/1.0")
 
 _log = Logger(namespace="connserver")
 _CLOSED = ConnectionState.CLOSED
@@ -73,9 +83,15 @@ class ConnectionStats:
         return groups
 
 
+@implementer(IProtocolNegotiationFactory)
 class ConnectionFactory(Factory):
     """
     Builds an ``HTTPServerProtocol`` per connection and keeps track of them.
+
+    It names the protocols it speaks for TLS's ALPN
+    (``IProtocolNegotiationFactory``), so that a listener whose TLS context
+    Twisted built (``ssl:`` endpoints, ``CertificateOptions``) negotiates
+    ``http/1.1`` with browsers and curl, which offer ``h2, http/1.1``.
 
     :param handler: called once per request (``Request -> Response``,
         ``Deferred[Response]`` or a coroutine).
@@ -124,8 +140,19 @@ class ConnectionFactory(Factory):
         self._serverLine = (
             b"Server: " + server.encode("ascii") + b"\r\n" if server else b""
         )
+        # RFC 6797 §7.2: only over a secure transport.
+        hsts = self.config.hstsMaxAge
+        self._hstsLine = (
+            b"Strict-Transport-Security: max-age=%d\r\n" % hsts
+            if hsts is not None
+            else b""
+        )
         self._dateSecond = -1
         self._dateBytes = b""
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """The ALPN protocol names served, preferred first (RFC 7301)."""
+        return list(ALPN_PROTOCOLS)
 
     # -- per-request helpers ---------------------------------------------------
 

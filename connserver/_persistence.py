@@ -44,6 +44,7 @@ CONNECTION_CLOSE_REASONS: dict[str, str] = {
     "idle-timeout": "idleTimeout: no next request in time",
     "peer-closed": "the client closed (or half-closed) the connection first",
     "peer-reset": "the connection was reset or lost",
+    "tls-error": "the TLS handshake failed (no protocol, version or cipher in common) or a TLS record was bad",
     "max-connections": "an idle connection closed to make room under maxConnections",
     "drain-timeout": "still open at the drain deadline: aborted",
     "aborted": "aborted for another reason",

@@ -448,9 +448,14 @@ class HTTPServerProtocol(Protocol):
             return
         self._lost = True
         if self.closeReason is None:
-            self.closeReason = (
-                "peer-closed" if reason.check(ConnectionDone) else "peer-reset"
-            )
+            if reason.check(ConnectionDone):
+                self.closeReason = "peer-closed"
+            elif reason.check("OpenSSL.SSL.Error"):
+                # A failed handshake (no protocol or cipher in common, a TLS
+                # 1.1 client) or a bad record.
+                self.closeReason = "tls-error"
+            else:
+                self.closeReason = "peer-reset"
         self._cancelTimer()
         self._parser = None
         lost = ConnectionLost("the connection was lost")
@@ -965,6 +970,8 @@ class HTTPServerProtocol(Protocol):
         dateLine = factory._dateLine()
         serverLine = factory._serverLine
         lines = [statusLine(code, response.reason), dateLine, serverLine]
+        if self._secure and factory._hstsLine:
+            lines.append(factory._hstsLine)
         handlerLength: bytes | None = None
         responseOptions = _NO_OPTIONS
         cache = _FIELD_LINES

@@ -9,13 +9,13 @@ needs routing brings its own (Klein, twisted.web resources).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 
 from twisted.internet.defer import Deferred
 
 from ._message import Handler, Request, Response
 
-__all__ = ["PrefixMount"]
+__all__ = ["HTTPSRedirect", "PrefixMount"]
 
 
 def _normalizePrefix(prefix: str | bytes) -> bytes:
@@ -70,3 +70,50 @@ class PrefixMount:
         self, request: Request
     ) -> Response | Deferred[Response] | Awaitable[Response]:
         return self.route(request.path)(request)
+
+
+class HTTPSRedirect:
+    """
+    Sends plain-HTTP requests to HTTPS: ``308 Permanent Redirect`` to the
+    same target on ``httpsPort`` (RFC 9110 §15.4.9: unlike 301, the method
+    and body stay as they are).  Requests over TLS, and those under an
+    ``exempt`` prefix (the status page), go to ``inner``.  The Location's
+    host is the request's ``Host`` without its port, else the address the
+    client connected to.
+    """
+
+    __slots__ = ("_exempt", "_inner", "_suffix")
+
+    def __init__(
+        self, inner: Handler, httpsPort: int, exempt: Iterable[str | bytes] = ()
+    ) -> None:
+        self._inner = inner
+        self._suffix = b"" if httpsPort == 443 else b":%d" % httpsPort
+        self._exempt = PrefixMount(self._redirect, {p: inner for p in exempt})
+
+    def __call__(
+        self, request: Request
+    ) -> Response | Deferred[Response] | Awaitable[Response]:
+        if request.isSecure:
+            return self._inner(request)
+        return self._exempt(request)
+
+    def _redirect(self, request: Request) -> Response:
+        host = request.headers.get(b"host")
+        if host:
+            # Host = uri-host [":" port] (RFC 9112 §3.2); an IPv6 literal is
+            # in brackets.
+            if host.startswith(b"["):
+                name = host[: host.find(b"]") + 1]
+            else:
+                name = host.split(b":", 1)[0]
+        else:
+            address = getattr(request.host, "host", "localhost")
+            name = (f"[{address}]" if ":" in address else address).encode("ascii")
+        target = request.target if request.target.startswith(b"/") else b"/"
+        location = b"https://" + name + self._suffix + target
+        return Response(
+            308,
+            [(b"Location", location), (b"Content-Type", b"text/plain")],
+            b"Redirecting to " + location + b"\n",
+        )

@@ -12,6 +12,7 @@ that the last requests are logged and no timer is left running.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,13 +31,19 @@ from twisted.python.failure import Failure
 if TYPE_CHECKING:
     from twisted.internet.interfaces import (
         IListeningPort,
+        IReactorFromThreads,
         IStreamServerEndpoint,
     )
     from twisted.internet.protocol import Factory
 
     from ._config import ServerConfig
 
-__all__ = ["CallbackService", "ConnectionServerService", "ListeningService"]
+__all__ = [
+    "CallbackService",
+    "ConnectionServerService",
+    "ListeningService",
+    "SignalService",
+]
 
 
 class _DrainableFactory(Protocol):
@@ -167,6 +174,52 @@ class CallbackService(Service):
         if self._onStop is None:
             return succeed(None)
         return maybeDeferred(self._onStop)
+
+
+class SignalService(Service):
+    """
+    Runs ``action`` in the reactor each time the process gets ``signum``
+    (SIGHUP for a certificate reload, as nginx uses it), while the service
+    runs; the previous handler is put back on stop.  Without it SIGHUP would
+    end the process.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        signum: int,
+        action: Callable[[], object],
+        reactor: IReactorFromThreads,
+    ) -> None:
+        self.setName(name)  # type: ignore[no-untyped-call]
+        self._signum = signum
+        self._action = action
+        self._reactor = reactor
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._previous = signal.signal(self._signum, self._received)
+
+    def _received(self, signum: int, frame: object) -> None:
+        # A Python signal handler runs between two bytecodes of whatever the
+        # main thread was doing: hand the work to the reactor.
+        self._reactor.callFromThread(self._run)
+
+    def _run(self) -> None:
+        try:
+            self._action()
+        except Exception:
+            self._log.failure("connserver: {name} failed", name=self.name)
+
+    _log = Logger()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._previous is not None:
+            signal.signal(self._signum, self._previous)
+            self._previous = None
+        return succeed(None)
 
 
 class _FromConfig(Enum):

@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from twisted.application.service import MultiService
 
     from ._message import Handler
+    from ._tls import TLSServerOptions
 
 __all__ = ["CONFIG_FLAGS", "Options", "flagName", "makeService", "parseConfigValue"]
 
@@ -201,6 +203,12 @@ class Options(usage.Options):
             "Serve FILE.gz in place of FILE to clients that accept gzip.",
         ],
         ["no-keep-alive", None, "Shorthand for --keep-alive off."],
+        [
+            "redirect-to-https",
+            None,
+            "Answer every plain-HTTP request with 308 to the same path on the "
+            "HTTPS port (the status page excepted).",
+        ],
     ]
 
     optParameters: list[list[Any]] = [
@@ -245,19 +253,8 @@ class Options(usage.Options):
             "https",
             None,
             None,
-            "Also listen with TLS on this port (needs --certificate).",
-        ],
-        [
-            "certificate",
-            "c",
-            None,
-            "TLS certificate (PEM) for --https; may also hold the key.",
-        ],
-        [
-            "privkey",
-            "k",
-            None,
-            "TLS private key (PEM) for --https. [default: the --certificate file]",
+            "Also listen with TLS on this port, all interfaces (needs "
+            "--certificate or --certificate-dir).",
         ],
     ]
 
@@ -276,6 +273,44 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self["listen"] = []
+        # [certificate, key or None] pairs, in the order given.
+        self["certificates"] = []
+        self["certificate-dirs"] = []
+
+    def opt_certificate(self, path: str) -> None:
+        """
+        TLS certificate (PEM, chain after it; may also hold the key) for
+        --https and for ssl: listeners without privateKey=; repeat it for
+        several certificates chosen by SNI, the first being the default.
+        """
+        self["certificates"].append([path, None])
+
+    opt_c = opt_certificate
+
+    def opt_privkey(self, path: str) -> None:
+        """
+        TLS private key (PEM, unencrypted) of the --certificate before it.
+        [default: the --certificate file]
+        """
+        if not self["certificates"] or self["certificates"][-1][1] is not None:
+            raise usage.UsageError(
+                f"--privkey {path!r}: give it after the --certificate it belongs to"
+            )
+        self["certificates"][-1][1] = path
+
+    opt_k = opt_privkey
+
+    def opt_certificate_dir(self, path: str) -> None:
+        """
+        A directory of TLS certificates, chosen by SNI (NAME.crt with
+        NAME.key, or certbot's NAME/fullchain.pem with NAME/privkey.pem);
+        repeatable, read again on SIGHUP.
+        """
+        self["certificate-dirs"].append(path)
+
+    def opt_hsts(self, seconds: str) -> None:
+        """Alias of --hsts-max-age: Strict-Transport-Security on HTTPS responses."""
+        self["hsts-max-age"] = seconds
 
     def opt_listen(self, description: str) -> None:
         """
@@ -398,40 +433,170 @@ class Options(usage.Options):
             )
 
     def _buildEndpoints(self) -> None:
-        listen: list[str] = list(self["listen"])
+        """
+        Split the listeners: ``ssl:`` ones and ``--https`` get connserver's
+        own TLS (ALPN, SNI, reload; see ``_tls``), the rest go to Twisted's
+        endpoint parser as they are.
+        """
+        listen: list[str] = []
+        tls: list[TLSListener] = []
+        sslDescriptions = [d for d in self["listen"] if _endpointType(d) == "ssl"]
+        wantShared = self["https"] is not None or any(
+            "privateKey" not in splitEndpointDescription(d)[1] for d in sslDescriptions
+        )
+        if not wantShared and (self["certificates"] or self["certificate-dirs"]):
+            raise usage.UsageError(
+                "--certificate, --privkey and --certificate-dir go with --https "
+                "or a --listen ssl:PORT without privateKey="
+            )
+        shared = self._sharedCertificates() if wantShared else None
+        for description in self["listen"]:
+            if _endpointType(description) == "ssl":
+                tls.append(_sslListener(description, shared))
+            else:
+                listen.append(description)
         if self["https"] is not None:
             port = self["https"]
             if not port.isdigit() or not 0 <= int(port) <= 65535:
                 raise usage.UsageError(f"--https {port!r}: expected a port number")
-            certificate = self["certificate"]
-            if certificate is None:
-                raise usage.UsageError("--https needs --certificate (and --privkey)")
-            privkey = self["privkey"] or certificate
-            for flag, path in (("certificate", certificate), ("privkey", privkey)):
-                if not os.path.isfile(path) or not os.access(path, os.R_OK):
-                    raise usage.UsageError(f"--{flag} {path!r}: not a readable file")
-            listen.append(
-                f"ssl:{int(port)}"
-                f":privateKey={_quote(os.path.abspath(privkey))}"
-                f":certKey={_quote(os.path.abspath(certificate))}"
-            )
-        elif self["certificate"] is not None or self["privkey"] is not None:
-            raise usage.UsageError(
-                "--certificate and --privkey go with --https (or use "
-                "--listen ssl:PORT:privateKey=...:certKey=...)"
-            )
-        if not listen:
+            if shared is None:
+                raise usage.UsageError(
+                    "--https needs --certificate (and --privkey) or --certificate-dir"
+                )
+            tls.append(TLSListener(int(port), "", 50, shared, f"--https {port}"))
+        if not listen and not tls:
             listen = [DEFAULT_LISTEN]
         for description in listen:
             checkEndpoint(description)
+        if self["redirect-to-https"] and not tls:
+            raise usage.UsageError(
+                "--redirect-to-https needs an HTTPS listener (--https or --listen ssl:...)"
+            )
         self["listen"] = listen
+        self["tls"] = tls
+
+    def _sharedCertificates(self) -> TLSServerOptions | None:
+        """The certificates of --certificate/--privkey/--certificate-dir, if any."""
+        from ._tls import CertificateSource, TLSConfigError, TLSServerOptions
+
+        pairs = self["certificates"]
+        directories = self["certificate-dirs"]
+        if not pairs and not directories:
+            return None
+        for path in directories:
+            if not os.path.isdir(path):
+                raise usage.UsageError(f"--certificate-dir {path!r}: not a directory")
+        try:
+            return TLSServerOptions(
+                [CertificateSource.fromFiles(cert, key) for cert, key in pairs],
+                directories,
+            )
+        except TLSConfigError as error:
+            raise usage.UsageError(f"TLS: {error}") from None
 
 
-def _quote(value: str) -> str:
-    from twisted.internet.endpoints import quoteStringArgument
+@dataclasses.dataclass(frozen=True)
+class TLSListener:
+    """A TLS listener with connserver's own TLS: ``ssl:`` or ``--https``."""
 
-    quoted: str = quoteStringArgument(value)  # type: ignore[no-untyped-call]
-    return quoted
+    port: int
+    interface: str
+    backlog: int
+    options: TLSServerOptions
+    #: As given on the command line (for messages).
+    description: str
+
+
+def _endpointType(description: str) -> str:
+    return description.split(":", 1)[0].strip().lower()
+
+
+def splitEndpointDescription(description: str) -> tuple[list[str], dict[str, str]]:
+    """
+    The positional and keyword arguments of a Twisted endpoint string, with
+    Twisted's quoting (``\\:`` is a colon, ``\\=`` an equals sign; see
+    ``quoteStringArgument``); the endpoint type is the first positional.
+    """
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    key: str | None = None
+    current: list[str] = []
+    escaped = False
+    for char in description + ":":
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "=" and key is None:
+            key = "".join(current)
+            current = []
+        elif char == ":":
+            if key is None:
+                args.append("".join(current))
+            else:
+                kwargs[key] = "".join(current)
+            key, current = None, []
+        else:
+            current.append(char)
+    return args, kwargs
+
+
+_SSL_KEYWORDS = frozenset(
+    {"port", "privateKey", "certKey", "extraCertChain", "interface", "backlog"}
+)
+
+
+def _sslListener(description: str, shared: TLSServerOptions | None) -> TLSListener:
+    """
+    ``ssl:PORT[:privateKey=KEY][:certKey=CERT][:extraCertChain=CHAIN]
+    [:interface=IP][:backlog=N]``, Twisted's syntax, served with connserver's
+    TLS.  Without ``privateKey`` it uses the --certificate set.
+    """
+    from ._tls import CertificateSource, TLSConfigError, TLSServerOptions
+
+    def fail(reason: str) -> usage.UsageError:
+        return usage.UsageError(f"--listen {description!r}: {reason}")
+
+    args, kwargs = splitEndpointDescription(description)
+    unknown = sorted(set(kwargs) - _SSL_KEYWORDS)
+    if unknown:
+        raise fail(
+            f"connserver's TLS listener does not take {', '.join(unknown)} "
+            f"(it takes {', '.join(sorted(_SSL_KEYWORDS))})"
+        )
+    positional = args[1:]
+    if "port" in kwargs:
+        positional = [kwargs["port"], *positional]
+    if len(positional) != 1 or not positional[0].isdigit():
+        raise fail("expected ssl:PORT with a port number")
+    port = int(positional[0])
+    if port > 65535:
+        raise fail("expected ssl:PORT with a port number")
+    backlog = kwargs.get("backlog", "50")
+    if not backlog.isdigit():
+        raise fail(f"backlog={backlog!r}: expected a whole number")
+    interface = kwargs.get("interface", "")
+    if "privateKey" in kwargs:
+        try:
+            options = TLSServerOptions(
+                [
+                    CertificateSource.fromFiles(
+                        kwargs.get("certKey", kwargs["privateKey"]),
+                        kwargs["privateKey"],
+                        kwargs.get("extraCertChain"),
+                    )
+                ]
+            )
+        except TLSConfigError as error:
+            raise fail(str(error)) from None
+    elif "certKey" in kwargs or "extraCertChain" in kwargs:
+        raise fail("certKey= and extraCertChain= need privateKey=")
+    elif shared is not None:
+        options = shared
+    else:
+        raise fail("needs privateKey=KEY (and certKey=CERT), or --certificate")
+    return TLSListener(port, interface, int(backlog), options, description)
 
 
 def checkEndpoint(description: str) -> None:
@@ -508,7 +673,7 @@ def makeService(options: Options) -> MultiService:
     ``--listen`` around one ``ConnectionFactory``, draining on stop.
     """
     from twisted.internet import reactor
-    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
     from twisted.logger import Logger
 
     from ._factory import ConnectionFactory
@@ -542,11 +707,22 @@ def makeService(options: Options) -> MultiService:
             reactor=reactor,
         )
     factory = ConnectionFactory(handler, config=config, reactor=reactor)
+    tls: list[TLSListener] = options["tls"]
     service = ConnectionServerService(
         factory,
         [
             serverFromString(reactor, description)  # type: ignore[no-untyped-call]
             for description in options["listen"]
+        ]
+        + [
+            SSL4ServerEndpoint(  # type: ignore[no-untyped-call]
+                reactor,
+                listener.port,
+                listener.options,
+                backlog=listener.backlog,
+                interface=listener.interface,
+            )
+            for listener in tls
         ],
     )
     if options["status-path"] is not None:
@@ -556,6 +732,28 @@ def makeService(options: Options) -> MultiService:
         status = StatusHandler(factory, reactor=reactor)
         factory.handler = PrefixMount(handler, {options["status-path"]: status})
         service.addCompanion(StatusSamplingService(status))
+    if options["redirect-to-https"]:
+        from ._routing import HTTPSRedirect
+
+        factory.handler = HTTPSRedirect(
+            factory.handler,
+            tls[0].port,
+            exempt=[options["status-path"]] if options["status-path"] else [],
+        )
+    if tls:
+        from ._service import SignalService
+
+        # SIGHUP re-reads every certificate (certbot's renewal hook sends it);
+        # one set of options may serve several listeners.
+        certificateSets = list({id(t.options): t.options for t in tls}.values())
+        service.addCompanion(
+            SignalService(
+                "tls-reload",
+                signal.SIGHUP,
+                lambda: [certificates.reload() for certificates in certificateSets],
+                reactor,  # type: ignore[arg-type]
+            )
+        )
     if options["access-log"] is not None:
         from ._accesslog import AccessLog
 

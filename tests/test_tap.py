@@ -116,7 +116,14 @@ def test_configValues(args: list[str], changes: dict[str, Any]) -> None:
         pytest.param(["--status-path", "/"], "absolute path", id="status-root"),
         pytest.param(["--https", "x"], "port number", id="https-port"),
         pytest.param(["--https", "8443"], "needs --certificate", id="https-cert"),
-        pytest.param(["--https", "8443", "-c", "/nonexistent.pem"], "not a readable file", id="https-file"),
+        pytest.param(["--https", "8443", "-c", "/nonexistent.pem"], "/nonexistent.pem: cannot read the certificate", id="https-file"),
+        pytest.param(["--https", "8443", "-k", "k.pem"], "after the --certificate", id="https-key-first"),
+        pytest.param(["--listen", "ssl:0:privateKey=k.pem:sslmethod=TLSv1_METHOD"], "does not take sslmethod", id="ssl-unknown-option"),
+        pytest.param(["--listen", "ssl:0"], "needs privateKey=", id="ssl-no-key"),
+        pytest.param(["--listen", "ssl:x:privateKey=k.pem"], "expected ssl:PORT", id="ssl-port"),
+        pytest.param(["--https", "1", "--certificate-dir", "/nonexistent"], "not a directory", id="cert-dir"),
+        pytest.param(["--redirect-to-https"], "needs an HTTPS listener", id="redirect-no-tls"),
+        pytest.param(["--hsts", "-1"], "--hsts-max-age '-1'", id="hsts"),
         pytest.param(["--certificate", "c.pem"], "go with --https", id="cert-alone"),
     ],
 )  # fmt: skip
@@ -134,6 +141,7 @@ def test_listenRepeats() -> None:
 
 
 def test_https(tmp_path: Path) -> None:
+    """--https and ssl: listeners get connserver's TLS, with the files read."""
     from tests._certs import makeCertificate
 
     files = makeCertificate(tmp_path)
@@ -145,28 +153,50 @@ def test_https(tmp_path: Path) -> None:
         "-k",
         str(files.privateKey),
     )
-    assert options["listen"] == [
-        f"ssl:8443:privateKey={files.privateKey}:certKey={files.certificate}"
-    ]
+    assert options["listen"] == []
+    [listener] = options["tls"]
+    assert (listener.port, listener.interface) == (8443, "")
+    assert listener.options.names == {str(files.certificate): "localhost"}
     combined = tmp_path / "both.pem"
     combined.write_bytes(files.privateKey.read_bytes() + files.certificatePEM)
     options = parse("--https", "8443", "-c", str(combined), "--listen", "tcp:8080")
-    assert options["listen"] == [
-        "tcp:8080",
-        f"ssl:8443:privateKey={combined}:certKey={combined}",
-    ]
+    assert options["listen"] == ["tcp:8080"]
+    assert options["tls"][0].options.names == {str(combined): "localhost"}
+    options = parse(
+        "--listen",
+        f"ssl:port=8444:interface=127.0.0.1:backlog=7:privateKey={files.privateKey}"
+        f":certKey={files.certificate}",
+    )
+    [listener] = options["tls"]
+    assert (listener.port, listener.interface, listener.backlog) == (
+        8444,
+        "127.0.0.1",
+        7,
+    )
 
 
-def test_httpsQuotesColons(tmp_path: Path) -> None:
+def test_sslListenerQuotesColons(tmp_path: Path) -> None:
+    """Twisted's quoting (quoteStringArgument) is read back as Twisted reads it."""
+    from twisted.internet.endpoints import quoteStringArgument
+
+    from connserver.tap import splitEndpointDescription
     from tests._certs import makeCertificate
 
-    directory = tmp_path / "a:b"
+    directory = tmp_path / "a:b=c"
     directory.mkdir()
     files = makeCertificate(directory)
-    options = parse(
-        "--https", "8443", "-c", str(files.certificate), "-k", str(files.privateKey)
+    description = (
+        f"ssl:8443:privateKey={quoteStringArgument(str(files.privateKey))}"
+        f":certKey={quoteStringArgument(str(files.certificate))}"
     )
-    assert "a\\:b" in options["listen"][0]
+    args, kwargs = splitEndpointDescription(description)
+    assert args == ["ssl", "8443"]
+    assert kwargs == {
+        "privateKey": str(files.privateKey),
+        "certKey": str(files.certificate),
+    }
+    [listener] = parse("--listen", description)["tls"]
+    assert listener.options.names == {str(files.certificate): "localhost"}
 
 
 def test_handlerIsLoadedAndAdapted() -> None:
