@@ -22,7 +22,7 @@ from twisted.internet.task import deferLater
 from connserver import Request, Response
 
 from ._harness import ZeroFile
-from .test_socket import bounded, connect, finish, serve
+from ._sockets import bounded, connect, finish, serve
 
 pytestmark = pytest.mark.slow
 
@@ -45,23 +45,23 @@ async def test_clientResetMidResponse() -> None:
         files.append(body)
         return Response(200, body=cast(BinaryIO, body))
 
-    port, factory = await serve(handler)
+    server = await serve(handler)
     try:
-        client = await connect(port)
+        client = await connect(server)
         client.transport.write(GET)  # type: ignore[union-attr]
         await bounded(defer.ensureDeferred(client.waitFor(b"\0" * 1000)))
         client.transport.abortConnection()  # type: ignore[union-attr]
         await bounded(client.closed)
         for _ in range(100):
-            if factory.stats.active == 0:
+            if server.factory.stats.active == 0:
                 break
             await sleep(0.02)
-        assert factory.stats.active == 0
-        assert factory.stats.closes == {"peer-reset": 1}
+        assert server.factory.stats.active == 0
+        assert server.factory.stats.closes == {"peer-reset": 1}
         assert files[0].closed
         assert files[0].position < 256 * MiB
     finally:
-        await finish(port, factory)
+        await finish(server)
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
@@ -77,28 +77,28 @@ async def test_neverReadingClientIsCutAtSendTimeout() -> None:
         files.append(body)
         return Response(200, body=cast(BinaryIO, body))
 
-    port, factory = await serve(handler, sendTimeout=0.5)
+    server = await serve(handler, sendTimeout=0.5)
     try:
-        client = await connect(port)
+        client = await connect(server)
         client.transport.pauseProducing()  # type: ignore[union-attr]
         client.transport.write(GET)  # type: ignore[union-attr]
         started = time.monotonic()
         for _ in range(100):  # bounded: 5 s
-            if factory.stats.closes:
+            if server.factory.stats.closes:
                 break
             await sleep(0.05)
         elapsed = time.monotonic() - started
         # A client that does not read does not see the reset until it reads.
         client.transport.resumeProducing()  # type: ignore[union-attr]
         await bounded(client.closed)
-        assert factory.stats.closes == {"send-timeout": 1}
+        assert server.factory.stats.closes == {"send-timeout": 1}
         assert 0.5 <= elapsed < 5.0
         # Kernel buffers on loopback are a few MiB; the server read one block
         # past what they took, never the whole file.
         assert files[0].position < 16 * MiB
         assert files[0].closed
     finally:
-        await finish(port, factory)
+        await finish(server)
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
@@ -113,9 +113,9 @@ async def test_slowSteadyReaderIsNotCutAtSendTimeout() -> None:
     def handler(request: Request) -> Response:
         return Response(200, body=cast(BinaryIO, ZeroFile(size)))
 
-    port, factory = await serve(handler, sendTimeout=1.0)
+    server = await serve(handler, sendTimeout=1.0)
     try:
-        client = await connect(port)
+        client = await connect(server)
         transport: Any = client.transport
         transport.write(GET)
         started = time.monotonic()
@@ -125,7 +125,7 @@ async def test_slowSteadyReaderIsNotCutAtSendTimeout() -> None:
             transport.resumeProducing()
             await sleep(0.05)
         assert not client.closed.called
-        assert factory.stats.closes["send-timeout"] == 0
+        assert server.factory.stats.closes["send-timeout"] == 0
         await bounded(defer.ensureDeferred(client.waitFor(b"\0" * 1000)))
         for _ in range(200):  # bounded: 10 s for the rest at full speed
             if len(client.received) > size:
@@ -135,7 +135,7 @@ async def test_slowSteadyReaderIsNotCutAtSendTimeout() -> None:
         transport.loseConnection()
         await bounded(client.closed)
     finally:
-        await finish(port, factory)
+        await finish(server)
 
 
 async def pollAnswers(sockets: list[socket.socket], marker: bytes) -> list[bytes]:
@@ -169,11 +169,9 @@ async def test_connectionsOverMaxConnectionsShedIdleAndServeNewClients() -> None
     arrive at once (one accept batch).  Idle connections are shed for them,
     and every new client is served: none is reset without an answer.
     """
-    port, factory = await serve(
-        lambda request: Response(200, body=b"ok"), maxConnections=10
-    )
-    factory.addListeningPort(port)
-    address = ("127.0.0.1", port.getHost().port)
+    server = await serve(lambda request: Response(200, body=b"ok"), maxConnections=10)
+    server.factory.addListeningPort(server.port)
+    address = ("127.0.0.1", server.portNumber)
     sockets: list[socket.socket] = []
     try:
         for _ in range(10):
@@ -191,11 +189,11 @@ async def test_connectionsOverMaxConnectionsShedIdleAndServeNewClients() -> None
         sockets += extra
         answers = await pollAnswers(extra, b"\r\n\r\nok")
         assert [a[:15] for a in answers] == [b"HTTP/1.1 200 OK"] * 20
-        assert factory.stats.closes["max-connections"] >= 10
+        assert server.factory.stats.closes["max-connections"] >= 10
     finally:
         for s in sockets:
             s.close()
-        await finish(port, factory)
+        await finish(server)
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
@@ -204,20 +202,20 @@ async def test_slowlorisFillingMaxConnectionsDelaysButDoesNotLoseClients() -> No
     Every slot held by a slowloris: new clients wait in the accept backlog
     and are served once the head deadline frees the slots.
     """
-    port, factory = await serve(
+    server = await serve(
         lambda request: Response(200, body=b"ok"),
         maxConnections=5,
         requestHeadTimeout=0.5,
     )
-    factory.addListeningPort(port)
+    server.factory.addListeningPort(server.port)
     try:
         slow = []
         for _ in range(5):
-            client = await connect(port)
+            client = await connect(server)
             client.transport.write(b"GET / HTTP/1.1\r\n")  # type: ignore[union-attr]
             slow.append(client)
         await sleep(0.05)
-        late = await connect(port)  # accepted by the kernel, waits in the backlog
+        late = await connect(server)  # accepted by the kernel, waits in the backlog
         late.transport.write(GET)  # type: ignore[union-attr]
         started = time.monotonic()
         await bounded(defer.ensureDeferred(late.waitFor(b"\r\n\r\nok")))
@@ -227,9 +225,9 @@ async def test_slowlorisFillingMaxConnectionsDelaysButDoesNotLoseClients() -> No
             assert received.startswith(b"HTTP/1.1 408 ")
         late.transport.loseConnection()  # type: ignore[union-attr]
         await bounded(late.closed)
-        assert factory.stats.closes["header-timeout"] == 5
+        assert server.factory.stats.closes["header-timeout"] == 5
     finally:
-        await finish(port, factory)
+        await finish(server)
 
 
 SERVER = textwrap.dedent(

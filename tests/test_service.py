@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.error import CannotListenError
 
 from connserver._config import ServerConfig
@@ -189,7 +189,7 @@ def test_gracefulStopOnRealSocket() -> Any:
     from twisted.internet.protocol import Factory
 
     from connserver._message import Request, Response
-    from tests._certs import RecordingProtocol, connect
+    from tests._sockets import RawClient, connect
 
     release: Deferred[Response] = Deferred()
     handled: Deferred[None] = Deferred()
@@ -216,18 +216,18 @@ def test_gracefulStopOnRealSocket() -> Any:
 
     factory.drain = drain
 
-    client: RecordingProtocol = yield connect(reactor, port)
+    client: RawClient = yield ensureDeferred(connect(port))
     client.transport.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
     yield handled.addTimeout(5, reactor)
     stopped = service.stopService()
     yield drainStarted.addTimeout(5, reactor)
     with pytest.raises(ConnectionRefusedError):
         yield TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5).connect(
-            Factory.forProtocol(RecordingProtocol)
+            Factory.forProtocol(RawClient)
         )
     assert not stopped.called
     release.callback(Response(200, {"Content-Type": "text/plain"}, b"done"))
-    yield client.lost.addTimeout(5, reactor)
+    yield client.closed.addTimeout(5, reactor)
     yield stopped.addTimeout(5, reactor)
     head, _, body = client.data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")

@@ -1,8 +1,8 @@
 """
 ``StaticFiles`` behind ``ConnectionFactory`` on real sockets (127.0.0.1,
 port 0): a large file streamed with backpressure to a client that stops
-reading, and a file truncated while it is being sent.  Each test is bounded
-in time by polling the reactor a limited number of times.
+reading, a file truncated while it is being sent, and (over TCP and over
+TLS alike) ranges and conditional requests.  Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import defer, task
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet import task
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Factory, Protocol
-from twisted.python.failure import Failure
 
-from connserver._factory import ConnectionFactory
 from connserver._static import READ_CHUNK_BYTES, StaticFiles
+
+from ._harness import parseResponses
+from ._sockets import TRANSPORTS, RawClient, Server, connect, finish, serve, until
 
 # Imported by name so that mypy treats it as untyped (it ships no stubs).
 pytest_twisted: Any = importlib.import_module("pytest_twisted")
-serverEndpoint: Any = TCP4ServerEndpoint
 
 
 def ensureDeferred(
@@ -39,65 +37,19 @@ def ensureDeferred(
 SIZE = 32 * 1024 * 1024
 
 
-class RawClient(Protocol):
-    """Sends one request and collects every byte until the connection ends."""
-
-    def __init__(self, request: bytes) -> None:
-        self.request = request
-        self.received = bytearray()
-        self.reason: Failure | None = None
-        self.done: defer.Deferred[None] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(self.request)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        # A Deferred fired with a Failure would errback: keep it aside.
-        self.reason = reason
-        self.done.callback(None)
-
-    def split(self) -> tuple[bytes, bytes]:
-        head, _, body = bytes(self.received).partition(b"\r\n\r\n")
-        return head, body
+def split(client: RawClient) -> tuple[bytes, bytes]:
+    head, _, body = client.received.partition(b"\r\n\r\n")
+    return head, body
 
 
-async def until(condition: Any, reactor: Any, tries: int = 500) -> None:
-    """Let the reactor run (10 ms steps, bounded) until ``condition()``."""
-    for _ in range(tries):
-        if condition():
-            return
-        await task.deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError("condition not reached in time")
-
-
-async def serve(root: Path) -> tuple[Any, ConnectionFactory, list[Any]]:
+async def serveFiles(root: Path, tls: str = "tcp") -> Server:
     from twisted.internet import reactor
 
-    factory = ConnectionFactory(StaticFiles(root, reactor=reactor), reactor=reactor)
-    protocols: list[Any] = []
-    build = factory.buildProtocol
-
-    def recordingBuild(addr: Any) -> Any:
-        protocol = build(addr)
-        protocols.append(protocol)
-        return protocol
-
-    factory.buildProtocol = recordingBuild  # type: ignore[method-assign]
-    port = await serverEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
-    return port, factory, protocols
+    return await serve(StaticFiles(root, reactor=reactor), tls=tls)
 
 
-async def request(port: Any, data: bytes) -> RawClient:
-    from twisted.internet import reactor
-
-    client = RawClient(data)
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
-    await endpoint.connect(Factory.forProtocol(lambda: client))
-    return client
+async def request(server: Server, data: bytes) -> RawClient:
+    return await connect(server, request=data)
 
 
 def buffered(protocol: Any) -> int:
@@ -116,14 +68,15 @@ def bigRoot(tmp_path: Path) -> Path:
 async def test_largeFileStreamsWithFlatMemory(bigRoot: Path) -> None:
     from twisted.internet import reactor
 
-    port, _, protocols = await serve(bigRoot)
+    server = await serveFiles(bigRoot)
+    protocols = server.protocols
     try:
         client = await request(
-            port, b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            server, b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         transport: Any = client.transport
         transport.pauseProducing()  # the client stops reading
-        await until(lambda: protocols and protocols[0]._writePaused, reactor)
+        await until(lambda: protocols and protocols[0]._writePaused)
         # Let the reactor run a while: the server stays paused, and what it
         # holds in memory is bounded by one turn of blocks, not the file.
         for _ in range(5):
@@ -131,34 +84,82 @@ async def test_largeFileStreamsWithFlatMemory(bigRoot: Path) -> None:
         assert protocols[0]._writePaused
         assert buffered(protocols[0]) <= 8 * READ_CHUNK_BYTES
         transport.resumeProducing()
-        await client.done
-        head, body = client.split()
+        await client.waitClosed()
+        head, body = split(client)
         assert head.startswith(b"HTTP/1.1 200 OK\r\n")
         assert b"\r\nContent-Length: %d\r\n" % SIZE in head + b"\r\n"
         assert body == (bigRoot / "big.bin").read_bytes()
     finally:
-        await port.stopListening()
+        await finish(server)
 
 
 @ensureDeferred
 async def test_truncatedDuringSendAborts(bigRoot: Path) -> None:
-    from twisted.internet import reactor
 
-    port, factory, protocols = await serve(bigRoot)
+    server = await serveFiles(bigRoot)
+    protocols = server.protocols
     try:
-        client = await request(port, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        client = await request(server, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         transport: Any = client.transport
         transport.pauseProducing()
-        await until(lambda: protocols and protocols[0]._writePaused, reactor)
+        await until(lambda: protocols and protocols[0]._writePaused)
         os.truncate(bigRoot / "big.bin", SIZE // 2)
         transport.resumeProducing()
-        await client.done
-        head, body = client.split()
+        await client.waitClosed()
+        head, body = split(client)
         assert b"\r\nContent-Length: %d\r\n" % SIZE in head + b"\r\n"
         # Never a complete-looking response: short, then the connection cut.
         assert len(body) <= SIZE // 2
         assert client.reason is not None
         assert not client.reason.check(ConnectionDone)
-        await until(lambda: factory.stats.closes.get("response-error"), reactor)
+        await until(lambda: server.factory.stats.closes.get("response-error"))
     finally:
-        await port.stopListening()
+        await finish(server)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@ensureDeferred
+async def test_rangesAndConditionals(tmp_path: Path, transport: str) -> None:
+    """
+    Range (206 with Content-Range, RFC 9110 §14), If-None-Match (304,
+    §13.1.2) and If-Range on one persistent connection, over TCP and TLS.
+    """
+    data = bytes(range(256)) * 64
+    (tmp_path / "data.bin").write_bytes(data)
+    server = await serveFiles(tmp_path, transport)
+    try:
+        client = await connect(server)
+        client.write(b"GET /data.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        await client.waitFor(b"HTTP/1.1 ")
+        await until(lambda: len(parseResponses(client.received, [b"GET"])) == 1)
+        [full] = parseResponses(client.received, [b"GET"])
+        assert (full.status, full.body) == (200, data)
+        etag = full.header(b"etag")
+        assert etag is not None
+        client.write(
+            b"GET /data.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\n\r\n"
+            b"GET /data.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=-5\r\n\r\n"
+            b"GET /data.bin HTTP/1.1\r\nHost: x\r\nIf-None-Match: " + etag + b"\r\n\r\n"
+            b"GET /data.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-3\r\n"
+            b"If-Range: " + etag + b"\r\n\r\n"
+            b"GET /data.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-3\r\n"
+            b'If-Range: "stale"\r\nConnection: close\r\n\r\n'
+        )
+        received = await client.waitClosed()
+        responses = parseResponses(received, [b"GET"] * 6, eof=True)
+        assert [r.status for r in responses] == [200, 206, 206, 304, 206, 200]
+        assert responses[1].body == data[10:20]
+        assert responses[1].header(b"content-range") == b"bytes 10-19/%d" % len(data)
+        assert responses[2].body == data[-5:]
+        assert responses[3].body == b"" and responses[3].header(b"etag") == etag
+        assert responses[4].body == data[:4]
+        assert responses[5].body == data
+        assert server.factory.stats.accepted == 1
+        if transport == "tls":
+            assert client.reason is not None and client.reason.check(ConnectionDone)
+    finally:
+        await finish(server)

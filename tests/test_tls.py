@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 
-from tests._certs import CertificateFiles, RecordingProtocol, connect, makeCertificate
+from tests._certs import CertificateFiles, makeCertificate
+from tests._sockets import RawClient, connect
 
 pytestmark = [
     pytest.mark.slow,
@@ -67,14 +68,6 @@ def tlsServer(certificate: CertificateFiles, tmp_path: Path) -> Iterator[Any]:
     service.stopService()
 
 
-def clientOptions(certificate: CertificateFiles) -> Any:
-    from twisted.internet.ssl import Certificate, optionsForClientTLS
-
-    return optionsForClientTLS(
-        "localhost", trustRoot=Certificate.loadPEM(certificate.certificatePEM)
-    )
-
-
 def portOf(service: Any) -> int:
     return int(service.ports[0].getHost().port)
 
@@ -99,16 +92,16 @@ def test_keepAliveAndCloseNotify(tlsServer: Any, certificate: CertificateFiles) 
     """Two requests on one TLS connection; the close sends close_notify."""
     from twisted.internet import reactor
 
-    client: RecordingProtocol = yield connect(
-        reactor, portOf(tlsServer), clientOptions(certificate)
+    client: RawClient = yield ensureDeferred(
+        connect(portOf(tlsServer), tls=True, certificate=certificate)
     )
     client.transport.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")  # type: ignore[union-attr]
     first: bytes = yield _untilResponses(client, 1)
-    assert not client.lost.called, "the connection persists after the first response"
+    assert not client.closed.called, "the connection persists after the first response"
     client.transport.write(  # type: ignore[union-attr]
         b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )
-    yield client.lost.addTimeout(WAIT, reactor)
+    yield client.closed.addTimeout(WAIT, reactor)
     responses = splitResponses(client.data)
     assert len(responses) == 2 and first
     for head, body in responses:
@@ -131,15 +124,15 @@ def test_keepAliveAndCloseNotify(tlsServer: Any, certificate: CertificateFiles) 
 def test_pipelining(tlsServer: Any, certificate: CertificateFiles) -> Any:
     from twisted.internet import reactor
 
-    client: RecordingProtocol = yield connect(
-        reactor, portOf(tlsServer), clientOptions(certificate)
+    client: RawClient = yield ensureDeferred(
+        connect(portOf(tlsServer), tls=True, certificate=certificate)
     )
     client.transport.write(  # type: ignore[union-attr]
         b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
         b"GET /missing HTTP/1.1\r\nHost: localhost\r\n\r\n"
         b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )
-    yield client.lost.addTimeout(WAIT, reactor)
+    yield client.closed.addTimeout(WAIT, reactor)
     statuses = [head.split(b" ")[1] for head, _ in splitResponses(client.data)]
     assert statuses == [b"200", b"404", b"200"]
 
@@ -149,9 +142,9 @@ def test_stalledHandshakeIsBounded(tlsServer: Any) -> Any:
     """A client that connects and never says hello is closed at requestHeadTimeout."""
     from twisted.internet import reactor
 
-    client: RecordingProtocol = yield connect(reactor, portOf(tlsServer))
+    client: RawClient = yield ensureDeferred(connect(portOf(tlsServer), tls=False))
     started = reactor.seconds()
-    yield client.lost.addTimeout(WAIT, reactor)
+    yield client.closed.addTimeout(WAIT, reactor)
     elapsed = reactor.seconds() - started
     assert 0.3 < elapsed < 3
     assert client.data == b""
@@ -162,18 +155,18 @@ def test_drainOverTLS(tlsServer: Any, certificate: CertificateFiles) -> Any:
     """Stopping the service closes an idle TLS connection cleanly and fires."""
     from twisted.internet import reactor
 
-    client: RecordingProtocol = yield connect(
-        reactor, portOf(tlsServer), clientOptions(certificate)
+    client: RawClient = yield ensureDeferred(
+        connect(portOf(tlsServer), tls=True, certificate=certificate)
     )
     client.transport.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")  # type: ignore[union-attr]
     yield _untilResponses(client, 1)
     stopped: Deferred[None] = tlsServer.stopService()
-    yield client.lost.addTimeout(WAIT, reactor)
+    yield client.closed.addTimeout(WAIT, reactor)
     yield stopped.addTimeout(WAIT, reactor)
     assert client.reason is not None and client.reason.check(ConnectionDone)
 
 
-def _untilResponses(client: RecordingProtocol, count: int) -> Deferred[bytes]:
+def _untilResponses(client: RawClient, count: int) -> Deferred[bytes]:
     """Fires once ``count`` complete Content-Length responses have arrived."""
     from twisted.internet import reactor
 
