@@ -19,13 +19,16 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+
+from ._certs import CertificateFiles, makeCertificate
 
 pytestmark = pytest.mark.slow
 
@@ -79,15 +82,14 @@ def run(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 class Server:
     """A running ``twistd -n connserver``; its log lines arrive on a queue."""
 
-    def __init__(self, site: Path, cwd: Path, *args: str) -> None:
+    def __init__(self, site: Path, cwd: Path, *args: str, plain: bool = True) -> None:
         self.process = subprocess.Popen(
             twistd(
                 site,
                 "-n",
                 "--pidfile=",
                 "connserver",
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
+                *(["--listen", "tcp:0:interface=127.0.0.1"] if plain else []),
                 *args,
             ),
             cwd=cwd,
@@ -99,12 +101,19 @@ class Server:
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
         self.port = 0
+        #: Every listening port, in the order of the log lines.
+        self.ports: list[int] = []
         self.finished = False
         threading.Thread(target=self._read, daemon=True).start()
 
-    def waitUntilListening(self) -> Server:
-        match = self.waitFor(r"connserver listening on ipv4 127\.0\.0\.1:(\d+)")
-        self.port = int(match.group(1))
+    def waitUntilListening(self, count: int = 1) -> Server:
+        """Wait for ``count`` listening ports (TCP first, then TLS)."""
+        while len(self.ports) < count:
+            match = self.waitFor(
+                r"connserver listening on ipv4 (?:127\.0\.0\.1|0\.0\.0\.0):(\d+)"
+            )
+            self.ports.append(int(match.group(1)))
+        self.port = self.ports[0]
         return self
 
     def _read(self) -> None:
@@ -158,9 +167,9 @@ def server(site: Path, tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Starts servers (in ``tmp_path``) and kills any left running."""
     servers: list[Server] = []
 
-    def start(*args: str) -> Server:
-        servers.append(Server(site, tmp_path, *args))
-        return servers[-1].waitUntilListening()
+    def start(*args: str, plain: bool = True, ports: int = 1) -> Server:
+        servers.append(Server(site, tmp_path, *args, plain=plain))
+        return servers[-1].waitUntilListening(ports)
 
     yield start
     for s in servers:
@@ -217,16 +226,59 @@ def test_servesADirectory(tmp_path: Path, server: Callable[..., Server]) -> None
     assert re.search(r'"GET /hello.txt HTTP/1.1" 200 13 .* conn=1 req=1 ', s.output())
 
 
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
+    return makeCertificate(tmp_path_factory.mktemp("tls"))
+
+
+def sslListen(files: CertificateFiles) -> str:
+    """The README's first TLS spelling, on 127.0.0.1 port 0."""
+    return (
+        f"ssl:0:interface=127.0.0.1:privateKey={files.privateKey}"
+        f":certKey={files.certificate}"
+    )
+
+
+def tlsClient(
+    certificate: CertificateFiles | None,
+    port: int,
+    alpn: Sequence[str] | None = ("h2", "http/1.1"),
+) -> ssl.SSLSocket:
+    """Python's ssl, offering ALPN as browsers do; verifying if given a certificate."""
+    if certificate is None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cafile=str(certificate.certificate))
+    if alpn is not None:
+        context.set_alpn_protocols(list(alpn))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    return context.wrap_socket(raw, server_hostname="localhost")
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
 def test_sigtermDrainsASlowResponse(
-    tmp_path: Path, server: Callable[..., Server]
+    tmp_path: Path,
+    server: Callable[..., Server],
+    certificate: CertificateFiles,
+    transport: str,
 ) -> None:
     """
     SIGTERM while a response is pending: new connections are refused, the
     response still completes, with Connection: close, and twistd exits.
+    Over TLS the end of the response is a close_notify (a bare FIN would
+    raise SSLEOFError in recv).
     """
     release = tmp_path / "release"
-    s = server("--handler", "cs_slowapp:app", "--drain-timeout", "15")
-    client = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
+    args = ["--handler", "cs_slowapp:app", "--drain-timeout", "15"]
+    if transport == "tls":
+        s = server(*args, "--listen", sslListen(certificate), plain=False)
+        client: socket.socket = tlsClient(certificate, s.port)
+        assert client.selected_alpn_protocol() == "http/1.1"  # type: ignore[attr-defined]
+    else:
+        s = server(*args)
+        client = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
     client.sendall(
         b"GET /slow?release=" + str(release).encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n"
     )
@@ -246,3 +298,218 @@ def test_sigtermDrainsASlowResponse(
     assert b"\r\nconnection: close" in head.lower()
     assert body == b"slow done\n"
     s.checkExited()
+
+
+# -- TLS through twistd ------------------------------------------------------------
+
+
+def readResponse(client: socket.socket) -> bytes:
+    """One Content-Length response from a persistent connection."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = client.recv(65536)
+        assert chunk, received
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    assert match is not None, head
+    while len(body) < int(match.group(1)):
+        chunk = client.recv(65536)
+        assert chunk, received
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize("spelling", ["listen-ssl", "https"])
+def test_tlsSpellingsWorkWithRealClients(
+    tmp_path: Path,
+    server: Callable[..., Server],
+    certificate: CertificateFiles,
+    spelling: str,
+) -> None:
+    """
+    Both TLS spellings of the README, with Python's ssl (ALPN h2, http/1.1
+    and none), curl with its defaults and openssl s_client: http/1.1 is
+    negotiated; an h2-only offer gets the no_application_protocol alert.
+    """
+    (tmp_path / "index.html").write_bytes(b"hello over TLS\n")
+    if spelling == "https":
+        s = server(
+            "--https",
+            "0",
+            "--certificate",
+            str(certificate.certificate),
+            "--privkey",
+            str(certificate.privateKey),
+            ports=2,
+        )
+        port = s.ports[1]
+    else:
+        s = server("--listen", sslListen(certificate), plain=False)
+        port = s.port
+    with tlsClient(certificate, port) as client:
+        assert client.selected_alpn_protocol() == "http/1.1"
+        for _ in range(2):  # keep-alive
+            client.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            response = readResponse(client)
+            assert response.startswith(b"HTTP/1.1 200 ")
+            assert response.endswith(b"\r\n\r\nhello over TLS\n")
+    with tlsClient(certificate, port, alpn=None) as client:
+        assert client.selected_alpn_protocol() is None
+        client.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert readResponse(client).startswith(b"HTTP/1.1 200 ")
+    with pytest.raises(ssl.SSLError, match=r"(?i)no.application.protocol"):
+        tlsClient(certificate, port, alpn=["h2"]).close()
+    curl = shutil.which("curl")
+    if curl is not None:
+        result = subprocess.run(
+            [
+                curl,
+                "-sS",
+                "--cacert",
+                str(certificate.certificate),
+                "--resolve",
+                f"localhost:{port}:127.0.0.1",
+                "-w",
+                "\n%{http_code} %{http_version}",
+                f"https://localhost:{port}/",
+            ],
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"hello over TLS\n\n200 1.1"
+    openssl = shutil.which("openssl")
+    if openssl is not None:
+        result = subprocess.run(
+            [
+                openssl,
+                "s_client",
+                "-connect",
+                f"127.0.0.1:{port}",
+                "-servername",
+                "localhost",
+                "-alpn",
+                "h2,http/1.1",
+            ],
+            input=b"",
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert b"ALPN protocol: http/1.1" in result.stdout, result.stdout
+    s.stop()
+
+
+def installCertificate(files: CertificateFiles, live: Path) -> None:
+    """Overwrite ``live``'s files as certbot's renewal does."""
+    shutil.copy(files.certificate, live / "cert.pem")
+    shutil.copy(files.privateKey, live / "key.pem")
+
+
+def servedCertificate(port: int) -> bytes:
+    with tlsClient(None, port) as client:
+        assert client.selected_alpn_protocol() == "http/1.1"
+        der = client.getpeercert(binary_form=True)
+        assert der is not None
+        return der
+
+
+def derOf(files: CertificateFiles) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(files.certificatePEM.decode("ascii"))
+
+
+def test_sighupReloadsTheCertificate(
+    tmp_path: Path, server: Callable[..., Server]
+) -> None:
+    """
+    A certbot renewal: the files are overwritten, SIGHUP; new handshakes
+    get the new certificate, a connection opened before keeps working; a
+    broken file then is one log line and the last good certificate stays.
+    """
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    live = tmp_path / "live"
+    live.mkdir()
+    first = makeCertificate(tmp_path / "a")
+    second = makeCertificate(tmp_path / "b")
+    installCertificate(first, live)
+    s = server(
+        "--https",
+        "0",
+        "-c",
+        str(live / "cert.pem"),
+        "-k",
+        str(live / "key.pem"),
+        ports=2,
+    )
+    port = s.ports[1]
+    assert servedCertificate(port) == derOf(first)
+    before = tlsClient(first, port)
+    before.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert readResponse(before).startswith(b"HTTP/1.1 ")
+    installCertificate(second, live)
+    s.process.send_signal(signal.SIGHUP)
+    s.waitFor("TLS certificates reloaded")
+    assert servedCertificate(port) == derOf(second)
+    # Existing connections are untouched.
+    before.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert readResponse(before).startswith(b"HTTP/1.1 ")
+    before.close()
+    (live / "cert.pem").write_text("-----BEGIN CERTIFICATE-----\ngarbage\n")
+    s.process.send_signal(signal.SIGHUP)
+    s.waitFor("TLS reload failed")
+    assert servedCertificate(port) == derOf(second)
+    assert s.process.poll() is None, "SIGHUP does not end the process"
+    s.stop()
+    output = s.output()
+    failures = [line for line in output.splitlines() if "TLS reload failed" in line]
+    assert len(failures) == 1
+    assert str(live / "cert.pem") in failures[0]
+
+
+def test_certificateErrorsAreOneLineAndExitOne(
+    site: Path, tmp_path: Path, certificate: CertificateFiles
+) -> None:
+    """Each problem: one line naming the file, exit status 1, no traceback."""
+    other = makeCertificate(tmp_path)  # cert.pem, key.pem of another key
+    encrypted = tmp_path / "enc"
+    encrypted.mkdir()
+    locked = makeCertificate(encrypted, passphrase=b"secret")
+    cases = [
+        (["-c", str(tmp_path / "missing.pem")], str(tmp_path / "missing.pem")),
+        (
+            ["-c", str(certificate.certificate), "-k", str(tmp_path / "nokey.pem")],
+            str(tmp_path / "nokey.pem"),
+        ),
+        (
+            ["-c", str(certificate.certificate), "-k", str(other.privateKey)],
+            "does not match",
+        ),
+        (
+            ["-c", str(locked.certificate), "-k", str(locked.privateKey)],
+            "passphrase",
+        ),
+    ]
+    # Unreadable: a directory stands in for a file without read permission
+    # (the tests may run as root, who reads everything).
+    cases.append((["-c", str(encrypted)], str(encrypted)))
+    processes = [
+        subprocess.Popen(
+            twistd(site, "-n", "--pidfile=", "connserver", "--https", "0", *args),
+            cwd=tmp_path,
+            env=environment(site),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for args, _ in cases
+    ]
+    for process, (args, message) in zip(processes, cases, strict=True):
+        output, _ = process.communicate(timeout=TIMEOUT)
+        assert process.returncode == 1, output
+        assert "Traceback" not in output
+        last = output.rstrip().splitlines()[-1]
+        assert message in last, last
+        assert args[-1] in last, last
