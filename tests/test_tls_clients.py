@@ -458,3 +458,44 @@ async def test_reloadInProcess(tmp_path: Path) -> None:
         await before.waitClosed()
     finally:
         await finish(server)
+
+
+# -- TLS that Twisted builds ---------------------------------------------------------
+
+
+@pytest.mark.filterwarnings(
+    # Twisted 26.10's CertificateOptions hands pyOpenSSL 26 X509 and PKey
+    # objects, which pyOpenSSL deprecates; not ours to fix, and harmless.
+    "ignore:Passing pyOpenSSL (X509|PKey) objects is deprecated:DeprecationWarning"
+)
+@pytest_twisted.ensureDeferred
+async def test_twistedBuiltTLSUsesTheFactorysALPNNames() -> None:
+    """
+    A TLS context that Twisted builds (an ``ssl:`` string given to
+    ``serverFromString`` directly, as inside ``haproxy:ssl:``) negotiates
+    ``http/1.1`` from ``ConnectionFactory.acceptableProtocols``; an h2-only
+    offer then gets Twisted's internal_error alert, not
+    no_application_protocol (documented in docs/deployment.md).
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    from connserver import ConnectionFactory, ServerConfig
+
+    files = defaultCertificate()
+    factory = ConnectionFactory(hello, config=ServerConfig(), reactor=reactor)
+    port = await serverFromString(
+        reactor,
+        f"ssl:0:interface=127.0.0.1:privateKey={files.privateKey}"
+        f":certKey={files.certificate}",
+    ).listen(factory)
+    try:
+        info = await inThread(exchange, port.getHost().port, clientContext())
+        assert info["alpn"] == "http/1.1"
+        assert info["received"].startswith(b"HTTP/1.1 200 OK\r\n")
+        with pytest.raises(ssl.SSLError) as raised:
+            await inThread(exchange, port.getHost().port, clientContext(alpn=["h2"]))
+        assert "internal error" in str(raised.value).lower().replace("_", " ")
+    finally:
+        await bounded(port.stopListening())
+        await bounded(factory.drain(2.0))
