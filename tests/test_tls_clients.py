@@ -328,7 +328,7 @@ def sniCertificates(
         "default": makeCertificate(directory, "localhost", stem="default"),
         "one": makeCertificate(directory, "one.test", stem="one"),
         "wild": makeCertificate(
-            directory, "wild.test", names=["*.wild.test"], stem="wild"
+            directory, "holder.test", names=["*.wild.test"], stem="wild"
         ),
     }
 
@@ -359,8 +359,10 @@ async def checkSNI(
             "localhost": "default",
             "one.test": "one",
             "ONE.test": "one",
-            "wild.test": "wild",
+            "holder.test": "wild",
             "a.wild.test": "wild",
+            # A wildcard does not match the bare domain.
+            "wild.test": "default",
             # A wildcard stands for one label only.
             "a.b.wild.test": "default",
             "unknown.test": "default",
@@ -410,7 +412,7 @@ async def test_sniWithACertificateDirectory(
         files = sniCertificates[which]
         shutil.copy(files.certificate, tmp_path / f"{prefix}{which}.crt")
         shutil.copy(files.privateKey, tmp_path / f"{prefix}{which}.key")
-    live = tmp_path / "c-wild.test"
+    live = tmp_path / "c-holder.test"
     live.mkdir()
     shutil.copy(sniCertificates["wild"].certificate, live / "fullchain.pem")
     shutil.copy(sniCertificates["wild"].privateKey, live / "privkey.pem")
@@ -499,3 +501,19 @@ async def test_twistedBuiltTLSUsesTheFactorysALPNNames() -> None:
     finally:
         await bounded(port.stopListening())
         await bounded(factory.drain(2.0))
+
+
+def test_contextOptions() -> None:
+    """Twisted's safe defaults hold: no compression, no tickets, server order."""
+    from OpenSSL import SSL
+
+    files = defaultCertificate()
+    options = TLSServerOptions(
+        [CertificateSource.fromFiles(str(files.certificate), str(files.privateKey))]
+    )
+    # Before any connection is made from it (pyOpenSSL then refuses changes),
+    # set_options(0) adds nothing and returns what is set.
+    flags = options._contexts.default.set_options(0)
+    assert flags & SSL.OP_NO_COMPRESSION
+    assert flags & SSL.OP_NO_TICKET
+    assert flags & SSL.OP_CIPHER_SERVER_PREFERENCE
