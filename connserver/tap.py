@@ -272,6 +272,11 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        # The opt_ methods' docstrings are the help text: one line each, so
+        # that their indentation does not end up inside --help's sentences.
+        for name, doc in self.docs.items():
+            if doc:
+                self.docs[name] = " ".join(doc.split())
         self["listen"] = []
         # [certificate, key or None] pairs, in the order given.
         self["certificates"] = []

@@ -25,3 +25,21 @@ def test_closeReasonsAreDocumented() -> None:
         assert f"`{reason}`" in text, (
             f"close reason {reason} missing from docs/architecture.md"
         )
+
+
+def test_everyFlagIsInTheREADMEAndCliDoc() -> None:
+    """The README's flag table and docs/cli.md name every ``twistd connserver`` flag."""
+    from connserver.tap import Options
+
+    options = Options()
+    flags = {name for name, *_ in options.optParameters + options.optFlags}
+    flags |= {
+        name[4:].replace("_", "-")
+        for name in dir(options)
+        if name.startswith("opt_") and len(name) > 5
+    }
+    readme = (ROOT / "README.md").read_text()
+    cli = (ROOT / "docs" / "cli.md").read_text()
+    for flag in sorted(flags):
+        assert f"--{flag}" in readme, f"--{flag} missing from README.md"
+        assert f"--{flag}" in cli, f"--{flag} missing from docs/cli.md"

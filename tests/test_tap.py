@@ -328,3 +328,15 @@ def test_cacheControlMustBePrintable(tmp_path: Path) -> None:
         tap.Options().parseOptions(
             ["--path", str(tmp_path), "--cache-control", "a\x01b"]
         )
+
+
+def test_helpSentencesHaveNoIndentationInside() -> None:
+    """Multi-line opt_ docstrings read as one sentence in --help."""
+    from connserver.tap import Options
+
+    options = Options()
+    for name, doc in options.docs.items():
+        assert not doc or "  " not in doc, name
+    for line in options.getUsage().splitlines():
+        if line.startswith(" " * 10):  # a description's continuation line
+            assert "  " not in line.strip(), line
