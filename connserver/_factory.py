@@ -26,10 +26,12 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ._config import ServerConfig
+from ._headers import optionsFromValues
 from ._message import Handler
 from ._persistence import PersistencePolicy
 from ._protocol import HTTPServerProtocol
 from ._records import RequestRecord
+from ._responsehead import HeadBuilder
 from ._state import STATUS_GROUP, ConnectionState
 
 __all__ = ["ALPN_PROTOCOLS", "ConnectionFactory", "ConnectionStats"]
@@ -39,9 +41,13 @@ __all__ = ["ALPN_PROTOCOLS", "ConnectionFactory", "ConnectionStats"]
 ALPN_PROTOCOLS: tuple[bytes, ...] = (b"http/1.1", b"http/1.0")
 
 _log = Logger(namespace="connserver")
-_CLOSED = ConnectionState.CLOSED
 _WAITING = ConnectionState.WAITING
-_CLOSED_INDEX: int = _CLOSED.index
+#: Distinct Connection field values whose options are kept.
+_OPTIONS_CACHE_SIZE = 256
+
+
+def _idleSince(protocol: HTTPServerProtocol) -> int:
+    return protocol.idleSince
 
 
 class ConnectionStats:
@@ -54,7 +60,7 @@ class ConnectionStats:
     ``requestsPerConnection`` is a histogram filled as connections close.
     """
 
-    def __init__(self, stateCounts: list[int]) -> None:
+    def __init__(self, connections: dict[HTTPServerProtocol, None]) -> None:
         #: Connections accepted.
         self.accepted = 0
         #: Request heads received (a request later cut off still counts).
@@ -65,21 +71,25 @@ class ConnectionStats:
         self.closes: Counter[str] = Counter()
         self.requestsPerConnection: Counter[int] = Counter()
         self.draining = False
-        self._stateCounts = stateCounts
+        self._connections = connections
 
     @property
     def active(self) -> int:
         """Connections open now."""
-        return sum(self._stateCounts) - self._stateCounts[_CLOSED_INDEX]
+        return len(self._connections)
 
     def byState(self) -> dict[str, int]:
-        """Open connections by status group: reading, handling, writing, ..."""
+        """
+        Open connections by status group: reading, handling, writing, ...
+
+        Counted when asked (the status page samples it once a second), so
+        that serving a request costs no registry update.
+        """
         groups = {"reading": 0, "handling": 0, "writing": 0, "waiting": 0, "closing": 0}
-        for state in ConnectionState:
-            count = self._stateCounts[state.index]
-            group = STATUS_GROUP[state]
+        for protocol in self._connections:
+            group = STATUS_GROUP[protocol.state]
             if group in groups:
-                groups[group] += count
+                groups[group] += 1
         return groups
 
 
@@ -122,13 +132,17 @@ class ConnectionFactory(Factory):
         self.reactor: IReactorTime = reactor
         self.policy = policy if policy is not None else PersistencePolicy(self.config)
         self.requestObservers: list[Callable[[RequestRecord], None]] = []
-        # Live connections per state, indexed by ConnectionState.index.
-        self._stateCounts = [0] * len(ConnectionState)
-        self.stats = ConnectionStats(self._stateCounts)
         self._connections: dict[HTTPServerProtocol, None] = {}
-        # Idle (WAITING) connections in the order they became idle: the
-        # first is the one to close when shedding load.
-        self._idle: dict[HTTPServerProtocol, None] = {}
+        self.stats = ConnectionStats(self._connections)
+        # Stamped on a connection each time it becomes idle, so that shedding
+        # closes the longest-idle one first (a count, not a clock reading).
+        self._idleCount = 0
+        # The lowercased Connection options of the field values seen before
+        # (most clients send the same one or two): bounded, per factory.
+        self._connectionOptions: dict[tuple[bytes, ...], frozenset[bytes]] = {}
+        # Connections that became idle while accepting was paused, to be
+        # shed on the next reactor turn.
+        self._newlyIdle: list[HTTPServerProtocol] = []
         # Connections closed to make room, until they are gone.
         self._shed: dict[HTTPServerProtocol, None] = {}
         self._ports: list[IListeningPort] = []
@@ -137,15 +151,17 @@ class ConnectionFactory(Factory):
         self._drainDone: list[Deferred[None]] = []
         self._drainCall: Any = None
         server = self.config.serverHeader
-        self._serverLine = (
-            b"Server: " + server.encode("ascii") + b"\r\n" if server else b""
-        )
-        # RFC 6797 §7.2: only over a secure transport.
         hsts = self.config.hstsMaxAge
-        self._hstsLine = (
-            b"Strict-Transport-Security: max-age=%d\r\n" % hsts
-            if hsts is not None
-            else b""
+        self._heads = HeadBuilder(
+            serverLine=(
+                b"Server: " + server.encode("ascii") + b"\r\n" if server else b""
+            ),
+            # RFC 6797 §7.2: sent over a secure transport only.
+            hstsLine=(
+                b"Strict-Transport-Security: max-age=%d\r\n" % hsts
+                if hsts is not None
+                else b""
+            ),
         )
         self._dateSecond = -1
         self._dateBytes = b""
@@ -156,9 +172,8 @@ class ConnectionFactory(Factory):
 
     # -- per-request helpers ---------------------------------------------------
 
-    def _dateLine(self) -> bytes:
-        """The Date field, formatted at most once a second (RFC 9110 §6.6.1)."""
-        now = self.reactor.seconds()
+    def _dateLine(self, now: float) -> bytes:
+        """The Date field for ``now``, formatted once a second (RFC 9110 §6.6.1)."""
         second = int(now)
         if second != self._dateSecond:
             self._dateSecond = second
@@ -192,40 +207,36 @@ class ConnectionFactory(Factory):
 
     def _connectionMade(self, protocol: HTTPServerProtocol) -> None:
         self._connections[protocol] = None
-        self._stateCounts[protocol.state.index] += 1
         self.stats.accepted += 1
         limit = self.config.maxConnections
         if limit is not None and self._counted() >= limit:
             self._pauseAccepting()
             self._shedIdle()
 
-    def _stateChanged(
-        self, protocol: HTTPServerProtocol, old: ConnectionState, new: ConnectionState
-    ) -> None:
-        counts = self._stateCounts
-        counts[old.index] -= 1
-        if new is not _CLOSED:
-            counts[new.index] += 1
-        if old is _WAITING:
-            self._idle.pop(protocol, None)
-        elif new is _WAITING:
-            self._idle[protocol] = None
-            self._idleAgain(protocol)
+    def _becameIdle(self, protocol: HTTPServerProtocol) -> None:
+        """
+        ``protocol`` is idle now while accepting is paused: clients wait in
+        the backlog, and an idle connection gives its slot to one.  Shed from
+        the reactor, never from inside the protocol's state change.
+        """
+        self._newlyIdle.append(protocol)
+        if len(self._newlyIdle) == 1:
+            self.reactor.callLater(0, self._shedNewlyIdle)
 
-    def _idleAgain(self, protocol: HTTPServerProtocol) -> None:
-        """
-        ``protocol`` is idle now.  Clients wait in the backlog while
-        accepting is paused: an idle connection gives its slot to one.
-        """
-        if self._acceptPaused and protocol.closeIdle("max-connections"):
-            self._shed[protocol] = None
+    def _shedNewlyIdle(self) -> None:
+        newlyIdle, self._newlyIdle = self._newlyIdle, []
+        if not self._acceptPaused:
+            return
+        for protocol in newlyIdle:
+            # closeIdle refuses one that is busy again (or gone) by now.
+            if protocol.closeIdle("max-connections"):
+                self._shed[protocol] = None
 
     def _connectionLost(self, protocol: HTTPServerProtocol) -> None:
         if protocol not in self._connections:
             return
         del self._connections[protocol]
         self._shed.pop(protocol, None)
-        self._idle.pop(protocol, None)
         self.stats.closes[protocol.closeReason or "unknown"] += 1
         self.stats.requestsPerConnection[protocol._served] += 1
         limit = self.config.maxConnections
@@ -233,6 +244,15 @@ class ConnectionFactory(Factory):
             self._resumeAccepting()
         if not self._connections and self._drainDone:
             self._finishDrain()
+
+    def _connectionOptionsOf(self, values: tuple[bytes, ...]) -> frozenset[bytes]:
+        """The Connection options of these field values (RFC 9110 §7.6.1), cached."""
+        options = self._connectionOptions.get(values)
+        if options is None:
+            options = optionsFromValues(values)
+            if len(self._connectionOptions) < _OPTIONS_CACHE_SIZE:
+                self._connectionOptions[values] = options
+        return options
 
     def connections(self) -> list[HTTPServerProtocol]:
         """The live connections (a copy)."""
@@ -263,9 +283,19 @@ class ConnectionFactory(Factory):
         for port in self._ports:
             port.startReading()  # type: ignore[attr-defined]
 
+    def _idleOldestFirst(self) -> list[HTTPServerProtocol]:
+        """Idle (WAITING) connections, longest idle first."""
+        idle = [
+            protocol
+            for protocol in self._connections
+            if protocol.state is _WAITING and protocol not in self._shed
+        ]
+        idle.sort(key=_idleSince)
+        return idle
+
     def _shedIdle(self) -> bool:
         """Close the longest-idle keep-alive connection to make room."""
-        for protocol in list(self._idle):
+        for protocol in self._idleOldestFirst():
             if protocol.closeIdle("max-connections"):
                 self._shed[protocol] = None
                 return True

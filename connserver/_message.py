@@ -117,6 +117,16 @@ class _Accumulator:
             self._done.errback(reason)
 
 
+class _ConnectionFacts(Protocol):
+    """What a connection knows that each of its requests shares."""
+
+    peer: IAddress | None
+    host: IAddress | None
+    isSecure: bool
+    connectionId: int
+    maxBodyBytes: int | None
+
+
 class Request:
     """
     One HTTP request, as a handler sees it.
@@ -193,6 +203,48 @@ class Request:
             self.contentLength = len(body or b"")
             self.chunked = False
         self._source = bodySource
+
+    @classmethod
+    def _fromConnection(
+        cls,
+        method: bytes,
+        target: bytes,
+        version: tuple[int, int],
+        headers: Headers,
+        contentLength: int | None,
+        chunked: bool,
+        options: frozenset[bytes],
+        connection: _ConnectionFacts,
+        requestIndex: int,
+        bodySource: _BodySource,
+    ) -> Request:
+        """
+        The request as the server builds it, once per request: the slots set
+        directly, with what the connection knows shared in ``connection``
+        (no keyword parsing, no defaults to fill).
+        """
+        self: Request = object.__new__(cls)
+        self.method = method
+        self.target = target
+        path, sep, query = target.partition(b"?")
+        self.path = path
+        self.query = query if sep else b""
+        self.version = version
+        self.headers = headers
+        self.peer = connection.peer
+        self.host = connection.host
+        self.isSecure = connection.isSecure
+        self.connectionId = connection.connectionId
+        self.requestIndex = requestIndex
+        self.contentLength = contentLength
+        self.chunked = chunked
+        self._options = options
+        self._maxBodyBytes = connection.maxBodyBytes
+        self._consumer = None
+        self._bodyDone = False
+        self._bodyFailure = None
+        self._source = bodySource
+        return self
 
     def __repr__(self) -> str:
         return f"<Request {self.method!r} {self.target!r} HTTP/{self.version[0]}.{self.version[1]}>"

@@ -497,6 +497,20 @@ class RequestParser:
                 return events
             events.append(event)
 
+    def skipEndOfMessage(self) -> None:
+        """
+        Consume the ``EndOfMessage`` due right after the head of a bodiless
+        request without building it: the server's fast path for the common
+        request (the event would carry nothing).  Only valid when that event
+        is due; the parser is then between messages.
+        """
+        if self._phase is not _END or self._trailers:
+            raise RuntimeError("no bodiless EndOfMessage is due")
+        self._phase = _HEAD
+        self._headStarted = False
+        if self._buf:
+            self._skipEmptyLines()
+
     def nextEvent(self) -> Event | NeedData:
         """
         The next event, or :data:`NEED_DATA` if more bytes are needed.

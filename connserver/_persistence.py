@@ -99,7 +99,6 @@ class PersistencePolicy:
 
     def decide(
         self,
-        *,
         version: tuple[int, int],
         requestOptions: frozenset[bytes],
         responseOptions: frozenset[bytes] = frozenset(),
@@ -111,7 +110,8 @@ class PersistencePolicy:
         framingSafe: bool = True,
     ) -> PersistenceDecision:
         """
-        Decide after the response to one request.
+        Decide after the response to one request.  (The arguments may be
+        passed by position, in this order, as the server does per response.)
 
         :param version: the request's HTTP version, ``(1, 0)`` or ``(1, 1)``.
         :param requestOptions: the lowercased tokens of every ``Connection``

@@ -9,6 +9,7 @@ connection.  State changes go through ``_state.checkTransition``.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from inspect import iscoroutine
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -35,19 +36,17 @@ from ._framing import (
     BodyFraming,
     BodyWriter,
     ContentLengthWriter,
-    chooseFraming,
-    framingHeaders,
     makeWriter,
-    responseMayHaveBody,
     statusLine,
-    validateResponseField,
 )
-from ._headers import Headers, optionsFromValues, splitList
+from ._headers import Headers, splitList
 from ._message import Request, Response
 from ._parser import NEED_DATA, BodyData, EndOfMessage, RequestHead, RequestParser
 from ._persistence import PersistenceDecision
 from ._records import RequestRecord
+from ._responsehead import finishHead
 from ._state import ConnectionState, checkTransition
+from ._timer import Phase, PhaseTimer
 from ._writethrough import WOULD_BLOCK, TransportWriter
 
 if TYPE_CHECKING:
@@ -56,6 +55,12 @@ if TYPE_CHECKING:
 __all__ = ["HTTPServerProtocol"]
 
 _S = ConnectionState
+_HEAD = Phase.HEAD
+_BODY = Phase.BODY
+_SEND = Phase.SEND
+_IDLE = Phase.IDLE
+_LINGER = Phase.LINGER
+_ABORT = Phase.ABORT
 _WAITING = ConnectionState.WAITING
 _log = Logger(namespace="connserver")
 
@@ -67,25 +72,18 @@ _FILE_BLOCK = 256 * 1024
 #: sendfile calls (of up to 4 MiB each) per reactor turn for one body.
 _SENDFILE_CALLS_PER_TURN = 4
 
+#: Bytes and writes gathered from one round of requests before they are
+#: written anyway: one queue of pipelined answers (maxPipelinedRequests'
+#: default) in one packet, and the transport's backpressure at most that
+#: late.
+_BATCH_BYTES = 16 * 1024
+_BATCH_WRITES = 16
+
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CRLF = b"\r\n"
 _HEADER_SEP = b": "
-# Fields the server computes itself (RFC 9110 §7.6.1: hop-by-hop fields belong
-# to the connection, which the server owns; RFC 9112 §6: framing is ours).
-_SERVER_OWNED = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length"}
-)
 _CONNECTION_DONE = Failure(ConnectionDone())
 _NO_OPTIONS: frozenset[bytes] = frozenset()
-# Validated "Name: value\r\n" lines of handler fields seen before, keyed by
-# the (name, value) pair as the handler gave it: handlers repeat the same
-# Content-Type and Cache-Control values, so most lines are built once.
-_FIELD_LINES: dict[tuple[Any, Any], bytes] = {}
-_FIELD_LINES_MAX = 4096
-
-
-def _latin1(text: str) -> bytes:
-    return text.encode("latin-1")
 
 
 class _Exchange:
@@ -299,39 +297,40 @@ class HTTPServerProtocol(Protocol):
     # with this many attributes would not share its keys).
     __slots__ = (
         "_again",
+        "_batch",
+        "_batchBytes",
         "_clock",
         "_closeAfterCurrent",
         "_closeWhenFlushed",
         "_config",
-        "_deadline",
         "_draining",
         "_driving",
         "_eofPending",
-        "_host",
+        "_heads",
         "_incoming",
         "_linger",
         "_lost",
         "_out",
         "_parser",
-        "_peer",
         "_peerHalfClosed",
         "_peerHost",
-        "_phase",
         "_queue",
         "_readPaused",
-        "_secure",
         "_sendMark",
         "_served",
-        "_stateCounts",
         "_stats",
-        "_timerCall",
-        "_timerDue",
+        "_timer",
         "_write",
         "_writePaused",
         "acceptedAt",
         "closeReason",
         "connectionId",
         "factory",
+        "host",
+        "idleSince",
+        "isSecure",
+        "maxBodyBytes",
+        "peer",
         "state",
     )
 
@@ -346,8 +345,18 @@ class HTTPServerProtocol(Protocol):
         self._write: Callable[[bytes], None] = _discard
         self._out: TransportWriter | None = None
         self._config = factory.config
-        self._stateCounts = factory._stateCounts
         self._stats = factory.stats
+        self._heads = factory._heads
+        #: Stamped by the factory's count each time the connection becomes
+        #: idle: shedding closes the longest-idle first.
+        self.idleSince = 0
+        #: What every request of this connection shares (see
+        #: ``Request._fromConnection``): the addresses, TLS, the body bound.
+        self.maxBodyBytes = factory.config.maxBodyBytes
+        # Responses written inside one round of _processEvents, sent as one
+        # write at its end (pipelined answers coalesce).
+        self._batch: list[bytes] = []
+        self._batchBytes = 0
         self._clock = factory.reactor
         self._parser: RequestParser | None = RequestParser(factory.config)
         # The pipeline, front first (a list: it holds at most
@@ -369,17 +378,14 @@ class HTTPServerProtocol(Protocol):
         self._lost = False
         self._driving = False
         self._again = False
-        self._secure = False
-        self._peer: Any = None
-        self._host: Any = None
+        self.isSecure = False
+        self.peer: Any = None
+        self.host: Any = None
         self._peerHost = "-"
         # The single lazy timer: one phase at a time, a deadline, and at
         # most one pending DelayedCall that re-arms itself when the deadline
         # moved later (so a busy keep-alive connection causes no timer churn).
-        self._phase: str | None = None
-        self._deadline = 0.0
-        self._timerCall: IDelayedCall | None = None
-        self._timerDue = 0.0
+        self._timer = PhaseTimer(self._clock, self._timerExpired)
 
     # -- connection events -------------------------------------------------
 
@@ -387,17 +393,18 @@ class HTTPServerProtocol(Protocol):
         transport = self.transport
         assert transport is not None
         self.acceptedAt = self._clock.seconds()
-        self._secure = ISSLTransport.providedBy(transport)
-        self._peer = transport.getPeer()
-        self._host = transport.getHost()
-        self._peerHost = getattr(self._peer, "host", None) or "-"
+        self.isSecure = ISSLTransport.providedBy(transport)
+        self.peer = transport.getPeer()
+        self.host = transport.getHost()
+        self._peerHost = getattr(self.peer, "host", None) or "-"
         self._out = TransportWriter(transport)
         self._write = self._out.write
+        _noDelay(transport)
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.factory._connectionMade(self)
         # The head deadline runs from accept for the first request (it also
         # bounds a TLS handshake that never finishes).
-        self._setTimer("head", self._config.requestHeadTimeout)
+        self._setTimer(_HEAD, self._config.requestHeadTimeout)
 
     def dataReceived(self, data: bytes) -> None:
         parser = self._parser
@@ -456,7 +463,7 @@ class HTTPServerProtocol(Protocol):
                 self.closeReason = "tls-error"
             else:
                 self.closeReason = "peer-reset"
-        self._cancelTimer()
+        self._timer.cancel()
         self._parser = None
         lost = ConnectionLost("the connection was lost")
         exchanges = list(self._queue)
@@ -477,9 +484,8 @@ class HTTPServerProtocol(Protocol):
         finally:
             # Whatever handler code did above, the factory must learn that
             # this connection is gone (its slot, drain()).
-            previous = self.state
             self.state = _S.CLOSED
-            self.factory._stateChanged(self, previous, _S.CLOSED)
+            self._batch.clear()
             self.factory._connectionLost(self)
 
     # -- IPushProducer: the transport's write backpressure ----------------
@@ -499,10 +505,10 @@ class HTTPServerProtocol(Protocol):
         if not self._writePaused or self._lost:
             return
         self._writePaused = False
-        if self._phase == "send":
+        if self._timer.phase is _SEND:
             # Progress: a pause that follows (even at once, inside the
             # producer's next write) starts a fresh sendTimeout.
-            self._phase = None
+            self._timer.clear()
         if self._closeWhenFlushed:
             self._closeWhenFlushed = False
             self._closeTransport()
@@ -528,13 +534,12 @@ class HTTPServerProtocol(Protocol):
             if not current.allowed & new.bit:
                 checkTransition(current, new)  # raises InvalidTransition
             self.state = new
-            if current is _WAITING or new is _WAITING or new is _S.CLOSED:
-                self.factory._stateChanged(self, current, new)
-            else:
-                # The common transitions only move the per-state counts.
-                counts = self._stateCounts
-                counts[current.index] -= 1
-                counts[new.index] += 1
+            if new is _WAITING:
+                factory = self.factory
+                factory._idleCount += 1
+                self.idleSince = factory._idleCount
+                if factory._acceptPaused:
+                    factory._becameIdle(self)
 
     # -- reading requests --------------------------------------------------
 
@@ -566,6 +571,8 @@ class HTTPServerProtocol(Protocol):
                 again = self._again
         finally:
             self._driving = False
+            if self._batch:
+                self._flush()
         if self._eofPending:
             self._eofPending = False
             self._checkEndOfInput()
@@ -620,11 +627,17 @@ class HTTPServerProtocol(Protocol):
                 return
             eventType = type(event)
             if eventType is RequestHead:
-                self._headReceived(cast(RequestHead, event))
-                if len(self._queue) == 1:
-                    # Run its handler before reading further ahead.
-                    self._again = True
-                    return
+                exchange = self._headReceived(cast(RequestHead, event))
+                if (
+                    self._queue[0] is exchange
+                    and not self._writePaused
+                    and not self._lost
+                    and self.state is not _S.CLOSING
+                ):
+                    # The common case: nothing ahead of it, so run its
+                    # handler before reading further ahead; a synchronous
+                    # answer is complete when this returns.
+                    self._dispatch(exchange)
             elif eventType is BodyData:
                 self._bodyReceived(cast(BodyData, event).data)
             else:
@@ -651,15 +664,15 @@ class HTTPServerProtocol(Protocol):
             else:
                 transport.resumeProducing()  # type: ignore[attr-defined]
 
-    def _headReceived(self, head: RequestHead) -> None:
+    def _headReceived(self, head: RequestHead) -> _Exchange:
         exchange = _Exchange(head, self._clock.seconds())
         self._stats.requests += 1
         if exchange.bodyComplete:
-            # No body: the parser's EndOfMessage follows at once; take it
-            # now so that the parser is between messages again.
+            # No body: the parser's EndOfMessage is due; skip it so that the
+            # parser is between messages again.
             parser = self._parser
             assert parser is not None
-            parser.nextEvent()
+            parser.skipEndOfMessage()
         else:
             self._incoming = exchange
         if head.version >= (1, 1):
@@ -676,6 +689,7 @@ class HTTPServerProtocol(Protocol):
                         "unsupported expectation", 417, closeConnection=True
                     )
         self._queue.append(exchange)
+        return exchange
 
     def _bodyReceived(self, data: bytes) -> None:
         exchange = self._incoming
@@ -684,22 +698,26 @@ class HTTPServerProtocol(Protocol):
         if exchange.discarding:
             # Bounded by construction: only a known remainder of at most
             # maxBodyBytes is discarded (_bodyConsumable); bodyTimeout runs.
-            if self._phase == "body":
-                self._bumpDeadline(self._config.bodyTimeout)
+            if self._timer.phase is _BODY:
+                self._timer.bump(self._config.bodyTimeout)
             return
         if exchange.request is not None and not exchange.bodyStopped:
             exchange.request._deliverData(data)
-        if self._phase == "body":
-            self._bumpDeadline(self._config.bodyTimeout)
+        if self._timer.phase is _BODY:
+            self._timer.bump(self._config.bodyTimeout)
 
     def _messageEnded(self, event: EndOfMessage) -> None:
         exchange = self._incoming
         assert exchange is not None
         self._incoming = None
         exchange.bodyComplete = True
-        if exchange.discarding and self.state is _S.WAITING:
+        if (
+            exchange.discarding
+            and self.state is _S.WAITING
+            and self.factory._acceptPaused
+        ):
             # The unread body is gone: now the connection is really idle.
-            self.factory._idleAgain(self)
+            self.factory._becameIdle(self)
         if exchange.request is not None and not exchange.discarding:
             exchange.request._deliverEnd()
         if self.state is _S.READING_BODY and self._queue and exchange is self._queue[0]:
@@ -733,9 +751,6 @@ class HTTPServerProtocol(Protocol):
 
     # -- the body source offered to Request ---------------------------------
 
-    def _bodySourceFor(self, exchange: _Exchange) -> _ExchangeBody:
-        return _ExchangeBody(self, exchange)
-
     def _failBody(self, exchange: _Exchange, error: BaseException) -> None:
         """Tell the body reader that the rest of the body will not come."""
         exchange.bodyFailure = error
@@ -753,7 +768,7 @@ class HTTPServerProtocol(Protocol):
             # RFC 9110 §10.1.1: send 100 Continue when the body is wanted.
             exchange.continueSent = True
             assert self.transport is not None
-            self._write(_CONTINUE)
+            self._send(_CONTINUE)
         self._processEvents()
 
     def _bodyPause(self, exchange: _Exchange) -> None:
@@ -781,32 +796,31 @@ class HTTPServerProtocol(Protocol):
         exchange.dispatched = True
         # A request is in: whatever timer ran (idle, head) is over; the next
         # refresh arms what applies from now (body, send, idle).
-        self._phase = None
+        self._timer.clear()
         if exchange.error is not None:
             self._writeError(exchange, exchange.error.statusCode, "protocol-error")
             return
         head = exchange.head
         assert head is not None
         self._setState(_S.HANDLING if exchange.bodyComplete else _S.READING_BODY)
-        request = Request(
+        request = Request._fromConnection(
             head.method,
             head.target,
             head.version,
             head.headers,
-            peer=self._peer,
-            host=self._host,
-            isSecure=self._secure,
-            connectionId=self.connectionId,
-            requestIndex=self._served + 1,
-            contentLength=head.contentLength,
-            chunked=head.chunked,
-            maxBodyBytes=self._config.maxBodyBytes,
-            bodySource=self._bodySourceFor(exchange),
+            head.contentLength,
+            head.chunked,
+            self.factory._connectionOptionsOf(head.connection)
+            if head.connection
+            else _NO_OPTIONS,
+            self,
+            self._served + 1,
+            _ExchangeBody(self, exchange),
         )
-        request._options = optionsFromValues(head.connection)
         exchange.request = request
         if exchange.bodyComplete:
-            request._deliverEnd()
+            # No body: nobody reads it yet, so "delivered whole" is a flag.
+            request._bodyDone = True
         try:
             result = self.factory.handler(request)
         except Exception:
@@ -918,21 +932,21 @@ class HTTPServerProtocol(Protocol):
         if type(body) is bytes:
             if framing is BodyFraming.CONTENT_LENGTH:
                 exchange.bodyBytes = len(body)
-                self._write(headBytes + body if body else headBytes)
+                self._send(headBytes + body if body else headBytes)
             else:
                 writer = makeWriter(framing, length)
                 data = writer.write(body) + writer.finish(response.trailers)
                 exchange.bodyBytes = len(body) if data else 0
-                self._write(headBytes + data)
+                self._send(headBytes + data)
             self._responseDone(exchange)
             return
         if framing is BodyFraming.NONE:
             # HEAD, 204, 304: the body is never started (RFC 9110 §9.3.2).
-            self._write(headBytes)
+            self._send(headBytes)
             _closeBody(response)
             self._responseDone(exchange)
             return
-        self._write(headBytes)
+        self._send(headBytes)
         producer: Any
         if IBodyProducer.providedBy(body):
             producer = body
@@ -960,111 +974,40 @@ class HTTPServerProtocol(Protocol):
     def _prepareHead(
         self, exchange: _Exchange, response: Response
     ) -> tuple[bytes, BodyFraming, int | None]:
-        """Build the status line and fields; decide framing and persistence."""
+        """Build the head (``_responsehead``); ask the policy about persistence."""
         head = exchange.head
         assert head is not None
-        code = response.code
-        if code < 200:
-            raise ValueError("a handler's final response cannot be 1xx")
         factory = self.factory
-        dateLine = factory._dateLine()
-        serverLine = factory._serverLine
-        lines = [statusLine(code, response.reason), dateLine, serverLine]
-        if self._secure and factory._hstsLine:
-            lines.append(factory._hstsLine)
-        handlerLength: bytes | None = None
-        responseOptions = _NO_OPTIONS
-        cache = _FIELD_LINES
-        for name, value in response.fieldPairs():
-            line = cache.get((name, value))
-            if line is not None:
-                lines.append(line)
-                continue
-            nameBytes = name if isinstance(name, bytes) else _latin1(name)
-            valueBytes = value if isinstance(value, bytes) else _latin1(value)
-            lowered = nameBytes.lower()
-            if lowered in _SERVER_OWNED:
-                if lowered == b"content-length":
-                    handlerLength = valueBytes
-                elif lowered == b"connection":
-                    responseOptions = responseOptions | frozenset(
-                        token.lower() for token in splitList([valueBytes])
-                    )
-                continue
-            validateResponseField(nameBytes, valueBytes)
-            line = nameBytes + _HEADER_SEP + valueBytes + _CRLF
-            if lowered == b"server":
-                lines[2] = b""
-            elif lowered == b"date":
-                lines[1] = b""
-            elif len(cache) < _FIELD_LINES_MAX:
-                # Only plain fields are cached: Server and Date change what
-                # the server adds, so they are looked at every time.
-                cache[(name, value)] = line
-            lines.append(line)
-        length = response.bodyLength()
-        method = head.method
-        version = head.version
-        if not responseMayHaveBody(method, code):
-            # HEAD, 204, 304 (RFC 9110 §8.6): nothing is sent after the head.
-            # A HEAD or 304 may carry the length a GET / 200 would have: the
-            # handler's Content-Length if it gave one, else the length of
-            # the body it produced, and none for an empty body (which may
-            # only mean "not produced": a wrong length is worse than none).
-            framing = BodyFraming.NONE
-            if handlerLength is not None:
-                if not handlerLength.isdigit():
-                    raise ResponseFramingError("invalid Content-Length from handler")
-                advertised: int | None = int(handlerLength)
-            else:
-                advertised = length or None
-            for name, value in framingHeaders(framing, method, code, advertised):
-                lines.append(name + _HEADER_SEP + value + _CRLF)
-        else:
-            if handlerLength is not None:
-                if not handlerLength.isdigit():
-                    raise ResponseFramingError("invalid Content-Length from handler")
-                declared = int(handlerLength)
-                if length is None:
-                    length = declared
-                elif length != declared:
-                    raise ResponseFramingError(
-                        f"Content-Length {declared} contradicts a body of "
-                        f"{length} bytes"
-                    )
-            if length is not None:
-                framing = BodyFraming.CONTENT_LENGTH
-                lines.append(b"Content-Length: %d\r\n" % length)
-            else:
-                framing = chooseFraming(method, version, code, length)
-                for name, value in framingHeaders(framing, method, code, length):
-                    lines.append(name + _HEADER_SEP + value + _CRLF)
+        now = self._clock.seconds()
+        lines, framing, length, responseOptions = self._heads.prepare(
+            head.method,
+            head.version,
+            response.code,
+            response.reason,
+            response.fieldPairs(),
+            response.bodyLength(),
+            factory._dateLine(now),
+            self.isSecure,
+        )
         request = exchange.request
+        # By position (the names are decide()'s): once per response.
         decision = factory.policy.decide(
-            version=version,
-            requestOptions=(
-                request.connectionOptions if request is not None else _NO_OPTIONS
-            ),
-            responseOptions=responseOptions,
-            responseLengthKnown=framing is not BodyFraming.CLOSE_DELIMITED,
-            requestsServed=self._served + 1,
-            connectionAge=self._clock.seconds() - self.acceptedAt,
-            draining=self._draining,
-            requestBodyConsumable=exchange.bodyComplete
-            or self._bodyConsumable(exchange),
-            framingSafe=not self._closeAfterCurrent,
+            head.version,  # version
+            request.connectionOptions if request is not None else _NO_OPTIONS,
+            responseOptions,
+            framing is not BodyFraming.CLOSE_DELIMITED,  # responseLengthKnown
+            self._served + 1,  # requestsServed
+            now - self.acceptedAt,  # connectionAge
+            self._draining,
+            exchange.bodyComplete or self._bodyConsumable(exchange),
+            not self._closeAfterCurrent,  # framingSafe
         )
         exchange.decision = decision
-        exchange.status = code
-        if decision.connectionHeader is not None:
-            lines.append(b"Connection: " + decision.connectionHeader + _CRLF)
-        if decision.keepAliveHeader is not None:
-            lines.append(b"Keep-Alive: " + decision.keepAliveHeader + _CRLF)
+        exchange.status = response.code
         if not decision.keepAlive:
             # RFC 9112 §9.6: process no further requests on this connection.
             self._closeAfterCurrent = True
-        lines.append(_CRLF)
-        return b"".join(lines), framing, length
+        return finishHead(lines, decision), framing, length
 
     def _writeBody(self, exchange: _Exchange, writer: BodyWriter, data: bytes) -> None:
         if self._lost or exchange.finished or not data:
@@ -1077,7 +1020,7 @@ class HTTPServerProtocol(Protocol):
         exchange.bodyBytes += len(data)
         if wire:
             assert self.transport is not None
-            self._write(wire)
+            self._send(wire)
 
     def _sendFileBody(
         self, exchange: _Exchange, writer: BodyWriter, fd: int, offset: int, count: int
@@ -1087,6 +1030,8 @@ class HTTPServerProtocol(Protocol):
         out = self._out
         if out is None or type(writer) is not ContentLengthWriter:
             return None
+        if self._batch:
+            self._flush()  # the head goes first
         sent = out.sendFile(fd, offset, count)
         if sent is None:
             return None
@@ -1116,7 +1061,7 @@ class HTTPServerProtocol(Protocol):
             return
         if tail:
             assert self.transport is not None
-            self._write(tail)
+            self._send(tail)
         self._closeFile(exchange)
         exchange.producer = None
         self._responseDone(exchange)
@@ -1210,17 +1155,16 @@ class HTTPServerProtocol(Protocol):
                 self._setState(_S.WAITING)
         if self.state is _S.CLOSING or self._lost:
             return
-        parser = self._parser
-        if (
-            self._queue
-            or self._incoming is not None
-            or self._peerHalfClosed
-            or (parser is not None and parser.bufferedByteCount)
-            or not self._driving
-        ):
-            # Something may be ready (or this was not called from inside
-            # _processEvents, whose end also arms the timers).
-            self._processEvents()
+        if self._driving:
+            # Inside _processEvents: its loop goes on pulling events; a
+            # pipelined request already queued is dispatched by its next
+            # round.
+            if self._queue:
+                self._again = True
+            return
+        # A response finished outside _processEvents (an asynchronous
+        # handler, a body producer): go on from here, and arm the timers.
+        self._processEvents()
 
     def _record(self, exchange: _Exchange, closeReason: str | None) -> None:
         head = exchange.head
@@ -1241,7 +1185,7 @@ class HTTPServerProtocol(Protocol):
             connectionAge=now - self.acceptedAt,
             duration=now - exchange.startedAt,
             closeReason=closeReason,
-            secure=self._secure,
+            secure=self.isSecure,
         )
         for observer in self.factory.requestObservers:
             try:
@@ -1269,8 +1213,8 @@ class HTTPServerProtocol(Protocol):
         head = b"".join(
             [
                 phrase,
-                self.factory._dateLine(),
-                self.factory._serverLine,
+                self.factory._dateLine(self._clock.seconds()),
+                self._heads.serverLine,
                 b"Content-Type: text/plain; charset=utf-8\r\n",
                 b"Content-Length: %d\r\n" % len(body),
                 b"Connection: close\r\n\r\n",
@@ -1282,7 +1226,7 @@ class HTTPServerProtocol(Protocol):
         exchange.decision = None
         self._closeAfterCurrent = True
         self._setState(_S.WRITING)
-        self._write(head if isHead else head + body)
+        self._send(head if isHead else head + body)
         self.closeReason = self.closeReason or reason
         exchange.finished = True
         self._served += 1
@@ -1291,39 +1235,40 @@ class HTTPServerProtocol(Protocol):
             self._record(exchange, self.closeReason)
         self._startClose(self.closeReason)
 
+    # -- output ------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        """
+        Queue ``data`` for the client.  Inside a round of ``_processEvents``
+        writes gather into one (pipelined answers leave in one packet),
+        up to ``_BATCH_BYTES`` or ``_BATCH_WRITES`` so that the transport's
+        backpressure still bites; otherwise it is written at once.
+        """
+        if self._driving:
+            batch = self._batch
+            batch.append(data)
+            self._batchBytes += len(data)
+            if self._batchBytes >= _BATCH_BYTES or len(batch) >= _BATCH_WRITES:
+                self._flush()
+        else:
+            self._write(data)
+
+    def _flush(self) -> None:
+        batch = self._batch
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        batch.clear()
+        self._batchBytes = 0
+        if not self._lost:
+            self._write(data)
+
     # -- timers ------------------------------------------------------------
 
-    def _setTimer(self, phase: str | None, timeout: float | None) -> None:
-        """Make ``phase`` the running timer, due ``timeout`` seconds from now."""
-        if phase is None or timeout is None:
-            self._phase = None
-            return
-        if phase == "send" and self._phase != "send":
+    def _setTimer(self, phase: Phase, timeout: float | None) -> None:
+        """Make ``phase`` the running one (``PhaseTimer.start``)."""
+        if phase is _SEND and self._timer.phase is not _SEND:
+            # sendTimeout measures progress from here.
             self._sendMark = self._delivered()
-        self._phase = phase
-        deadline = self._deadline = self._clock.seconds() + timeout
-        if self._timerCall is None:
-            self._timerCall = self._clock.callLater(timeout, self._timerFired)
-            self._timerDue = deadline
-        elif self._timerDue > deadline:
-            # Sooner: a new call.  (DelayedCall.reset to an earlier time
-            # makes the reactor scan every pending call: with 10,000 idle
-            # connections that is most of the cost of closing one.)
-            self._timerCall.cancel()
-            self._timerCall = self._clock.callLater(timeout, self._timerFired)
-            self._timerDue = deadline
-
-    def _bumpDeadline(self, timeout: float | None) -> None:
-        # Progress moves an inactivity deadline later; the pending call
-        # re-arms itself when it fires, so nothing is rescheduled here.
-        if timeout is not None:
-            self._deadline = self._clock.seconds() + timeout
-
-    def _cancelTimer(self) -> None:
-        self._phase = None
-        call, self._timerCall = self._timerCall, None
-        if call is not None and call.active():
-            call.cancel()
+        self._timer.start(phase, timeout)
 
     def _refreshTimer(self) -> None:
         """Choose the phase that applies now (DESIGN.md, Timers)."""
@@ -1331,8 +1276,8 @@ class HTTPServerProtocol(Protocol):
             return
         config = self._config
         if self._writePaused and (self._queue or self.state is _S.WAITING):
-            if self._phase != "send":
-                self._setTimer("send", config.sendTimeout)
+            if self._timer.phase is not _SEND:
+                self._setTimer(_SEND, config.sendTimeout)
             return
         front = self._queue[0] if self._queue else None
         if front is not None:
@@ -1344,61 +1289,52 @@ class HTTPServerProtocol(Protocol):
                 and not incoming.bodyStopped
                 and not incoming.bodyComplete
             ):
-                if self._phase != "body":
-                    self._setTimer("body", config.bodyTimeout)
-            elif self._phase is not None:
-                self._phase = None
+                if self._timer.phase is not _BODY:
+                    self._setTimer(_BODY, config.bodyTimeout)
+            elif self._timer.phase is not None:
+                self._timer.clear()
             return
         incoming = self._incoming
         if incoming is not None and incoming.discarding:
-            if self._phase != "body":
-                self._setTimer("body", config.bodyTimeout)
+            if self._timer.phase is not _BODY:
+                self._setTimer(_BODY, config.bodyTimeout)
         elif self.state is _S.READING_HEAD or self.state is _S.ACCEPTED:
-            if self._phase != "head":
-                self._setTimer("head", config.requestHeadTimeout)
+            if self._timer.phase is not _HEAD:
+                self._setTimer(_HEAD, config.requestHeadTimeout)
         elif self.state is _S.WAITING:
-            if self._phase != "idle":
+            if self._timer.phase is not _IDLE:
                 timeout = config.idleTimeout
                 if self._draining:
                     timeout = config.drainGraceTimeout
-                self._setTimer("idle", timeout)
-        elif self._phase is not None:
-            self._phase = None
+                self._setTimer(_IDLE, timeout)
+        elif self._timer.phase is not None:
+            self._timer.clear()
 
-    def _timerFired(self) -> None:
-        self._timerCall = None
-        phase = self._phase
-        if phase is None or self._lost:
+    def _timerExpired(self, phase: Phase) -> None:
+        """The running phase reached its deadline: its own outcome."""
+        if self._lost:
             return
-        now = self._clock.seconds()
-        if now < self._deadline:
-            self._timerCall = self._clock.callLater(
-                self._deadline - now, self._timerFired
-            )
-            self._timerDue = self._deadline
-            return
-        self._phase = None
-        if phase == "head":
+        if phase is _HEAD:
             self._headTimedOut()
-        elif phase == "body":
+        elif phase is _BODY:
             self._bodyTimedOut()
-        elif phase == "send":
+        elif phase is _SEND:
             delivered = self._delivered()
             if delivered > self._sendMark:
                 # Bytes reached the kernel since the last look: a slow
                 # reader, not a stalled one.  sendTimeout is about no
                 # progress at all.
-                self._setTimer("send", self._config.sendTimeout)
+                self._setTimer(_SEND, self._config.sendTimeout)
                 self._sendMark = delivered
                 return
             _log.info("send timeout for {peer}", peer=self._peerHost)
             self.closeReason = "send-timeout"
             self._abort()
-        elif phase == "idle":
+        elif phase is _IDLE:
             self._startClose("draining" if self._draining else "idle-timeout")
-        elif phase == "linger":
+        elif phase is _LINGER:
             self._loseConnection()
-        elif phase == "abort":
+        else:
             self._abort()
 
     def _delivered(self) -> int:
@@ -1472,11 +1408,13 @@ class HTTPServerProtocol(Protocol):
             # Bytes wait in the transport: close once they drain, bounded by
             # sendTimeout (the send phase stays armed).
             self._closeWhenFlushed = True
-            self._setTimer("send", self._config.sendTimeout)
+            self._setTimer(_SEND, self._config.sendTimeout)
             return
         self._closeTransport()
 
     def _closeTransport(self) -> None:
+        if self._batch:
+            self._flush()
         transport = self.transport
         assert transport is not None
         transport.unregisterProducer()  # type: ignore[attr-defined]
@@ -1486,21 +1424,23 @@ class HTTPServerProtocol(Protocol):
             halfClose is not None
             and linger is not None
             and self._linger
-            and not self._secure
+            and not self.isSecure
             and not self._peerHalfClosed
         ):
             halfClose()
-            self._setTimer("linger", linger)
+            self._setTimer(_LINGER, linger)
         else:
             self._loseConnection()
 
     def _loseConnection(self) -> None:
         if self._lost:
             return
+        if self._batch:
+            self._flush()
         assert self.transport is not None
         self.transport.loseConnection()
         if not self._lost:
-            self._setTimer("abort", self._config.abortTimeout)
+            self._setTimer(_ABORT, self._config.abortTimeout)
 
     def _abort(self) -> None:
         if self._lost:
@@ -1521,7 +1461,7 @@ class HTTPServerProtocol(Protocol):
             self.state is _S.ACCEPTED
             and (self._parser is None or not self._parser.bufferedByteCount)
         ):
-            self._setTimer("idle", self._config.drainGraceTimeout)
+            self._setTimer(_IDLE, self._config.drainGraceTimeout)
 
     def closeIdle(self, reason: str) -> bool:
         """
@@ -1572,6 +1512,24 @@ class _ExchangeBody:
 
 def _discard(data: bytes) -> None:
     """The writer of a protocol that has no transport yet."""
+
+
+def _noDelay(transport: object) -> None:
+    """
+    Turn off Nagle's algorithm (TCP_NODELAY), as nginx does on keep-alive
+    connections: responses leave in few writes (a head and a body, or one
+    batch of pipelined answers), and a small last write must not wait for
+    the client's delayed ACK (40 ms on Linux).
+    """
+    getHandle = getattr(transport, "getHandle", None)
+    if getHandle is None:
+        return
+    try:
+        handle = getHandle()
+        if handle.family in (socket.AF_INET, socket.AF_INET6):
+            handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # not a TCP socket (UNIX, a test transport)
 
 
 def _closeBody(response: Response) -> None:

@@ -10,6 +10,7 @@ from twisted.python.failure import Failure
 from connserver._config import ServerConfig
 from connserver._factory import ConnectionFactory
 from connserver._message import Request, Response
+from connserver._state import ConnectionState
 
 from ._harness import PEER, Connection, FakePort, hello, openOn
 
@@ -72,8 +73,11 @@ def test_maxConnectionsPausesAcceptingAndShedsIdleOldestFirst() -> None:
     # ...and with nothing idle left, the next is refused.
     assert factory.buildProtocol(PEER) is None
     assert factory.stats.refused == 1
-    # A connection that goes idle while clients wait gives up its slot.
+    # A connection that goes idle while clients wait gives up its slot, on
+    # the next reactor turn (never from inside its own state change).
     third.send(GET)
+    assert third.protocol.state is ConnectionState.WAITING
+    clock.advance(0)
     assert third.transport.disconnecting
     for conn in (first, second, third):
         conn.lose()
@@ -218,6 +222,7 @@ def test_aConnectionStillReceivingABodyIsNotShed() -> None:
     assert conn.responses(b"POST")[0].status == 200
     assert not conn.closing
     conn.send(b"a" * 99_990)  # the discard ends: now it is idle, and shed
+    clock.advance(0)
     assert conn.transport.disconnecting
     assert conn.protocol.closeReason == "max-connections"
 

@@ -149,7 +149,7 @@ def test_afterDiscardingAnUnreadBodyTheConnectionIsIdle() -> None:
     conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789")
     assert [r.status for r in conn.responses(b"POST")] == [200]
     assert conn.protocol.state is ConnectionState.WAITING
-    assert conn.protocol in conn.factory._idle
+    assert conn.protocol in conn.factory._idleOldestFirst()
     conn.clock.advance(21)  # past requestHeadTimeout, below idleTimeout
     assert not conn.closing
 
