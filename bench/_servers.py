@@ -8,8 +8,10 @@ parse their output.  Every run is bounded in time; servers listen on
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 SERVER_CPU = "0"
 LOAD_CPU = "1"
@@ -49,23 +52,41 @@ def pinned(cpu: str, argv: Sequence[str]) -> list[str]:
 
 @contextlib.contextmanager
 def server(
-    argv: Sequence[str], port: int, env: dict[str, str] | None = None
+    argv: Sequence[str],
+    port: int,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        pinned(SERVER_CPU, argv),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-        start_new_session=True,
-    )
+    """
+    Run ``argv`` pinned to the server core until the block ends.
+
+    Its standard output is discarded unless ``log`` names a file to write it
+    to (twistd logs there); the tail of that file and of standard error go
+    into the error raised when nothing listens on ``port``.
+    """
+    with contextlib.ExitStack() as files:
+        stdout = (
+            files.enter_context(log.open("wb"))
+            if log is not None
+            else subprocess.DEVNULL
+        )
+        process = subprocess.Popen(
+            pinned(SERVER_CPU, argv),
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
     try:
         try:
             waitForPort(port)
         except RuntimeError:
             process.kill()
             _, err = process.communicate(timeout=5)
+            output = log.read_bytes()[-2000:] if log is not None else b""
             raise RuntimeError(
-                f"{argv[0]} did not start: {err.decode(errors='replace')[-2000:]}"
+                f"{argv[0]} did not start (exit {process.returncode}): "
+                f"{(output + err[-2000:]).decode(errors='replace')}"
             ) from None
         yield process
     finally:
@@ -79,16 +100,41 @@ def server(
 
 
 def wrk(
-    url: str, *, connections: int = 50, seconds: int = 10, threads: int = 1
+    url: str,
+    *,
+    connections: int = 50,
+    seconds: int = 10,
+    threads: int = 1,
+    headers: Sequence[str] = (),
+    script: str | None = None,
+    scriptArgs: Sequence[str] = (),
 ) -> dict[str, float]:
-    """Run wrk pinned to the load core; return requests/s and bytes/s."""
-    argv = pinned(
-        LOAD_CPU,
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
-    )
+    """
+    Run wrk pinned to the load core; return requests/s and bytes/s.
+
+    ``headers`` are ``-H`` values (``"Connection: close"``); ``script`` is a
+    wrk Lua script (``-s``) and ``scriptArgs`` the arguments after ``--``.
+    wrk counts responses, so a pipelining script still gives responses/s.
+    ``loadCpu`` is the share of its core that wrk used: near 1.0, the client
+    (not the server) set the figure.
+    """
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for header in headers:
+        command += ["-H", header]
+    if script is not None:
+        command += ["-s", script]
+    command.append(url)
+    if scriptArgs:
+        command += ["--", *scriptArgs]
+    argv = pinned(LOAD_CPU, command)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + 30, check=True
     ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    loadCpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / (
+        seconds
+    )
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     transfer = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", out)
     scale = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
@@ -100,6 +146,7 @@ def wrk(
         "bps": bps,
         "non2xx": float(errors.group(1)) if errors else 0.0,
         "socketErrors": 1.0 if socketErrors else 0.0,
+        "loadCpu": loadCpu,
     }
 
 
@@ -132,3 +179,37 @@ def ab(
 
 def python() -> str:
     return sys.executable
+
+
+def treeCpuSeconds(pid: int) -> float:
+    """
+    User + system CPU seconds used so far by a process and its live children
+    (nginx's worker, say), from /proc.  Dividing requests by the CPU seconds a
+    run cost the server gives a figure that holds steadier than requests per
+    wall second when other work shares the server's core.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending.extend(int(child) for child in children)
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def importable(*modules: str) -> bool:
+    """Whether every module can be imported by this interpreter (the servers' one)."""
+    return all(importlib.util.find_spec(module) is not None for module in modules)
+
+
+PEERS_NOTE = (
+    "run `sh bench/setup-peers.sh` and use bench/.venv-peers/bin/python to measure it"
+)
