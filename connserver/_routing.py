@@ -9,7 +9,7 @@ needs routing brings its own (Klein, twisted.web resources).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from twisted.internet.defer import Deferred
 
@@ -79,16 +79,21 @@ class HTTPSRedirect:
     and body stay as they are).  Requests over TLS, and those under an
     ``exempt`` prefix (the status page), go to ``inner``.  The Location's
     host is the request's ``Host`` without its port, else the address the
-    client connected to.
+    client connected to.  ``httpsPort`` may be a callable, read on each
+    redirect (for a listener on port 0, whose number is known once it
+    listens).
     """
 
-    __slots__ = ("_exempt", "_inner", "_suffix")
+    __slots__ = ("_exempt", "_httpsPort", "_inner")
 
     def __init__(
-        self, inner: Handler, httpsPort: int, exempt: Iterable[str | bytes] = ()
+        self,
+        inner: Handler,
+        httpsPort: int | Callable[[], int],
+        exempt: Iterable[str | bytes] = (),
     ) -> None:
         self._inner = inner
-        self._suffix = b"" if httpsPort == 443 else b":%d" % httpsPort
+        self._httpsPort = httpsPort
         self._exempt = PrefixMount(self._redirect, {p: inner for p in exempt})
 
     def __call__(
@@ -111,7 +116,9 @@ class HTTPSRedirect:
             address = getattr(request.host, "host", "localhost")
             name = (f"[{address}]" if ":" in address else address).encode("ascii")
         target = request.target if request.target.startswith(b"/") else b"/"
-        location = b"https://" + name + self._suffix + target
+        port = self._httpsPort() if callable(self._httpsPort) else self._httpsPort
+        suffix = b"" if port == 443 else b":%d" % port
+        location = b"https://" + name + suffix + target
         return Response(
             308,
             [(b"Location", location), (b"Content-Type", b"text/plain")],

@@ -740,9 +740,19 @@ def makeService(options: Options) -> MultiService:
     if options["redirect-to-https"]:
         from ._routing import HTTPSRedirect
 
+        httpsPort: int | Callable[[], int] = tls[0].port
+        if httpsPort == 0:
+            # Port 0: the number the kernel chose, once listening (the TLS
+            # listeners come after the --listen ones).
+            listener = service.listeners[len(options["listen"])]
+
+            def httpsPort() -> int:
+                port = listener.port
+                return int(getattr(port.getHost(), "port", 0)) if port else 0
+
         factory.handler = HTTPSRedirect(
             factory.handler,
-            tls[0].port,
+            httpsPort,
             exempt=[options["status-path"]] if options["status-path"] else [],
         )
     if tls:

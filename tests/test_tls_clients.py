@@ -517,3 +517,79 @@ def test_contextOptions() -> None:
     assert flags & SSL.OP_NO_COMPRESSION
     assert flags & SSL.OP_NO_TICKET
     assert flags & SSL.OP_CIPHER_SERVER_PREFERENCE
+
+
+@pytest_twisted.ensureDeferred
+async def test_redirectAndHSTSFlagsThroughMakeService(tmp_path: Path) -> None:
+    """
+    ``--redirect-to-https`` and ``--hsts`` as ``twistd connserver`` wires them:
+    the TCP listener answers 308 to the HTTPS port (the status path exempt,
+    no HSTS there); the TLS listener serves, with Strict-Transport-Security.
+    """
+    from connserver import tap
+
+    files = defaultCertificate()
+    (tmp_path / "index.html").write_bytes(b"hi\n")
+    options = tap.Options()
+    options.parseOptions(
+        [
+            "--path",
+            str(tmp_path),
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--listen",
+            f"ssl:0:interface=127.0.0.1:privateKey={files.privateKey}"
+            f":certKey={files.certificate}",
+            "--redirect-to-https",
+            "--hsts",
+            "600",
+            "--status-path",
+            "/status",
+        ]
+    )
+    service = tap.makeService(options)
+    service.startService()
+    try:
+        plainPort, tlsPort = (p.getHost().port for p in service.ports)  # type: ignore[attr-defined]
+        client = await connect(plainPort, tls=False)
+        client.write(
+            b"GET /index.html?a=1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            b"GET /status?format=json HTTP/1.1\r\nHost: localhost\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        redirect, status = parseResponses(
+            await client.waitClosed(), [b"GET", b"GET"], eof=True
+        )
+        assert redirect.status == 308
+        # Port 0: the number the TLS listener got.
+        assert redirect.header(b"location") == (
+            b"https://localhost:%d/index.html?a=1" % tlsPort
+        )
+        assert redirect.header(b"strict-transport-security") is None
+        assert status.status == 200
+        secure = await connect(
+            tlsPort, tls=True, request=GET.replace(b"/ ", b"/index.html ")
+        )
+        [response] = parseResponses(await secure.waitClosed(), [b"GET"], eof=True)
+        assert (response.status, response.body) == (200, b"hi\n")
+        assert response.header(b"strict-transport-security") == b"max-age=600"
+    finally:
+        await bounded(service.stopService())
+
+
+@pytest_twisted.ensureDeferred
+async def test_redirectToPort443HasNoPortAndKeepsIPv6Brackets() -> None:
+    server = await serve(HTTPSRedirect(hello, 443))
+    try:
+        client = await connect(server)
+        client.write(
+            b"GET /x?y HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n"
+        )
+        responses = parseResponses(await client.waitClosed(), [b"GET"] * 2, eof=True)
+        assert [r.header(b"location") for r in responses] == [
+            b"https://[::1]/x?y",
+            b"https://example.test/",
+        ]
+    finally:
+        await finish(server)
