@@ -152,7 +152,8 @@ class ConnectionFactory(Factory):
         self._drainCall: Any = None
         server = self.config.serverHeader
         hsts = self.config.hstsMaxAge
-        self._heads = HeadBuilder(
+        #: Builds response heads (the protocol asks it once per response).
+        self.heads = HeadBuilder(
             serverLine=(
                 b"Server: " + server.encode("ascii") + b"\r\n" if server else b""
             ),
@@ -172,7 +173,7 @@ class ConnectionFactory(Factory):
 
     # -- per-request helpers ---------------------------------------------------
 
-    def _dateLine(self, now: float) -> bytes:
+    def dateLine(self, now: float) -> bytes:
         """The Date field for ``now``, formatted once a second (RFC 9110 §6.6.1)."""
         second = int(now)
         if second != self._dateSecond:
@@ -205,7 +206,8 @@ class ConnectionFactory(Factory):
         protocol = HTTPServerProtocol(self, self._nextId)
         return protocol
 
-    def _connectionMade(self, protocol: HTTPServerProtocol) -> None:
+    def registerConnection(self, protocol: HTTPServerProtocol) -> None:
+        """A connection was made (the protocol tells, from connectionMade)."""
         self._connections[protocol] = None
         self.stats.accepted += 1
         limit = self.config.maxConnections
@@ -213,12 +215,17 @@ class ConnectionFactory(Factory):
             self._pauseAccepting()
             self._shedIdle()
 
-    def _becameIdle(self, protocol: HTTPServerProtocol) -> None:
+    def connectionIdle(self, protocol: HTTPServerProtocol) -> None:
         """
-        ``protocol`` is idle now while accepting is paused: clients wait in
-        the backlog, and an idle connection gives its slot to one.  Shed from
-        the reactor, never from inside the protocol's state change.
+        ``protocol`` waits for its next request now.  It is stamped, so that
+        shedding closes the longest-idle first; and while accepting is
+        paused (clients wait in the backlog) it gives its slot to one, shed
+        from the reactor, never from inside the protocol's state change.
         """
+        self._idleCount += 1
+        protocol.idleSince = self._idleCount
+        if not self._acceptPaused:
+            return
         self._newlyIdle.append(protocol)
         if len(self._newlyIdle) == 1:
             self.reactor.callLater(0, self._shedNewlyIdle)
@@ -232,20 +239,21 @@ class ConnectionFactory(Factory):
             if protocol.closeIdle("max-connections"):
                 self._shed[protocol] = None
 
-    def _connectionLost(self, protocol: HTTPServerProtocol) -> None:
+    def unregisterConnection(self, protocol: HTTPServerProtocol) -> None:
+        """A connection is gone (the protocol tells, from connectionLost)."""
         if protocol not in self._connections:
             return
         del self._connections[protocol]
         self._shed.pop(protocol, None)
         self.stats.closes[protocol.closeReason or "unknown"] += 1
-        self.stats.requestsPerConnection[protocol._served] += 1
+        self.stats.requestsPerConnection[protocol.requestsServed] += 1
         limit = self.config.maxConnections
         if self._acceptPaused and (limit is None or self._counted() < limit):
             self._resumeAccepting()
         if not self._connections and self._drainDone:
             self._finishDrain()
 
-    def _connectionOptionsOf(self, values: tuple[bytes, ...]) -> frozenset[bytes]:
+    def connectionOptionsOf(self, values: tuple[bytes, ...]) -> frozenset[bytes]:
         """The Connection options of these field values (RFC 9110 §7.6.1), cached."""
         options = self._connectionOptions.get(values)
         if options is None:

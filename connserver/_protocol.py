@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable
 from inspect import iscoroutine
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import Protocol as Protocol_
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -31,6 +32,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
+from ._config import ServerConfig
 from ._errors import ProtocolError, ResponseFramingError
 from ._framing import (
     BodyFraming,
@@ -50,9 +52,46 @@ from ._timer import Phase, PhaseTimer
 from ._writethrough import WOULD_BLOCK, TransportWriter
 
 if TYPE_CHECKING:
-    from ._factory import ConnectionFactory
+    from ._factory import ConnectionStats
+    from ._message import Handler
+    from ._persistence import PersistencePolicy
+    from ._responsehead import HeadBuilder
 
-__all__ = ["HTTPServerProtocol"]
+__all__ = ["ConnectionOwner", "HTTPServerProtocol"]
+
+
+class ConnectionOwner(Protocol_):
+    """
+    What a connection needs of its factory, and all it uses: the declared
+    surface between the two (``ConnectionFactory`` provides it).  The
+    factory, in turn, uses only the protocol's public methods and
+    attributes (``closeIdle``, ``startDrain``, ``abortNow``, ``state``,
+    ``closeReason``, ``requestsServed``, ``idleSince``).
+    """
+
+    config: ServerConfig
+    reactor: IReactorTime
+    policy: PersistencePolicy
+    stats: ConnectionStats
+    handler: Handler
+    requestObservers: list[Callable[[RequestRecord], None]]
+    heads: HeadBuilder
+
+    def dateLine(self, now: float) -> bytes:
+        """The ``Date`` field line for ``now``."""
+
+    def connectionOptionsOf(self, values: tuple[bytes, ...]) -> frozenset[bytes]:
+        """The Connection options of these field values."""
+
+    def registerConnection(self, protocol: HTTPServerProtocol) -> None:
+        """The connection is made."""
+
+    def unregisterConnection(self, protocol: HTTPServerProtocol) -> None:
+        """The connection is gone."""
+
+    def connectionIdle(self, protocol: HTTPServerProtocol) -> None:
+        """The connection waits for its next request now."""
+
 
 _S = ConnectionState
 _HEAD = Phase.HEAD
@@ -334,9 +373,9 @@ class HTTPServerProtocol(Protocol):
         "state",
     )
 
-    factory: ConnectionFactory
+    factory: ConnectionOwner
 
-    def __init__(self, factory: ConnectionFactory, connectionId: int) -> None:
+    def __init__(self, factory: ConnectionOwner, connectionId: int) -> None:
         self.factory = factory
         self.connectionId = connectionId
         self.state = _S.ACCEPTED
@@ -346,7 +385,7 @@ class HTTPServerProtocol(Protocol):
         self._out: TransportWriter | None = None
         self._config = factory.config
         self._stats = factory.stats
-        self._heads = factory._heads
+        self._heads = factory.heads
         #: Stamped by the factory's count each time the connection becomes
         #: idle: shedding closes the longest-idle first.
         self.idleSince = 0
@@ -401,7 +440,7 @@ class HTTPServerProtocol(Protocol):
         self._write = self._out.write
         _noDelay(transport)
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
-        self.factory._connectionMade(self)
+        self.factory.registerConnection(self)
         # The head deadline runs from accept for the first request (it also
         # bounds a TLS handshake that never finishes).
         self._setTimer(_HEAD, self._config.requestHeadTimeout)
@@ -486,7 +525,7 @@ class HTTPServerProtocol(Protocol):
             # this connection is gone (its slot, drain()).
             self.state = _S.CLOSED
             self._batch.clear()
-            self.factory._connectionLost(self)
+            self.factory.unregisterConnection(self)
 
     # -- IPushProducer: the transport's write backpressure ----------------
 
@@ -535,11 +574,7 @@ class HTTPServerProtocol(Protocol):
                 checkTransition(current, new)  # raises InvalidTransition
             self.state = new
             if new is _WAITING:
-                factory = self.factory
-                factory._idleCount += 1
-                self.idleSince = factory._idleCount
-                if factory._acceptPaused:
-                    factory._becameIdle(self)
+                self.factory.connectionIdle(self)
 
     # -- reading requests --------------------------------------------------
 
@@ -711,13 +746,9 @@ class HTTPServerProtocol(Protocol):
         assert exchange is not None
         self._incoming = None
         exchange.bodyComplete = True
-        if (
-            exchange.discarding
-            and self.state is _S.WAITING
-            and self.factory._acceptPaused
-        ):
+        if exchange.discarding and self.state is _S.WAITING:
             # The unread body is gone: now the connection is really idle.
-            self.factory._becameIdle(self)
+            self.factory.connectionIdle(self)
         if exchange.request is not None and not exchange.discarding:
             exchange.request._deliverEnd()
         if self.state is _S.READING_BODY and self._queue and exchange is self._queue[0]:
@@ -810,7 +841,7 @@ class HTTPServerProtocol(Protocol):
             head.headers,
             head.contentLength,
             head.chunked,
-            self.factory._connectionOptionsOf(head.connection)
+            self.factory.connectionOptionsOf(head.connection)
             if head.connection
             else _NO_OPTIONS,
             self,
@@ -986,7 +1017,7 @@ class HTTPServerProtocol(Protocol):
             response.reason,
             response.fieldPairs(),
             response.bodyLength(),
-            factory._dateLine(now),
+            factory.dateLine(now),
             self.isSecure,
         )
         request = exchange.request
@@ -1213,7 +1244,7 @@ class HTTPServerProtocol(Protocol):
         head = b"".join(
             [
                 phrase,
-                self.factory._dateLine(self._clock.seconds()),
+                self.factory.dateLine(self._clock.seconds()),
                 self._heads.serverLine,
                 b"Content-Type: text/plain; charset=utf-8\r\n",
                 b"Content-Length: %d\r\n" % len(body),
@@ -1462,6 +1493,11 @@ class HTTPServerProtocol(Protocol):
             and (self._parser is None or not self._parser.bufferedByteCount)
         ):
             self._setTimer(_IDLE, self._config.drainGraceTimeout)
+
+    @property
+    def requestsServed(self) -> int:
+        """Responses completed on this connection (error responses included)."""
+        return self._served
 
     def closeIdle(self, reason: str) -> bool:
         """

@@ -6,6 +6,8 @@ Timers are in test_protocol_timers.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionLost
@@ -15,11 +17,13 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
+from connserver._config import ServerConfig
 from connserver._errors import ProtocolError
+from connserver._factory import ConnectionFactory
 from connserver._message import Request, Response
 from connserver._state import ConnectionState
 
-from ._harness import connect, hello
+from ._harness import PEER, TCPStringTransport, connect, hello, parseResponses
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -755,3 +759,73 @@ def test_plainStringTransportWithoutHalfClose() -> None:
     assert transport.disconnecting
     protocol.connectionLost(Failure(ConnectionLost()))
     assert clock.getDelayedCalls() == []
+
+
+# -- the fast path and the general path ---------------------------------------
+
+
+class _CountingTransport(TCPStringTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+def _pipelined(handler: Any) -> tuple[bytes, int, Clock]:
+    clock = Clock()
+    factory = ConnectionFactory(handler, ServerConfig(), reactor=clock)
+    protocol = factory.buildProtocol(PEER)
+    assert protocol is not None
+    transport = _CountingTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Hop\r\n\r\n"
+        b"HEAD /c HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    )
+    return transport.value(), transport.writes, clock
+
+
+def _answer(request: Request) -> Response:
+    return Response(200, [(b"Content-Type", b"text/plain")], b"%s\n" % request.path)
+
+
+def test_synchronousAndDeferredAnswersGiveTheSameBytes() -> None:
+    """
+    A synchronous answer takes the fast path (dispatched as its head is
+    parsed, written in one batch with the other pipelined answers); a
+    Deferred one that fires later takes the general path.  Same bytes.
+    """
+    fast, fastWrites, _ = _pipelined(_answer)
+    pending: list[tuple[Request, Deferred[Response]]] = []
+
+    def later(request: Request) -> Deferred[Response]:
+        d: Deferred[Response] = Deferred()
+        pending.append((request, d))
+        return d
+
+    clock = Clock()
+    factory = ConnectionFactory(later, ServerConfig(), reactor=clock)
+    protocol = factory.buildProtocol(PEER)
+    assert protocol is not None
+    transport = _CountingTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Hop\r\n\r\n"
+        b"HEAD /c HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    )
+    while pending:
+        request, d = pending.pop(0)
+        d.callback(_answer(request))
+    assert transport.value() == fast
+    # Four answers, one write on the fast path; one each on the other.
+    assert (fastWrites, transport.writes) == (1, 4)
+    assert [
+        r.status for r in parseResponses(fast, [b"GET", b"GET", b"HEAD", b"GET"])
+    ] == [200] * 4
