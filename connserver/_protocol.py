@@ -394,7 +394,8 @@ class HTTPServerProtocol(Protocol):
         self.maxBodyBytes = factory.config.maxBodyBytes
         # Responses written inside one round of _processEvents, sent as one
         # write at its end (pipelined answers coalesce).
-        self._batch: list[bytes] = []
+        # (None between rounds: an idle connection holds no list.)
+        self._batch: list[bytes] | None = None
         self._batchBytes = 0
         self._clock = factory.reactor
         self._parser: RequestParser | None = RequestParser(factory.config)
@@ -524,7 +525,7 @@ class HTTPServerProtocol(Protocol):
             # Whatever handler code did above, the factory must learn that
             # this connection is gone (its slot, drain()).
             self.state = _S.CLOSED
-            self._batch.clear()
+            self._batch = None
             self.factory.unregisterConnection(self)
 
     # -- IPushProducer: the transport's write backpressure ----------------
@@ -606,7 +607,7 @@ class HTTPServerProtocol(Protocol):
                 again = self._again
         finally:
             self._driving = False
-            if self._batch:
+            if self._batch is not None:
                 self._flush()
         if self._eofPending:
             self._eofPending = False
@@ -1061,7 +1062,7 @@ class HTTPServerProtocol(Protocol):
         out = self._out
         if out is None or type(writer) is not ContentLengthWriter:
             return None
-        if self._batch:
+        if self._batch is not None:
             self._flush()  # the head goes first
         sent = out.sendFile(fd, offset, count)
         if sent is None:
@@ -1277,6 +1278,8 @@ class HTTPServerProtocol(Protocol):
         """
         if self._driving:
             batch = self._batch
+            if batch is None:
+                batch = self._batch = []
             batch.append(data)
             self._batchBytes += len(data)
             if self._batchBytes >= _BATCH_BYTES or len(batch) >= _BATCH_WRITES:
@@ -1286,8 +1289,9 @@ class HTTPServerProtocol(Protocol):
 
     def _flush(self) -> None:
         batch = self._batch
+        assert batch is not None
         data = batch[0] if len(batch) == 1 else b"".join(batch)
-        batch.clear()
+        self._batch = None
         self._batchBytes = 0
         if not self._lost:
             self._write(data)
@@ -1444,7 +1448,7 @@ class HTTPServerProtocol(Protocol):
         self._closeTransport()
 
     def _closeTransport(self) -> None:
-        if self._batch:
+        if self._batch is not None:
             self._flush()
         transport = self.transport
         assert transport is not None
@@ -1466,7 +1470,7 @@ class HTTPServerProtocol(Protocol):
     def _loseConnection(self) -> None:
         if self._lost:
             return
-        if self._batch:
+        if self._batch is not None:
             self._flush()
         assert self.transport is not None
         self.transport.loseConnection()
