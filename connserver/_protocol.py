@@ -18,8 +18,6 @@ from typing import Protocol as Protocol_
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
-    IConsumer,
-    IDelayedCall,
     IHalfCloseableProtocol,
     IProducer,
     IPushProducer,
@@ -34,6 +32,7 @@ from zope.interface import implementer
 
 from ._config import ServerConfig
 from ._errors import ProtocolError, ResponseFramingError
+from ._fileproducer import FileBodyProducer, ISendfileConsumer
 from ._framing import (
     BodyFraming,
     BodyWriter,
@@ -106,10 +105,6 @@ _log = Logger(namespace="connserver")
 #: Read no further ahead than this while a handler is not consuming: the
 #: bound on memory per connection for unread bodies and pipelined heads.
 _READ_AHEAD_LIMIT = 64 * 1024
-#: Block size for file bodies: large reads mean fewer reactor round trips.
-_FILE_BLOCK = 256 * 1024
-#: sendfile calls (of up to 4 MiB each) per reactor turn for one body.
-_SENDFILE_CALLS_PER_TURN = 4
 
 #: Bytes and writes gathered from one round of requests before they are
 #: written anyway: one queue of pipelined answers (maxPipelinedRequests'
@@ -162,7 +157,7 @@ class _Exchange:
         )
 
 
-@implementer(IConsumer)
+@implementer(ISendfileConsumer)
 class _BodyConsumer:
     """Frames what a response body producer writes, and counts it."""
 
@@ -198,128 +193,6 @@ class _BodyConsumer:
 
     def unregisterProducer(self) -> None:
         pass
-
-
-@implementer(IBodyProducer)
-class _FileProducer:
-    """
-    Streams a binary file with backpressure: it writes blocks until the
-    transport pauses it, and continues when resumed.  A file that ends early
-    fails the response (the connection is then aborted, never padded).
-    """
-
-    def __init__(
-        self, file: BinaryIO, length: int | None, paused: bool, clock: IReactorTime
-    ) -> None:
-        self._clock = clock
-        self._later: IDelayedCall | None = None
-        self._file = file
-        self.length = length
-        self._remaining = -1 if length is None else length
-        self._consumer: IConsumer | None = None
-        self._paused = paused
-        self._done: Deferred[None] | None = None
-        self._stopped = False
-        self._sendfile: Callable[[int, int, int], int | None] | None = None
-        self._fileno = -1
-        self._offset = 0
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self._consumer = consumer
-        self._done = Deferred()
-        sendfile = getattr(consumer, "sendfile", None)
-        if sendfile is not None and self._remaining > 0:
-            try:
-                self._fileno = self._file.fileno()
-                self._offset = self._file.tell()
-                self._sendfile = sendfile
-            except (OSError, ValueError, AttributeError):
-                pass  # not an OS file (BytesIO): read and write
-        self._pump()
-        return self._done
-
-    def _sendSome(self) -> bool:
-        """
-        Send with the kernel's sendfile while it is usable; True when the
-        producer must stop for now (paused, done or failed).
-        """
-        done = self._done
-        assert done is not None
-        calls = 0
-        while not self._paused and not self._stopped:
-            remaining = self._remaining
-            if remaining == 0:
-                done.callback(None)
-                return True
-            if calls == _SENDFILE_CALLS_PER_TURN:
-                # A fast reader could keep the socket writable for a long
-                # time: let other connections have the reactor meanwhile.
-                self._later = self._clock.callLater(0, self._continue)
-                return True
-            calls += 1
-            sent = self._sendfile(self._fileno, self._offset, remaining)  # type: ignore[misc]
-            if sent is None:
-                # Not usable any more: go on with read/write from here.
-                self._sendfile = None
-                self._file.seek(self._offset)
-                return False
-            if sent == WOULD_BLOCK:
-                return True  # paused until the socket can take more
-            if sent == 0:
-                # The file ended early: the framing check aborts.
-                done.callback(None)
-                return True
-            self._offset += sent
-            self._remaining = remaining - sent
-        return True
-
-    def _pump(self) -> None:
-        consumer, done = self._consumer, self._done
-        assert consumer is not None and done is not None
-        if self._sendfile is not None and self._sendSome():
-            return
-        read = self._file.read
-        while not self._paused and not self._stopped and not done.called:
-            # Never read past the announced length: a file that grows while
-            # it is sent (a log) is sent as it was when the response began.
-            remaining = self._remaining
-            if remaining == 0:
-                done.callback(None)
-                return
-            try:
-                block = read(
-                    _FILE_BLOCK if remaining < 0 else min(_FILE_BLOCK, remaining)
-                )
-            except Exception:
-                done.errback(Failure())
-                return
-            if not block:
-                # Shorter than announced: the framing check aborts.
-                done.callback(None)
-                return
-            if remaining > 0:
-                self._remaining = remaining - len(block)
-            consumer.write(block)
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        if self._paused and not self._stopped:
-            self._paused = False
-            if self._done is not None and not self._done.called and self._later is None:
-                self._pump()
-
-    def _continue(self) -> None:
-        self._later = None
-        if not self._paused and not self._stopped:
-            self._pump()
-
-    def stopProducing(self) -> None:
-        self._stopped = True
-        later, self._later = self._later, None
-        if later is not None and later.active():
-            later.cancel()
 
 
 @implementer(IPushProducer, IHalfCloseableProtocol)
@@ -985,7 +858,7 @@ class HTTPServerProtocol(Protocol):
         else:
             fileBody = cast(BinaryIO, body)
             exchange.file = fileBody
-            producer = _FileProducer(
+            producer = FileBodyProducer(
                 fileBody, length, paused=self._writePaused, clock=self._clock
             )
         exchange.producer = producer

@@ -17,20 +17,17 @@ import re
 import secrets
 import stat
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
+from twisted.internet.interfaces import IReactorTime
 
+from ._fileproducer import BLOCK_BYTES, BLOCKS_PER_TURN, FileBodyProducer
 from ._headers import Headers
 from ._message import Request, Response
-from ._writethrough import WOULD_BLOCK as _WOULD_BLOCK
 
 __all__ = [
     "DEFAULT_CACHED_FILE_BYTES",
@@ -61,10 +58,10 @@ DEFAULT_CACHE_ENTRIES = 4096
 #: Files up to this size are kept in memory; larger ones stream from disk.
 DEFAULT_CACHED_FILE_BYTES = 256 * 1024
 #: Bytes read (and written to the transport) at a time for a streamed file.
-READ_CHUNK_BYTES = 256 * 1024
+READ_CHUNK_BYTES = BLOCK_BYTES
 #: A streaming producer writes at most this many chunks before yielding to
 #: the reactor, so that one fast client cannot starve the others.
-_CHUNKS_PER_TURN = 4
+_CHUNKS_PER_TURN = BLOCKS_PER_TURN
 #: What an entry costs in the cache beyond its content (headers, paths).
 _ENTRY_OVERHEAD = 512
 
@@ -269,170 +266,26 @@ class _Cache:
             self.bytes -= entry.cost
 
 
-@implementer(IBodyProducer)
-class _FileProducer:
+class _SameFile:
     """
-    Streams byte ranges of an open file, with framing bytes between them.
-
-    It reads with ``pread`` in ``READ_CHUNK_BYTES`` blocks, writes while the
-    consumer has not paused it (at most ``_CHUNKS_PER_TURN`` blocks per
-    reactor turn), and checks the file before every block: if it became
-    shorter or changed, the Deferred fails with :class:`FileChangedError`
-    and nothing more is written, so the body is never padded or stretched.
-    A producer built for HEAD has no file and is never started.
+    ``FileBodyProducer``'s check for a streamed file: after every block, the
+    descriptor's ``fstat`` identity must still be the one the response was
+    built from, else :class:`FileChangedError` (never a padded or stretched
+    body).
     """
 
-    def __init__(
-        self,
-        fd: int | None,
-        identity: tuple[int, int, int, int],
-        parts: list[tuple[bytes, int, int]],
-        trailer: bytes,
-        reactor: IReactorTime,
-    ) -> None:
-        self._fd = fd
+    __slots__ = ("_identity",)
+
+    def __init__(self, identity: tuple[int, int, int, int]) -> None:
         self._identity = identity
-        self._parts = parts
-        self._trailer = trailer
-        self._reactor = reactor
-        self.length = sum(len(prefix) + count for prefix, _, count in parts) + len(
-            trailer
-        )
-        self._consumer: IConsumer | None = None
-        self._done: Deferred[None] | None = None
-        self._paused = False
-        self._producing = False
-        self._stopped = False
-        self._call: IDelayedCall | None = None
-        self._part = 0
-        self._offset = 0
-        self._remaining = 0
-        self._prefixSent = False
-        self._sendfile: Callable[[int, int, int], int | None] | None = None
 
-    def __del__(self) -> None:
-        # A response that was never started (the connection died first)
-        # still releases its descriptor.
-        self._close()
-
-    def _close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self._consumer = consumer
-        self._done = Deferred()
-        # connserver's consumer offers the kernel's sendfile where it can.
-        self._sendfile = getattr(consumer, "sendfile", None)
-        if self._fd is None:
-            self._done.errback(FileChangedError("no file to send"))
-            return self._done
-        if self._parts:
-            _, self._offset, self._remaining = self._parts[0]
-        self._produce()
-        return self._done
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        if self._stopped or self._done is None or self._done.called:
-            return
-        self._paused = False
-        if self._call is None:
-            self._produce()
-
-    def stopProducing(self) -> None:
-        # IBodyProducer: after stopProducing the Deferred must never fire.
-        self._stopped = True
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        self._close()
-
-    def _scheduled(self) -> None:
-        self._call = None
-        self._produce()
-
-    def _produce(self) -> None:
-        if self._producing:
-            return
-        self._producing = True
+    def __call__(self, fd: int) -> None:
         try:
-            self._produceSome()
-        finally:
-            self._producing = False
-
-    def _produceSome(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None and self._done is not None
-        chunks = 0
-        while not self._paused and not self._stopped:
-            if self._part == len(self._parts):
-                if self._trailer:
-                    consumer.write(self._trailer)
-                self._close()
-                self._done.callback(None)
-                return
-            prefix, _, _ = self._parts[self._part]
-            if not self._prefixSent:
-                self._prefixSent = True
-                if prefix:
-                    consumer.write(prefix)
-                    continue
-            if self._remaining == 0:
-                self._part += 1
-                self._prefixSent = False
-                if self._part < len(self._parts):
-                    _, self._offset, self._remaining = self._parts[self._part]
-                continue
-            if chunks == _CHUNKS_PER_TURN:
-                self._call = self._reactor.callLater(0, self._scheduled)
-                return
-            fd = self._fd
-            assert fd is not None
-            sendfile = self._sendfile
-            if sendfile is not None:
-                # The kernel copies file pages to the socket: no read into
-                # Python, no copy through Twisted's buffer.
-                sent = sendfile(fd, self._offset, self._remaining)
-                if sent is None:
-                    self._sendfile = None  # TLS, chunked...: pread and write
-                    continue
-                if sent == _WOULD_BLOCK:
-                    return  # paused until the socket can take more
-                try:
-                    changed = _identity(os.fstat(fd)) != self._identity
-                except OSError as e:
-                    self._fail(FileChangedError(f"stat failed: {e.strerror}"))
-                    return
-                if sent == 0 or changed:
-                    self._fail(FileChangedError("the file changed while being sent"))
-                    return
-                self._offset += sent
-                self._remaining -= sent
-                chunks += 1
-                continue
-            want = min(self._remaining, READ_CHUNK_BYTES)
-            try:
-                data = os.pread(fd, want, self._offset)
-                changed = _identity(os.fstat(fd)) != self._identity
-            except OSError as e:
-                self._fail(FileChangedError(f"read failed: {e.strerror}"))
-                return
-            if len(data) != want or changed:
-                self._fail(FileChangedError("the file changed while being sent"))
-                return
-            self._offset += want
-            self._remaining -= want
-            chunks += 1
-            consumer.write(data)
-
-    def _fail(self, error: Exception) -> None:
-        self._close()
-        assert self._done is not None
-        self._done.errback(error)
+            changed = _identity(os.fstat(fd)) != self._identity
+        except OSError as e:
+            raise FileChangedError(f"stat failed: {e.strerror}") from e
+        if changed:
+            raise FileChangedError("the file changed while being sent")
 
 
 class StaticFiles:
@@ -812,13 +665,11 @@ class StaticFiles:
         # 200 would carry.  The body given here is never sent: it only lets
         # the protocol send the Content-Length of the 200, the one value
         # §8.6 allows on a 304 (an empty body would claim a length of 0).
-        body: bytes | _FileProducer
+        body: bytes | FileBodyProducer
         if entry.body is not None:
             body = entry.body
         else:
-            body = _FileProducer(
-                None, entry.identity, [(b"", 0, entry.size)], b"", self.reactor
-            )
+            body = FileBodyProducer(None, entry.size, clock=self.reactor)
         return Response(304, Headers._fromLowered(list(entry.validatorFields)), body)
 
     def _unsatisfiable(self, entry: _Entry) -> Response:
@@ -922,7 +773,13 @@ class StaticFiles:
                 # Replaced between the stat and the open: start over.
                 os.close(fd)
                 raise _FileChanged()
-        producer = _FileProducer(fd, entry.identity, parts, trailer, self.reactor)
+        producer = FileBodyProducer(
+            fd,
+            clock=self.reactor,
+            parts=parts,
+            trailer=trailer,
+            check=_SameFile(entry.identity),
+        )
         return Response(code, Headers._fromLowered(fields), producer)
 
     def _acceptsGzip(self, headers: Headers) -> bool:

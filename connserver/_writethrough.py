@@ -14,6 +14,15 @@ The same object sends file bodies with the kernel's ``sendfile``, and counts
 the bytes written, so that ``sendTimeout`` can tell a slow reader (bytes
 still leave) from one that stopped.  Over TLS and other transports it only
 counts and hands every write to the transport.
+
+Both read private attributes of Twisted's TCP transport (``_REQUIRED``
+below): its two write buffers, its disconnect flags and its socket.  They
+are checked once per transport class; a class that lacks any of them (a
+future Twisted) gets plain ``transport.write``, no ``sendfile``, and
+``delivered() == -1``: slower, never wrong.  ``tests/test_writethrough.py``
+checks on a real connection that each of them still exists and still means
+what this module assumes; run it before raising the bound on ``twisted``
+in ``pyproject.toml``.
 """
 
 from __future__ import annotations
@@ -39,11 +48,52 @@ _OUTQ = getattr(termios, "TIOCOUTQ", None)
 _INT = struct.Struct("i")
 
 
+#: What this module reads from a ``tcp.Connection`` beyond ``ITransport``,
+#: with the type it must have; checked once per transport class.
+#: ``socket`` (with ``send`` and ``fileno``) is looked up per connection.
+_REQUIRED: tuple[tuple[str, type], ...] = (
+    # bool is an int: Twisted keeps some flags as 0/1.
+    ("connected", int),
+    ("disconnecting", int),
+    ("_writeDisconnecting", int),
+    # Bytes not yet copied into dataBuffer, and how many.
+    ("_tempDataBuffer", list),
+    ("_tempDataLen", int),
+    # Bytes being sent: dataBuffer[offset:] is still to go.
+    ("dataBuffer", bytes),
+    ("offset", int),
+    # doWrite resumes a streaming producer marked paused once it drains.
+    ("producerPaused", int),
+)
+_REQUIRED_METHODS = ("write", "startWriting")
+
+#: The verdict of ``_hasInternals`` per transport class.
+_verdicts: dict[type, bool] = {}
+
+
+def _hasInternals(transport: object) -> bool:
+    """Whether ``transport`` has every private attribute this module reads."""
+    for name, kind in _REQUIRED:
+        if not isinstance(getattr(transport, name, None), kind):
+            return False
+    return all(callable(getattr(transport, name, None)) for name in _REQUIRED_METHODS)
+
+
+def _supported(transport: object) -> bool:
+    """``_hasInternals``, decided once per class."""
+    cls = type(transport)
+    verdict = _verdicts.get(cls)
+    if verdict is None:
+        verdict = _verdicts[cls] = _hasInternals(transport)
+    return verdict
+
+
 def _plainTCP(transport: object) -> bool:
     return (
         isinstance(transport, tcp.Connection)
         and not ISSLTransport.providedBy(transport)
         and not getattr(transport, "TLS", False)
+        and _supported(transport)
     )
 
 
@@ -61,12 +111,18 @@ class TransportWriter:
         connection: Any = transport
         self._connection = connection
         self.written = 0
+        self._send: Any = None
+        self._socketFd = -1
         if self._plain:
-            self._send = connection.socket.send
-            self._socketFd: int = connection.socket.fileno()
-        else:
-            self._send = None
-            self._socketFd = -1
+            try:
+                skt = connection.socket
+                self._send = skt.send
+                self._socketFd = skt.fileno()
+            except (AttributeError, OSError):
+                # No socket (gone already, or not where it was): plain writes.
+                self._plain = False
+                self._send = None
+                self._socketFd = -1
 
     def write(self, data: bytes) -> None:
         """Write ``data``, at once if the transport holds nothing before it."""
@@ -123,6 +179,8 @@ class TransportWriter:
         socket can take more bytes: Twisted's ``doWrite`` does exactly that
         when its buffer is empty and the producer is marked paused.
         """
+        if not self._plain:
+            return  # sendFile never said WOULD_BLOCK here
         c = self._connection
         c.producerPaused = True
         c.startWriting()
@@ -131,7 +189,8 @@ class TransportWriter:
         """
         Bytes written that have left this host's buffers (Twisted's and, on
         Linux, the kernel's send queue), or -1 when the transport does not
-        say.  ``sendTimeout`` compares two readings.
+        say (not TCP, or a Twisted whose TCP buffers this module does not
+        know).  ``sendTimeout`` compares two readings.
         """
         queued = self.queued()
         if queued is None:
