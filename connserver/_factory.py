@@ -140,6 +140,7 @@ class ConnectionFactory(Factory):
         # The lowercased Connection options of the field values seen before
         # (most clients send the same one or two): bounded, per factory.
         self._connectionOptions: dict[tuple[bytes, ...], frozenset[bytes]] = {}
+        self._addresses: dict[IAddress, IAddress] = {}
         # Connections that became idle while accepting was paused, to be
         # shed on the next reactor turn.
         self._newlyIdle: list[HTTPServerProtocol] = []
@@ -252,6 +253,22 @@ class ConnectionFactory(Factory):
             self._resumeAccepting()
         if not self._connections and self._drainDone:
             self._finishDrain()
+
+    def sharedAddress(self, address: IAddress) -> IAddress:
+        """
+        One object for equal addresses: every connection to a listener has
+        the same local address, and keeping one copy instead of one per
+        connection saves memory on thousands of idle ones.  Bounded.
+        """
+        try:
+            shared = self._addresses.get(address)
+        except TypeError:  # an unhashable address type
+            return address
+        if shared is not None:
+            return shared
+        if len(self._addresses) < _OPTIONS_CACHE_SIZE:
+            self._addresses[address] = address
+        return address
 
     def connectionOptionsOf(self, values: tuple[bytes, ...]) -> frozenset[bytes]:
         """The Connection options of these field values (RFC 9110 §7.6.1), cached."""

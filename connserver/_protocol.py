@@ -18,6 +18,7 @@ from typing import Protocol as Protocol_
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
+    IAddress,
     IHalfCloseableProtocol,
     IProducer,
     IPushProducer,
@@ -91,6 +92,9 @@ class ConnectionOwner(Protocol_):
     def connectionIdle(self, protocol: HTTPServerProtocol) -> None:
         """The connection waits for its next request now."""
 
+    def sharedAddress(self, address: IAddress) -> IAddress:
+        """One object for equal addresses (a listener's own address)."""
+
 
 _S = ConnectionState
 _HEAD = Phase.HEAD
@@ -118,6 +122,10 @@ _CRLF = b"\r\n"
 _HEADER_SEP = b": "
 _CONNECTION_DONE = Failure(ConnectionDone())
 _NO_OPTIONS: frozenset[bytes] = frozenset()
+# The pipeline of a connection with no request in it: an empty tuple shared
+# by all (typed as the list it stands for; nothing appends to it, a list is
+# made for the first request), so that an idle connection holds no list.
+_NO_QUEUE: list[Any] = cast(Any, ())
 
 
 class _Exchange:
@@ -232,10 +240,10 @@ class HTTPServerProtocol(Protocol):
         "_served",
         "_stats",
         "_timer",
-        "_write",
         "_writePaused",
         "acceptedAt",
         "closeReason",
+        "connected",
         "connectionId",
         "factory",
         "host",
@@ -244,17 +252,22 @@ class HTTPServerProtocol(Protocol):
         "maxBodyBytes",
         "peer",
         "state",
+        "transport",
     )
 
     factory: ConnectionOwner
 
     def __init__(self, factory: ConnectionOwner, connectionId: int) -> None:
+        # Twisted's Protocol keeps these two in an instance dict; as slots
+        # (set here, since a slot hides the base class's default) an idle
+        # connection has no dict at all.
+        self.transport = None
+        self.connected = 0
         self.factory = factory
         self.connectionId = connectionId
         self.state = _S.ACCEPTED
         self.closeReason: str | None = None
         self.acceptedAt = 0.0
-        self._write: Callable[[bytes], None] = _discard
         self._out: TransportWriter | None = None
         self._config = factory.config
         self._stats = factory.stats
@@ -274,7 +287,7 @@ class HTTPServerProtocol(Protocol):
         self._parser: RequestParser | None = RequestParser(factory.config)
         # The pipeline, front first (a list: it holds at most
         # maxPipelinedRequests, and an empty deque costs 600 bytes).
-        self._queue: list[_Exchange] = []
+        self._queue: list[_Exchange] = _NO_QUEUE
         self._incoming: _Exchange | None = None
         self._served = 0
         self._closeAfterCurrent = False
@@ -298,7 +311,7 @@ class HTTPServerProtocol(Protocol):
         # The single lazy timer: one phase at a time, a deadline, and at
         # most one pending DelayedCall that re-arms itself when the deadline
         # moved later (so a busy keep-alive connection causes no timer churn).
-        self._timer = PhaseTimer(self._clock, self._timerExpired)
+        self._timer = PhaseTimer(self._clock, self)
 
     # -- connection events -------------------------------------------------
 
@@ -308,10 +321,9 @@ class HTTPServerProtocol(Protocol):
         self.acceptedAt = self._clock.seconds()
         self.isSecure = ISSLTransport.providedBy(transport)
         self.peer = transport.getPeer()
-        self.host = transport.getHost()
+        self.host = self.factory.sharedAddress(transport.getHost())
         self._peerHost = getattr(self.peer, "host", None) or "-"
         self._out = TransportWriter(transport)
-        self._write = self._out.write
         _noDelay(transport)
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.factory.registerConnection(self)
@@ -382,7 +394,7 @@ class HTTPServerProtocol(Protocol):
         exchanges = list(self._queue)
         if self._incoming is not None and self._incoming not in exchanges:
             exchanges.append(self._incoming)
-        self._queue.clear()
+        self._queue = _NO_QUEUE
         self._incoming = None
         try:
             for exchange in exchanges:
@@ -597,7 +609,10 @@ class HTTPServerProtocol(Protocol):
                     exchange.error = ProtocolError(
                         "unsupported expectation", 417, closeConnection=True
                     )
-        self._queue.append(exchange)
+        if self._queue:
+            self._queue.append(exchange)
+        else:
+            self._queue = [exchange]
         return exchange
 
     def _bodyReceived(self, data: bytes) -> None:
@@ -651,7 +666,10 @@ class HTTPServerProtocol(Protocol):
                 return
         exchange = _Exchange(None, self._clock.seconds())
         exchange.error = error
-        self._queue.append(exchange)
+        if self._queue:
+            self._queue.append(exchange)
+        else:
+            self._queue = [exchange]
         self._again = True
 
     # -- the body source offered to Request ---------------------------------
@@ -1029,7 +1047,10 @@ class HTTPServerProtocol(Protocol):
         factory.stats.handled += 1
         if factory.requestObservers:
             self._record(exchange, closeReason)
-        self._queue.pop(0)
+        if len(self._queue) == 1:
+            self._queue = _NO_QUEUE
+        else:
+            self._queue.pop(0)
         if not keepAlive:
             self._startClose(closeReason or "protocol-error")
             return
@@ -1158,7 +1179,9 @@ class HTTPServerProtocol(Protocol):
             if self._batchBytes >= _BATCH_BYTES or len(batch) >= _BATCH_WRITES:
                 self._flush()
         else:
-            self._write(data)
+            out = self._out
+            if out is not None:
+                out.write(data)
 
     def _flush(self) -> None:
         batch = self._batch
@@ -1166,8 +1189,9 @@ class HTTPServerProtocol(Protocol):
         data = batch[0] if len(batch) == 1 else b"".join(batch)
         self._batch = None
         self._batchBytes = 0
-        if not self._lost:
-            self._write(data)
+        out = self._out
+        if out is not None and not self._lost:
+            out.write(data)
 
     # -- timers ------------------------------------------------------------
 
@@ -1218,8 +1242,8 @@ class HTTPServerProtocol(Protocol):
         elif self._timer.phase is not None:
             self._timer.clear()
 
-    def _timerExpired(self, phase: Phase) -> None:
-        """The running phase reached its deadline: its own outcome."""
+    def phaseExpired(self, phase: Phase) -> None:
+        """The running phase reached its deadline: its own outcome (``PhaseTimer``)."""
         if self._lost:
             return
         if phase is _HEAD:
@@ -1260,7 +1284,10 @@ class HTTPServerProtocol(Protocol):
             exchange.error = ProtocolError("request head timeout", 408)
             self._parser = None
             self._incoming = None
-            self._queue.append(exchange)
+            if self._queue:
+                self._queue.append(exchange)
+            else:
+                self._queue = [exchange]
             self._writeError(exchange, 408, "header-timeout")
         else:
             self._startClose("header-timeout")
@@ -1290,7 +1317,7 @@ class HTTPServerProtocol(Protocol):
         self._parser = None
         incoming, self._incoming = self._incoming, None
         queue = list(self._queue)
-        self._queue.clear()
+        self._queue = _NO_QUEUE
         if incoming is not None and incoming not in queue:
             queue.append(incoming)
         # The state and the exchanges change first: what runs below (a
@@ -1421,10 +1448,6 @@ class _ExchangeBody:
 
     def stopBody(self) -> None:
         self._protocol._bodyStop(self._exchange)
-
-
-def _discard(data: bytes) -> None:
-    """The writer of a protocol that has no transport yet."""
 
 
 def _noDelay(transport: object) -> None:

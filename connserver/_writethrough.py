@@ -103,7 +103,16 @@ class TransportWriter:
     the transport's own ``write`` elsewhere, and a count of bytes written.
     """
 
-    __slots__ = ("_connection", "_plain", "_send", "_socketFd", "_transport", "written")
+    # Slots, and the socket rather than its bound send method: thousands of
+    # idle connections each hold one.
+    __slots__ = (
+        "_connection",
+        "_plain",
+        "_socket",
+        "_socketFd",
+        "_transport",
+        "written",
+    )
 
     def __init__(self, transport: ITransport) -> None:
         self._transport = transport
@@ -111,17 +120,17 @@ class TransportWriter:
         connection: Any = transport
         self._connection = connection
         self.written = 0
-        self._send: Any = None
+        self._socket: Any = None
         self._socketFd = -1
         if self._plain:
             try:
                 skt = connection.socket
-                self._send = skt.send
                 self._socketFd = skt.fileno()
+                self._socket = skt
             except (AttributeError, OSError):
                 # No socket (gone already, or not where it was): plain writes.
                 self._plain = False
-                self._send = None
+                self._socket = None
                 self._socketFd = -1
 
     def write(self, data: bytes) -> None:
@@ -137,7 +146,7 @@ class TransportWriter:
             and c.offset >= len(c.dataBuffer)
         ):
             try:
-                sent = self._send(data)
+                sent = self._socket.send(data)
             except OSError:
                 # EAGAIN, or an error Twisted's own write path will meet and
                 # report through connectionLost.

@@ -247,14 +247,22 @@ def test_304AndHeadKeepTheHandlersContentLength() -> None:
 def pauseAfterFirstBlock(conn: Any) -> None:
     """Make the transport report a full buffer after the first large write."""
     protocol = conn.protocol
-    write = protocol._write
 
-    def pausingWrite(data: bytes) -> None:
-        write(data)
-        if len(data) >= 64 * KiB:
-            protocol.pauseProducing()
+    class PausingWriter:
+        """The connection's writer, pausing the protocol after a large write."""
 
-    protocol._write = pausingWrite
+        def __init__(self, out: Any) -> None:
+            self._out = out
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._out, name)
+
+        def write(self, data: bytes) -> None:
+            self._out.write(data)
+            if len(data) >= 64 * KiB:
+                protocol.pauseProducing()
+
+    protocol._out = PausingWriter(protocol._out)
 
 
 def test_fileThatGrowsIsSentAsItWas(tmp_path: Any) -> None:

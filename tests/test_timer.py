@@ -7,10 +7,18 @@ from twisted.internet.task import Clock
 from connserver._timer import Phase, PhaseTimer
 
 
+class Owner:
+    def __init__(self) -> None:
+        self.expired: list[Phase] = []
+
+    def phaseExpired(self, phase: Phase) -> None:
+        self.expired.append(phase)
+
+
 def make() -> tuple[Clock, PhaseTimer, list[Phase]]:
     clock = Clock()
-    expired: list[Phase] = []
-    return clock, PhaseTimer(clock, expired.append), expired
+    owner = Owner()
+    return clock, PhaseTimer(clock, owner), owner.expired
 
 
 def test_expiresAtTheDeadline() -> None:
