@@ -1,16 +1,18 @@
 """
 Run twisted.web resources, and Klein apps, as connserver handlers.
 
-:class:`WebResourceHandler` renders each request with a stock
-``twisted.web.server.Request`` attached to a small stand-in for
-``HTTPChannel`` (:class:`_Exchange`).  The resource sees the twisted.web it
-knows (``NOT_DONE_YET``, ``notifyFinish``, ``registerProducer``, sessions,
-``request.content``), while connserver keeps the connection: framing,
-persistence (``PersistencePolicy``), timers and drain.  The response status
-and header fields are captured at the first write; a body that is complete
-by then becomes ``bytes``, anything still streaming becomes an
-``IBodyProducer`` that passes backpressure on to the producer the resource
-registered.  See ``docs/web.md``.
+:class:`WebResourceHandler` renders each request with a
+``twisted.web.server.Request`` (:class:`_WebRequest`, a lighter subclass
+for a request connserver has already parsed) attached to a small stand-in
+for ``HTTPChannel`` (:class:`_Exchange`).  The resource sees the twisted.web
+it knows (``NOT_DONE_YET``, ``notifyFinish``, ``registerProducer``,
+sessions, ``request.content``), while connserver keeps the connection:
+framing, persistence (``PersistencePolicy``), timers and drain.  A render
+that returns bytes becomes a ``Response`` with a bytes body at once, with no
+``Deferred``; otherwise the status and header fields are captured at the
+first write, a body that is complete by then becomes ``bytes``, and anything
+still streaming becomes an ``IBodyProducer`` that passes backpressure on to
+the producer the resource registered.  See ``docs/web.md``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes as unquote
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
@@ -31,13 +34,14 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.python.failure import Failure
-from twisted.web import http_headers, server
-from twisted.web.http import NO_BODY_CODES, RESPONSES
+from twisted.web import http, http_headers, resource, server
+from twisted.web.error import UnsupportedMethod
+from twisted.web.http import NO_BODY_CODES, RESPONSES, parse_qs
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
-from ._headers import Headers, splitList
+from ._headers import splitList
 from ._message import Handler, Request, Response
 
 if TYPE_CHECKING:
@@ -47,7 +51,7 @@ __all__ = ["WebResourceHandler", "asHandler"]
 
 #: Response fields the resource may set but connserver owns: framing (RFC 9112
 #: §6.1, §6.2) and connection management (RFC 9110 §7.6.1, RFC 9112 §9.3).
-#: ``Connection: close`` is the exception, put back by :meth:`_Exchange.writeHeaders`.
+#: ``Connection: close`` is the exception, put back by :meth:`_Exchange._capture`.
 _DROPPED_FIELDS = frozenset(
     {
         b"connection",
@@ -64,8 +68,15 @@ _DROPPED_FIELDS = frozenset(
 #: The Server value twisted.web's ``Request.process`` sets on every response;
 #: dropped so that connserver's own Server field is the only one.
 _TWISTED_SERVER = [server.version]
-#: Every field :meth:`_Exchange.writeHeaders` looks at more closely.
+#: Every field :meth:`_Exchange._capture` looks at more closely.
 _SPECIAL_FIELDS = _DROPPED_FIELDS | {b"content-length", b"server"}
+_CLOSE = (b"Connection", b"close")
+#: Field name as twisted.web stores it -> its lowercased form if it is one of
+#: _SPECIAL_FIELDS, else b"" (bounded, as names come from resources).
+_FIELD_KINDS: dict[bytes, bytes] = {}
+_FIELD_KINDS_MAX = 1000
+#: The shared, always empty, starting value of ``_Exchange._buffer``.
+_NO_BUFFER: list[bytes] = []
 
 #: Bytes of response body buffered before the protocol attaches a consumer:
 #: enough that a small file becomes a ``bytes`` body with a known length,
@@ -101,6 +112,11 @@ class WebResourceHandler:
     The request body is read whole first (bounded by ``maxBodyBytes``: a
     larger one fails with ``ProtocolError`` 413) and given to the resource
     as ``request.content``, as twisted.web does.
+
+    A call returns the ``Response`` itself when the resource answered before
+    control returned (a ``render_*`` returning bytes, the common case), so
+    that the protocol writes it at once; otherwise a ``Deferred`` that fires
+    with it once the status is known.
     """
 
     def __init__(
@@ -127,15 +143,317 @@ class WebResourceHandler:
     def __repr__(self) -> str:
         return f"<WebResourceHandler {self.resource!r}>"
 
-    def __call__(self, request: Request) -> Deferred[Response]:
-        """Render ``request``; the Deferred fires once the status is known."""
+    def __call__(self, request: Request) -> Response | Deferred[Response]:
+        """
+        Render ``request``: the ``Response`` if it is complete at once, else
+        a ``Deferred`` that fires once the status is known.
+        """
         if request.hasBody:
             reading = request.readBody()
             return reading.addCallback(self._render, request)
-        return self._render(b"", request)
+        return _Exchange(self.site, self.reactor, request).render(b"")
 
-    def _render(self, body: bytes, request: Request) -> Deferred[Response]:
+    def _render(self, body: bytes, request: Request) -> Response | Deferred[Response]:
         return _Exchange(self.site, self.reactor, request).render(body)
+
+
+class _OnFirstUse:
+    """
+    An attribute computed the first time it is read and then stored on the
+    instance like any other (a non-data descriptor, so assigning works).
+    """
+
+    __slots__ = ("_make", "_name")
+
+    def __init__(self, make: Callable[[Any], Any]) -> None:
+        self._make = make
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = self._make(instance)
+        instance.__dict__[self._name] = value
+        return value
+
+
+_encodeName = http_headers._nameEncoder.encode
+
+
+def _sanitized(value: bytes) -> bytes:
+    """A field value as twisted.web stores it: CR and LF become spaces."""
+    if b"\n" in value or b"\r" in value:
+        return http_headers._sanitizeLinearWhitespace(value)
+    return value
+
+
+def _requestHeaders(web: _WebRequest) -> http_headers.Headers:
+    """twisted.web's ``requestHeaders``, built only if a resource asks."""
+    headers = http_headers.Headers()
+    raw = headers._rawHeaders
+    for _, name, value in web._requestFields._fields:
+        raw.setdefault(_encodeName(name), []).append(_sanitized(value))
+    return headers
+
+
+def _receivedCookies(web: _WebRequest) -> dict[bytes, bytes]:
+    """twisted.web's ``received_cookies``, parsed only if a resource asks."""
+    cookies: dict[bytes, bytes] = {}
+    for lowered, _, value in web._requestFields._fields:
+        if lowered != b"cookie" or not value:
+            continue
+        for cookie in _sanitized(value).split(b";"):
+            name, sep, rest = cookie.lstrip().partition(b"=")
+            if sep:
+                cookies[name] = rest
+    return cookies
+
+
+class _Replay:
+    """
+    A resource whose first ``render`` gives back what the real resource's
+    first ``render`` gave (its result or its exception), so that
+    ``server.Request.render`` can take over after the fact; later renders
+    (the ``GET`` behind a faked ``HEAD``) go to the real resource.
+    """
+
+    def __init__(self, resource: IResource, outcome: object) -> None:
+        self._resource = resource
+        self._outcome = outcome
+        self._used = False
+
+    def render(self, request: server.Request) -> object:
+        if self._used:
+            return self._resource.render(request)  # type: ignore[no-untyped-call]
+        self._used = True
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome
+
+    def __repr__(self) -> str:
+        return repr(self._resource)
+
+
+class _WebRequest(server.Request):
+    """
+    A ``twisted.web.server.Request`` for a request connserver has already
+    parsed and validated.
+
+    It is built without the channel machinery (the ``_Exchange`` is its
+    channel and transport); ``requestHeaders`` and ``received_cookies`` are
+    filled from connserver's fields only when a resource reads them;
+    ``process`` does not set the ``Date`` and ``Server`` fields (connserver
+    sends its own); and a ``render`` that returns bytes (the common case)
+    finishes in one step, handing the status, fields and body straight to
+    the exchange, with the same result as ``setHeader(Content-Length)``,
+    ``write`` and ``finish``.  Everything else takes twisted.web's own path.
+    """
+
+    queued = False
+    requestHeaders = _OnFirstUse(_requestHeaders)
+    received_cookies = _OnFirstUse(_receivedCookies)
+    # An empty body's BytesIO, made only if a resource reads it; the same
+    # for the lists and the dict below, which most requests never touch.
+    content = _OnFirstUse(lambda web: BytesIO())
+    notifications = _OnFirstUse(lambda web: [])
+    cookies = _OnFirstUse(lambda web: [])
+    _adapterCache = _OnFirstUse(lambda web: {})
+
+    def __init__(  # a lighter http.Request.__init__: super() is not called
+        self, exchange: _Exchange, site: Site, request: Request
+    ) -> None:
+        # What http.Request.__init__ and Componentized.__init__ set, from
+        # what connserver already knows.
+        self.channel = exchange  # type: ignore[assignment]
+        self.transport = exchange  # type: ignore[assignment]
+        self.site = site
+        self.client = request.peer or _UNKNOWN_ADDRESS
+        self.host = request.host or _UNKNOWN_ADDRESS
+        self.responseHeaders = http_headers.Headers()
+        self._parsePOSTFormSubmission = site._parsePOSTFormSubmission
+        self._requestFields = request.headers
+        # What requestReceived sets (it is called only for a request with a
+        # body, to parse a form; without one, process() follows at once).
+        self.method = request.method
+        self.uri = request.target
+        version = request.version
+        self.clientproto = _VERSIONS.get(version) or _versionBytes(version)
+        self.path = request.path
+        query = request.query
+        self.args = parse_qs(query, 1) if query else {}  # type: ignore[no-untyped-call]
+
+    def getHeader(self, key: Any) -> Any:
+        """The last value of a request field (as ``http.Request.getHeader``)."""
+        if "requestHeaders" in self.__dict__:
+            return server.Request.getHeader(self, key)
+        name = key.encode("iso-8859-1") if isinstance(key, str) else key
+        lowered = name.lower()
+        found: bytes | None = None
+        for low, _, value in self._requestFields._fields:
+            if low == lowered:
+                found = value
+        if found is None:
+            return None
+        found = _sanitized(found)
+        return found.decode("utf8") if isinstance(key, str) else found
+
+    def getStateToCopyFor(self, issuer: object) -> Any:
+        self.requestHeaders  # noqa: B018 -- built before __dict__ is copied
+        self.received_cookies  # noqa: B018
+        return server.Request.getStateToCopyFor(self, issuer)  # type: ignore[no-untyped-call]
+
+    def setHeader(self, name: Any, value: Any) -> None:
+        """``setRawHeaders(name, [value])``, with less work for bytes."""
+        headers = self.responseHeaders
+        if type(value) is bytes and type(headers) is http_headers.Headers:
+            if b"\n" in value or b"\r" in value:
+                value = http_headers._sanitizeLinearWhitespace(value)
+            headers._rawHeaders[_encodeName(name)] = [value]
+        else:
+            headers.setRawHeaders(name, [value])
+
+    def process(self) -> None:
+        """``server.Request.process``, without the Date and Server fields."""
+        path = self.path
+        self.prepath = []
+        if b"%" in path:
+            self.postpath = list(map(unquote, path[1:].split(b"/")))
+        else:
+            # unquote() gives back a segment without "%" as it is.
+            self.postpath = path[1:].split(b"/")
+        if path == b"*":
+            self._handleStar()  # type: ignore[no-untyped-call]
+            return
+        try:
+            site = self.site
+            assert site is not None
+            if type(site) is server.Site:
+                # Site.getResourceFor, inline.
+                self.sitepath: list[bytes] = []
+                resrc = resource.getChildForRequest(site.resource, self)  # type: ignore[no-untyped-call]
+            else:
+                resrc = site.getResourceFor(self)  # type: ignore[no-untyped-call]
+            if resource._IEncodingResource.providedBy(resrc):
+                encoder = resrc.getEncoder(self)  # type: ignore[no-untyped-call]
+                if encoder is not None:
+                    self._encoder = encoder
+            self.render(resrc)
+        except BaseException:
+            self.processingFailed(Failure())  # type: ignore[no-untyped-call]
+
+    def render(self, resrc: IResource) -> None:
+        """
+        ``server.Request.render``: bytes from a GET (or POST, ...) finish at
+        once; anything else (HEAD, an unsupported method, a non-bytes result,
+        a response already begun) is handed to twisted.web's own ``render``.
+        """
+        try:
+            body = resrc.render(self)  # type: ignore[no-untyped-call]
+        except UnsupportedMethod as e:
+            server.Request.render(self, _Replay(resrc, e))  # type: ignore[no-untyped-call]
+            return
+        if body is server.NOT_DONE_YET:
+            return
+        if (
+            type(body) is bytes
+            # Not begun (finish() begins it too), not a HEAD, 204 or 304.
+            and not self.startedWriting
+            and not self._disconnected
+            and self.producer is None
+            and self._encoder is None
+            and self.method != b"HEAD"
+            and self.code not in NO_BODY_CODES
+        ):
+            self._finishWith(body)
+            return
+        server.Request.render(self, _Replay(resrc, body))  # type: ignore[no-untyped-call]
+
+    def _finishWith(self, body: bytes) -> None:
+        """
+        ``setHeader(b"Content-Length", ...)``, ``write(body)``, ``finish()``
+        in one step, as twisted.web would do them (default Content-Type,
+        Last-Modified, ETag, Set-Cookie), then handed to the exchange.
+        """
+        headers = self.responseHeaders
+        raw = headers._rawHeaders
+        size = len(body)
+        raw[b"Content-Length"] = [b"%d" % size]
+        if (
+            size
+            and not raw.get(b"Content-Type")
+            and self.defaultContentType is not None
+        ):
+            raw[b"Content-Type"] = [self.defaultContentType]
+        state = self.__dict__
+        if (
+            self.lastModified is not None
+            or self.etag is not None
+            or state.get("cookies")
+        ):
+            self._lateFields(headers)
+        self.startedWriting = 1
+        self.sentLength = size
+        self.finished = 1
+        exchange: _Exchange = self.channel  # type: ignore[assignment]
+        del self.channel
+        exchange._complete(self.code, self.code_message, headers, body)
+        self._release()
+
+    def _cleanup(self) -> None:
+        """``http.Request._cleanup``, called by ``finish``."""
+        if self.producer:
+            self._log.failure(
+                "",
+                Failure(
+                    RuntimeError(f"Producer was not unregistered for {self.uri!r}")
+                ),
+            )
+            self.unregisterProducer()  # type: ignore[no-untyped-call]
+        self.channel.requestDone(self)  # type: ignore[no-untyped-call]
+        del self.channel
+        self._release()
+
+    def _release(self) -> None:
+        """
+        The end of ``http.Request._cleanup``: close the body file and fire
+        ``notifyFinish``, without making either if nobody asked for it.
+        """
+        state = self.__dict__
+        content = state.get("content")
+        if content is not None:
+            try:
+                content.close()
+            except OSError:
+                pass
+        # http.Request deletes content, which under Site leaves the class's
+        # None (not a new empty BytesIO).
+        state["content"] = None
+        notifications = state.get("notifications")
+        if notifications:
+            self.notifications = []
+            for d in notifications:
+                d.callback(None)
+
+    def _lateFields(self, headers: http_headers.Headers) -> None:
+        """The fields ``http.Request.write`` adds just before the head."""
+        if self.lastModified is not None:
+            if headers.hasHeader(b"Last-Modified"):
+                self._log.info(
+                    "Warning: last-modified specified both in"
+                    " header list and lastModified attribute."
+                )
+            else:
+                headers.setRawHeaders(
+                    b"Last-Modified",
+                    [http.datetimeToString(self.lastModified)],  # type: ignore[no-untyped-call]
+                )
+        if self.etag is not None:
+            headers.setRawHeaders(b"ETag", [self.etag])
+        if self.cookies:
+            headers.setRawHeaders(b"Set-Cookie", self.cookies)
 
 
 class _Exchange:
@@ -146,19 +464,24 @@ class _Exchange:
 
     twisted.web's Request writes the status line and fields through
     :meth:`writeHeaders`, body bytes through :meth:`write`, and reports its
-    end through :meth:`requestDone`.  This object turns those calls into one
-    ``Response``; if the body is still being written when the status is
-    known, the response body is a :class:`_StreamedBody` reading from here.
+    end through :meth:`requestDone`; a render that returned bytes hands all
+    of it over at once through :meth:`_complete`.  This object turns those
+    calls into one ``Response``; if the body is still being written when the
+    status is known, the response body is a :class:`_StreamedBody` reading
+    from here.
     """
 
     # Most state starts at a class-level default, so that building one per
     # request sets only what differs (this object is on every request's path).
-    _web: server.Request | None = None
+    _web: _WebRequest | None = None
+    # http.Request.finish logs through channel.factory when there is one;
+    # connserver keeps its own access log.
+    factory = None
     _rendering = False
     _pulling = False
     _code = 200
     _reason: bytes | None = None
-    _headers: Headers | None = None
+    _fields: list[tuple[bytes, bytes]] | None = None
     _length: int | None = None
     _closeAfter = False
     _emitted = False
@@ -175,40 +498,63 @@ class _Exchange:
     _streaming = False
     _producerPaused = False
     _tick: IDelayedCall | None = None
+    # Until render returns: the Response (or the error) the resource
+    # produced at once.  After it: the Deferred the handler returned.
+    _response: Response | None = None
+    # Body bytes written before the protocol asked for them (a list of this
+    # exchange's own once the first arrives).
+    _buffer: list[bytes] = _NO_BUFFER
+    _error: Exception | None = None
+    _result: Deferred[Response] | None = None
 
     def __init__(self, site: Site, reactor: IReactorTime, request: Request) -> None:
         self.site = site
-        # Resources reach the connection as request.transport (getPeer,
-        # loseConnection); this object answers for it too.
-        self.transport = self
         self._reactor = reactor
         self._request = request
-        self._result: Deferred[Response] = Deferred(self._cancel)
-        self._buffer: list[bytes] = []
 
-    def render(self, body: bytes) -> Deferred[Response]:
-        """Hand the request to the resource tree; fires with the Response."""
+    @property
+    def transport(self) -> _Exchange:
+        """
+        Resources reach the connection as ``request.transport`` (``getPeer``,
+        ``loseConnection``); this object answers for it too.  (A property,
+        not an attribute, so that no reference cycle keeps it alive.)
+        """
+        return self
+
+    def render(self, body: bytes) -> Response | Deferred[Response]:
+        """
+        Hand the request to the resource tree: the Response if it is known
+        when rendering returns, else a Deferred that fires with it.
+        """
         request = self._request
-        web = server.Request(self)  # type: ignore[no-untyped-call]
+        web = _WebRequest(self, self.site, request)
         self._web = web
-        content = BytesIO()
-        # Left at its end, as HTTPChannel leaves it: requestReceived takes
-        # tell() as the body length (and parses form bodies only if non-zero).
-        content.write(body)
-        web.content = content
-        rawHeaders = web.requestHeaders
-        for name, value in request.headers:
-            rawHeaders.addRawHeader(name, value)
-        web.parseCookies()  # type: ignore[no-untyped-call]
         self._rendering = True
         try:
-            web.requestReceived(  # type: ignore[no-untyped-call]
-                request.method, request.target, _versionBytes(request.version)
-            )
+            if body:
+                content = BytesIO()
+                # Left at its end, as HTTPChannel leaves it: requestReceived
+                # takes tell() as the body length (and parses form bodies).
+                content.write(body)
+                web.content = content
+                web.requestReceived(  # type: ignore[no-untyped-call]
+                    web.method, web.uri, web.clientproto
+                )
+            else:
+                web.process()
         finally:
             self._rendering = False
-        self._settle()
-        return self._result
+        if not self._emitted:
+            self._settle()
+        response = self._response
+        if response is not None:
+            self._response = None
+            return response
+        if self._error is not None:
+            return fail(self._error)
+        result: Deferred[Response] = Deferred(self._cancel)
+        self._result = result
+        return result
 
     # What twisted.web.http.Request calls on its channel.
 
@@ -231,59 +577,92 @@ class _Exchange:
         reason: bytes,
         headers: http_headers.Headers,
     ) -> None:
-        """
-        Capture the status and fields at the resource's first write.
-
-        Framing and connection fields are dropped because connserver decides
-        them (RFC 9112 §6.1: a server MUST NOT apply chunked twice; the
-        Connection options are per hop, RFC 9110 §7.6.1), except that a
-        ``close`` option is kept so that the connection closes after this
-        response, as the resource asked (RFC 9112 §9.6).
-        """
+        """Capture the status and fields at the resource's first write."""
         web = self._web
         assert web is not None
         # twisted.web chose chunked for a 1.1 response of unknown length;
         # connserver frames the body, so the bytes must arrive unframed.
         web.chunked = 0
-        status = int(code)
-        self._code = status
+        self._capture(int(code), reason, headers)
+        if not self._rendering and not self._pulling:
+            # Written from a callback: wait one reactor turn, so that a
+            # write() followed by finish() in the same callback still gives a
+            # bytes body of known length (HTTP/1.0 keep-alive needs it).
+            self._kick()
+
+    def _complete(
+        self, code: int, reason: bytes, headers: http_headers.Headers, body: bytes
+    ) -> None:
+        """A render that returned bytes: head, body and end at once."""
+        self._capture(code, reason, headers)
+        self._finished = True
+        # Nothing calls back into the request now: drop the reference, so
+        # that the two are freed without waiting for the cycle collector.
+        self._web = None
+        if self._stopped or self._emitted:
+            return
+        # What _emit does for a finished body: render() only comes here for
+        # a response that has one (not HEAD, 204 or 304).
+        self._emitted = True
+        try:
+            # Inside render (see _resolve): it returns the Response itself.
+            self._response = Response(code, self._fields, body, reason=self._reason)
+        except ValueError as e:
+            self._error = e
+
+    def _capture(self, code: int, reason: bytes, headers: http_headers.Headers) -> None:
+        """
+        Keep the status and the fields connserver does not own.
+
+        Framing and connection fields are dropped because connserver decides
+        them (RFC 9112 §6.1: a server MUST NOT apply chunked twice; the
+        Connection options are per hop, RFC 9110 §7.6.1), except that a
+        ``close`` option is kept so that the connection closes after this
+        response, as the resource asked (RFC 9112 §9.6).  The fields become
+        the Response's list of (name, value) pairs, which the protocol
+        writes (and caches the lines of) as they are.
+        """
+        self._code = code
         # The standard phrase goes as None, so the protocol uses its
         # prebuilt status line.
-        self._reason = None if reason == RESPONSES.get(status) else reason
-        kept: list[tuple[bytes, bytes, bytes]] = []
+        self._reason = None if reason == RESPONSES.get(code) else reason
+        kept: list[tuple[bytes, bytes]] = []
         close = self._closeAfter
         length: int | None = None
-        for name, values in headers.getAllRawHeaders():
-            lowered = name.lower()
-            if lowered in _SPECIAL_FIELDS:
+        kinds = _FIELD_KINDS
+        for name, values in headers._rawHeaders.items():
+            lowered = kinds.get(name)
+            if lowered is None:
+                lowered = name.lower()
+                if lowered not in _SPECIAL_FIELDS:
+                    lowered = b""
+                if len(kinds) < _FIELD_KINDS_MAX:
+                    kinds[name] = lowered
+            if lowered:
                 if lowered == b"content-length":
                     # RFC 9110 §8.6: Content-Length = 1*DIGIT; anything else
                     # (or several values) leaves the length unknown.
                     if len(values) == 1 and values[0].isdigit():
                         length = int(values[0])
-                        kept.append((lowered, name, values[0]))
+                        kept.append((name, values[0]))
                     continue
                 if lowered == b"server":
                     if values != _TWISTED_SERVER:
-                        kept.extend((lowered, name, value) for value in values)
+                        kept.extend((name, value) for value in values)
                     continue
                 if lowered == b"connection" and not close:
                     close = any(
                         option.lower() == b"close" for option in splitList(values)
                     )
                 continue
-            for value in values:
-                kept.append((lowered, name, value))
+            if len(values) == 1:
+                kept.append((name, values[0]))
+            else:
+                kept.extend((name, value) for value in values)
         if close:
-            kept.append((b"connection", b"Connection", b"close"))
-        out = Headers._fromLowered(kept)
-        self._headers = out
+            kept.append(_CLOSE)
+        self._fields = kept
         self._length = length
-        if not self._rendering and not self._pulling:
-            # Written from a callback: wait one reactor turn, so that a
-            # write() followed by finish() in the same callback still gives a
-            # bytes body of known length (HTTP/1.0 keep-alive needs it).
-            self._kick()
 
     def write(self, data: bytes) -> None:
         """Body bytes from the resource (dropped once the client is gone)."""
@@ -298,7 +677,10 @@ class _Exchange:
                 # asked again.
                 self._kickPull()
             return
-        self._buffer.append(data)
+        buffer = self._buffer
+        if buffer is _NO_BUFFER:
+            buffer = self._buffer = []
+        buffer.append(data)
         self._buffered += len(data)
         if self._buffered >= _PREFETCH:
             self._updatePause()
@@ -357,10 +739,9 @@ class _Exchange:
         connserver closes after it.
         """
         self._closeAfter = True
-        headers = self._headers
-        if headers is not None and not self._emitted:
-            if b"close" not in {v.lower() for v in headers.getList(b"connection")}:
-                headers.add(b"Connection", b"close")
+        fields = self._fields
+        if fields is not None and not self._emitted and _CLOSE not in fields:
+            fields.append(_CLOSE)
 
     abortConnection = loseConnection
 
@@ -375,11 +756,9 @@ class _Exchange:
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         # Called by requestReceived for a malformed multipart body.
-        if not self._emitted and not self._result.called:
+        if not self._emitted:
             self._emitted = True
-            self._result.callback(
-                Response(400, [(b"Connection", b"close")], b"Bad Request")
-            )
+            self._resolve(Response(400, [_CLOSE], b"Bad Request"))
 
     # Producing the Response.
 
@@ -393,15 +772,15 @@ class _Exchange:
         if self._stopped:
             return
         self._pull()
-        if not self._emitted and (self._finished or self._headers is not None):
+        if not self._emitted and (self._finished or self._fields is not None):
             self._emit()
 
     def _emit(self) -> None:
-        if self._emitted or self._result.called:
+        if self._emitted:
             return
         self._emitted = True
         self._cancelTick()
-        headers = self._headers if self._headers is not None else Headers()
+        fields = self._fields if self._fields is not None else []
         body: bytes | _StreamedBody
         if self._request.method == b"HEAD" or self._code in NO_BODY_CODES:
             # No body will be sent (RFC 9110 §9.3.2, §15.3.5, §15.4.5), but
@@ -416,11 +795,23 @@ class _Exchange:
         else:
             body = _StreamedBody(self, self._length)
         try:
-            response = Response(self._code, headers, body, reason=self._reason)
+            response = Response(self._code, fields, body, reason=self._reason)
         except ValueError as e:
-            self._result.errback(e)
+            result = self._result
+            if result is None:
+                self._error = e
+            else:
+                result.errback(e)
             return
-        self._result.callback(response)
+        self._resolve(response)
+
+    def _resolve(self, response: Response) -> None:
+        result = self._result
+        if result is None:
+            # Still inside render: it returns the Response itself.
+            self._response = response
+        else:
+            result.callback(response)
 
     def _wantsData(self) -> bool:
         if self._stopped or self._finished:

@@ -25,6 +25,8 @@ from twisted.internet.interfaces import IConsumer, IPullProducer, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
+from twisted.web import http_headers
+from twisted.web.error import UnsupportedMethod
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Session, Site
@@ -68,8 +70,14 @@ def makeRequest(
     )
 
 
-def result(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that must have fired successfully."""
+def result(d: Deferred[Any] | Response) -> Any:
+    """
+    The result of a Deferred that must have fired successfully, or the
+    Response the handler returned at once (it does when rendering finished
+    before it returned).
+    """
+    if isinstance(d, Response):
+        return d
     box: list[Any] = []
     d.addBoth(box.append)
     assert box, "the Deferred has not fired"
@@ -86,13 +94,13 @@ def failure(d: Deferred[Any]) -> Failure:
     return f
 
 
-def fired(d: Deferred[Any]) -> bool:
-    return bool(d.called)
+def fired(d: Deferred[Any] | Response) -> bool:
+    return isinstance(d, Response) or bool(d.called)
 
 
 def respond(
     resource: Resource, clock: Clock | None = None, **requestArgs: Any
-) -> tuple[Deferred[Response], WebResourceHandler]:
+) -> tuple[Deferred[Response] | Response, WebResourceHandler]:
     handler = WebResourceHandler(resource, reactor=clock or Clock())
     return handler(makeRequest(**requestArgs)), handler
 
@@ -1324,3 +1332,299 @@ async def test_realSocketDisconnectMidRender() -> None:
         if calls and calls[0].running:
             calls[0].stop()
         await port.stopListening()
+
+
+# -- the lean request: fast path and lazily built state ---------------------------
+
+
+def _general(request: WebRequest, body: bytes) -> None:
+    """What server.Request.render does with bytes, step by step."""
+    request.setHeader(b"Content-Length", b"%d" % (len(body),))
+    request.write(body)
+    request.finish()
+
+
+def _renderers() -> dict[str, Any]:
+    def plain(request: WebRequest) -> bytes:
+        request.setHeader(b"Content-Type", b"text/plain")
+        return b"hello"
+
+    def defaultType(request: WebRequest) -> bytes:
+        return b"<p>no content type set</p>"
+
+    def empty(request: WebRequest) -> bytes:
+        return b""
+
+    def cookiesRedirect(request: WebRequest) -> bytes:
+        request.addCookie(b"k", b"v", path=b"/")
+        request.addCookie(b"k2", b"v2", httpOnly=True)
+        request.redirect(b"/there")
+        request.setResponseCode(303, b"Look Elsewhere")
+        return b"moved"
+
+    def validators(request: WebRequest) -> bytes:
+        request.setETag(b'"v1"')
+        request.setLastModified(1_000_000_000)
+        request.setHeader("X-Str", "value")
+        return b"cached"
+
+    def hopFields(request: WebRequest) -> bytes:
+        request.setHeader(b"Connection", b"close, X-Foo")
+        request.setHeader(b"Keep-Alive", b"timeout=5")
+        request.setHeader(b"Server", b"myapp/1")
+        request.setHeader(b"Content-Length", b"999")  # replaced, as under Site
+        return b"bye"
+
+    def losing(request: WebRequest) -> bytes:
+        request.loseConnection()
+        return b"closing"
+
+    def view(request: WebRequest) -> bytes:
+        request.setHeader(b"X-Sanitized", b"a\r\nb")
+        return repr(
+            (
+                request.args,
+                request.getHeader(b"x-thing"),
+                request.getHeader("X-Thing"),
+                request.getCookie(b"c"),
+                request.content.read(),
+                request.prepath,
+                request.postpath,
+                request.prePathURL(),
+            )
+        ).encode()
+
+    def status(request: WebRequest) -> bytes:
+        request.setResponseCode(418)
+        return b"teapot"
+
+    return {
+        "plain": plain,
+        "default-content-type": defaultType,
+        "empty": empty,
+        "cookies-redirect-reason": cookiesRedirect,
+        "etag-last-modified": validators,
+        "hop-fields": hopFields,
+        "loseConnection": losing,
+        "request-view": view,
+        "unregistered-status": status,
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_renderers()))
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(
+            b"GET /a/b%20c?x=1&x=2 HTTP/1.1\r\nHost: example.com\r\n"
+            b"X-Thing: yes\r\nCookie: c=3; d=4\r\n\r\n",
+            id="get-1.1",
+        ),
+        pytest.param(
+            b"GET /p HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", id="get-1.0"
+        ),
+        pytest.param(
+            b"POST /form HTTP/1.1\r\nHost: h\r\nContent-Length: 7\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n\r\nq=1&r=2",
+            id="post-form",
+        ),
+    ],
+)
+def test_fastPathSameBytes(
+    name: str, request_: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A render returning bytes is finished in one step; on the wire the result
+    is the same as twisted.web's own setHeader / write / finish steps.
+    """
+    render = _renderers()[name]
+    outputs = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(
+                "connserver._web._WebRequest._finishWith", _general, raising=True
+            )
+        clock = Clock()
+        conn = serve(Leaf(render), clock)
+        conn.send(request_)
+        outputs.append(conn.output())
+    assert outputs[0] == outputs[1]
+    assert outputs[0].startswith(b"HTTP/1.")
+
+
+def test_sessionSameBytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session cookie set in the fast path is what the general path sets."""
+    monkeypatch.setattr(Site, "_mkuid", lambda self: b"fixed-uid")
+
+    def render(request: WebRequest) -> bytes:
+        return request.getSession().uid
+
+    outputs = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr("connserver._web._WebRequest._finishWith", _general)
+        clock = Clock()
+        handler = WebResourceHandler(Leaf(render), reactor=clock)
+        conn = connect(handler, clock=clock)
+        conn.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        outputs.append(conn.output())
+        for session in list(handler.site.sessions.values()):
+            session.expire()
+    assert outputs[0] == outputs[1]
+    assert b"Set-Cookie: TWISTED_SESSION=fixed-uid; Path=/\r\n" in outputs[0]
+
+
+def test_answeredAtOnce() -> None:
+    """
+    A resource that finishes before the call returns (bytes from render_*,
+    or write and finish inside render) is answered with the Response itself,
+    so that the protocol writes it at once; a later answer is a Deferred.
+    """
+    fast, _ = respond(Leaf(lambda request: b"now"))
+    assert isinstance(fast, Response) and fast.body == b"now"
+
+    def inRender(request: WebRequest) -> object:
+        request.write(b"written")
+        request.finish()
+        return NOT_DONE_YET
+
+    written, _ = respond(Leaf(inRender))
+    assert isinstance(written, Response) and written.body == b"written"
+
+    clock = Clock()
+    later: list[WebRequest] = []
+
+    def deferred(request: WebRequest) -> object:
+        later.append(request)
+        return NOT_DONE_YET
+
+    d, _ = respond(Leaf(deferred), clock)
+    assert isinstance(d, Deferred) and not d.called
+    later[0].write(b"late")
+    later[0].finish()
+    assert result(d).body == b"late"
+
+
+def test_fastPathFinishes() -> None:
+    """
+    After a bytes render the request is finished as under Site:
+    notifyFinish has fired, later write() raises, the body file is closed
+    and gone (None), and the channel is detached.
+    """
+    seen: list[WebRequest] = []
+    notified: list[object] = []
+
+    def render(request: WebRequest) -> bytes:
+        seen.append(request)
+        request.notifyFinish().addBoth(notified.append)
+        return b"done"
+
+    response = result(respond(Leaf(render), method=b"POST", body=b"abc")[0])
+    assert response.body == b"done"
+    request = seen[0]
+    assert notified == [None]
+    assert request.finished
+    assert request.content is None
+    assert not hasattr(request, "channel")
+    assert request.isSecure() is False  # as under Site once finished
+    assert request.responseHeaders.getRawHeaders(b"content-length") == [b"4"]
+    with pytest.raises(RuntimeError):
+        request.write(b"more")
+
+
+def test_requestHeadersBuiltOnUse() -> None:
+    """
+    ``requestHeaders`` and ``received_cookies`` are built from connserver's
+    fields the first time a resource reads them, as twisted.web would have
+    built them (canonical names, repeated fields in order, CR/LF sanitised);
+    ``getHeader`` answers before that from the fields themselves, and
+    assigning replaces them as on any Request.
+    """
+    seen: dict[str, Any] = {}
+
+    def render(request: WebRequest) -> bytes:
+        seen["lazy"] = "requestHeaders" not in vars(request)
+        seen["getHeader"] = (
+            request.getHeader(b"x-multi"),
+            request.getHeader("X-Multi"),
+            request.getHeader(b"x-odd"),
+            request.getHeader(b"absent"),
+        )
+        seen["cookies"] = dict(request.received_cookies)
+        seen["headers"] = request.requestHeaders.copy()
+        seen["allHeaders"] = request.getAllHeaders()
+        request.requestHeaders.setRawHeaders(b"X-Multi", [b"changed"])
+        seen["afterChange"] = request.getHeader(b"X-Multi")
+        return b"ok"
+
+    fields = [
+        (b"x-multi", b"one"),
+        (b"X-MULTI", b"two"),
+        (b"X-Odd", b"line\r\nbreak"),
+        (b"Cookie", b"a=1; b=2=3; junk"),
+        (b"cookie", b"c=4"),
+        (b"Etag", b"e"),
+    ]
+    result(respond(Leaf(render), headers=fields)[0])
+    expected = http_headers.Headers()
+    for name, value in [(b"Host", b"example.com"), *fields]:
+        expected.addRawHeader(name, value)
+    assert seen["lazy"]
+    assert seen["getHeader"] == (b"two", "two", b"line break", None)
+    assert seen["cookies"] == {b"a": b"1", b"b": b"2=3", b"c": b"4"}
+    assert seen["headers"] == expected
+    assert list(seen["headers"].getAllRawHeaders()) == list(expected.getAllRawHeaders())
+    assert seen["allHeaders"][b"etag"] == b"e"
+    assert seen["afterChange"] == b"changed"
+
+
+def test_noDateOrServerWhileRendering() -> None:
+    """
+    connserver writes Date and Server itself, so the request does not put
+    twisted.web's in ``responseHeaders`` (Site's process() does).
+    """
+    seen: list[object] = []
+
+    def render(request: WebRequest) -> bytes:
+        seen.append(list(request.responseHeaders.getAllRawHeaders()))
+        return b"x"
+
+    result(respond(Leaf(render))[0])
+    assert seen == [[]]
+
+
+def test_renderNotBytesGeneralPath() -> None:
+    """A render returning neither bytes nor NOT_DONE_YET: Site's 500 page."""
+    response = result(respond(Leaf(lambda request: "text, not bytes"))[0])
+    assert response.code == 500
+    assert b"Request did not return bytes" in response.body
+
+
+def test_unsupportedMethodReplayed() -> None:
+    """
+    405 with Allow, and HEAD answered through render_GET, as under Site: the
+    first render's exception is handed to twisted.web's own render.
+    """
+    calls: list[bytes] = []
+
+    class GetOnly(Resource):
+        """Only GET: no render_HEAD (Resource has one), so HEAD is faked."""
+
+        isLeaf = True
+
+        def render(self, request: WebRequest) -> bytes:  # type: ignore[override]
+            calls.append(request.method)
+            if request.method != b"GET":
+                raise UnsupportedMethod([b"GET"])
+            return b"twelve bytes"
+
+    response = result(respond(GetOnly(), method=b"POST")[0])
+    assert response.code == 405
+    assert fields(response)[b"allow"] == [b"GET"]
+    assert b"Method Not Allowed" in response.body
+    unknown = result(respond(GetOnly(), method=b"BREW")[0])
+    assert unknown.code == 501
+    head = result(respond(GetOnly(), method=b"HEAD")[0])
+    assert head.code == 200
+    assert fields(head)[b"content-length"] == [b"12"]
+    assert calls == [b"POST", b"BREW", b"HEAD", b"GET"]
