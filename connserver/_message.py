@@ -339,6 +339,29 @@ class _MemoryBody:
         pass
 
 
+class _NoBody:
+    """
+    The body source of a request without a body (the common GET): shared by
+    all of them, so that such a request needs no per-request source.
+    """
+
+    def bodyWanted(self, request: Request) -> None:
+        request._deliverEnd()
+
+    def pauseBody(self) -> None:
+        pass
+
+    def resumeBody(self) -> None:
+        pass
+
+    def stopBody(self) -> None:
+        pass
+
+
+#: The body source of every bodiless request (see ``Request._fromConnection``).
+NO_BODY: _BodySource = _NoBody()
+
+
 def _toBytes(value: str | bytes) -> bytes:
     return value.encode("latin-1") if isinstance(value, str) else value
 

@@ -42,7 +42,7 @@ from ._framing import (
     statusLine,
 )
 from ._headers import Headers, splitList
-from ._message import Request, Response
+from ._message import NO_BODY, Request, Response
 from ._parser import NEED_DATA, BodyData, EndOfMessage, RequestHead, RequestParser
 from ._persistence import PersistenceDecision
 from ._records import RequestRecord
@@ -738,7 +738,7 @@ class HTTPServerProtocol(Protocol):
             else _NO_OPTIONS,
             self,
             self._served + 1,
-            _ExchangeBody(self, exchange),
+            NO_BODY if exchange.bodyComplete else _ExchangeBody(self, exchange),
         )
         exchange.request = request
         if exchange.bodyComplete:
@@ -1051,6 +1051,11 @@ class HTTPServerProtocol(Protocol):
             self._queue = _NO_QUEUE
         else:
             self._queue.pop(0)
+        if exchange.bodyComplete:
+            # Done with its request.  (With a body, request -> body source ->
+            # exchange -> request is a cycle: cut here, it is freed now and
+            # not by the cycle collector.)
+            exchange.request = None
         if not keepAlive:
             self._startClose(closeReason or "protocol-error")
             return
