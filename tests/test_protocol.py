@@ -774,9 +774,11 @@ class _CountingTransport(TCPStringTransport):
         super().write(data)
 
 
-def _pipelined(handler: Any) -> tuple[bytes, int, Clock]:
-    clock = Clock()
-    factory = ConnectionFactory(handler, ServerConfig(), reactor=clock)
+def _pipelined(
+    handler: Any, answerLater: list[tuple[Request, Deferred[Response]]] | None = None
+) -> tuple[bytes, int]:
+    """Four pipelined requests in one read; the bytes written and the writes."""
+    factory = ConnectionFactory(handler, ServerConfig(), reactor=Clock())
     protocol = factory.buildProtocol(PEER)
     assert protocol is not None
     transport = _CountingTransport()
@@ -787,7 +789,10 @@ def _pipelined(handler: Any) -> tuple[bytes, int, Clock]:
         b"HEAD /c HTTP/1.1\r\nHost: x\r\n\r\n"
         b"GET /d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
     )
-    return transport.value(), transport.writes, clock
+    while answerLater:
+        request, d = answerLater.pop(0)
+        d.callback(_answer(request))
+    return transport.value(), transport.writes
 
 
 def _answer(request: Request) -> Response:
@@ -800,7 +805,7 @@ def test_synchronousAndDeferredAnswersGiveTheSameBytes() -> None:
     parsed, written in one batch with the other pipelined answers); a
     Deferred one that fires later takes the general path.  Same bytes.
     """
-    fast, fastWrites, _ = _pipelined(_answer)
+    fast, fastWrites = _pipelined(_answer)
     pending: list[tuple[Request, Deferred[Response]]] = []
 
     def later(request: Request) -> Deferred[Response]:
@@ -808,24 +813,10 @@ def test_synchronousAndDeferredAnswersGiveTheSameBytes() -> None:
         pending.append((request, d))
         return d
 
-    clock = Clock()
-    factory = ConnectionFactory(later, ServerConfig(), reactor=clock)
-    protocol = factory.buildProtocol(PEER)
-    assert protocol is not None
-    transport = _CountingTransport()
-    protocol.makeConnection(transport)
-    protocol.dataReceived(
-        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
-        b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Hop\r\n\r\n"
-        b"HEAD /c HTTP/1.1\r\nHost: x\r\n\r\n"
-        b"GET /d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
-    )
-    while pending:
-        request, d = pending.pop(0)
-        d.callback(_answer(request))
-    assert transport.value() == fast
+    slow, slowWrites = _pipelined(later, pending)
+    assert slow == fast
     # Four answers, one write on the fast path; one each on the other.
-    assert (fastWrites, transport.writes) == (1, 4)
+    assert (fastWrites, slowWrites) == (1, 4)
     assert [
         r.status for r in parseResponses(fast, [b"GET", b"GET", b"HEAD", b"GET"])
     ] == [200] * 4
