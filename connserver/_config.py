@@ -152,6 +152,18 @@ class ServerConfig:
             "gives 431.  Apache LimitRequestFields 100, Node.js 2000."
         ),
     )
+    allowBareLf: bool = field(
+        default=False,
+        metadata=_doc(
+            "Accept a bare LF (without CR) as the end of the request line, of a "
+            "field line, of the head and of trailer lines (RFC 9112 §2.2 MAY).  "
+            "Off: such a request gets 400 and a close, because a front end that "
+            "forwards a bare LF inside a field value sees one request where a "
+            "lenient server sees two (request smuggling).  Node.js llhttp and "
+            "twisted.web refuse it; nginx accepts it.  Chunk framing lines "
+            "always need CRLF."
+        ),
+    )
     maxBodyBytes: int | None = field(
         default=1 * MiB,
         metadata=_doc(
@@ -237,7 +249,7 @@ def _validate(name: str, value: object) -> None:
             return
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             fail("a whole number of seconds (0 or more) or None")
-    elif name == "keepAlive":
+    elif name in ("keepAlive", "allowBareLf"):
         if not isinstance(value, bool):
             fail("True or False")
     elif name == "serverHeader":

@@ -152,8 +152,12 @@ _TOKEN = TOKEN_RE.pattern
 # The target is restricted to visible ASCII (0x21-0x7E): every
 # request-target form of RFC 9112 §3.2 is made of such bytes once
 # percent-encoded, and refusing the rest refuses ambiguous targets early.
-# The optional CR is the CRLF's (a bare-LF line has none, RFC 9112 §2.2).
+# The CR is the CRLF's; it is optional only with allowBareLf (a bare-LF line
+# has none, RFC 9112 §2.2 MAY; refused by default, see docs/parser.md).
 _REQUEST_LINE_RE = re.compile(
+    rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])\r"
+)
+_REQUEST_LINE_LENIENT_RE = re.compile(
     rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])\r?"
 )
 _VERSION_RE = re.compile(rb"HTTP/([0-9])\.([0-9])")
@@ -170,16 +174,27 @@ _FIELD_LINE_RE = re.compile(
 # The same, anchored at each line start of a block and ending with its LF:
 # a bare CR cannot match (CR is not field-content), so it fails the line.
 # The value keeps its trailing OWS (excluding it in the pattern costs more
-# backtracking than an rstrip()).
+# backtracking than an rstrip()).  The strict pattern needs CRLF, so a
+# bare-LF line fails the count like any other bad line.
 _FIELD_LINES_RE = re.compile(
+    rb"^(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*)\r\n",
+    re.MULTILINE,
+)
+_FIELD_LINES_LENIENT_RE = re.compile(
     rb"^(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*)\r?\n",
     re.MULTILINE,
 )
 _VALUE_RE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _EMPTY_LINES_RE = re.compile(rb"(?:\r?\n)*")
 # The end of a head or trailer section: the LF of its last line, then an
-# empty line (CRLF, or a bare LF: RFC 9112 §2.2).
+# empty line (CRLF, or a bare LF: RFC 9112 §2.2).  Both modes end the head at
+# the same place; the strict one then refuses the bare LFs in it, so that
+# ``Useless:\n\n`` is a 400 at once, not a wait for a CRLF CRLF.
 _HEAD_END_RE = re.compile(rb"\n\r?\n")
+#: An LF that is not the end of a CRLF (the lookbehind sees bytes before the
+#: search start, so a search can resume anywhere).
+_BARE_LF_RE = re.compile(rb"(?<!\r)\n")
+_BARE_LF_MESSAGE = "bare LF as a line terminator (allowBareLf is off)"
 
 # RFC 9112 §3.2 / RFC 3986 §3.2.2: Host = uri-host [ ":" port ], where
 # uri-host is an IP-literal or a reg-name (IPv4address is a reg-name too).
@@ -247,27 +262,33 @@ def _error(message: str, statusCode: int = 400) -> ProtocolError:
     return ProtocolError(message, statusCode, closeConnection=True)
 
 
-def _parseRequestLine(data: bytes, end: int) -> _StartLine:
+def _parseRequestLine(
+    data: bytes, end: int, lineRe: re.Pattern[bytes] = _REQUEST_LINE_RE
+) -> _StartLine:
     """
     Parse the request line ``data[:end]`` (without its LF, maybe with its
-    CR).
+    CR); ``lineRe`` is the strict or the lenient (bare LF) pattern.
 
     RFC 9110 §2.5: a recipient of a higher minor version "SHOULD process the
     message as if it were in the highest minor version within that major
     version to which the recipient is conformant", so HTTP/1.2 is (1, 1);
     another major version is 505 (RFC 9110 §15.6.6).
     """
-    match = _REQUEST_LINE_RE.fullmatch(data, 0, end)
+    match = lineRe.fullmatch(data, 0, end)
     if match is not None:
         method, target, major, minor = match.groups()
         if major != b"1":
             raise _error("unsupported HTTP major version", 505)
         return method, target, (1, 0) if minor == b"0" else (1, 1)
-    raise _requestLineError(data[:end])
+    raise _requestLineError(data[:end], lineRe is _REQUEST_LINE_RE)
 
 
-def _requestLineError(line: bytes) -> ProtocolError:
+def _requestLineError(line: bytes, strict: bool) -> ProtocolError:
     """Explain why a request line did not match (the slow path)."""
+    if strict and not line.endswith(b"\r"):
+        # RFC 9112 §2.2 lets a recipient accept a bare LF; by default this
+        # one does not (docs/parser.md).
+        return _error("bare LF ending the request line (allowBareLf is off)")
     if line.endswith(b"\r"):
         line = line[:-1]
     if b"\r" in line:
@@ -324,7 +345,9 @@ def _fieldLineError(line: bytes, first: bool) -> ProtocolError:
     return _error("malformed field line")  # pragma: no cover - defensive
 
 
-def _parseFieldLines(data: bytes, start: int, end: int, maxCount: int) -> list[_Field]:
+def _parseFieldLines(
+    data: bytes, start: int, end: int, maxCount: int, strict: bool = True
+) -> list[_Field]:
     """
     Validate the field lines in ``data[start:end]`` (each ending in LF, the
     first preceded by an LF or at the start of ``data``) into
@@ -333,15 +356,23 @@ def _parseFieldLines(data: bytes, start: int, end: int, maxCount: int) -> list[_
     One ``findall`` of a line-anchored pattern does the work in C: each
     match spans exactly one whole line, so the lines are valid if and only
     if there are as many matches as lines.  Only bad lines are split and
-    diagnosed one by one.
+    diagnosed one by one.  When ``strict``, a bare LF is reported before any
+    other error (the incremental path reports it as soon as it arrives, so
+    the whole-head path must give it the same precedence).
     """
     if start >= end:
         return []
     count = data.count(b"\n", start, end)
     if count > maxCount:
+        if strict and _BARE_LF_RE.search(data, start, end) is not None:
+            raise _error(_BARE_LF_MESSAGE)
         raise _error("too many header fields", 431)
-    pairs = _FIELD_LINES_RE.findall(data, start, end)
+    pairs = (_FIELD_LINES_RE if strict else _FIELD_LINES_LENIENT_RE).findall(
+        data, start, end
+    )
     if len(pairs) != count:
+        if strict and _BARE_LF_RE.search(data, start, end) is not None:
+            raise _error(_BARE_LF_MESSAGE)
         for index, line in enumerate(data[start : end - 1].split(b"\n")):
             if _FIELD_LINE_RE.fullmatch(line) is None:
                 raise _fieldLineError(line, index == 0)
@@ -430,6 +461,7 @@ class RequestParser:
     """
 
     __slots__ = (
+        "_bareFrom",
         "_buf",
         "_error",
         "_headStarted",
@@ -440,8 +472,10 @@ class RequestParser:
         "_maxLineBytes",
         "_phase",
         "_remaining",
+        "_requestLineRe",
         "_searchFrom",
         "_startLine",
+        "_strict",
         "_trailers",
     )
 
@@ -449,6 +483,14 @@ class RequestParser:
         self._maxHeadBytes = config.maxHeadBytes
         self._maxHeaderCount = config.maxHeaderCount
         self._maxLineBytes = config.maxRequestLineBytes
+        # Bare LF refused unless allowBareLf (docs/parser.md, "bare LF").
+        self._strict = not config.allowBareLf
+        self._requestLineRe = (
+            _REQUEST_LINE_LENIENT_RE if config.allowBareLf else _REQUEST_LINE_RE
+        )
+        # Strict mode: where the search for a bare LF in the head or the
+        # trailers resumes (everything before it was checked).
+        self._bareFrom = 0
         self._buf = bytearray()
         self._error: ProtocolError | None = None
         self._phase = _Phase.HEAD
@@ -571,9 +613,10 @@ class RequestParser:
         buf = self._buf
         maxHead = self._maxHeadBytes
 
-        # The head ends at the first empty line: "\n\r\n" or "\n\n" (bare LF
-        # accepted, RFC 9112 §2.2).  Only terminators inside the first
-        # maxHeadBytes count: a later one means the head is too large anyway.
+        # The head ends at the first empty line: "\n\r\n" or "\n\n" (a bare
+        # LF, refused in _finishHead unless allowBareLf).  Only terminators
+        # inside the first maxHeadBytes count: a later one means the head is
+        # too large anyway.
         found = _HEAD_END_RE.search(buf, self._searchFrom, maxHead)
         if found is not None and self._startLine is None:
             # Fast path: a whole head arrived at once.  With the request line
@@ -591,8 +634,13 @@ class RequestParser:
                 self._searchFrom = 0
                 self._lineEnd = -1
                 self._lineSearchFrom = 0
+                # (_bareFrom is still 0: it only moves once a request line
+                # has been parsed on the incremental path.)
                 return self._finishHead(
-                    head, lineEnd, last, _parseRequestLine(head, lineEnd)
+                    head,
+                    lineEnd,
+                    last,
+                    _parseRequestLine(head, lineEnd, self._requestLineRe),
                 )
 
         size = len(buf)
@@ -603,6 +651,11 @@ class RequestParser:
             tooBig = False
         if self._startLine is None:
             self._checkRequestLine(size, tooBig)
+        if found is None and self._strict and self._startLine is not None:
+            # A bare LF after the request line is decided by the byte that
+            # brings it, before the 431 (decided at maxHeadBytes) and before
+            # the rest of the head arrives.
+            self._checkBareLF(self._lineEnd + 1, min(size, maxHead))
         if tooBig:
             # RFC 9110 §15.5.20 / RFC 6585 §5: 431 for an oversized head.
             raise _error("request head too large", 431)
@@ -618,7 +671,20 @@ class RequestParser:
         self._lineEnd = -1
         self._lineSearchFrom = 0
         self._startLine = None
+        self._bareFrom = 0
         return self._finishHead(head, lineEnd, found.start(), startLine)
+
+    def _checkBareLF(self, start: int, limit: int) -> None:
+        """
+        Strict mode: raise if ``buf[start:limit]`` holds an LF without its
+        CR.  The search resumes where the last one stopped, so bytes fed one
+        at a time cost linear work.
+        """
+        if self._bareFrom > start:
+            start = self._bareFrom
+        if start < limit and _BARE_LF_RE.search(self._buf, start, limit) is not None:
+            raise _error(_BARE_LF_MESSAGE)
+        self._bareFrom = limit
 
     def _findHeadEnd(self, start: int, limit: int) -> int:
         """Index of the LF that ends the last head line, or -1."""
@@ -655,7 +721,9 @@ class RequestParser:
                 # than it wishes to parse MUST respond with 414.
                 raise _error("request line too long", 414)
         if lineEnd != -1 and lineEnd + 1 <= decided431:
-            self._startLine = _parseRequestLine(bytes(buf[:lineEnd]), lineEnd)
+            self._startLine = _parseRequestLine(
+                bytes(buf[:lineEnd]), lineEnd, self._requestLineRe
+            )
 
     def _finishHead(
         self, head: bytes, lineEnd: int, last: int, startLine: _StartLine
@@ -666,7 +734,13 @@ class RequestParser:
         """
         # The field lines run from after the request line's LF to the LF at
         # ``last`` (inclusive); there are none if the head ends right there.
-        fields = _parseFieldLines(head, lineEnd + 1, last + 1, self._maxHeaderCount)
+        # The empty line after ``last`` is a CRLF or, unless allowed, a 400.
+        strict = self._strict
+        if strict and head[last + 1] != 13:
+            raise _error(_BARE_LF_MESSAGE)
+        fields = _parseFieldLines(
+            head, lineEnd + 1, last + 1, self._maxHeaderCount, strict
+        )
 
         hosts: list[bytes] = []
         lengths: list[bytes] = []
@@ -819,7 +893,10 @@ class RequestParser:
         if not size:
             return NEED_DATA
         first = buf[0]
+        strict = self._strict
         if first == 10:
+            if strict:
+                raise _error(_BARE_LF_MESSAGE)
             headEnd, last = 1, -1
         elif first == 13 and size == 1:
             return NEED_DATA
@@ -831,15 +908,24 @@ class RequestParser:
             maxHead = self._maxHeadBytes
             last = self._findHeadEnd(self._searchFrom, maxHead)
             if last == -1:
+                if strict:
+                    # As in the head: decided before the 431 (see _parseHead).
+                    self._checkBareLF(0, min(size, maxHead))
                 if size >= maxHead:
                     raise _error("trailer section too large", 431)
                 self._searchFrom = max(0, size - 2)
                 return NEED_DATA
-            headEnd = last + (3 if buf[last + 1] == 13 else 2)
+            if buf[last + 1] == 13:
+                headEnd = last + 3
+            elif strict:
+                raise _error(_BARE_LF_MESSAGE)
+            else:
+                headEnd = last + 2
         block = bytes(buf[: last + 1])
         del buf[:headEnd]
         self._searchFrom = 0
-        fields = _parseFieldLines(block, 0, last + 1, self._maxHeaderCount)
+        self._bareFrom = 0
+        fields = _parseFieldLines(block, 0, last + 1, self._maxHeaderCount, strict)
         for lower, _, _ in fields:
             if lower in _FRAMING_FIELDS:
                 raise _error("framing field in the trailer section")

@@ -33,6 +33,8 @@ def test_defaults() -> None:
         config.maxHeadBytes,
     ) == (16, 8192, 16384)
     assert (config.maxHeaderCount, config.maxBodyBytes) == (100, 1024 * 1024)
+    # A bare LF line end is refused unless asked for (docs/parser.md).
+    assert config.allowBareLf is False
 
 
 def test_frozen() -> None:
@@ -54,6 +56,8 @@ def test_frozen() -> None:
         ("maxPipelinedRequests", None),
         ("maxHeadBytes", -5),
         ("keepAlive", 1),
+        ("allowBareLf", 1),
+        ("allowBareLf", None),
         ("serverHeader", "bad\r\nheader"),
         ("drainGraceTimeout", -0.1),
     ],

@@ -514,6 +514,13 @@ def test_connectionFloodWithNothingIdleRefusesUntilTimersFreeSlots() -> None:
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 POST = b"POST /p HTTP/1.1\r\nHost: x\r\n"
 CHUNKED = b"Transfer-Encoding: chunked\r\n"
+BARE_LF_TE = (
+    POST
+    + b"Transfer-Encoding: chunked\nX-A: 1\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    + SMUGGLED
+)
+GARDEN_BARE_LF = b"GET / HTTP/1.1\r\nHost: a\r\nUseless:\n\nGET / HTTP/1.1\r\n\r\n"
+GARDEN_BARE_LF_SMUGGLED = b"GET / HTTP/1.1\r\nHost: a\r\nUseless:\n\n" + SMUGGLED
 
 #: (id, request bytes, outcome).  The outcome is either an error status,
 #: meaning: that error, Connection: close, and no handler saw the smuggled
@@ -609,9 +616,9 @@ SMUGGLING: list[tuple[str, bytes, int | list[tuple[bytes, bytes]]]] = [
         400,
     ),
     # Spellings RFC 9110 defines one way: OWS is not part of the value
-    # (§5.5), codings are case-insensitive (§10.1.4), a bare LF may end a
-    # head line (RFC 9112 §2.2).  Parsed as chunked; the next request is a
-    # real pipelined request, and it is the only other one answered.
+    # (§5.5), codings are case-insensitive (§10.1.4).  Parsed as chunked; the
+    # next request is a real pipelined request, and it is the only other one
+    # answered.
     (
         "te-leading-space",
         POST
@@ -643,13 +650,21 @@ SMUGGLING: list[tuple[str, bytes, int | list[tuple[bytes, bytes]]]] = [
         POST + b"TRANSFER-ENCODING: CHUNKED\r\n\r\n5\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
         [(b"/p", b"hello"), (b"/smuggled", b"")],
     ),
-    (
-        "te-bare-lf-line",
-        POST
-        + b"Transfer-Encoding: chunked\nX-A: 1\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-        + SMUGGLED,
-        [(b"/p", b"hello"), (b"/smuggled", b"")],
-    ),
+    # A bare LF ending a head line (RFC 9112 §2.2 MAY) is refused by default:
+    # a front end that forwards it inside a field value sees one request
+    # where a lenient server sees two.  With allowBareLf these are parsed as
+    # BARE_LF_LENIENT says.
+    ("te-bare-lf-line", BARE_LF_TE, 400),
+    # HTTP Garden's pair, verbatim (the second request has no Host, so a
+    # lenient server answers 200 then 400), and with a second request that
+    # a lenient server would answer.
+    ("garden-bare-lf-empty-field", GARDEN_BARE_LF, 400),
+    ("garden-bare-lf-smuggled", GARDEN_BARE_LF_SMUGGLED, 400),
+    ("bare-lf-request-line", b"GET /a HTTP/1.1\nHost: x\r\n\r\n" + SMUGGLED, 400),
+    ("bare-lf-field-line", POST + b"X-A: 1\n\r\n" + SMUGGLED, 400),
+    ("bare-lf-end-of-head", POST + b"X-A: 1\r\n\n" + SMUGGLED, 400),
+    ("bare-lf-trailer", POST + CHUNKED + b"\r\n0\r\nX: 1\n\r\n" + SMUGGLED, 400),
+    ("bare-lf-end-of-trailers", POST + CHUNKED + b"\r\n0\r\n\n" + SMUGGLED, 400),
     # Not Transfer-Encoding at all: no body, so the would-be chunk is the
     # next "request" and is refused; nothing is smuggled through.
     (
@@ -855,6 +870,46 @@ def test_smuggling(
         assert out.count(b"HTTP/1.1 ") == len(outcome)
         assert not conn.closing
     finish(conn)
+
+
+@pytest.mark.parametrize("split", ["whole", "byte-by-byte"])
+def test_bareLFIsReadAsALineEndOnlyWithAllowBareLF(split: str) -> None:
+    """
+    allowBareLf restores the lenient reading (RFC 9112 §2.2 MAY), and with
+    it the two readings HTTP Garden's pair relies on: the default refuses it.
+    """
+    cases: list[tuple[bytes, list[tuple[bytes, bytes]], list[int]]] = [
+        (BARE_LF_TE, [(b"/p", b"hello"), (b"/smuggled", b"")], [200, 200]),
+        (GARDEN_BARE_LF_SMUGGLED, [(b"/", b""), (b"/smuggled", b"")], [200, 200]),
+        # The verbatim pair's second request has no Host: 400, but answered.
+        (GARDEN_BARE_LF, [(b"/", b"")], [200, 400]),
+    ]
+    for data, expected, statuses in cases:
+        seen: list[tuple[bytes, bytes]] = []
+
+        def handler(
+            request: Request, seen: list[tuple[bytes, bytes]] = seen
+        ) -> Deferred[Response]:
+            def answer(body: bytes) -> Response:
+                seen.append((request.target, body))
+                return Response(200, body=b"ok")
+
+            return request.readBody().addCallback(answer)
+
+        for allow in (True, False):
+            del seen[:]
+            conn = connect(handler, allowBareLf=allow)
+            if split == "whole":
+                conn.send(data)
+            else:
+                conn.sendByteByByte(data)
+            got = [r.status for r in conn.responses(b"POST", b"GET")]
+            if allow:
+                assert (seen, got) == (expected, statuses)
+            else:
+                assert (seen, got) == ([], [400])
+                assert conn.closing
+            finish(conn)
 
 
 def test_unreadBodyWithHiddenRequestIsDrainedNotAnswered() -> None:

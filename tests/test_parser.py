@@ -120,16 +120,6 @@ VALID = [
         id="rfc9112-3-simple-get",
     ),
     pytest.param(
-        b"GET /f HTTP/1.1\nHost: example.com\n\n",
-        [head(target=b"/f"), end()],
-        id="rfc9112-2.2-A2-bare-lf-accepted",
-    ),
-    pytest.param(
-        b"GET / HTTP/1.1\r\nHost: example.com\n\r\n",
-        [head(), end()],
-        id="rfc9112-2.2-mixed-line-endings",
-    ),
-    pytest.param(
         b"\r\nGET /f HTTP/1.1\r\n" + H + b"\r\n",
         [head(target=b"/f"), end()],
         id="rfc9112-2.2-A3-leading-empty-line",
@@ -339,7 +329,7 @@ VALID = [
         b"POST / HTTP/1.1\r\n"
         + H
         + b"Transfer-Encoding: , chunked\r\n\r\n"
-        + b"1\r\na\r\n1\r\nb\r\n0\r\nX-A: 1\nx-b:  2 \n\n",
+        + b"1\r\na\r\n1\r\nb\r\n0\r\nX-A: 1\r\nx-b:  2 \r\n\r\n",
         [
             head(
                 method=b"POST",
@@ -350,13 +340,13 @@ VALID = [
             body(b"ab"),
             end([(b"X-A", b"1"), (b"x-b", b"2")]),
         ],
-        id="rfc9112-7.1.2-bare-lf-trailers-empty-list-element",
+        id="rfc9112-7.1.2-trailers-empty-list-element",
     ),
     pytest.param(
         b"POST / HTTP/1.1\r\n"
         + H
         + b"Transfer-Encoding: chunked\r\n\r\n"
-        + b"0000000000000000000000000000000000000000000000000001\r\nz\r\n0\r\n\n",
+        + b"0000000000000000000000000000000000000000000000000001\r\nz\r\n0\r\n\r\n",
         [
             head(
                 method=b"POST",
@@ -367,7 +357,7 @@ VALID = [
             body(b"z"),
             end(),
         ],
-        id="rfc9112-7.1-leading-zeros-bare-lf-empty-trailers",
+        id="rfc9112-7.1-leading-zeros-chunk-size",
     ),
     pytest.param(
         b"GET /a HTTP/1.1\r\n"
@@ -431,6 +421,7 @@ def test_valid(data: bytes, expected: Summary) -> None:
 
 
 SMALL = ServerConfig(maxRequestLineBytes=32, maxHeadBytes=128, maxHeaderCount=4)
+LENIENT = ServerConfig(allowBareLf=True)
 
 
 def bad(
@@ -668,7 +659,14 @@ INVALID = [
         b"GET / HTTP/1.1\r\n" + H + b"X: a\n\tb\n\n",
         400,
         "obsolete line folding",
-        id="rfc9112-5.2-obs-fold-htab-bare-lf",
+        id="rfc9112-5.2-obs-fold-htab-bare-lf-lenient",
+        config=LENIENT,
+    ),
+    bad(
+        b"GET / HTTP/1.1\r\n" + H + b"X: a\n\tb\n\n",
+        400,
+        "bare LF",
+        id="rfc9112-5.2-obs-fold-htab-bare-lf-strict",
     ),
     bad(
         b"GET / HTTP/1.1\r\n " + H + b"\r\n",
@@ -1095,9 +1093,16 @@ def test_requestLineLimitEdge(line: bytes, expected: int | None) -> None:
     """maxRequestLineBytes counts the line without its CRLF (RFC 9112 §3)."""
     assert len(line) in (31, 32)
     config = ServerConfig(maxRequestLineBytes=31)
-    for ending in (b"\r\n", b"\n"):
-        _, error = parseBoth(line + ending + H + b"\r\n", config)
-        assert (error and error.statusCode) == expected
+    _, error = parseBoth(line + b"\r\n" + H + b"\r\n", config)
+    assert (error and error.statusCode) == expected
+    # A bare LF ends the line for the limit's purpose in both modes: the
+    # lenient parser accepts it, the strict one refuses it (once it is
+    # within the limit, else the 414 came first).
+    _, error = parseBoth(line + b"\n" + H + b"\r\n", config.replace(allowBareLf=True))
+    assert (error and error.statusCode) == expected
+    _, error = parseBoth(line + b"\n" + H + b"\r\n", config)
+    assert error is not None
+    assert error.statusCode == (expected or 400)
 
 
 @pytest.mark.parametrize(
@@ -1158,10 +1163,158 @@ def test_neverWaitsOnDecidablyInvalidInput() -> None:
 
 
 def test_bareLFHeadDoesNotHang() -> None:
-    """RFC-CHECKLIST A2: twisted hangs on a bare-LF head; we answer."""
+    """
+    RFC-CHECKLIST A2: twisted hangs on a bare-LF head; we answer: 400 by
+    default, the request with allowBareLf.
+    """
     parser = RequestParser()
+    with pytest.raises(ProtocolError) as info:
+        parser.feed(b"GET /f HTTP/1.1\nHost: x\n\n")
+    assert info.value.statusCode == 400
+    parser = RequestParser(LENIENT)
     events = parser.feed(b"GET /f HTTP/1.1\nHost: x\n\n")
     assert [type(e) for e in events] == [RequestHead, EndOfMessage]
+
+
+# -- bare LF: refused by default, read as a line end with allowBareLf -------
+
+CHUNKED_POST = b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+CHUNKED_HEAD = head(
+    method=b"POST",
+    headers=[*HOST, (b"Transfer-Encoding", b"chunked")],
+    contentLength=None,
+    chunked=True,
+)
+
+#: (data, what allowBareLf=True reads).  By default each is a 400.
+BARE_LF = [
+    pytest.param(
+        b"GET /f HTTP/1.1\nHost: example.com\n\n",
+        [head(target=b"/f"), end()],
+        id="rfc9112-2.2-A2-bare-lf-everywhere",
+    ),
+    pytest.param(
+        b"GET / HTTP/1.1\n" + H + b"\r\n",
+        [head(), end()],
+        id="request-line",
+    ),
+    pytest.param(
+        b"GET / HTTP/1.1\r\nHost: example.com\n\r\n",
+        [head(), end()],
+        id="field-line",
+    ),
+    pytest.param(
+        b"GET / HTTP/1.1\r\n" + H + b"\n",
+        [head(), end()],
+        id="empty-line-ending-the-head",
+    ),
+    pytest.param(
+        b"GET / HTTP/1.1\r\n" + H + b"X-A: 1\r\nX-B: 2\nX-C: 3\r\n\r\n",
+        [head(headers=[*HOST, (b"X-A", b"1"), (b"X-B", b"2"), (b"X-C", b"3")]), end()],
+        id="middle-field-line",
+    ),
+    pytest.param(
+        # HTTP Garden: a front end forwarding the bare LF inside a value sees
+        # one request; a lenient parser sees two (the second without Host).
+        b"GET / HTTP/1.1\r\nHost: a\r\nUseless:\n\nGET / HTTP/1.1\r\n" + H + b"\r\n",
+        [head(headers=[(b"Host", b"a"), (b"Useless", b"")]), end(), head(), end()],
+        id="http-garden-empty-value-then-empty-line",
+    ),
+    pytest.param(
+        CHUNKED_POST + b"1\r\na\r\n0\r\nX-A: 1\nx-b:  2 \n\n",
+        [CHUNKED_HEAD, body(b"a"), end([(b"X-A", b"1"), (b"x-b", b"2")])],
+        id="rfc9112-7.1.2-trailers",
+    ),
+    pytest.param(
+        CHUNKED_POST + b"1\r\nz\r\n0\r\n\n",
+        [CHUNKED_HEAD, body(b"z"), end()],
+        id="empty-trailer-section",
+    ),
+    pytest.param(
+        CHUNKED_POST + b"0\r\nX-A: 1\r\n\n",
+        [CHUNKED_HEAD, end([(b"X-A", b"1")])],
+        id="empty-line-ending-the-trailers",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "lenient"), BARE_LF)
+def test_bareLFIsRefusedByDefault(data: bytes, lenient: Summary) -> None:
+    """
+    RFC 9112 §2.2 lets a recipient read a bare LF as a line end; connserver
+    does not by default (a smuggling pair with front ends that forward it).
+    """
+    events, error = parseBoth(data)
+    assert error is not None
+    assert (error.statusCode, error.closeConnection) == (400, True)
+    assert "bare LF" in error.message
+    # Only the events of what came before the bad line.
+    assert events == lenient[: len(events)]
+    assert len(events) < len(lenient)
+
+
+@pytest.mark.parametrize(("data", "lenient"), BARE_LF)
+def test_bareLFIsALineEndWithAllowBareLF(data: bytes, lenient: Summary) -> None:
+    events, error = parseBoth(data, LENIENT)
+    assert error is None
+    assert events == lenient
+
+
+def test_bareLFIsRefusedWithoutWaitingForTheHeadEnd() -> None:
+    """The byte that brings the bare LF decides: no wait for an empty line."""
+    for data in (
+        b"GET / HTTP/1.1\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\nY",
+        CHUNKED_POST + b"0\r\nX: 1\n",
+    ):
+        for pieces in ([data], [data[:-1], data[-1:]]):
+            _, error = feedPieces(pieces)
+            assert error is not None and "bare LF" in error.message, data
+        _, error = feedPieces([data], LENIENT)
+        assert error is None
+
+
+def test_bareLFComesBeforeLaterLimitsAndErrors() -> None:
+    """
+    A bare LF is decided by its own byte: before a 431 decided later, and
+    before errors of other field lines, whole or byte by byte.
+    """
+    config = ServerConfig(maxHeadBytes=64, maxHeaderCount=2)
+    start = b"GET / HTTP/1.1\r\nHost: a\r\n"
+    _, error = parseBoth(start + b"X: 1\n" + b"Y" * 100, config)
+    assert error is not None and (error.statusCode, "bare LF" in error.message) == (
+        400,
+        True,
+    )
+    _, error = parseBoth(start + b"X: 1\nA: 1\r\nB: 2\r\n\r\n", config)
+    assert error is not None and "bare LF" in error.message
+    _, error = parseBoth(start + b"X\x00: 1\r\nY: 1\n\r\n")
+    assert error is not None and "bare LF" in error.message
+    # With allowBareLf the same bytes give the other outcomes.
+    lenient = config.replace(allowBareLf=True)
+    _, error = parseBoth(start + b"X: 1\n" + b"Y" * 100, lenient)
+    assert error is not None and error.statusCode == 431
+    _, error = parseBoth(start + b"X: 1\nA: 1\r\nB: 2\r\n\r\n", lenient)
+    assert error is not None and error.message == "too many header fields"
+
+
+def test_leadingEmptyLinesMayBeBareLF() -> None:
+    """Empty lines before a request line are skipped in either form."""
+    events, error = parseBoth(b"\n\r\n\nGET / HTTP/1.1\r\n" + H + b"\r\n")
+    assert error is None and events == [head(), end()]
+
+
+def test_bareLFSearchIsLinearByteByByte() -> None:
+    """Fed one byte at a time, the strict search resumes where it stopped."""
+    parser = RequestParser(ServerConfig(maxHeadBytes=200_000, maxHeaderCount=20_000))
+    parser.receiveData(b"GET / HTTP/1.1\r\nHost: a\r\n")
+    assert parser.nextEvent() is NEED_DATA
+    data = b"X-A: 1\r\n" * 10_000
+    for i in range(len(data)):
+        parser.receiveData(data[i : i + 1])
+        assert parser.nextEvent() is NEED_DATA
+    assert parser._bareFrom == parser.bufferedByteCount
 
 
 def test_bodyInPieces() -> None:
@@ -1286,7 +1439,8 @@ def test_headersObject() -> None:
     assert list(event.headers) == [(b"HOST", b"a"), (b"X-Two", b"1"), (b"x-two", b"2")]
 
 
-def test_splitsAtEveryPosition() -> None:
+@pytest.mark.parametrize("config", [LENIENT, ServerConfig()], ids=["lenient", "strict"])
+def test_splitsAtEveryPosition(config: ServerConfig) -> None:
     """Two-piece splits at every offset agree with the whole parse."""
     data = (
         b"\r\nPOST /a HTTP/1.1\r\n"
@@ -1295,11 +1449,13 @@ def test_splitsAtEveryPosition() -> None:
         + b'3;x="y"\r\nabc\r\n0\r\nT: 1\r\n\r\n'
         + b"GET /b HTTP/1.1\nHost: b\n\n"
     )
-    expected = summarize(feedPieces([data])[0])
+    expected, expectedError = feedPieces([data], config)
+    assert len(expected) == (5 if config.allowBareLf else 3)
+    assert (expectedError is None) == config.allowBareLf
     for i in range(len(data) + 1):
-        events, error = feedPieces([data[:i], data[i:]])
-        assert error is None
-        assert summarize(events) == expected
+        events, error = feedPieces([data[:i], data[i:]], config)
+        assert error == expectedError
+        assert summarize(events) == summarize(expected)
 
 
 def test_pipelinedAfterHeadThatArrivedInPieces() -> None:

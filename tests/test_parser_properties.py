@@ -19,6 +19,7 @@ from connserver._errors import ProtocolError
 from connserver._framing import ChunkedWriter
 from connserver._headers import Headers
 from connserver._parser import (
+    _BARE_LF_RE,
     NEED_DATA,
     BodyData,
     Event,
@@ -37,6 +38,11 @@ CONFIGS = [
     ServerConfig(),
     ServerConfig(maxRequestLineBytes=40, maxHeadBytes=120, maxHeaderCount=3),
     ServerConfig(maxRequestLineBytes=200, maxHeadBytes=60, maxHeaderCount=50),
+    # The lenient reading of bare LF (RFC 9112 §2.2 MAY), off by default.
+    ServerConfig(allowBareLf=True),
+    ServerConfig(
+        maxRequestLineBytes=40, maxHeadBytes=120, maxHeaderCount=3, allowBareLf=True
+    ),
 ]
 
 
@@ -199,6 +205,34 @@ def test_splitEquivalence(data: bytes, cuts: list[int], config: ServerConfig) ->
     whole = run([data], config)
     assert run(split(data, cuts), config) == whole
     assert run([data[i : i + 1] for i in range(len(data))], config) == whole
+
+
+@SETTINGS
+@given(
+    data=mutated(),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6),
+    limits=st.sampled_from(CONFIGS[:3]),
+)
+def test_bareLFIsTheOnlyDifferenceOfAllowBareLF(
+    data: bytes, cuts: list[int], limits: ServerConfig
+) -> None:
+    """
+    Without a bare LF in the input, allowBareLf changes nothing; with one,
+    the strict parser gives the lenient events up to a point, then a 400
+    (or fails the same way the lenient one does).
+    """
+    strict = run(split(data, cuts), limits)
+    lenient = run(split(data, cuts), limits.replace(allowBareLf=True))
+    if _BARE_LF_RE.search(data) is None:
+        assert strict == lenient
+        return
+    events, error = strict
+    if error is None:  # the bare LFs were in content or leading empty lines
+        assert strict == lenient
+        return
+    assert events == lenient[0][: len(events)]
+    if error != lenient[1]:
+        assert error.statusCode == 400 and "bare LF" in error.message
 
 
 # -- 3. ChunkedWriter round trip --------------------------------------------
