@@ -64,6 +64,11 @@ READ_CHUNK_BYTES = BLOCK_BYTES
 _CHUNKS_PER_TURN = BLOCKS_PER_TURN
 #: What an entry costs in the cache beyond its content (headers, paths).
 _ENTRY_OVERHEAD = 512
+#: What one spelling of a request path costs in the cache beyond its bytes.
+_SPELLING_OVERHEAD = 128
+#: Most request-path spellings remembered for one cached file (``/a.txt``,
+#: ``/%61.txt``...); an older one is forgotten, and costs a resolve again.
+_MAX_SPELLINGS_PER_FILE = 8
 
 _ALLOW = b"GET, HEAD"
 _NOT_FOUND = b"404 Not Found\n"
@@ -174,7 +179,7 @@ class _FileChanged(Exception):
 
 
 class _Entry:
-    """What the cache keeps for one path: identity, validators, fields, content."""
+    """What the cache keeps for one file: identity, validators, fields, content."""
 
     __slots__ = (
         "body",
@@ -230,13 +235,46 @@ class _Entry:
         self.cost = _ENTRY_OVERHEAD + len(fsPath) + (len(body) if body else 0)
 
 
-class _Cache:
-    """A least-recently-used map bounded by total cost and entry count."""
+_FileKey = tuple[bytes, int, int, bool]
 
-    __slots__ = ("_entries", "_maxBytes", "_maxEntries", "bytes")
+
+def _fileKey(entry: _Entry) -> _FileKey:
+    """The file an entry is for: its path under the root, device, inode, variant."""
+    return (entry.fsPath, entry.identity[0], entry.identity[1], entry.gzip)
+
+
+def _spellingCost(spelling: Any) -> int:
+    path = spelling[0] if isinstance(spelling, tuple) else spelling
+    return _SPELLING_OVERHEAD + len(path)
+
+
+class _Cache:
+    """
+    A least-recently-used map of files, bounded by total cost and entry
+    count, looked up by request-path spelling.
+
+    An entry is keyed by the file it serves (the decoded path under the
+    root, device, inode, and whether it is the gzip variant), never by the
+    spelling of the request path: ``/a.txt`` and ``/%61.txt`` share one
+    entry.  Each entry remembers up to ``_MAX_SPELLINGS_PER_FILE`` spellings
+    that resolved to it, so that a hit is still two dict lookups and the one
+    ``stat`` of the entry's path; the spellings count toward the bytes, and
+    an entry goes with its last spelling.
+    """
+
+    __slots__ = (
+        "_aliases",
+        "_entries",
+        "_maxBytes",
+        "_maxEntries",
+        "_spellings",
+        "bytes",
+    )
 
     def __init__(self, maxBytes: int, maxEntries: int) -> None:
-        self._entries: OrderedDict[Any, _Entry] = OrderedDict()
+        self._entries: OrderedDict[_FileKey, _Entry] = OrderedDict()
+        self._aliases: dict[Any, _FileKey] = {}
+        self._spellings: dict[_FileKey, list[Any]] = {}
         self._maxBytes = maxBytes
         self._maxEntries = maxEntries
         self.bytes = 0
@@ -244,26 +282,66 @@ class _Cache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: Any) -> _Entry | None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-        return entry
+    def get(self, spelling: Any) -> _Entry | None:
+        fileKey = self._aliases.get(spelling)
+        if fileKey is None:
+            return None
+        self._entries.move_to_end(fileKey)
+        return self._entries[fileKey]
 
-    def put(self, key: Any, entry: _Entry) -> None:
+    def put(self, spelling: Any, entry: _Entry) -> None:
         if entry.cost > self._maxBytes or self._maxEntries < 1:
             return
-        self.discard(key)
-        self._entries[key] = entry
-        self.bytes += entry.cost
+        fileKey = _fileKey(entry)
+        if self._aliases.get(spelling) != fileKey:
+            self._forget(spelling)
+        existing = self._entries.get(fileKey)
+        if existing is None:
+            self._entries[fileKey] = entry
+            self._spellings[fileKey] = []
+            self.bytes += entry.cost
+        else:
+            self._entries.move_to_end(fileKey)
+            if existing.identity != entry.identity:
+                # The same file changed in place: the new entry replaces it.
+                self._entries[fileKey] = entry
+                self.bytes += entry.cost - existing.cost
+        spellings = self._spellings[fileKey]
+        if spelling not in self._aliases:
+            self._aliases[spelling] = fileKey
+            spellings.append(spelling)
+            self.bytes += _spellingCost(spelling)
+            if len(spellings) > _MAX_SPELLINGS_PER_FILE:
+                oldest = spellings.pop(0)
+                del self._aliases[oldest]
+                self.bytes -= _spellingCost(oldest)
         while self.bytes > self._maxBytes or len(self._entries) > self._maxEntries:
-            _, evicted = self._entries.popitem(last=False)
-            self.bytes -= evicted.cost
+            evictedKey, _ = next(iter(self._entries.items()))
+            self._drop(evictedKey)
 
-    def discard(self, key: Any) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            self.bytes -= entry.cost
+    def discard(self, spelling: Any) -> None:
+        """Drop the entry ``spelling`` leads to (the file changed or went)."""
+        fileKey = self._aliases.get(spelling)
+        if fileKey is not None:
+            self._drop(fileKey)
+
+    def _forget(self, spelling: Any) -> None:
+        """Forget one spelling; its entry goes too if it was the last."""
+        fileKey = self._aliases.pop(spelling, None)
+        if fileKey is None:
+            return
+        self.bytes -= _spellingCost(spelling)
+        spellings = self._spellings[fileKey]
+        spellings.remove(spelling)
+        if not spellings:
+            self._drop(fileKey)
+
+    def _drop(self, fileKey: _FileKey) -> None:
+        entry = self._entries.pop(fileKey)
+        self.bytes -= entry.cost
+        for spelling in self._spellings.pop(fileKey):
+            del self._aliases[spelling]
+            self.bytes -= _spellingCost(spelling)
 
 
 class _SameFile:
@@ -305,7 +383,7 @@ class StaticFiles:
         for Last-Modified clamping and for streaming; the global reactor by
         default.
     :param maxCacheBytes: bound on the memory of the small-file cache.
-    :param maxCacheEntries: bound on the number of cached paths.
+    :param maxCacheEntries: bound on the number of cached files.
     :param maxCachedFileBytes: largest file whose content is cached.
     """
 

@@ -326,6 +326,95 @@ def test_cacheBoundedByBytes(root: Path, clock: Clock) -> None:
     assert len(handler._cache) < 3
 
 
+def spellings(name: bytes, count: int) -> list[bytes]:
+    """``count`` distinct percent-encoded spellings of ``/name``."""
+    out = []
+    for mask in range(count):  # bit i set: byte i is percent-encoded
+        encoded = b"".join(
+            b"%%%02x" % byte if mask >> index & 1 else bytes([byte])
+            for index, byte in enumerate(name)
+        )
+        out.append(b"/" + encoded)
+    assert len(set(out)) == count
+    return out
+
+
+def test_cacheKeepsOneEntryPerFileWhateverTheSpelling(root: Path, clock: Clock) -> None:
+    """
+    128 spellings of one 200 KB file are one cache entry (they were 128, 25.6
+    MB: a cheap way to flush the cache), and all serve the same bytes.
+    """
+    content = os.urandom(200_000)
+    (root / "big.txt").write_bytes(content)
+    handler = StaticFiles(root, reactor=clock, maxCachedFileBytes=256 * 1024)
+    names = spellings(b"big.txt", 128)
+    assert names[0] == b"/big.txt" and b"/%62ig.txt" in names
+    for target in [*names, b"/big.txt?q=1", b"http://x/big.txt", *names]:
+        response = get(handler, target)
+        assert (response.code, response.body) == (200, content)
+        assert len(handler._cache) == 1
+        assert handler._cache.bytes < 210_000
+    # Dot segments and empty segments are refused, never cached.
+    for target in (b"/./big.txt", b"//big.txt", b"/%2e/big.txt"):
+        assert get(handler, target).code == 404
+    assert len(handler._cache) == 1
+    # A hit by any spelling still costs one stat; a change seen through one
+    # spelling is seen through all.
+    (root / "big.txt").write_bytes(b"new")
+    assert get(handler, names[5]).body == b"new"
+    assert get(handler, names[0]).body == b"new"
+    assert len(handler._cache) == 1
+
+
+def test_cacheHitByAnotherSpellingCostsOneStat(
+    root: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = StaticFiles(root, reactor=clock)
+    get(handler, b"/hello.txt")
+    get(handler, b"/%68ello.txt")
+    calls: list[str] = []
+    for name in ("stat", "lstat", "open", "fstat", "read"):
+        real = getattr(os, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(os, name, spy)
+    monkeypatch.setattr(os.path, "realpath", lambda *a, **k: pytest.fail("realpath"))
+    for target in (b"/%68ello.txt", b"/hello.txt"):
+        del calls[:]
+        assert get(handler, target).body == HELLO
+        assert calls == ["stat"]
+    assert len(handler._cache) == 1
+
+
+def test_cacheDistinguishesVariantsAndFiles(root: Path, clock: Clock) -> None:
+    """Different files, or the gzip variant and the .gz file, stay apart."""
+    (root / "t.txt.gz").write_bytes(b"gz")
+    handler = StaticFiles(root, reactor=clock, precompressed=True)
+    plain = get(handler, b"/t.txt.gz")
+    assert fields(plain)[b"content-type"] != b"text/plain; charset=utf-8"
+    (root / "t.txt").write_bytes(b"t")
+    gzipped = get(handler, b"/t.txt", (b"accept-encoding", b"gzip"))
+    assert fields(gzipped)[b"content-encoding"] == b"gzip"
+    assert fields(gzipped)[b"content-type"] == b"text/plain; charset=utf-8"
+    assert b"content-encoding" not in fields(get(handler, b"/t%2etxt.gz"))
+    assert get(handler, b"/sub/").body == get(handler, b"/sub/index.html").body
+    assert len(handler._cache) == 3  # t.txt.gz twice (variant or not), index
+
+
+def test_cacheSpellingsPerFileAreBounded(root: Path, clock: Clock) -> None:
+    """Spellings of one file cannot grow its entry without bound."""
+    handler = StaticFiles(root, reactor=clock)
+    get(handler, b"/hello.txt")
+    once = handler._cache.bytes
+    for target in spellings(b"hello.txt", 200):
+        assert get(handler, target).body == HELLO
+    assert len(handler._cache) == 1
+    assert handler._cache.bytes <= once + 8 * (_static._SPELLING_OVERHEAD + 40)
+
+
 def test_cacheDisabled(root: Path, clock: Clock) -> None:
     handler = StaticFiles(root, reactor=clock, maxCacheEntries=0)
     assert get(handler, b"/hello.txt").body == HELLO
