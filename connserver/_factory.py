@@ -332,13 +332,19 @@ class ConnectionFactory(Factory):
 
     # -- graceful drain --------------------------------------------------------
 
-    def drain(self, timeout: float | None = None) -> Deferred[None]:
+    def drain(
+        self,
+        # ``...`` (typeshed's ``ellipsis``, types.EllipsisType) is the "not
+        # given" sentinel, so that None can mean "no deadline".
+        timeout: float | ellipsis | None = ...,  # noqa: F821
+    ) -> Deferred[None]:
         """
         Shut down gracefully: stop accepting (close the listening ports
         first), close idle connections after ``drainGraceTimeout``, let
         in-flight responses finish with ``Connection: close``, and abort what
-        remains at ``timeout`` (``config.drainTimeout`` when not given).
-        Fires when no connection is left.
+        remains at ``timeout`` seconds: ``config.drainTimeout`` when not
+        given, never when ``None`` (wait for the last connection, however
+        long it takes).  Fires when no connection is left.
         """
         done: Deferred[None] = Deferred()
         self._drainDone.append(done)
@@ -346,7 +352,7 @@ class ConnectionFactory(Factory):
             self.stats.draining = True
             for protocol in list(self._connections):
                 protocol.startDrain()
-            if timeout is None:
+            if timeout is ...:
                 timeout = self.config.drainTimeout
             if timeout is not None and self._connections:
                 self._drainCall = self.reactor.callLater(timeout, self._drainDeadline)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import IService, MultiService, Service
@@ -53,7 +54,8 @@ class _DrainableFactory(Protocol):
 
     def addListeningPort(self, port: IListeningPort) -> None: ...
 
-    def drain(self, timeout: float | None = None) -> Deferred[None]: ...
+    # ``drain()`` applies config.drainTimeout, ``drain(None)`` has no deadline.
+    def drain(self, timeout: float | EllipsisType | None = ...) -> Deferred[None]: ...
 
 
 def describePort(port: IListeningPort) -> str:

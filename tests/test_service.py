@@ -233,3 +233,91 @@ def test_gracefulStopOnRealSocket() -> Any:
     assert head.startswith(b"HTTP/1.1 200 ")
     assert b"\r\nconnection: close" in head.lower()
     assert body == b"done"
+
+
+# drainTimeout=None on a real ConnectionFactory (with Clock).
+
+
+def busyConnection(drainTimeout: float | None) -> tuple[Any, Deferred[Any]]:
+    """A connection whose handler has not answered yet (a pending Deferred)."""
+    from connserver._message import Request, Response
+    from tests._harness import connect
+
+    release: Deferred[Response] = Deferred()
+
+    def handler(request: Request) -> Deferred[Response]:
+        return release
+
+    conn = connect(handler, drainTimeout=drainTimeout)
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conn.output() == b""
+    return conn, release
+
+
+def test_drainTimeoutNoneWaitsPastTheConfigDeadline() -> None:
+    """
+    ``drainTimeout=None`` on the service waits for the last connection, however
+    long it takes (it used to abort at config.drainTimeout while logging
+    "deadline none").
+    """
+    from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+
+    from connserver._message import Response
+
+    conn, release = busyConnection(drainTimeout=1.0)
+    service = ConnectionServerService(conn.factory, [], drainTimeout=None)
+    service.startService()
+    logged: list[LogEvent] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        stopped = service.stopService()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert any("(deadline none)" in formatEvent(event) for event in logged)
+    for _ in range(100):
+        conn.clock.advance(60.0)
+    assert not conn.transport.aborted
+    assert conn.protocol.closeReason is None
+    assert not stopped.called
+    release.callback(Response(200, body=b"late"))
+    assert b"late" in conn.output()
+    assert conn.closing
+    conn.lose()
+    assert stopped.called
+    assert conn.factory.stats.closes.get("drain-timeout", 0) == 0
+
+
+def test_drainTimeoutFromConfigStillAborts() -> None:
+    """The default reads config.drainTimeout and aborts at it."""
+    conn, _ = busyConnection(drainTimeout=1.0)
+    service = ConnectionServerService(conn.factory, [])
+    assert service.drainTimeout == 1.0
+    service.startService()
+    stopped = service.stopService()
+    conn.clock.advance(0.9)
+    assert not conn.transport.aborted
+    conn.clock.advance(0.2)
+    assert conn.transport.aborted
+    assert conn.protocol.closeReason == "drain-timeout"
+    conn.lose()
+    assert stopped.called
+
+
+@pytest.mark.parametrize(
+    ("args", "aborted"),
+    [
+        pytest.param((), True, id="not-given-uses-config"),
+        pytest.param((None,), False, id="none-waits"),
+        pytest.param((0.5,), True, id="seconds"),
+    ],
+)
+def test_factoryDrainTimeoutArgument(args: tuple[Any, ...], aborted: bool) -> None:
+    conn, _ = busyConnection(drainTimeout=1.0)
+    done = conn.factory.drain(*args)
+    conn.clock.advance(1.5)
+    assert conn.transport.aborted is aborted
+    if not aborted:
+        conn.clock.advance(3600.0)
+        assert not conn.transport.aborted and not done.called
+    conn.lose()
+    assert done.called
