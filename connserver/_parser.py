@@ -500,7 +500,9 @@ class RequestParser:
         self._lineSearchFrom = 0
         self._startLine: _StartLine | None = None
         self._remaining = 0
-        self._trailers: list[_Field] = []
+        # (A shared empty tuple while there are none: an idle connection
+        # holds no list.)
+        self._trailers: list[_Field] | tuple[()] = ()
 
     @property
     def bufferedByteCount(self) -> int:
@@ -937,7 +939,7 @@ class RequestParser:
         trailers = self._trailers
         self._phase = _Phase.HEAD
         self._headStarted = False
-        self._trailers = []
+        self._trailers = ()
         if self._buf:
             self._skipEmptyLines()
-        return _makeEndOfMessage(Headers._fromLowered(trailers))
+        return _makeEndOfMessage(Headers._fromLowered(trailers if trailers else []))

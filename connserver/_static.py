@@ -192,6 +192,7 @@ class _Entry:
         "identity",
         "lastModified",
         "mtime",
+        "pairs",
         "size",
         "validatorFields",
     )
@@ -231,6 +232,10 @@ class _Entry:
         fields += self.validatorFields
         fields.append((b"accept-ranges", b"Accept-Ranges", b"bytes"))
         self.fields = fields
+        # The same as (name, value) pairs, which a Response keeps as given:
+        # a cache hit builds no Headers, and the protocol's line cache finds
+        # every line by its pair.
+        self.pairs = tuple((name, value) for _, name, value in fields)
         self.body = body
         self.cost = _ENTRY_OVERHEAD + len(fsPath) + (len(body) if body else 0)
 
@@ -479,7 +484,7 @@ class StaticFiles:
         if _SLOW_FIELDS.isdisjoint(request.headers.names()):
             body = entry.body
             if body is not None:
-                return Response(200, Headers._fromLowered(list(entry.fields)), body)
+                return Response(200, entry.pairs, body)
             return self._streamed(request, entry, None)
         return self._conditional(request, entry)
 
@@ -712,7 +717,7 @@ class StaticFiles:
                     return self._unsatisfiable(entry)
                 return self._partial(request, entry, ranges)
         if entry.body is not None:
-            return Response(200, Headers._fromLowered(list(entry.fields)), entry.body)
+            return Response(200, entry.pairs, entry.body)
         return self._streamed(request, entry, None)
 
     def _ifRangeHolds(self, headers: Headers, entry: _Entry) -> bool:
