@@ -62,6 +62,30 @@ class ServerConfig:
             "nginx send_timeout 60 s; twisted.web has none."
         ),
     )
+    handlerTimeout: float | None = field(
+        default=None,
+        metadata=_doc(
+            "Longest time a handler may take to start its response, from when "
+            "it is called; then it is cancelled and the client gets 503 with "
+            "Connection: close (or an abort, once response bytes were sent).  "
+            "Bounds a handler that hangs on a dead backend.  None (the "
+            "default) lets handlers run as long as they need.  gunicorn "
+            "--timeout 30 s (kills the worker), uvicorn none, nginx "
+            "proxy_read_timeout 60 s for its upstreams."
+        ),
+    )
+    minBodyRate: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Slowest average rate, in bytes a second, at which a client may "
+            "send a request body: after bodyTimeout seconds of reading, the "
+            "body must have come at least this fast, or the answer is 408 and "
+            "a close (close reason body-too-slow).  Defeats a client that "
+            "trickles a body just inside bodyTimeout.  None (the default) "
+            "checks no rate.  Apache mod_reqtimeout MinRate (body=20,MinRate=500 "
+            "by default: 20 s plus 1 s per 500 bytes); nginx has none."
+        ),
+    )
     abortTimeout: float | None = field(
         default=15.0,
         metadata=_doc(
@@ -195,6 +219,10 @@ class ServerConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             _validate(f.name, value)
+        if self.minBodyRate is not None and self.bodyTimeout is None:
+            raise ValueError(
+                "ServerConfig.minBodyRate needs bodyTimeout (its grace period)"
+            )
 
     def replace(self, **changes: Any) -> ServerConfig:
         """A copy with ``changes`` applied (and validated)."""
@@ -210,8 +238,14 @@ _OPTIONAL_POSITIVE_SECONDS = {
     "lingerTimeout",
     "drainTimeout",
     "maxConnectionAge",
+    "handlerTimeout",
 }
-_OPTIONAL_POSITIVE_INT = {"maxRequestsPerConnection", "maxConnections", "maxBodyBytes"}
+_OPTIONAL_POSITIVE_INT = {
+    "maxRequestsPerConnection",
+    "maxConnections",
+    "maxBodyBytes",
+    "minBodyRate",
+}
 _POSITIVE_INT = {
     "maxPipelinedRequests",
     "maxRequestLineBytes",

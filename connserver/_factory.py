@@ -21,7 +21,7 @@ from twisted.internet.interfaces import (
     IProtocolNegotiationFactory,
     IReactorTime,
 )
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -48,6 +48,60 @@ _OPTIONS_CACHE_SIZE = 256
 
 def _idleSince(protocol: HTTPServerProtocol) -> int:
     return protocol.idleSince
+
+
+#: The answer to a connection over maxConnections when nothing idle can be
+#: shed: 503 with Retry-After and Connection: close (RFC 9110 §15.6.4,
+#: §10.2.3), prebuilt, written without reading the request.  (No Date: a 5xx
+#: MAY go without one, RFC 9110 §6.6.1.)
+_OVER_CAPACITY_BODY = b"503 Service Unavailable: too many connections\n"
+OVER_CAPACITY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Retry-After: 1\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Connection: close\r\n\r\n" % len(_OVER_CAPACITY_BODY)
+) + _OVER_CAPACITY_BODY
+#: Over-capacity answers in progress at once; past it, refused connections
+#: are closed unanswered, so that a flood cannot hold more descriptors.
+_MAX_REFUSING = 64
+#: How long an over-capacity answer may linger (reading and discarding what
+#: the client sent, so that the close does not turn into a reset that
+#: destroys the answer), at most.
+_REFUSAL_LINGER = 1.0
+
+
+class _OverCapacity(Protocol):
+    """
+    Answers 503 at once and closes: the write side first, then the whole
+    connection after at most ``_REFUSAL_LINGER`` seconds of discarding
+    whatever the client sends (its request is never read).
+    """
+
+    def __init__(self, factory: ConnectionFactory) -> None:
+        self._owner = factory
+        self._call: Any = None
+
+    def connectionMade(self) -> None:
+        owner = self._owner
+        owner._refusing += 1
+        transport: Any = self.transport
+        transport.write(OVER_CAPACITY_RESPONSE)
+        halfClose = getattr(transport, "loseWriteConnection", None)
+        if halfClose is None:
+            transport.loseConnection()
+            return
+        halfClose()
+        self._call = owner.reactor.callLater(_REFUSAL_LINGER, transport.loseConnection)
+
+    def dataReceived(self, data: bytes) -> None:
+        """The request is not read: discarded."""
+
+    def connectionLost(self, reason: object = None) -> None:
+        self._owner._refusing -= 1
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
 
 
 class ConnectionStats:
@@ -149,6 +203,8 @@ class ConnectionFactory(Factory):
         self._ports: list[IListeningPort] = []
         self._acceptPaused = False
         self._nextId = 0
+        # Over-capacity answers still being sent (bounded: _MAX_REFUSING).
+        self._refusing = 0
         self._drainDone: list[Deferred[None]] = []
         self._drainCall: Any = None
         server = self.config.serverHeader
@@ -186,7 +242,7 @@ class ConnectionFactory(Factory):
 
     # -- the registry ------------------------------------------------------------
 
-    def buildProtocol(self, addr: IAddress) -> HTTPServerProtocol | None:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:  # type: ignore[override]
         limit = self.config.maxConnections
         if self.stats.draining:
             self.stats.refused += 1
@@ -202,7 +258,9 @@ class ConnectionFactory(Factory):
                     "refused a connection: maxConnections ({limit}) reached",
                     limit=limit,
                 )
-                return None
+                if self._refusing >= _MAX_REFUSING:
+                    return None  # closed at once: the cost stays bounded
+                return _OverCapacity(self)
         self._nextId += 1
         protocol = HTTPServerProtocol(self, self._nextId)
         return protocol

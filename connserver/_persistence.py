@@ -40,6 +40,8 @@ CONNECTION_CLOSE_REASONS: dict[str, str] = {
     "response-error": "a response body did not match its framing: aborted",
     "header-timeout": "requestHeadTimeout: no complete request head in time",
     "body-timeout": "bodyTimeout: the request body stalled",
+    "body-too-slow": "minBodyRate: the request body came slower than the minimum rate",
+    "handler-timeout": "handlerTimeout: the handler did not start its response in time (503)",
     "send-timeout": "sendTimeout: the client stopped reading",
     "idle-timeout": "idleTimeout: no next request in time",
     "peer-closed": "the client closed (or half-closed) the connection first",

@@ -15,7 +15,7 @@ from inspect import iscoroutine
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from typing import Protocol as Protocol_
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
@@ -26,7 +26,7 @@ from twisted.internet.interfaces import (
     ISSLTransport,
 )
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -103,6 +103,10 @@ _SEND = Phase.SEND
 _IDLE = Phase.IDLE
 _LINGER = Phase.LINGER
 _ABORT = Phase.ABORT
+_HANDLER = Phase.HANDLER
+#: How often a stalled send is looked at: sendTimeout is then kept to within
+#: this of the last byte that left.
+_SEND_POLL = 1.0
 _WAITING = ConnectionState.WAITING
 _log = Logger(namespace="connserver")
 
@@ -156,6 +160,12 @@ class _Exchange:
     bodyFailure: BaseException | None = None
     #: The handler's Deferred while it has not fired.
     pending: Deferred[Response] | None = None
+    #: When an asynchronous handler was called (for handlerTimeout).
+    dispatchedAt = 0.0
+    #: When the current stretch of body reading began, and the bytes
+    #: received by then (for minBodyRate).
+    bodyClockAt = 0.0
+    bodyClockFrom = 0
 
     def __init__(self, head: RequestHead | None, startedAt: float) -> None:
         self.head = head
@@ -237,6 +247,7 @@ class HTTPServerProtocol(Protocol):
         "_queue",
         "_readPaused",
         "_sendMark",
+        "_sendProgressAt",
         "_served",
         "_stats",
         "_timer",
@@ -299,6 +310,8 @@ class HTTPServerProtocol(Protocol):
         # Bytes delivered (see TransportWriter.delivered) when the send
         # timer was last armed.
         self._sendMark = 0
+        # When bytes were last seen leaving (for sendTimeout).
+        self._sendProgressAt = 0.0
         self._draining = False
         self._linger = True
         self._lost = False
@@ -628,7 +641,23 @@ class HTTPServerProtocol(Protocol):
         if exchange.request is not None and not exchange.bodyStopped:
             exchange.request._deliverData(data)
         if self._timer.phase is _BODY:
-            self._timer.bump(self._config.bodyTimeout)
+            config = self._config
+            rate = config.minBodyRate
+            timeout = config.bodyTimeout
+            if rate is None or timeout is None:
+                self._timer.bump(timeout)
+            else:
+                # Apache's MinRate: after bodyTimeout, one more second for
+                # every minBodyRate bytes; and never longer than bodyTimeout
+                # without a byte.
+                self._timer.extendTo(
+                    min(
+                        self._clock.seconds() + timeout,
+                        exchange.bodyClockAt
+                        + timeout
+                        + (exchange.bodyReceived - exchange.bodyClockFrom) / rate,
+                    )
+                )
 
     def _messageEnded(self, event: EndOfMessage) -> None:
         exchange = self._incoming
@@ -680,8 +709,15 @@ class HTTPServerProtocol(Protocol):
         assert exchange.request is not None
         exchange.request._deliverEnd(Failure(error))
 
+    def _startBodyClock(self, exchange: _Exchange) -> None:
+        """minBodyRate counts from when the body is wanted (again)."""
+        if self._config.minBodyRate is not None:
+            exchange.bodyClockAt = self._clock.seconds()
+            exchange.bodyClockFrom = exchange.bodyReceived
+
     def _bodyWanted(self, exchange: _Exchange) -> None:
         exchange.bodyWanted = True
+        self._startBodyClock(exchange)
         if (
             exchange.expectContinue
             and not exchange.continueSent
@@ -702,6 +738,8 @@ class HTTPServerProtocol(Protocol):
     def _bodyResume(self, exchange: _Exchange) -> None:
         if exchange.bodyPaused:
             exchange.bodyPaused = False
+            # The pause was the server's: the rate counts from here.
+            self._startBodyClock(exchange)
             self._processEvents()
 
     def _bodyStop(self, exchange: _Exchange) -> None:
@@ -768,6 +806,7 @@ class HTTPServerProtocol(Protocol):
             return
         # Cancelled if the connection goes before the handler answers.
         exchange.pending = deferred
+        exchange.dispatchedAt = self._clock.seconds()
         deferred.addCallbacks(
             self._handlerAnswered,
             self._handlerFailedAsync,
@@ -785,6 +824,21 @@ class HTTPServerProtocol(Protocol):
 
     def _handlerFailed(self, exchange: _Exchange, failure: Failure) -> None:
         if self._lost or exchange.finished or self.state is _S.CLOSING:
+            # Nobody is left to answer, but a bug that shows only when
+            # clients go away must still be seen: log it once, unless it is
+            # the cancellation (or the body failure) the server caused.
+            if not failure.check(CancelledError) and (
+                exchange.bodyFailure is None
+                or failure.value is not exchange.bodyFailure
+            ):
+                _log.failure(
+                    "handler failed for {method} {target} from {peer} "
+                    "(after its connection ended)",
+                    failure,
+                    method=exchange.head.method if exchange.head else b"-",
+                    target=exchange.head.target if exchange.head else b"-",
+                    peer=self._peerHost,
+                )
             return
         error = failure.value
         if error is exchange.bodyFailure and exchange.bodyFailure is not None:
@@ -1203,8 +1257,14 @@ class HTTPServerProtocol(Protocol):
     def _setTimer(self, phase: Phase, timeout: float | None) -> None:
         """Make ``phase`` the running one (``PhaseTimer.start``)."""
         if phase is _SEND and self._timer.phase is not _SEND:
-            # sendTimeout measures progress from here.
+            # sendTimeout measures progress from here; when the transport
+            # says how much left, look every _SEND_POLL seconds, so that the
+            # cut comes within sendTimeout (plus the poll) of the last
+            # progress, not a whole sendTimeout after a late one.
             self._sendMark = self._delivered()
+            self._sendProgressAt = self._clock.seconds()
+            if timeout is not None and self._sendMark >= 0:
+                timeout = min(timeout, _SEND_POLL)
         self._timer.start(phase, timeout)
 
     def _refreshTimer(self) -> None:
@@ -1228,6 +1288,14 @@ class HTTPServerProtocol(Protocol):
             ):
                 if self._timer.phase is not _BODY:
                     self._setTimer(_BODY, config.bodyTimeout)
+            elif (
+                front.pending is not None
+                and not front.responseStarted
+                and config.handlerTimeout is not None
+            ):
+                if self._timer.phase is not _HANDLER:
+                    left = front.dispatchedAt + config.handlerTimeout
+                    self._setTimer(_HANDLER, max(0.0, left - self._clock.seconds()))
             elif self._timer.phase is not None:
                 self._timer.clear()
             return
@@ -1257,18 +1325,25 @@ class HTTPServerProtocol(Protocol):
             self._bodyTimedOut()
         elif phase is _SEND:
             delivered = self._delivered()
+            now = self._clock.seconds()
             if delivered > self._sendMark:
-                # Bytes reached the kernel since the last look: a slow
-                # reader, not a stalled one.  sendTimeout is about no
-                # progress at all.
-                self._setTimer(_SEND, self._config.sendTimeout)
+                # Bytes left this host since the last look: a slow reader,
+                # not a stalled one.  sendTimeout is about no progress at all.
                 self._sendMark = delivered
-                return
+                self._sendProgressAt = now
+            timeout = self._config.sendTimeout
+            if delivered >= 0 and timeout is not None:
+                left = self._sendProgressAt + timeout - now
+                if left > 0:
+                    self._timer.start(_SEND, min(left, _SEND_POLL))
+                    return
             _log.info("send timeout for {peer}", peer=self._peerHost)
             self.closeReason = "send-timeout"
             self._abort()
         elif phase is _IDLE:
             self._startClose("draining" if self._draining else "idle-timeout")
+        elif phase is _HANDLER:
+            self._handlerTimedOut()
         elif phase is _LINGER:
             self._loseConnection()
         else:
@@ -1300,11 +1375,50 @@ class HTTPServerProtocol(Protocol):
     def _bodyTimedOut(self) -> None:
         incoming = self._incoming
         front = self._queue[0] if self._queue else None
+        reason = "body-timeout"
+        config = self._config
+        rate = config.minBodyRate
+        if (
+            rate is not None
+            and config.bodyTimeout is not None
+            and incoming is not None
+            and not incoming.discarding
+        ):
+            received = incoming.bodyReceived - incoming.bodyClockFrom
+            budget = incoming.bodyClockAt + config.bodyTimeout + received / rate
+            if self._clock.seconds() >= budget:
+                reason = "body-too-slow"
+                _log.info(
+                    "request body from {peer} slower than minBodyRate",
+                    peer=self._peerHost,
+                )
         if incoming is not None and incoming is front and not incoming.responseStarted:
-            self.closeReason = "body-timeout"
-            self._writeError(incoming, 408, "body-timeout")
+            self.closeReason = reason
+            self._writeError(incoming, 408, reason)
         else:
-            self._startClose("body-timeout")
+            self._startClose(reason)
+
+    def _handlerTimedOut(self) -> None:
+        """handlerTimeout: cancel the handler; 503 if nothing was sent yet."""
+        front = self._queue[0] if self._queue else None
+        if front is None or front.pending is None or front.responseStarted:
+            return  # answered meanwhile
+        head = front.head
+        _log.warn(
+            "handler timeout for {method} {target} from {peer}",
+            method=head.method if head else b"-",
+            target=head.target if head else b"-",
+            peer=self._peerHost,
+        )
+        pending, front.pending = front.pending, None
+        self.closeReason = "handler-timeout"
+        # 503 with Connection: close (RFC 9110 §15.6.4), then the close; the
+        # cancelled handler's failure is expected and not logged.
+        self._writeError(front, 503, "handler-timeout")
+        try:
+            pending.cancel()
+        except Exception:
+            _log.failure("cancelling a handler's Deferred failed")
 
     # -- closing -------------------------------------------------------------
 
@@ -1485,7 +1599,9 @@ def _closeBody(response: Response) -> None:
         try:
             producer.stopProducing()
         except Exception:
-            _log.debug("stopping an unstarted body producer failed")
+            _log.failure(
+                "stopping an unstarted body producer failed", level=LogLevel.warn
+            )
         return
     close = getattr(body, "close", None)
     if close is not None:

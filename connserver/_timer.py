@@ -39,6 +39,8 @@ class Phase(Enum):
     LINGER = "linger"
     #: abortTimeout: the transport to go after a clean close was asked.
     ABORT = "abort"
+    #: handlerTimeout: the handler to start its response (503, or an abort).
+    HANDLER = "handler"
 
 
 class TimerOwner(Protocol):
@@ -90,6 +92,20 @@ class PhaseTimer:
         """Progress: the running phase is due ``timeout`` seconds from now."""
         if timeout is not None:
             self._deadline = self._clock.seconds() + timeout
+
+    def extendTo(self, deadline: float) -> None:
+        """
+        The running phase is due at ``deadline`` (an absolute time): later
+        costs nothing, as with :meth:`bump`; sooner than the pending call
+        makes a new call.
+        """
+        self._deadline = deadline
+        call = self._call
+        if call is not None and deadline < self._due:
+            call.cancel()
+            delay = max(0.0, deadline - self._clock.seconds())
+            self._call = self._clock.callLater(delay, self._fired)
+            self._due = deadline
 
     def clear(self) -> None:
         """No phase runs now (a pending call fires into nothing, re-arms none)."""
