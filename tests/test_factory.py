@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from connserver._config import ServerConfig
-from connserver._factory import ConnectionFactory
+from connserver._factory import OVER_CAPACITY_RESPONSE, ConnectionFactory
 from connserver._message import Request, Response
 from connserver._state import ConnectionState
 
@@ -70,8 +70,10 @@ def test_maxConnectionsPausesAcceptingAndShedsIdleOldestFirst() -> None:
     assert second.transport.disconnecting
     # ...shed connections no longer hold a slot...
     fifth = open_(factory, clock)
-    # ...and with nothing idle left, the next is refused.
-    assert factory.buildProtocol(PEER) is None
+    # ...and with nothing idle left, the next is refused (with a 503).
+    refused = open_(factory, clock)
+    assert refused.output() == OVER_CAPACITY_RESPONSE
+    refused.lose()
     assert factory.stats.refused == 1
     # A connection that goes idle while clients wait gives up its slot, on
     # the next reactor turn (never from inside its own state change).

@@ -25,7 +25,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from connserver._config import ServerConfig
-from connserver._factory import ConnectionFactory
+from connserver._factory import OVER_CAPACITY_RESPONSE, ConnectionFactory
 from connserver._limits import (
     DESCRIPTOR_RESERVE,
     connectionBudget,
@@ -494,7 +494,11 @@ def test_connectionFloodWithNothingIdleRefusesUntilTimersFreeSlots() -> None:
         slow.append(conn)
     assert not port.reading
     for _ in range(50):
-        assert openOn(factory, clock) is None
+        # Refused: a 503 written at once, the request never read.
+        refused = openOn(factory, clock)
+        assert refused is not None
+        assert refused.output() == OVER_CAPACITY_RESPONSE
+        refused.lose()
     assert factory.stats.refused == 50
     clock.advance(10.0)
     for conn in slow:
