@@ -63,13 +63,28 @@ def makeResource() -> Any:
     return Hello()
 
 
-def serve(kind: str, profile: str | None) -> None:
+def makeKleinApp() -> Any:
+    """The same answer as a Klein route (``--app klein``)."""
+    from klein import Klein
+
+    app = Klein()
+
+    @app.route("/")
+    def hello(request: Any) -> bytes:
+        request.setHeader(b"Content-Type", b"text/plain")
+        return BODY
+
+    return app
+
+
+def serve(kind: str, profile: str | None, app: str = "resource") -> None:
     """Run one server on 127.0.0.1, print its port, serve until SIGTERM."""
     sys.path.insert(0, str(ROOT))
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
-    resource = makeResource()
+    klein = makeKleinApp() if app == "klein" else None
+    resource = klein.resource() if klein is not None else makeResource()
     if kind == "twisted":
         from twisted.web.server import Site
 
@@ -77,10 +92,10 @@ def serve(kind: str, profile: str | None) -> None:
     else:
         from connserver._config import ServerConfig
         from connserver._factory import ConnectionFactory
-        from connserver._web import WebResourceHandler
+        from connserver._web import WebResourceHandler, asHandler
 
         factory = ConnectionFactory(
-            WebResourceHandler(resource),
+            asHandler(klein) if klein is not None else WebResourceHandler(resource),
             config=ServerConfig(),
         )
 
@@ -100,9 +115,10 @@ def serve(kind: str, profile: str | None) -> None:
 
 
 def startServer(
-    kind: str, profile: str | None = None
+    kind: str, profile: str | None = None, app: str = "resource"
 ) -> tuple[subprocess.Popen[str], int]:
     command = ["taskset", "-c", "0", sys.executable, __file__, "--serve", kind]
+    command += ["--app", app]
     if profile:
         command += ["--profile", profile]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -276,6 +292,12 @@ def inProcess(requests: int, rounds: int, profile: str | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--app",
+        choices=["resource", "klein"],
+        default="resource",
+        help="a twisted.web Resource (default) or the same answer as a Klein route",
+    )
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--warmup", type=float, default=2.0)
@@ -293,7 +315,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.profile)
+        serve(args.serve, args.profile, args.app)
         return
     if args.inprocess:
         inProcess(args.requests, args.rounds, args.profile)
@@ -312,7 +334,7 @@ def main() -> None:
     )
     for number in range(1, args.rounds + 1):
         for name, kind in zip(SERVERS, ("twisted", "connserver"), strict=True):
-            process, port = startServer(kind)
+            process, port = startServer(kind, app=args.app)
             try:
                 checkResponse(port)
                 wrk(port, args.warmup, args.connections)
@@ -343,7 +365,7 @@ def main() -> None:
         "CPU-second (steadier when the machine is shared)"
     )
     if args.profile:
-        process, port = startServer("connserver", args.profile)
+        process, port = startServer("connserver", args.profile, args.app)
         try:
             wrk(port, args.duration, args.connections)
         finally:
