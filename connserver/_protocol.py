@@ -244,6 +244,7 @@ class HTTPServerProtocol(Protocol):
         "_parser",
         "_peerHalfClosed",
         "_peerHost",
+        "_peerKnown",
         "_queue",
         "_readPaused",
         "_sendMark",
@@ -306,6 +307,10 @@ class HTTPServerProtocol(Protocol):
         self._writePaused = False
         self._closeWhenFlushed = False
         self._peerHalfClosed = False
+        # The addresses are read again at the first byte: behind the PROXY
+        # protocol (haproxy: endpoints) Twisted's wrapper knows the client's
+        # address only once it has parsed the header, after connectionMade.
+        self._peerKnown = False
         self._eofPending = False
         # Bytes delivered (see TransportWriter.delivered) when the send
         # timer was last armed.
@@ -349,8 +354,19 @@ class HTTPServerProtocol(Protocol):
         if parser is None:
             # Closing: lingering read, discard (RFC 9112 §9.6).
             return
+        if not self._peerKnown:
+            self._learnAddresses()
         parser.receiveData(data)
         self._processEvents()
+
+    def _learnAddresses(self) -> None:
+        """The client's and the local address, as they are once bytes flow."""
+        self._peerKnown = True
+        transport = self.transport
+        assert transport is not None
+        self.peer = transport.getPeer()
+        self.host = self.factory.sharedAddress(transport.getHost())
+        self._peerHost = getattr(self.peer, "host", None) or "-"
 
     def readConnectionLost(self) -> None:
         """
