@@ -5,7 +5,7 @@ Feeds typical keep-alive GETs straight into connserver's protocol and into
 twisted.web's HTTPChannel (each on a minimal in-memory transport) and
 reports microseconds of CPU per request.  It isolates the Python cost of
 each server from the reactor and the kernel, so it is steady on a busy
-machine; the wrk figures of bench_protocol.py are the ones that count.
+machine; the wrk figures of bench_request_path.py are the ones that count.
 
     python bench/bench_inprocess.py [--requests 20000]
 """

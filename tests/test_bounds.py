@@ -33,6 +33,18 @@ from ._harness import (
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
+def pendingHandler() -> tuple[Any, list[Deferred[Response]]]:
+    """A handler that answers only when the test fires its Deferred."""
+    pending: list[Deferred[Response]] = []
+
+    def handler(request: Request) -> Deferred[Response]:
+        d: Deferred[Response] = Deferred()
+        pending.append(d)
+        return d
+
+    return handler, pending
+
+
 def finish(conn: Connection) -> None:
     conn.lose(Failure(ConnectionDone()))
     assert conn.clock.getDelayedCalls() == []
@@ -87,13 +99,7 @@ def test_handlerTimeoutRunsFromTheCallAfterTheBody() -> None:
 
 
 def test_aHandlerThatAnswersInTimeIsNotCut() -> None:
-    pending: list[Deferred[Response]] = []
-
-    def handler(request: Request) -> Deferred[Response]:
-        d: Deferred[Response] = Deferred()
-        pending.append(d)
-        return d
-
+    handler, pending = pendingHandler()
     conn = connect(handler, handlerTimeout=5.0)
     conn.send(GET)
     conn.clock.advance(4)
@@ -108,13 +114,7 @@ def test_aHandlerThatAnswersInTimeIsNotCut() -> None:
 
 
 def test_noHandlerTimeoutByDefault() -> None:
-    pending: list[Deferred[Response]] = []
-
-    def handler(request: Request) -> Deferred[Response]:
-        d: Deferred[Response] = Deferred()
-        pending.append(d)
-        return d
-
+    handler, _ = pendingHandler()
     conn = connect(handler)
     conn.send(GET)
     assert conn.protocol._timer.phase is None
@@ -136,9 +136,7 @@ def test_aBodySlowerThanMinBodyRateGets408() -> None:
     is 5 s plus 0.1 s per 10 bytes, so after 50 bytes the body is cut at
     5.5 s, though bytes arrive every second (bodyTimeout alone never fires).
     """
-    conn = connect(
-        _readingHandler, minBodyRate=100, bodyTimeout=5.0, maxBodyBytes=None
-    )
+    conn = connect(_readingHandler, minBodyRate=100, bodyTimeout=5.0, maxBodyBytes=None)
     conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
     for second in range(1, 6):
         conn.clock.advance(1)
@@ -154,9 +152,7 @@ def test_aBodySlowerThanMinBodyRateGets408() -> None:
 
 
 def test_aBodyFasterThanMinBodyRateIsNotCut() -> None:
-    conn = connect(
-        _readingHandler, minBodyRate=100, bodyTimeout=5.0, maxBodyBytes=None
-    )
+    conn = connect(_readingHandler, minBodyRate=100, bodyTimeout=5.0, maxBodyBytes=None)
     conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n")
     for _ in range(20):
         conn.clock.advance(1)
@@ -244,7 +240,9 @@ def test_aHandlerFailureAfterTheClientLeftIsLoggedOnce(
     conn = connect(handler)
     conn.send(GET)
     conn.lose(Failure(ConnectionLost()))
-    failures = [e for e in logFailures if "after its connection ended" in e["log_format"]]
+    failures = [
+        e for e in logFailures if "after its connection ended" in e["log_format"]
+    ]
     assert len(failures) == 1
     assert failures[0]["peer"] == "127.0.0.1"
     assert failures[0]["log_failure"].check(RuntimeError)
@@ -253,13 +251,7 @@ def test_aHandlerFailureAfterTheClientLeftIsLoggedOnce(
 def test_theCancellationOfADepartedClientIsNotLogged(
     logFailures: list[LogEvent],
 ) -> None:
-    pending: list[Deferred[Response]] = []
-
-    def handler(request: Request) -> Deferred[Response]:
-        d: Deferred[Response] = Deferred()
-        pending.append(d)
-        return d
-
+    handler, pending = pendingHandler()
     conn = connect(handler)
     conn.send(GET)
     conn.lose(Failure(ConnectionLost()))
@@ -274,13 +266,7 @@ def test_theCancellationOfADepartedClientIsNotLogged(
 def test_overCapacityGets503WithoutReadingTheRequest() -> None:
     """maxConnections reached, nothing idle to shed: 503, Retry-After, close."""
     clock = Clock()
-    pending: list[Deferred[Response]] = []
-
-    def handler(request: Request) -> Deferred[Response]:
-        d: Deferred[Response] = Deferred()
-        pending.append(d)
-        return d
-
+    handler, pending = pendingHandler()
     factory = ConnectionFactory(handler, ServerConfig(maxConnections=1), reactor=clock)
     factory.addListeningPort(FakePort())  # type: ignore[arg-type]
     busy = openOn(factory, clock)
