@@ -1517,6 +1517,10 @@ class HTTPServerProtocol(Protocol):
             return
         if self.closeReason is None:
             self.closeReason = "aborted"
+        if self._batch is not None:
+            # Answers completed earlier in this round leave first, as they
+            # would have without the batching; then the reset.
+            self._flush()
         assert self.transport is not None
         self.transport.abortConnection()  # type: ignore[attr-defined]
 
