@@ -11,10 +11,9 @@ Servers (``--only`` takes these names):
 * ``connserver``: ``ConnectionFactory`` + a handler returning
   ``Response(200, [(b"Content-Type", b"text/plain")], b"x" * 130)``,
   ``ServerConfig(maxRequestsPerConnection=None)``, from the working tree;
-* ``connserver-nodelay`` (diagnostic, only when ``--only`` names it): the
-  same with TCP_NODELAY set on every accepted transport by the bench script
-  (``transport.setTcpNoDelay(True)`` before ``makeConnection``), to tell
-  Nagle's algorithm apart from the request path in the pipelined figure;
+  with ``BENCH_PROFILE=FILE`` in the environment it runs under cProfile and
+  writes its stats to FILE when stopped (the figures of that run do not
+  count: ``BENCH_PROFILE=/tmp/cs.prof ... --only connserver --rounds 1``);
 * ``twisted.web``: ``Site`` + a leaf ``Resource`` (``render_GET``);
 * ``aiohttp``: ``aiohttp.web`` on its default asyncio loop, one process,
   ``access_log=None``;
@@ -100,7 +99,7 @@ PIPELINE_DEPTH = 16
 
 CONNSERVER = textwrap.dedent(
     """
-    import sys
+    import os, sys
     sys.path.insert(0, {repo!r})
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -115,22 +114,18 @@ CONNSERVER = textwrap.dedent(
     factory = ConnectionFactory(
         handler, config=ServerConfig(maxRequestsPerConnection=None)
     )
-    if sys.argv[2:] == ["nodelay"]:
-        # Diagnostic: TCP_NODELAY on every accepted connection, set from here.
-        build = factory.buildProtocol
-        def buildProtocol(addr):
-            protocol = build(addr)
-            makeConnection = protocol.makeConnection
-            def made(transport):
-                transport.setTcpNoDelay(True)
-                makeConnection(transport)
-            protocol.makeConnection = made
-            return protocol
-        factory.buildProtocol = buildProtocol
     TCP4ServerEndpoint(
         reactor, int(sys.argv[1]), backlog=1024, interface="127.0.0.1"
     ).listen(factory)
-    reactor.run()
+    profile = os.environ.get("BENCH_PROFILE")
+    if profile:
+        import cProfile, signal
+        profiler = cProfile.Profile()
+        signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+        profiler.runcall(reactor.run)
+        profiler.dump_stats(profile)
+    else:
+        reactor.run()
     """
 )
 
@@ -355,12 +350,6 @@ SERVERS: dict[str, tuple[tuple[str, ...], Callable[[Path, int], list[str]]]] = {
             tmp, "connserver_app", CONNSERVER.format(repo=str(REPO)), port
         ),
     ),
-    "connserver-nodelay": (
-        ("twisted",),
-        lambda tmp, port: scriptArgv(
-            tmp, "connserver_app", CONNSERVER.format(repo=str(REPO)), port, "nodelay"
-        ),
-    ),
     "twisted.web": (
         ("twisted.web",),
         lambda tmp, port: scriptArgv(tmp, "twisted_web", TWISTED_WEB, port),
@@ -380,8 +369,7 @@ SERVERS: dict[str, tuple[tuple[str, ...], Callable[[Path, int], list[str]]]] = {
     ),
 }
 
-#: connserver-nodelay is a diagnostic, measured when --only names it.
-DEFAULT_SERVERS = [name for name in SERVERS if name != "connserver-nodelay"]
+DEFAULT_SERVERS = list(SERVERS)
 CALIBRATIONS = ("httptools-ceiling", "probe")
 MODES = ("keepalive", "pipelined")
 LABELS = {
