@@ -250,6 +250,13 @@ class Options(usage.Options):
             "Serve the status page at this path (for example /status).",
         ],
         [
+            "metrics-path",
+            None,
+            None,
+            "Serve Prometheus metrics at this path (for example /metrics; "
+            "needs the metrics extra: pip install 'connserver[metrics]').",
+        ],
+        [
             "https",
             None,
             None,
@@ -341,6 +348,7 @@ class Options(usage.Options):
         self._checkApplication()
         self._checkAccessLog()
         self._checkStatusPath()
+        self._checkMetricsPath()
         self._buildEndpoints()
 
     def _buildConfig(self) -> ServerConfig:
@@ -437,6 +445,30 @@ class Options(usage.Options):
                 f"--status-path {statusPath!r}: expected an absolute path such as /status"
             )
 
+    def _checkMetricsPath(self) -> None:
+        metricsPath = self["metrics-path"]
+        if metricsPath is None:
+            return
+        if not _isMountPath(metricsPath):
+            raise usage.UsageError(
+                f"--metrics-path {metricsPath!r}: expected an absolute path such as "
+                "/metrics"
+            )
+        statusPath = self["status-path"]
+        if statusPath is not None and (
+            metricsPath.rstrip("/") == statusPath.rstrip("/")
+        ):
+            raise usage.UsageError(
+                f"--metrics-path {metricsPath!r}: the same path as --status-path"
+            )
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise usage.UsageError(
+                "--metrics-path needs the prometheus_client library: "
+                "pip install 'connserver[metrics]'"
+            ) from None
+
     def _buildEndpoints(self) -> None:
         """
         Split the listeners: ``ssl:`` ones and ``--https`` get connserver's
@@ -510,6 +542,16 @@ class TLSListener:
     options: TLSServerOptions
     #: As given on the command line (for messages).
     description: str
+
+
+def _isMountPath(path: str) -> bool:
+    """An absolute path (no query, fragment or space) other than ``/``."""
+    return (
+        path.startswith("/")
+        and path.isascii()
+        and not any(c in path for c in "?# ")
+        and path.rstrip("/") != ""
+    )
 
 
 def _endpointType(description: str) -> str:
@@ -730,13 +772,22 @@ def makeService(options: Options) -> MultiService:
             for listener in tls
         ],
     )
+    mounts: dict[str | bytes, Handler] = {}
     if options["status-path"] is not None:
-        from ._routing import PrefixMount
         from ._status import StatusHandler, StatusSamplingService
 
         status = StatusHandler(factory, reactor=reactor)
-        factory.handler = PrefixMount(handler, {options["status-path"]: status})
+        mounts[options["status-path"]] = status
         service.addCompanion(StatusSamplingService(status))
+    if options["metrics-path"] is not None:
+        from ._metrics import MetricsHandler
+
+        # Also adds its request observer to the factory.
+        mounts[options["metrics-path"]] = MetricsHandler(factory)
+    if mounts:
+        from ._routing import PrefixMount
+
+        factory.handler = PrefixMount(handler, mounts)
     if options["redirect-to-https"]:
         from ._routing import HTTPSRedirect
 
@@ -753,7 +804,7 @@ def makeService(options: Options) -> MultiService:
         factory.handler = HTTPSRedirect(
             factory.handler,
             httpsPort,
-            exempt=[options["status-path"]] if options["status-path"] else [],
+            exempt=list(mounts),
         )
     if tls:
         from ._service import SignalService
