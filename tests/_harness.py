@@ -87,61 +87,127 @@ class Connection:
         """Deliver connectionLost, as the reactor would after a close."""
         self.protocol.connectionLost(reason or Failure(ConnectionDone()))
 
-    def responses(self, *methods: bytes, eof: bool = False) -> list[ParsedResponse]:
-        """Parse everything written so far as responses (to GETs by default)."""
-        return parseResponses(self.output(), list(methods) or [b"GET"] * 64, eof=eof)
+    def responses(
+        self, *methods: bytes, eof: bool = False, partial: bool = False
+    ) -> list[ParsedResponse]:
+        """
+        Parse everything written so far as responses (to GETs unless
+        ``methods`` says), all of them; see :func:`parseResponses`.
+        """
+        return parseResponses(
+            self.output(), list(methods) or None, eof=eof, partial=partial
+        )
 
 
 def parseResponses(
-    data: bytes, methods: list[bytes], *, eof: bool = False
+    data: bytes | bytearray,
+    methods: list[bytes] | None = None,
+    *,
+    eof: bool = False,
+    partial: bool = False,
 ) -> list[ParsedResponse]:
     """
-    Read responses to ``methods`` (one per request, in order) from ``data``
-    with a fresh h11 client per response; stop at the first incomplete one.
-    ``eof`` says the connection was closed after ``data`` (for
-    close-delimited bodies).
+    Read every response in ``data``, in order, with a fresh h11 client per
+    response.  ``methods`` are the methods of the requests (one per
+    response; every response answers a GET when it is not given).  ``eof``
+    says the connection was closed after ``data`` (for close-delimited
+    bodies).
+
+    Fails loudly (``AssertionError``) when bytes remain that are not a
+    complete response: a malformed one, more responses than ``methods``,
+    or an incomplete one at the end, unless ``partial`` says a trailing
+    partial response is expected (a body still streaming, a response cut
+    short); then the complete ones before it are returned.
     """
+    data = bytes(data)
     out: list[ParsedResponse] = []
-    for method in methods:
-        if not data:
-            break
-        client = h11.Connection(h11.CLIENT)
-        client.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
-        client.send(h11.EndOfMessage())
-        client.receive_data(data)
-        informational: list[int] = []
-        response: Any = None
-        body = b""
-        complete = False
-        while not complete:
-            event = client.next_event()
-            if event is h11.NEED_DATA:
-                if not eof:
-                    return out
-                client.receive_data(b"")
-                eof = False
-                continue
-            if isinstance(event, h11.InformationalResponse):
-                informational.append(event.status_code)
-            elif isinstance(event, h11.Response):
-                response = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                complete = True
-            else:
-                return out
-        out.append(
-            ParsedResponse(
-                response.status_code,
-                list(response.headers),
-                body,
-                response.http_version,
-                informational,
+    start = 0
+    while start < len(data):
+        index = len(out)
+        rest = data[start : start + 300]
+        if methods is None:
+            method = b"GET"
+        elif index < len(methods):
+            method = methods[index]
+        else:
+            raise AssertionError(
+                f"{len(data) - start} bytes left after the {len(methods)} "
+                f"responses expected: {rest!r}"
             )
-        )
-        data = client.trailing_data[0]
+        parsed = _parseOne(data, start, method, eof)
+        if parsed is None:
+            if partial:
+                return out
+            raise AssertionError(
+                f"response {index + 1} is incomplete ({len(data) - start} bytes"
+                f"{', then EOF' if eof else ''}; partial=True if expected): "
+                f"{rest!r}"
+            )
+        response, start = parsed
+        out.append(response)
     return out
+
+
+#: Bytes handed to h11 at a time: each response costs its own size, not the
+#: size of everything after it (thousands of pipelined responses).
+_WINDOW = 64 * 1024
+
+
+def _parseOne(
+    data: bytes, start: int, method: bytes, eof: bool
+) -> tuple[ParsedResponse, int] | None:
+    """
+    One complete response to ``method`` at ``data[start:]`` and the offset
+    just after it, or None if it is incomplete.
+    """
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
+    client.send(h11.EndOfMessage())
+    fed = min(len(data), start + _WINDOW)
+    client.receive_data(data[start:fed])
+    informational: list[int] = []
+    response: Any = None
+    body: list[bytes] = []
+    closed = False
+    while True:
+        try:
+            event = client.next_event()
+        except h11.RemoteProtocolError as error:
+            if closed:
+                # The close came before the response was complete.
+                return None
+            raise AssertionError(
+                f"not a valid response ({error}): {data[start : start + 300]!r}"
+            ) from error
+        if event is h11.NEED_DATA:
+            if fed < len(data):
+                end = min(len(data), fed + _WINDOW)
+                client.receive_data(data[fed:end])
+                fed = end
+                continue
+            if not eof or closed:
+                return None
+            client.receive_data(b"")
+            closed = True
+            continue
+        if isinstance(event, h11.InformationalResponse):
+            informational.append(event.status_code)
+        elif isinstance(event, h11.Response):
+            response = event
+        elif isinstance(event, h11.Data):
+            body.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            break
+        else:
+            return None
+    parsed = ParsedResponse(
+        response.status_code,
+        list(response.headers),
+        b"".join(body),
+        response.http_version,
+        informational,
+    )
+    return parsed, fed - len(client.trailing_data[0])
 
 
 def connect(

@@ -13,7 +13,10 @@ port 0), over plain TCP or over TLS with the same calls.
 * ``finish(server)`` stops listening, drains, and checks that no
   connserver timer is left.
 
-Every wait is bounded (``bounded``, ``until``).
+Every wait is bounded (``bounded``, ``until``).  The client's waits
+(``waitFor``, ``waitUntil``, ``waitResponses``, ``waitClosed``) wake on
+what arrives, never on the clock; ``until`` polls in 10 ms steps, a
+wall-clock wait, so only tests marked ``slow`` use it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from connserver import ConnectionFactory, ServerConfig
 from connserver._tls import CertificateSource, TLSServerOptions
 
 from ._certs import CertificateFiles, makeCertificate
+from ._harness import ParsedResponse, parseResponses
 
 __all__ = [
     "BROWSER_ALPN",
@@ -79,7 +83,11 @@ def bounded(d: defer.Deferred[Any], timeout: float = TIMEOUT) -> defer.Deferred[
 
 
 async def until(condition: Callable[[], object], tries: int = 500) -> None:
-    """Let the reactor run (10 ms steps, bounded) until ``condition()``."""
+    """
+    Let the reactor run (10 ms steps, bounded) until ``condition()``: a
+    wall-clock wait, for tests marked ``slow`` (the kernel's state has no
+    event to wait on).
+    """
     for _ in range(tries):
         if condition():
             return
@@ -240,14 +248,39 @@ class RawClient(protocol.Protocol):
 
     async def waitFor(self, marker: bytes, count: int = 1) -> bytes:
         """Wait (bounded) until ``marker`` has arrived ``count`` times."""
-        while self.received.count(marker) < count:
+        return await self.waitUntil(
+            lambda received: received.count(marker) >= count,
+            f"{count} x {marker!r}",
+        )
+
+    async def waitUntil(
+        self, condition: Callable[[bytearray], object], what: str = "the condition"
+    ) -> bytes:
+        """
+        Wait (bounded) until ``condition(received)`` holds (``received`` is
+        the client's own bytearray, not a copy), checking it each time bytes
+        arrive; fail if the connection closes first.
+        """
+        while not condition(self.received):
             if self.closed.called:
-                raise AssertionError(
-                    f"closed before {count} x {marker!r}: {self.received!r}"
-                )
+                raise AssertionError(f"closed before {what}: {self.received!r}")
             self._waiting = defer.Deferred()
             await bounded(self._waiting)
         return bytes(self.received)
+
+    async def waitResponses(
+        self, count: int, methods: list[bytes] | None = None
+    ) -> list[ParsedResponse]:
+        """
+        Wait (bounded) until ``count`` complete responses (to ``methods``,
+        GETs by default) have arrived; all those received so far.
+        """
+
+        def enough(received: bytearray) -> bool:
+            return len(parseResponses(received, methods, partial=True)) >= count
+
+        received = await self.waitUntil(enough, f"{count} complete responses")
+        return parseResponses(received, methods, partial=True)
 
     async def waitClosed(self) -> bytes:
         received: bytes = await bounded(self.closed)

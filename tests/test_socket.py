@@ -3,7 +3,8 @@ Real-socket tests on 127.0.0.1, port 0: what StringTransport cannot show
 (the kernel's half-close, resets, real backpressure), each run over plain
 TCP and over TLS (connserver's ``TLSServerOptions``, a client offering ALPN
 ``h2, http/1.1`` as browsers do) with the same assertions.  Each is bounded
-in time.
+in time.  The tests that wait on real timers (timeouts, a paced sender, a
+paused reader) are marked slow; the others wait only on what arrives.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ async def test_closeWithPipelinedBytesAnswersOnlyTheFirst(transport: str) -> Non
         await finish(server)
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_lingeringCloseLetsTheClientReadTheResponse(transport: str) -> None:
     """
@@ -147,6 +149,7 @@ async def test_lingeringCloseLetsTheClientReadTheResponse(transport: str) -> Non
         await finish(server)
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_idleTimeoutClosesRealSocket(transport: str) -> None:
     server = await serve(hello, tls=transport, idleTimeout=0.2)
@@ -161,6 +164,7 @@ async def test_idleTimeoutClosesRealSocket(transport: str) -> None:
     assert server.factory.stats.closes["idle-timeout"] == 1
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_headTimeoutAnswers408(transport: str) -> None:
     """A head that never completes: 408 at requestHeadTimeout, then a close."""
@@ -179,6 +183,7 @@ async def test_headTimeoutAnswers408(transport: str) -> None:
     assert server.factory.stats.closes["header-timeout"] == 1
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_bodyTimeoutAnswers408(transport: str) -> None:
     """A body that stops arriving: 408 after bodyTimeout without progress."""
@@ -199,6 +204,7 @@ async def test_bodyTimeoutAnswers408(transport: str) -> None:
     assert server.factory.stats.closes["body-timeout"] == 1
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_sendTimeoutAbortsAClientThatNeverReads(transport: str) -> None:
     """
@@ -223,6 +229,7 @@ async def test_sendTimeoutAbortsAClientThatNeverReads(transport: str) -> None:
         await finish(server)
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_drainClosesIdleAndFinishesInFlight(transport: str) -> None:
     """
@@ -262,6 +269,7 @@ async def test_drainClosesIdleAndFinishesInFlight(transport: str) -> None:
         await finish(server)
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_largeFileBodyArrivesWholeThroughSendfileWithAPausingClient(
     tmp_path: Any, transport: str

@@ -19,10 +19,8 @@ import pytest
 import pytest_twisted
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import connectProtocol
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IConsumer, IPullProducer, IPushProducer
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web import http_headers
@@ -39,7 +37,8 @@ from connserver._headers import Headers
 from connserver._message import Request, Response
 from connserver._web import WebResourceHandler, asHandler
 
-from ._harness import Connection, TCPStringTransport, connect, parseResponses
+from . import _sockets as sockets
+from ._harness import Connection, TCPStringTransport, connect
 
 # twisted.web itself still calls its deprecated _Unsafe* error pages (for
 # 404, 405 and at import of static); that is twisted.web's behaviour, not ours.
@@ -1215,65 +1214,7 @@ def test_protocolDisconnectBeforeFirstWrite() -> None:
     assert clock.getDelayedCalls() == []
 
 
-# -- real sockets (127.0.0.1, port 0, bounded) -------------------------------------
-
-
-class RawClient(Protocol):
-    """A client that sends bytes and waits for what comes back, no parsing."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.closed: Deferred[None] = Deferred()
-        self._waiting: list[tuple[Any, Deferred[bytes]]] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-        for entry in list(self._waiting):
-            if entry[0](self.data):
-                self._waiting.remove(entry)
-                entry[1].callback(self.data)
-
-    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
-        self.closed.callback(None)
-
-    def waitFor(self, predicate: Any, timeout: float = 5.0) -> Deferred[bytes]:
-        from twisted.internet import reactor
-
-        d: Deferred[bytes] = Deferred()
-        if predicate(self.data):
-            d.callback(self.data)
-        else:
-            self._waiting.append((predicate, d))
-        return d.addTimeout(timeout, reactor)  # type: ignore[arg-type]
-
-
-def listenAndConnect(handler: Any) -> Deferred[tuple[Any, RawClient]]:
-    """Serve ``handler`` on 127.0.0.1:0 and connect a RawClient to it."""
-    from twisted.internet import reactor
-    from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-
-    from connserver._factory import ConnectionFactory
-
-    async def run() -> tuple[Any, RawClient]:
-        factory = ConnectionFactory(handler, reactor=reactor)  # type: ignore[arg-type]
-        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-            factory
-        )
-        client = RawClient()
-        endpoint = TCP4ClientEndpoint(
-            reactor,  # type: ignore[arg-type]
-            "127.0.0.1",
-            port.getHost().port,  # type: ignore[attr-defined]
-            timeout=5,
-        )
-        await connectProtocol(endpoint, client)
-        return port, client
-
-    return Deferred.fromCoroutine(run())
-
-
-def completeResponses(count: int, methods: list[bytes] | None = None) -> Any:
-    return lambda data: len(parseResponses(data, methods or [b"GET"] * count)) >= count
+# -- real sockets (127.0.0.1, port 0, bounded; tests/_sockets.py) ----------------
 
 
 @pytest_twisted.ensureDeferred
@@ -1281,57 +1222,52 @@ async def test_realSocketHttp10KeepAlive() -> None:
     """Two HTTP/1.0 keep-alive requests on one real connection, then close."""
     from twisted.internet import reactor
 
-    port, client = await listenAndConnect(
-        WebResourceHandler(Counted(), reactor=reactor)
-    )
+    server = await sockets.serve(WebResourceHandler(Counted(), reactor=reactor))
     try:
+        client = await sockets.connect(server)
         request = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
-        client.transport.write(request)
-        await client.waitFor(completeResponses(1))
-        client.transport.write(request)
-        data = await client.waitFor(completeResponses(2))
-        responses = parseResponses(data, [b"GET", b"GET"])
+        client.write(request)
+        await client.waitResponses(1)
+        client.write(request)
+        responses = await client.waitResponses(2)
         assert [r.body for r in responses] == [b"counted", b"counted"]
         assert [r.header(b"connection") for r in responses] == [b"keep-alive"] * 2
-        client.transport.loseConnection()
-        await client.closed
+        client.close()
+        await client.waitClosed()
     finally:
-        await port.stopListening()
+        await sockets.finish(server)
 
 
 @pytest_twisted.ensureDeferred
 async def test_realSocketDisconnectMidRender() -> None:
-    """A real client vanishing mid-body: the resource's notifyFinish fails."""
-    from twisted.internet import reactor, task
+    """
+    A real client vanishing mid-body: the resource's notifyFinish fails,
+    and its later writes are dropped (as under Site).
+    """
+    from twisted.internet import reactor
 
     finished: Deferred[None] = Deferred()
-    calls: list[Any] = []
+    requests: list[WebRequest] = []
 
     def render(request: WebRequest) -> object:
         request.notifyFinish().chainDeferred(finished)
         request.write(b"partial")
-
-        def more() -> None:
-            request.write(b"more")  # dropped once the client is gone
-
-        calls.append(task.LoopingCall(more))
-        calls[0].clock = reactor
-        calls[0].start(0.01, now=False)
+        requests.append(request)
         return NOT_DONE_YET
 
-    port, client = await listenAndConnect(
-        WebResourceHandler(Leaf(render), reactor=reactor)
-    )
+    server = await sockets.serve(WebResourceHandler(Leaf(render), reactor=reactor))
     try:
-        client.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        await client.waitFor(lambda data: b"partial" in data)
-        client.transport.abortConnection()
+        client = await sockets.connect(server)
+        client.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await client.waitFor(b"partial")
+        client.transport.abortConnection()  # type: ignore[union-attr]
         with pytest.raises(ConnectionLost):
-            await finished.addTimeout(5, reactor)
+            await sockets.bounded(finished)
+        requests[0].write(b"more")  # dropped: the client is gone
+        with pytest.raises(RuntimeError):
+            requests[0].finish()
     finally:
-        if calls and calls[0].running:
-            calls[0].stop()
-        await port.stopListening()
+        await sockets.finish(server)
 
 
 # -- the lean request: fast path and lazily built state ---------------------------

@@ -21,8 +21,8 @@ from connserver._headers import Headers
 from connserver._message import Request, Response
 from connserver._web import WebResourceHandler, asHandler
 
-from ._harness import connect, parseResponses
-from .test_web import completeResponses, listenAndConnect
+from . import _sockets as sockets
+from ._harness import connect
 
 
 def makeApp(clock: Clock, events: list[Any]) -> Klein:
@@ -228,24 +228,22 @@ async def test_realSocketKleinApp() -> None:
     from twisted.internet import reactor
 
     app = makeApp(Clock(), [])
-    port, client = await listenAndConnect(
-        WebResourceHandler(app.resource(), reactor=reactor)
-    )
+    server = await sockets.serve(WebResourceHandler(app.resource(), reactor=reactor))
     try:
+        client = await sockets.connect(server)
         body = b"[1, 2]"
-        client.transport.write(
+        client.write(
             b"GET /user/bo HTTP/1.1\r\nHost: x\r\n\r\n"
             b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
             % (len(body), body)
         )
-        data = await client.waitFor(completeResponses(2))
-        first, second = parseResponses(data, [b"GET", b"POST"])
+        first, second = await client.waitResponses(2, [b"GET", b"POST"])
         assert first.body == b"hello bo"
         assert (second.status, json.loads(second.body)) == (
             201,
             {"got": [1, 2], "n": 2},
         )
-        client.transport.loseConnection()
-        await client.closed
+        client.close()
+        await client.waitClosed()
     finally:
-        await port.stopListening()
+        await sockets.finish(server)

@@ -9,7 +9,8 @@ exists, has the type the module expects, and means what it assumes: they
 are what to run before raising the upper bound on ``twisted`` in
 ``pyproject.toml``.  The last tests check the fallback for a transport
 class that lacks any of them: plain ``transport.write``, no ``sendfile``,
-``delivered() == -1``.
+``delivered() == -1``.  The tests on real connections wait for the
+kernel (in 5-10 ms reactor turns), and are marked slow.
 """
 
 from __future__ import annotations
@@ -207,6 +208,7 @@ def test_theDeclaredListIsWhatTheModuleReads() -> None:
     assert read <= declared, read - declared
 
 
+@pytest.mark.slow
 @ensureDeferred
 async def test_internalsExistOnARealConnection() -> None:
     async def check(pair: Pair) -> None:
@@ -236,6 +238,7 @@ async def test_internalsExistOnARealConnection() -> None:
     await withPair(check)()
 
 
+@pytest.mark.slow
 @ensureDeferred
 async def test_writeGoesThroughWhenTwistedHoldsNothing() -> None:
     async def check(pair: Pair) -> None:
@@ -254,6 +257,7 @@ async def test_writeGoesThroughWhenTwistedHoldsNothing() -> None:
     await withPair(check)()
 
 
+@pytest.mark.slow
 @ensureDeferred
 async def test_buffersHoldExactlyWhatTheKernelDidNotTake() -> None:
     """
@@ -331,6 +335,7 @@ class RecordingProducer:
         self.calls.append("stop")
 
 
+@pytest.mark.slow
 @ensureDeferred
 async def test_producerPausedAndStartWritingResumeWhenDrained() -> None:
     """
@@ -367,6 +372,7 @@ async def test_producerPausedAndStartWritingResumeWhenDrained() -> None:
     await withPair(check, clientReceiveBuffer=16 * 1024)()
 
 
+@pytest.mark.slow
 @ensureDeferred
 async def test_sendFileUsesTheSocketAndWaitsBehindBufferedBytes(
     tmp_path: Path,
@@ -396,6 +402,7 @@ async def test_sendFileUsesTheSocketAndWaitsBehindBufferedBytes(
     await withPair(check)()
 
 
+@pytest.mark.slow
 @ensureDeferred
 async def test_disconnectFlagsStopWriteThroughAndSendfile(tmp_path: Path) -> None:
     async def check(pair: Pair) -> None:
