@@ -24,7 +24,7 @@ from urllib.parse import unquote_to_bytes as unquote
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
@@ -93,6 +93,22 @@ _UNKNOWN_ADDRESS = IPv4Address("TCP", "0.0.0.0", 0)
 def _clientGone() -> Failure:
     """The reason a resource's request sees when the client went away."""
     return Failure(ConnectionLost("the client went away"))
+
+
+def _closedByResource() -> Failure:
+    """
+    The reason for ``request.transport.loseConnection()``: ``ConnectionDone``,
+    what the request sees under ``Site`` once the transport has closed.
+    """
+    return Failure(ConnectionDone("the resource closed the connection"))
+
+
+def _abortedByResource() -> Failure:
+    """
+    The reason for ``request.transport.abortConnection()``:
+    ``ConnectionAborted``, what Twisted's TCP transport reports for it.
+    """
+    return Failure(ConnectionAborted("the resource aborted the connection"))
 
 
 def _versionBytes(version: tuple[int, int]) -> bytes:
@@ -506,6 +522,14 @@ class _Exchange:
     _buffer: list[bytes] = _NO_BUFFER
     _error: Exception | None = None
     _result: Deferred[Response] | None = None
+    # The resource called loseConnection or abortConnection on its
+    # transport (the reason its request will see), acted on a reactor turn
+    # later (or when render returns), as Twisted's transport acts on them.
+    _hangup: Failure | None = None
+    _aborting = False
+    # Why the body ended early (a hangup after the response was handed
+    # over): a later startProducing fails with it, so the protocol aborts.
+    _bodyFailure: Failure | None = None
 
     def __init__(self, site: Site, reactor: IReactorTime, request: Request) -> None:
         self.site = site
@@ -544,7 +568,7 @@ class _Exchange:
                 web.process()
         finally:
             self._rendering = False
-        if not self._emitted:
+        if not self._emitted or self._hangup is not None:
             self._settle()
         response = self._response
         if response is not None:
@@ -599,7 +623,7 @@ class _Exchange:
         # Nothing calls back into the request now: drop the reference, so
         # that the two are freed without waiting for the cycle collector.
         self._web = None
-        if self._stopped or self._emitted:
+        if self._stopped or self._emitted or self._aborting:
             return
         # What _emit does for a finished body: render() only comes here for
         # a response that has one (not HEAD, 204 or 304).
@@ -665,8 +689,12 @@ class _Exchange:
         self._length = length
 
     def write(self, data: bytes) -> None:
-        """Body bytes from the resource (dropped once the client is gone)."""
-        if self._stopped or not data:
+        """
+        Body bytes from the resource (dropped once the client is gone, or
+        once the resource aborted the connection: Twisted's transport never
+        sends what is written after ``abortConnection``).
+        """
+        if self._stopped or not data or self._aborting:
             return
         self._owed = False
         consumer = self._consumer
@@ -720,7 +748,8 @@ class _Exchange:
         """twisted.web's ``Request.finish``: the body is complete."""
         self._owed = False
         self._finished = True
-        if self._stopped:
+        if self._stopped or self._aborting:
+            # Aborted: the response is not completed; _settle ends it.
             return
         if not self._emitted:
             if not self._rendering and not self._pulling:
@@ -734,16 +763,64 @@ class _Exchange:
 
     def loseConnection(self) -> None:
         """
-        The resource wants the connection closed: the response says
-        ``Connection: close`` (if its fields are not yet sent), and
-        connserver closes after it.
+        ``request.transport.loseConnection()`` (and
+        ``request.loseConnection()``).  Under ``Site`` what was written in
+        this reactor turn still goes out, then the connection closes; here,
+        a reactor turn later (or when render returns):
+
+        - a response complete by then is sent whole; if its head was not
+          handed to connserver before, it says ``Connection: close`` and
+          connserver closes after it (a head already sent stays as it was,
+          and so does the connection's persistence);
+        - a response begun but not complete ends there: its body fails, so
+          the protocol aborts the connection (a framed body cut short must
+          never look complete);
+        - nothing written: the request sees ``connectionLost``
+          (``notifyFinish`` fails with ``ConnectionDone``, later writes are
+          dropped) and the handler fails, so connserver answers 500 with
+          ``Connection: close`` and closes (a handler cannot close a
+          connection without an answer);
+        - once the response is complete, the call changes nothing.
         """
         self._closeAfter = True
         fields = self._fields
         if fields is not None and not self._emitted and _CLOSE not in fields:
             fields.append(_CLOSE)
+        self._hangUp(_closedByResource(), abort=False)
 
-    abortConnection = loseConnection
+    def abortConnection(self) -> None:
+        """
+        ``request.transport.abortConnection()``.  Under ``Site`` nothing
+        written from this reactor turn on is sent, and the connection is
+        reset; here, a reactor turn later (or when render returns), a
+        response that connserver has not been handed complete is never
+        completed: its body fails (or, if connserver has not been handed
+        its status yet, a 500 head goes with a body that fails at once), so
+        the protocol aborts the connection.  The request sees ``connectionLost`` with
+        ``ConnectionAborted``.  Once the response is complete, the call
+        changes nothing.
+        """
+        self._hangUp(_abortedByResource(), abort=True)
+
+    def _hangUp(self, reason: Failure, abort: bool) -> None:
+        if self._stopped or (self._emitted and self._finished):
+            # The client is gone, or the response is complete.
+            return
+        if abort:
+            if self._aborting:
+                return
+            self._aborting = True
+            self._hangup = reason
+            # Nothing of what is still held here will be sent.
+            self._buffer = []
+            self._buffered = 0
+        elif self._hangup is None:
+            self._hangup = reason
+        else:
+            return
+        if not self._rendering:
+            # Inside render, render() settles when it returns.
+            self._kick()
 
     def pauseProducing(self) -> None:
         """Reading is connserver's; the body was read before rendering."""
@@ -771,9 +848,72 @@ class _Exchange:
         self._tick = None
         if self._stopped:
             return
-        self._pull()
-        if not self._emitted and (self._finished or self._fields is not None):
+        if self._hangup is None:
+            self._pull()
+        if self._hangup is not None:
+            self._cancelTick()
+            self._endForHangup(self._hangup)
+        elif not self._emitted and (self._finished or self._fields is not None):
             self._emit()
+
+    def _endForHangup(self, reason: Failure) -> None:
+        """
+        The turn in which the resource called ``loseConnection`` or
+        ``abortConnection`` is over: end the response accordingly.
+        """
+        if self._emitted:
+            if not self._finished:
+                # Handed over and still streaming: cut it short.
+                self._failBody(reason)
+            return
+        if not self._aborting:
+            if self._finished:
+                # Complete within the turn: sent whole, Connection: close.
+                self._emit()
+                return
+            if self._fields is not None:
+                # Begun within the turn: the head goes, the body is cut.
+                self._emit()
+                self._failBody(reason)
+                return
+        self._unanswered(reason)
+
+    def _failBody(self, reason: Failure) -> None:
+        """
+        End the body with ``reason``: the protocol aborts the connection
+        (``_bodyFailed``), now if it started the body, else when it does.
+        """
+        done = self._done
+        self._bodyFailure = reason
+        self._abandon(reason)
+        if done is not None:
+            done.errback(reason)
+
+    def _unanswered(self, reason: Failure) -> None:
+        """
+        The connection is to end before any response was handed over: tell
+        the request (``connectionLost``), then end the exchange as closely
+        to ``Site`` (a close with no response) as a handler can, since the
+        protocol has no way to close without writing one.  An abort becomes
+        a 500 head whose body fails at once, so that the protocol aborts
+        (a reset, as Twisted's ``abortConnection``); a HEAD (whose response
+        has no body to fail) and a close fail the handler, so that the
+        protocol answers 500 with ``Connection: close`` and closes.
+        """
+        self._emitted = True
+        self._abandon(reason)
+        if self._aborting and self._request.method != b"HEAD":
+            self._bodyFailure = reason
+            self._resolve(Response(500, [_CLOSE], _StreamedBody(self, None)))
+            return
+        result = self._result
+        if result is None:
+            # Still inside render: it returns the failure.
+            error = reason.value
+            assert isinstance(error, Exception)
+            self._error = error
+        else:
+            result.errback(reason)
 
     def _emit(self) -> None:
         if self._emitted:
@@ -875,6 +1015,9 @@ class _Exchange:
 
     def _startProducing(self, consumer: IConsumer) -> Deferred[None]:
         if self._stopped:
+            if self._bodyFailure is not None:
+                # The resource ended the connection: the protocol aborts.
+                return fail(self._bodyFailure)
             # The client left before the body was wanted: never fires
             # (IBodyProducer.stopProducing).
             return Deferred()

@@ -19,7 +19,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IConsumer, IPullProducer, IPushProducer
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -38,7 +38,7 @@ from connserver._message import Request, Response
 from connserver._web import WebResourceHandler, asHandler
 
 from . import _sockets as sockets
-from ._harness import Connection, TCPStringTransport, connect
+from ._harness import Connection, TCPStringTransport, connect, parseResponses
 
 # twisted.web itself still calls its deprecated _Unsafe* error pages (for
 # 404, 405 and at import of static); that is twisted.web's behaviour, not ours.
@@ -1214,6 +1214,196 @@ def test_protocolDisconnectBeforeFirstWrite() -> None:
     assert clock.getDelayedCalls() == []
 
 
+# -- the resource ends the connection itself (issue 13) ------------------------------
+
+HANGUPS = ["loseConnection", "abortConnection"]
+#: What the request's notifyFinish fails with, as under Site on TCP.
+HANGUP_REASONS = {
+    "loseConnection": ConnectionDone,
+    "abortConnection": ConnectionAborted,
+}
+
+
+def gone(conn: Connection) -> None:
+    """The connection is lost: no live connection and no timer is left."""
+    conn.lose(Failure(ConnectionAborted()) if conn.transport.aborted else None)
+    assert conn.factory.stats.active == 0
+    assert conn.clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("version", [b"HTTP/1.1", b"HTTP/1.0"])
+@pytest.mark.parametrize("how", HANGUPS)
+def test_protocolHangUpMidStream(how: str, version: bytes) -> None:
+    """
+    A resource writes part of a body (handed to connserver as a stream,
+    chunked or close-delimited), then calls ``request.transport.<how>()``:
+    a reactor turn later the body fails, so the protocol aborts (it never
+    makes the cut body look complete).  Before the fix the connection
+    stayed in WRITING for good, with no timer left.  As under Site, what
+    is written in the same turn still goes out after loseConnection, not
+    after abortConnection, and the request sees connectionLost.
+    """
+    clock = Clock()
+    notified: list[Any] = []
+    requests: list[WebRequest] = []
+
+    def render(request: WebRequest) -> object:
+        request.notifyFinish().addBoth(notified.append)
+        request.write(b"part one;")
+        requests.append(request)
+        return NOT_DONE_YET
+
+    conn = serve(Leaf(render), clock)
+    conn.send(b"GET / " + version + b"\r\nHost: x\r\n\r\n")
+    assert b"part one;" in conn.output()
+    [request] = requests
+    getattr(request.transport, how)()
+    request.write(b"part two;")
+    assert not conn.transport.aborted and notified == []  # a turn later
+    clock.advance(0)
+    assert conn.transport.aborted
+    assert conn.protocol.closeReason == "response-error"
+    assert len(notified) == 1 and notified[0].check(HANGUP_REASONS[how])
+    request.write(b"late;")  # dropped: the connection is gone
+    with pytest.raises(RuntimeError):
+        request.finish()
+    out = conn.output()
+    assert (b"part two;" in out) == (how == "loseConnection")
+    assert b"late;" not in out and not out.endswith(b"0\r\n\r\n")
+    assert conn.responses(partial=True) == []
+    gone(conn)
+
+
+@pytest.mark.parametrize("how", HANGUPS)
+def test_protocolHangUpBeforeAnyWrite(how: str) -> None:
+    """
+    ``request.transport.<how>()`` from a callback, nothing written: the
+    request sees connectionLost a reactor turn later (as under Site), later
+    writes are dropped, and the connection ends.  Site closes without a
+    response; a connserver handler cannot, so loseConnection gets a 500
+    with Connection: close and a close, and abortConnection a 500 head
+    whose body fails at once, so the protocol aborts.
+    """
+    clock = Clock()
+    notified: list[Any] = []
+    requests: list[WebRequest] = []
+
+    def render(request: WebRequest) -> object:
+        request.notifyFinish().addBoth(notified.append)
+        requests.append(request)
+        return NOT_DONE_YET
+
+    conn = serve(Leaf(render), clock)
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    [request] = requests
+    getattr(request.transport, how)()
+    assert notified == [] and conn.output() == b""
+    clock.advance(0)
+    assert len(notified) == 1 and notified[0].check(HANGUP_REASONS[how])
+    request.write(b"late")
+    assert b"late" not in conn.output()
+    if how == "loseConnection":
+        [response] = conn.responses()
+        assert response.status == 500
+        assert response.header(b"connection") == b"close"
+        assert conn.closing and not conn.transport.aborted
+    else:
+        assert conn.transport.aborted
+        assert conn.output().startswith(b"HTTP/1.1 500 ")
+        assert conn.responses(partial=True) == []
+    gone(conn)
+
+
+@pytest.mark.parametrize("how", HANGUPS)
+def test_protocolHangUpWhileRenderingThenBytes(how: str) -> None:
+    """
+    Called while rendering, then the render returns bytes: under Site the
+    response is written in that turn, so after loseConnection it goes out
+    whole before the close (here with Connection: close), and after
+    abortConnection nothing of it is sent.
+    """
+
+    def render(request: WebRequest) -> bytes:
+        getattr(request.transport, how)()
+        return b"body"
+
+    clock = Clock()
+    conn = serve(Leaf(render), clock)
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(0)
+    if how == "loseConnection":
+        [response] = conn.responses()
+        assert response.body == b"body"
+        assert response.header(b"connection") == b"close"
+        assert conn.closing and not conn.transport.aborted
+    else:
+        assert conn.transport.aborted
+        assert b"body" not in conn.output()
+        assert conn.responses(partial=True) == []
+    gone(conn)
+
+
+def test_protocolLoseConnectionThenFinishInOneTurn() -> None:
+    """
+    loseConnection, then write and finish in the same turn (from a
+    callback): under Site the whole response goes out, then the close;
+    here too, with Connection: close, and the request finishes normally.
+    """
+    clock = Clock()
+    notified: list[Any] = []
+
+    def later(request: WebRequest) -> None:
+        request.write(b"a")
+        request.transport.loseConnection()
+        request.write(b"b")
+        request.finish()
+
+    def render(request: WebRequest) -> object:
+        request.notifyFinish().addBoth(notified.append)
+        clock.callLater(1, later, request)
+        return NOT_DONE_YET
+
+    conn = serve(Leaf(render), clock)
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(1)
+    clock.advance(0)
+    [response] = conn.responses()
+    assert response.body == b"ab"
+    assert response.header(b"connection") == b"close"
+    assert conn.closing and not conn.transport.aborted
+    assert notified == [None]
+    gone(conn)
+
+
+@pytest.mark.parametrize("how", HANGUPS)
+def test_protocolHangUpAfterTheResponseIsComplete(how: str) -> None:
+    """
+    Once the response is complete (handed to connserver whole), the call
+    changes nothing: the connection stays under connserver's persistence
+    rules and serves the next request.  (Under Site it would close: this
+    is the one difference left after a complete response.)
+    """
+    clock = Clock()
+    requests: list[WebRequest] = []
+
+    def render(request: WebRequest) -> object:
+        request.write(b"streamed")
+        requests.append(request)
+        clock.callLater(1, request.finish)
+        return NOT_DONE_YET
+
+    conn = serve(Leaf(render), clock)
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(1)
+    getattr(requests[0].transport, how)()
+    clock.advance(0)
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(1)
+    assert [r.body for r in conn.responses()] == [b"streamed", b"streamed"]
+    assert not conn.closing and not conn.transport.aborted
+    gone(conn)
+
+
 # -- real sockets (127.0.0.1, port 0, bounded; tests/_sockets.py) ----------------
 
 
@@ -1268,6 +1458,99 @@ async def test_realSocketDisconnectMidRender() -> None:
             requests[0].finish()
     finally:
         await sockets.finish(server)
+
+
+#: A resource ending the connection itself, as a client sees it, under Site
+#: and under connserver: the statuses of the complete responses received,
+#: how the connection ended (FIN or RST), and what the request's
+#: notifyFinish gave ("ok" or the failure's type).
+HANGUP_OUTCOMES: dict[str, dict[str, tuple[list[int], str, object]]] = {
+    "site": {
+        "lose-mid-body": ([], "FIN", ConnectionDone),
+        "abort-mid-body": ([], "RST", ConnectionAborted),
+        "lose-before-write": ([], "FIN", ConnectionDone),
+        "abort-before-write": ([], "RST", ConnectionAborted),
+        "lose-then-finish": ([200], "FIN", "ok"),
+    },
+    "connserver": {
+        # A body cut short is aborted, never ended as if complete.
+        "lose-mid-body": ([], "RST", ConnectionDone),
+        "abort-mid-body": ([], "RST", ConnectionAborted),
+        # A handler cannot close without an answer: 500, Connection: close.
+        "lose-before-write": ([500], "FIN", ConnectionDone),
+        "abort-before-write": ([], "RST", ConnectionAborted),
+        "lose-then-finish": ([200], "FIN", "ok"),
+    },
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(HANGUP_OUTCOMES["site"]))
+@pytest.mark.parametrize("server", sorted(HANGUP_OUTCOMES))
+@pytest_twisted.ensureDeferred
+async def test_realSocketHangUpAsUnderSite(server: str, scenario: str) -> None:
+    """
+    ``request.transport.loseConnection()`` / ``abortConnection()`` from a
+    later reactor turn, after part of a body or before any byte, on a real
+    socket: twisted.web's own Site and the adapter, side by side.  Both end
+    the connection, with a FIN or a reset as Site does, and the request
+    sees the same failure; the differences left are in HANGUP_OUTCOMES.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+
+    how, _, when = scenario.partition("-")
+    requests: Deferred[WebRequest] = Deferred()
+    notified: Deferred[None] = Deferred()
+
+    def render(request: WebRequest) -> object:
+        request.notifyFinish().chainDeferred(notified)
+        if when == "mid-body":
+            request.write(b"partial")
+        requests.callback(request)
+        return NOT_DONE_YET
+
+    resource = Leaf(render)
+    site: Any = None
+    served: Any = None
+    if server == "site":
+        # Site's own timers (its log clock, the channel's timeout) on a Clock.
+        endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        site = await endpoint.listen(Site(resource, reactor=Clock()))
+        port = site.getHost().port
+    else:
+        served = await sockets.serve(WebResourceHandler(resource, reactor=reactor))
+        port = served.portNumber
+    try:
+        client = await sockets.connect(port)
+        client.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        request = await sockets.bounded(requests)
+        if when == "mid-body":
+            await client.waitFor(b"partial")
+        if how == "lose":
+            request.transport.loseConnection()
+        else:
+            request.transport.abortConnection()
+        if when == "then-finish":
+            request.write(b"done")
+            request.finish()
+        received = await client.waitClosed()
+        assert client.reason is not None
+        ending = "FIN" if client.reason.check(ConnectionDone) else "RST"
+        responses = parseResponses(received, eof=ending == "FIN", partial=True)
+        try:
+            await sockets.bounded(notified)
+            finish: object = "ok"
+        except ConnectionLost as e:  # ConnectionAborted is one
+            finish = type(e)
+        except ConnectionDone:
+            finish = ConnectionDone
+        outcome = ([r.status for r in responses], ending, finish)
+        assert outcome == HANGUP_OUTCOMES[server][scenario]
+    finally:
+        if site is not None:
+            await site.stopListening()
+        if served is not None:
+            await sockets.finish(served)
 
 
 # -- the lean request: fast path and lazily built state ---------------------------
