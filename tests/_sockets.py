@@ -330,11 +330,21 @@ async def connect(
 
 
 def connserverTimers() -> list[Any]:
-    """Delayed calls of connserver's protocols and factories still pending."""
+    """
+    Delayed calls still pending whose function belongs to connserver: a
+    protocol's ``PhaseTimer``, a factory, a file producer.
+    """
+
+    def module(call: Any) -> str:
+        owner = getattr(call.func, "__self__", None)
+        if owner is not None:
+            return type(owner).__module__
+        return str(getattr(call.func, "__module__", ""))
+
     return [
         call
         for call in _reactor().getDelayedCalls()
-        if "HTTPServerProtocol" in repr(call) or "ConnectionFactory" in repr(call)
+        if module(call).startswith("connserver")
     ]
 
 
