@@ -16,6 +16,10 @@ buffer passes ``bufferBytes``); the timer runs only while lines wait, so an
 idle server runs none.  A log file that fails (disk full, removed mount) is
 reported once through ``twisted.logger``; its lines are dropped and serving
 goes on.
+
+:meth:`AccessLog.reopen` (SIGUSR1 under ``twistd``, as nginx uses it) lets
+logrotate rename the file: the lines buffered before it go to the old file,
+every line after it to a new file at the same path.
 """
 
 from __future__ import annotations
@@ -254,14 +258,7 @@ class AccessLog:
         except (OSError, ValueError) as error:
             # ValueError: a file object closed under us.
             self._dropped += count
-            if not self._failing:
-                self._failing = True
-                self._log.error(
-                    "Access log {name} cannot be written ({error}); dropping "
-                    "its lines until it works again. Serving continues.",
-                    name=self.name,
-                    error=error,
-                )
+            self._reportFailure(error)
             self._discardFile()
             return
         if self._failing:
@@ -272,6 +269,16 @@ class AccessLog:
                 dropped=self._dropped,
             )
             self._dropped = 0
+
+    def _reportFailure(self, error: Exception) -> None:
+        if not self._failing:
+            self._failing = True
+            self._log.error(
+                "Access log {name} cannot be written ({error}); dropping "
+                "its lines until it works again. Serving continues.",
+                name=self.name,
+                error=error,
+            )
 
     def _write(self, data: str) -> None:
         if self._file is None:
@@ -293,6 +300,56 @@ class AccessLog:
             except OSError:
                 pass
             self._file = None
+
+    def reopen(self) -> None:
+        """
+        Close the file and open its path again, for log rotation: after
+        ``mv access.log access.log.1`` and a reopen, new lines go to a new
+        ``access.log``.
+
+        The lines buffered until now are written first, to the old file (the
+        one they were logged to); should that fail, they go to the new one,
+        so a reopen drops none.  The new file is opened at once, so that it
+        exists (and a failure to create it is reported) before the next
+        request.  For standard output or a file object given by the caller
+        there is nothing to reopen: the buffer is flushed and a line logged.
+        """
+        if self._closed:
+            return
+        if not self._ownsFile:
+            self.flush()
+            self._log.info(
+                "Access log {name} is not a file connserver opened; nothing to reopen.",
+                name=self.name,
+            )
+            return
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        if self._lines and self._file is not None:
+            try:
+                self._write("".join(self._lines))
+            except (OSError, ValueError):
+                pass  # Kept for the new file below.
+            else:
+                self._lines = []
+                self._size = 0
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+        assert self._path is not None
+        try:
+            self._file = open(self._path, "ab")
+        except OSError as error:
+            # Reported once; the next flush tries to open the path again.
+            self._reportFailure(error)
+        self.flush()
+        if self._file is not None:
+            self._log.info("Access log {name} reopened.", name=self.name)
 
     def close(self) -> None:
         """Write what is buffered, cancel the timer and close an owned file."""

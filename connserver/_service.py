@@ -12,7 +12,10 @@ that the last requests are logged and no timer is left running.
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from types import EllipsisType
@@ -44,6 +47,8 @@ __all__ = [
     "ConnectionServerService",
     "ListeningService",
     "SignalService",
+    "StartupError",
+    "startupErrorMessage",
 ]
 
 
@@ -74,6 +79,64 @@ def describePort(port: IListeningPort) -> str:
     return str(address)
 
 
+class StartupError(Exception):
+    """
+    The server cannot start (a port in use, a bad address, permission
+    denied); the message is one line, and it has been logged.
+
+    ``twistd`` lets an exception from ``privilegedStartService`` reach the
+    interpreter after it has removed its pid file (and, daemonized, told the
+    waiting parent, which prints the message): the exit status is 1.  The
+    hook :func:`_installQuietStartupErrors` puts on ``sys.excepthook`` prints
+    no traceback for this one, since the log already holds its line.
+    """
+
+
+# A hint for the errors a newcomer meets at startup, after the system's text.
+_HINTS = {
+    errno.EADDRINUSE: "another process is listening there",
+    errno.EACCES: (
+        "a port below 1024 needs root or CAP_NET_BIND_SERVICE: start as root "
+        "with --uid/--gid, which drop privileges once listening; a unix: "
+        "socket needs write permission on its directory"
+    ),
+    errno.EADDRNOTAVAIL: "no local interface has that address",
+    errno.ENOENT: "the socket's directory does not exist",
+}
+
+
+def startupErrorMessage(where: str, error: BaseException) -> str:
+    """``connserver cannot listen on WHERE: REASON (HINT)``, one line."""
+    cause = getattr(error, "socketError", None)  # CannotListenError's
+    if not isinstance(cause, BaseException):
+        cause = error
+    number = getattr(cause, "errno", None)
+    if isinstance(number, int) and number:
+        reason = os.strerror(number)
+        hint = _HINTS.get(number)
+        if hint is not None:
+            reason = f"{reason} ({hint})"
+    else:
+        text = str(cause).strip()
+        reason = text.splitlines()[0] if text else type(cause).__name__
+    return f"connserver cannot listen on {where}: {reason}"
+
+
+def _installQuietStartupErrors() -> None:
+    """Make ``sys.excepthook`` print nothing for a :class:`StartupError`."""
+    previous = sys.excepthook
+    if getattr(previous, "connserverQuiet", False):
+        return
+
+    def hook(kind: Any, value: Any, traceback: Any) -> None:
+        if isinstance(value, StartupError):
+            return  # Logged in one line already; the exit status is 1.
+        previous(kind, value, traceback)
+
+    hook.connserverQuiet = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
 class ListeningService(Service):
     """
     Listens on one endpoint with one factory.
@@ -95,6 +158,8 @@ class ListeningService(Service):
         self.endpoint = endpoint
         self.factory = factory
         self.onListening = onListening
+        #: How the endpoint was given (``--listen 'tcp:8080'``), for messages.
+        self.description: str | None = None
         #: The port, once listening.
         self.port: IListeningPort | None = None
         self._waiting: Deferred[IListeningPort] | None = None
@@ -181,9 +246,14 @@ class CallbackService(Service):
 class SignalService(Service):
     """
     Runs ``action`` in the reactor each time the process gets ``signum``
-    (SIGHUP for a certificate reload, as nginx uses it), while the service
-    runs; the previous handler is put back on stop.  Without it SIGHUP would
-    end the process.
+    (SIGHUP for a certificate reload, SIGUSR1 to reopen the access log, as
+    nginx uses them), while the service runs; the previous handler is put
+    back on stop.  Without it SIGHUP or SIGUSR1 would end the process.
+
+    A previous Python handler is chained: it runs too, after ``action`` is
+    scheduled.  ``twistd --logfile FILE`` (and a daemonized ``twistd``)
+    installs one for SIGUSR1 before the services start, to rotate its own
+    log; both happen.  The default and ignore dispositions are not called.
     """
 
     def __init__(
@@ -207,6 +277,9 @@ class SignalService(Service):
         # A Python signal handler runs between two bytecodes of whatever the
         # main thread was doing: hand the work to the reactor.
         self._reactor.callFromThread(self._run)
+        previous = self._previous
+        if callable(previous):
+            previous(signum, frame)
 
     def _run(self) -> None:
         try:
@@ -222,6 +295,14 @@ class SignalService(Service):
             signal.signal(self._signum, self._previous)
             self._previous = None
         return succeed(None)
+
+
+def _describeError(error: BaseException) -> str:
+    interface = getattr(error, "interface", None)
+    port = getattr(error, "port", None)
+    if port is None:
+        return "its endpoint"
+    return f"{interface or '*'}:{port}"
 
 
 class _FromConfig(Enum):
@@ -258,6 +339,11 @@ class ConnectionServerService(MultiService):
         for endpoint in endpoints:
             self.addEndpoint(endpoint)
 
+    #: Turn a failure to listen in ``privilegedStartService`` into one
+    #: logged line and a :class:`StartupError` (``twistd connserver`` sets
+    #: it); otherwise the endpoint's own exception is raised.
+    oneLineStartupErrors = False
+
     @property
     def drainTimeout(self) -> float | None:
         """Seconds the drain may take before what remains is aborted."""
@@ -285,6 +371,25 @@ class ConnectionServerService(MultiService):
     def ports(self) -> Sequence[IListeningPort]:
         """The ports listening now."""
         return [listener.port for listener in self.listeners if listener.port]
+
+    def privilegedStartService(self) -> None:
+        """Listen on every endpoint (see :attr:`oneLineStartupErrors`)."""
+        if not self.oneLineStartupErrors:
+            super().privilegedStartService()  # type: ignore[no-untyped-call]
+            return
+        Service.privilegedStartService(self)  # type: ignore[no-untyped-call]
+        for child in self:
+            try:
+                child.privilegedStartService()
+            except Exception as error:
+                if isinstance(child, ListeningService):
+                    where = child.description or _describeError(error)
+                else:
+                    where = child.name or type(child).__name__
+                message = startupErrorMessage(where, error)
+                self._log.critical("{message}", message=message)
+                _installQuietStartupErrors()
+                raise StartupError(message) from None
 
     def stopService(self) -> Deferred[None]:
         """Stop accepting, drain, then stop the companions; fires when done."""

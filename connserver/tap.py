@@ -772,6 +772,14 @@ def makeService(options: Options) -> MultiService:
             for listener in tls
         ],
     )
+    # A port in use, a bad address, permission denied: one line, exit 1.
+    service.oneLineStartupErrors = True
+    for listener, description in zip(
+        service.listeners,
+        [*options["listen"], *(t.description for t in tls)],
+        strict=True,
+    ):
+        listener.description = description
     mounts: dict[str | bytes, Handler] = {}
     if options["status-path"] is not None:
         from ._status import StatusHandler, StatusSamplingService
@@ -806,20 +814,26 @@ def makeService(options: Options) -> MultiService:
             httpsPort,
             exempt=list(mounts),
         )
-    if tls:
-        from ._service import SignalService
+    from ._service import SignalService
 
-        # SIGHUP re-reads every certificate (certbot's renewal hook sends it);
-        # one set of options may serve several listeners.
-        certificateSets = list({id(t.options): t.options for t in tls}.values())
-        service.addCompanion(
-            SignalService(
-                "tls-reload",
-                signal.SIGHUP,
-                lambda: [certificates.reload() for certificates in certificateSets],
-                reactor,  # type: ignore[arg-type]
-            )
+    log = Logger(namespace="connserver")
+    # SIGHUP re-reads every certificate (certbot's renewal hook sends it);
+    # one set of options may serve several listeners.  Without TLS it only
+    # says so: SIGHUP never ends the server.
+    certificateSets = list({id(t.options): t.options for t in tls}.values())
+    service.addCompanion(
+        SignalService(
+            "tls-reload" if tls else "reload",
+            signal.SIGHUP,
+            (lambda: [certificates.reload() for certificates in certificateSets])
+            if tls
+            else (lambda: log.info("SIGHUP: nothing to reload (no TLS listener).")),
+            reactor,  # type: ignore[arg-type]
         )
+    )
+    reopen: Callable[[], object] = lambda: log.info(  # noqa: E731
+        "SIGUSR1: no access log file to reopen."
+    )
     if options["access-log"] is not None:
         from ._accesslog import AccessLog
 
@@ -830,4 +844,10 @@ def makeService(options: Options) -> MultiService:
         )
         factory.requestObservers.append(accessLog)
         service.addCompanion(CallbackService("access-log", onStop=accessLog.close))
+        reopen = accessLog.reopen
+    # SIGUSR1 reopens the access log after logrotate renamed it (nginx's
+    # USR1); a handler twistd installed for its own --logfile runs too.
+    service.addCompanion(
+        SignalService("access-log-reopen", signal.SIGUSR1, reopen, reactor)  # type: ignore[arg-type]
+    )
     return service

@@ -235,3 +235,93 @@ def test_unwritablePathDoesNotRaise(tmp_path: Path) -> None:
     log.close()
     assert (directory / "access.log").read_text() == formatCombined(RECORD)
     assert clock.getDelayedCalls() == []
+
+
+def test_reopenAfterRename(tmp_path: Path) -> None:
+    """
+    logrotate's rename, then a reopen (SIGUSR1): the lines buffered before
+    go to the old file, those after to a new file at the path; none is lost
+    and the flush timer is not left behind.
+    """
+    path = tmp_path / "access.log"
+    rotated = tmp_path / "access.log.1"
+    clock = Clock()
+    log = AccessLog(str(path), reactor=clock)
+    log(record(requestIndex=1))
+    clock.advance(1)  # the file is open now
+    log(record(requestIndex=2))  # buffered, timer pending
+    path.rename(rotated)
+    with capturedLogs() as events:
+        log.reopen()
+    assert [e["log_level"].name for e in events] == ["info"]
+    assert "reopened" in events[0]["log_format"]
+    assert clock.getDelayedCalls() == []
+    assert rotated.read_text() == formatCombined(record(requestIndex=1)) + (
+        formatCombined(record(requestIndex=2))
+    )
+    assert path.read_text() == "", "the new file exists at once"
+    log(record(requestIndex=3))
+    clock.advance(1)
+    log.close()
+    assert path.read_text() == formatCombined(record(requestIndex=3))
+    assert rotated.read_text().count("\n") == 2
+
+
+def test_reopenBeforeAnyWrite(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    clock = Clock()
+    log = AccessLog(str(path), reactor=clock)
+    log(RECORD)
+    log.reopen()
+    log.close()
+    assert path.read_text() == formatCombined(RECORD)
+
+
+def test_reopenWhenTheOldFileFailsWritesToTheNewOne(tmp_path: Path) -> None:
+    """Lines the old file will not take are not dropped: the new file has them."""
+    path = tmp_path / "access.log"
+    clock = Clock()
+    log = AccessLog(str(path), reactor=clock)
+    log(record(requestIndex=1))
+    clock.advance(1)
+    assert log._file is not None
+    log._file.close()  # the old file now raises ValueError on write
+    log(record(requestIndex=2))
+    log.reopen()
+    log.close()
+    assert path.read_text() == formatCombined(record(requestIndex=1)) + (
+        formatCombined(record(requestIndex=2))
+    )
+
+
+def test_reopenFailureIsReportedOnce(tmp_path: Path) -> None:
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    path = directory / "access.log"
+    clock = Clock()
+    log = AccessLog(str(path), reactor=clock)
+    log(RECORD)
+    clock.advance(1)
+    path.unlink()
+    directory.rmdir()
+    with capturedLogs() as events:
+        log.reopen()
+        log.reopen()
+    assert [e["log_level"].name for e in events] == ["error"]
+    directory.mkdir()
+    log.reopen()
+    log(RECORD)
+    log.close()
+    assert path.read_text() == formatCombined(RECORD)
+
+
+def test_reopenStandardOutputIsANoOp(capfd: pytest.CaptureFixture[str]) -> None:
+    clock = Clock()
+    log = AccessLog("-", reactor=clock)
+    log(RECORD)
+    with capturedLogs() as events:
+        log.reopen()
+    assert capfd.readouterr().out == formatCombined(RECORD)
+    assert len(events) == 1 and "nothing to reopen" in events[0]["log_format"]
+    assert clock.getDelayedCalls() == []
+    log.close()

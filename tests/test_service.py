@@ -6,6 +6,11 @@ real socket with a real ``ConnectionFactory``.
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,13 +19,17 @@ from twisted.application.service import Service
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.error import CannotListenError
+from twisted.logger import capturedLogs
 
 from connserver._config import ServerConfig
 from connserver._service import (
     CallbackService,
     ConnectionServerService,
     ListeningService,
+    SignalService,
+    StartupError,
     describePort,
+    startupErrorMessage,
 )
 
 
@@ -132,6 +141,113 @@ def test_listenFailureRaisesAtStartup() -> None:
     service = ConnectionServerService(factory, [endpoint])  # type: ignore[arg-type]
     with pytest.raises(CannotListenError):
         service.privilegedStartService()
+
+
+def test_listenFailureAsOneLine(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    For twistd: one logged line naming the listener and the reason, then a
+    StartupError that sys.excepthook prints nothing for (exit status 1).
+    """
+    events: list[str] = []
+    factory = FakeFactory(events, ServerConfig())
+    inUse = CannotListenError(
+        "127.0.0.1", 8080, OSError(errno.EADDRINUSE, "Address already in use")
+    )
+    service = ConnectionServerService(
+        factory,  # type: ignore[arg-type]
+        [FakeEndpoint(events, "a"), FakeEndpoint(events, "b", inUse)],
+    )
+    service.oneLineStartupErrors = True
+    service.listeners[1].description = "tcp:8080"
+    previousHook = sys.excepthook
+    try:
+        with capturedLogs() as logged, pytest.raises(StartupError) as raised:
+            service.privilegedStartService()
+        message = str(raised.value)
+        assert message == (
+            "connserver cannot listen on tcp:8080: Address already in use "
+            "(another process is listening there)"
+        )
+        assert raised.value.__cause__ is None and raised.value.__suppress_context__
+        critical = [e for e in logged if e["log_level"].name == "critical"]
+        assert len(critical) == 1 and critical[0]["message"] == message
+        assert sys.excepthook is not previousHook
+        capsys.readouterr()
+        sys.excepthook(StartupError, raised.value, None)
+        assert capsys.readouterr() == ("", ""), "no traceback"
+    finally:
+        sys.excepthook = previousHook
+
+
+def test_startupErrorMessages() -> None:
+    denied = CannotListenError("", 80, OSError(errno.EACCES, "Permission denied"))
+    assert startupErrorMessage("tcp:80", denied).startswith(
+        "connserver cannot listen on tcp:80: Permission denied (a port below 1024"
+    )
+    assert startupErrorMessage(
+        "tcp:99999", OverflowError("port must be 0-65535.\nx")
+    ) == ("connserver cannot listen on tcp:99999: port must be 0-65535.")
+    assert startupErrorMessage("x", ValueError()) == (
+        "connserver cannot listen on x: ValueError"
+    )
+
+
+def test_signalServiceChainsThePreviousHandler() -> None:
+    """
+    The action runs in the reactor; a Python handler installed before (as
+    twistd's for SIGUSR1 with --logfile) runs too; stop puts it back.
+    """
+    calls: list[str] = []
+    scheduled: list[Callable[[], object]] = []
+
+    class Reactor:
+        def callFromThread(self, f: Callable[[], object]) -> None:
+            scheduled.append(f)
+
+    def previous(signum: int, frame: object) -> None:
+        calls.append(f"previous {signum}")
+
+    original = signal.signal(signal.SIGUSR1, previous)
+    try:
+        service = SignalService(
+            "reopen",
+            signal.SIGUSR1,
+            lambda: calls.append("action"),
+            Reactor(),  # type: ignore[arg-type]
+        )
+        service.startService()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert calls == [f"previous {int(signal.SIGUSR1)}"]
+        assert len(scheduled) == 1
+        scheduled[0]()
+        assert calls[-1] == "action"
+        service.stopService()
+        assert signal.getsignal(signal.SIGUSR1) is previous
+    finally:
+        signal.signal(signal.SIGUSR1, original)
+
+
+def test_signalServiceDoesNotCallTheDefault() -> None:
+    scheduled: list[Callable[[], object]] = []
+
+    class Reactor:
+        def callFromThread(self, f: Callable[[], object]) -> None:
+            scheduled.append(f)
+
+    original = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    try:
+        service = SignalService(
+            "reopen",
+            signal.SIGUSR1,
+            lambda: None,
+            Reactor(),  # type: ignore[arg-type]
+        )
+        service.startService()
+        os.kill(os.getpid(), signal.SIGUSR1)  # SIG_DFL would end pytest
+        assert len(scheduled) == 1
+        service.stopService()
+    finally:
+        signal.signal(signal.SIGUSR1, original)
 
 
 def test_failingDrainStillStopsCompanions() -> None:

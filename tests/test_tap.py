@@ -274,7 +274,8 @@ def test_makeServiceWithHandler() -> None:
 
     assert service.factory.handler is _slowapp.app
     assert service.factory.requestObservers == []
-    assert service.companions == []
+    # Only the signal handlers (SIGHUP: nothing to reload; SIGUSR1: no log).
+    assert [c.name for c in service.companions] == ["reload", "access-log-reopen"]
 
 
 def test_tapDoesNotImportTheReactor() -> None:

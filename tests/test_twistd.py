@@ -23,6 +23,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -513,3 +514,147 @@ def test_certificateErrorsAreOneLineAndExitOne(
         last = output.rstrip().splitlines()[-1]
         assert message in last, last
         assert args[-1] in last, last
+
+
+# -- Signals and startup errors --------------------------------------------------
+
+
+def get(port: int, path: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_sigusr1ReopensTheAccessLog(
+    tmp_path: Path, server: Callable[..., Server]
+) -> None:
+    """
+    logrotate's way: rename the file, SIGUSR1; new lines go to a new file at
+    the path, none is lost, and the server keeps running.
+    """
+    (tmp_path / "index.html").write_bytes(b"hi\n")
+    log = tmp_path / "access.log"
+    rotated = tmp_path / "access.log.1"
+    s = server("--access-log", str(log))
+    assert get(s.port, "/?before=0") == 200
+    deadline = time.monotonic() + TIMEOUT
+    while not (log.exists() and log.read_text()):  # written within a second
+        assert time.monotonic() < deadline, "no access log line"
+        time.sleep(0.05)
+    for n in (1, 2):
+        assert get(s.port, f"/?before={n}") == 200
+    log.rename(rotated)  # the last lines are most likely still buffered
+    s.process.send_signal(signal.SIGUSR1)
+    s.waitFor("Access log .* reopened")
+    assert log.exists(), "the new file is created on reopen"
+    for n in range(2):
+        assert get(s.port, f"/?after={n}") == 200
+    s.process.send_signal(signal.SIGUSR1)  # a second rotation without a rename
+    s.waitFor("Access log .* reopened")
+    assert get(s.port, "/?after=2") == 200
+    assert s.process.poll() is None, "SIGUSR1 does not end the process"
+    s.stop()
+    old, new = rotated.read_text(), log.read_text()
+    assert len((old + new).splitlines()) == 6, old + new
+    for n in range(3):
+        assert f"GET /?before={n} " in old + new
+    for n in range(3):
+        assert f"GET /?after={n} " in new
+        assert f"after={n}" not in old
+
+
+def test_sigusr1AndSighupWithoutAnythingToDo(server: Callable[..., Server]) -> None:
+    """No TLS and the access log on stdout: each signal is one log line."""
+    s = server("--access-log", "-")
+    # An answer means the services have started (the handlers are in place).
+    assert get(s.port, "/") in (200, 403, 404)
+    s.process.send_signal(signal.SIGHUP)
+    s.waitFor("SIGHUP: nothing to reload")
+    s.process.send_signal(signal.SIGUSR1)
+    s.waitFor("nothing to reopen")
+    assert get(s.port, "/") in (200, 403, 404)
+    assert s.process.poll() is None, "neither signal ends the process"
+    s.stop()
+
+
+def test_sigusr1WithoutAccessLog(server: Callable[..., Server]) -> None:
+    s = server()
+    assert get(s.port, "/") in (200, 403, 404)  # the services have started
+    s.process.send_signal(signal.SIGUSR1)
+    s.waitFor("no access log file to reopen")
+    assert s.process.poll() is None
+    s.stop()
+
+
+def _withoutBindService() -> list[str]:
+    """A command prefix that takes CAP_NET_BIND_SERVICE away (even from root)."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0:
+        return []
+    if setpriv is None:
+        pytest.skip("needs setpriv (util-linux) to bind without the capability")
+    return [
+        setpriv,
+        "--bounding-set=-net_bind_service",
+        "--inh-caps=-net_bind_service",
+    ]
+
+
+def test_startupErrorsAreOneLineAndExitOne(site: Path, tmp_path: Path) -> None:
+    """
+    A port in use, an address no interface has, a unix socket in a missing
+    directory, a port below 1024 without the privilege: one line naming the
+    listener and the reason, exit status 1, no traceback.
+    """
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    unprivileged = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+    if unprivileged.exists() and int(unprivileged.read_text()) <= 81:
+        lowPort = None
+    else:
+        lowPort = 81
+    cases: list[tuple[list[str], str, str]] = [
+        ([], f"tcp:{port}:interface=127.0.0.1", "Address already in use"),
+        ([], "tcp:0:interface=192.0.2.1", "Cannot assign requested address"),
+        ([], f"unix:{tmp_path / 'missing' / 'sock'}", "No such file or directory"),
+    ]
+    if lowPort is not None:
+        cases.append(
+            (
+                _withoutBindService(),
+                f"tcp:{lowPort}:interface=127.0.0.1",
+                "Permission denied",
+            )
+        )
+    try:
+        processes = [
+            subprocess.Popen(
+                [
+                    *prefix,
+                    *twistd(site, "-n", "--pidfile=", "connserver", "--listen", where),
+                ],
+                cwd=tmp_path,
+                env=environment(site),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for prefix, where, _ in cases
+        ]
+        for process, (_, where, reason) in zip(processes, cases, strict=True):
+            output, _ = process.communicate(timeout=TIMEOUT)
+            assert process.returncode == 1, output
+            assert "Traceback" not in output
+            lines = [line for line in output.splitlines() if "cannot listen" in line]
+            assert len(lines) == 1, output
+            assert f"cannot listen on {where}: {reason}" in lines[0], output
+            assert lines[0] == output.rstrip().splitlines()[-1]
+    finally:
+        busy.close()
