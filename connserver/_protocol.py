@@ -1174,8 +1174,10 @@ class HTTPServerProtocol(Protocol):
         record = RequestRecord(
             timestamp=exchange.startedAt,
             peerHost=self._peerHost,
-            method=head.method if head is not None else b"-",
-            target=head.target if head is not None else b"-",
+            # No head (a request that never parsed): empty, which the access
+            # log writes as "-" (combined) or null (JSON).
+            method=head.method if head is not None else b"",
+            target=head.target if head is not None else b"",
             version=head.version if head is not None else (1, 1),
             status=exchange.status,
             bodyBytes=exchange.bodyBytes,

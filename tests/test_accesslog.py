@@ -325,3 +325,21 @@ def test_reopenStandardOutputIsANoOp(capfd: pytest.CaptureFixture[str]) -> None:
     assert len(events) == 1 and "nothing to reopen" in events[0]["log_format"]
     assert clock.getDelayedCalls() == []
     log.close()
+
+
+def test_aRequestThatNeverParsedIsLoggedAsDash() -> None:
+    """
+    Through the protocol: a malformed request line gives 400, and its record
+    carries no request line, so the log shows "-" (and null in JSON).
+    """
+    from ._harness import connect, hello
+
+    conn = connect(hello)
+    records: list[RequestRecord] = []
+    conn.factory.requestObservers.append(records.append)
+    conn.send(b"NOT A REQUEST\r\n\r\n")
+    [record] = records
+    assert record.status == 400
+    assert '"-" 400 ' in formatCombined(record)
+    line = json.loads(formatJSON(record))
+    assert (line["method"], line["target"], line["version"]) == (None, None, None)
