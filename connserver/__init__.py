@@ -22,11 +22,12 @@ from ._message import Handler, Request, Response
 from ._persistence import CLOSE_REASONS, PersistenceDecision, PersistencePolicy
 from ._protocol import HTTPServerProtocol
 from ._records import RequestRecord
-from ._routing import PrefixMount
+from ._routing import HTTPSRedirect, PrefixMount
 from ._service import ConnectionServerService
 from ._state import ConnectionState
 from ._static import FileChangedError, StaticFiles
 from ._status import StatusHandler
+from ._tls import CertificateSource, TLSConfigError, TLSServerOptions
 from ._web import WebResourceHandler, asHandler
 
 __version__ = "0.1.0"
@@ -35,11 +36,13 @@ __all__ = [
     "CLOSE_REASONS",
     "HOP_BY_HOP",
     "AccessLog",
+    "CertificateSource",
     "ConnectionFactory",
     "ConnectionServerService",
     "ConnectionState",
     "ConnectionStats",
     "FileChangedError",
+    "HTTPSRedirect",
     "HTTPServerProtocol",
     "Handler",
     "Headers",
@@ -55,6 +58,8 @@ __all__ = [
     "ServerConfig",
     "StaticFiles",
     "StatusHandler",
+    "TLSConfigError",
+    "TLSServerOptions",
     "WebResourceHandler",
     "__version__",
     "asHandler",

@@ -78,8 +78,7 @@ def main() -> None:
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
-    from connserver import ConnectionFactory, ServerConfig
-    from connserver._web import WebResourceHandler
+    from connserver import ConnectionFactory, ServerConfig, WebResourceHandler
 
     handler = WebResourceHandler(app.resource(), reactor=reactor)
     factory = ConnectionFactory(handler, config=ServerConfig(), reactor=reactor)
