@@ -774,13 +774,15 @@ def run(args: argparse.Namespace) -> int:
             started = time.monotonic()
 
             def sample() -> Sample:
+                serverCpu = treeCpuSeconds(pid)
                 s = Sample(
                     time.monotonic() - started,
                     rssKiB(pid),
                     fdCount(pid),
                     sum(counts),
-                    treeCpuSeconds(pid),
-                    treeCpuSeconds(os.getpid()),
+                    serverCpu,
+                    # The server is a child of this process: not load.
+                    treeCpuSeconds(os.getpid()) - serverCpu,
                     machineCpuSeconds(),
                 )
                 samples.append(s)
@@ -830,6 +832,9 @@ def run(args: argparse.Namespace) -> int:
                         p.join(10)
                 againBegin = sample()
                 againEnd = runFor(again, "again")
+                againRate = (againEnd.good - againBegin.good) / (
+                    againEnd.t - againBegin.t
+                )
                 stopGood.set()
                 good = goodResults.get(timeout=CLIENT_TIMEOUT + 20)
                 for p in goodProcs:
@@ -910,9 +915,19 @@ def run(args: argparse.Namespace) -> int:
         f"{attackRate:.0f} responses/s during the attack, {aloneRate:.0f} alone: "
         f"{ratio:.1%} (floor {THROUGHPUT_FLOOR:.0%}); alone: {rate(begin, end)}; "
         f"attack: {rate(attackStart, attackEnd)}; alone again after the attack: "
-        f"{rate(againBegin, againEnd)} (CPU in % of one core; other work on the "
-        "machine skews the figures)",
+        f"{rate(againBegin, againEnd)}, the attack's figure "
+        f"{attackRate / againRate if againRate else 0.0:.1%} of it (CPU in % of "
+        "one core; other work on the machine skews the figures)",
     )
+    busier = (other(attackEnd) - other(attackStart)) / (attackEnd.t - attackStart.t) - (
+        other(end) - other(begin)
+    ) / (end.t - begin.t)
+    if ratio < THROUGHPUT_FLOOR and busier > 0.1:
+        print(
+            f"      note: other work on the machine took {busier:.0%} of a core "
+            "more during the attack than while the good clients ran alone; "
+            "compare the server's CPU shares above, and rerun on a quiet machine"
+        )
     goodErrors = sum(errors)
     checks.report(
         "good clients saw no failure",
