@@ -20,6 +20,7 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolNegotiationFactory,
     IReactorTime,
+    ISSLTransport,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -87,8 +88,10 @@ class _OverCapacity(Protocol):
         owner._refusing += 1
         transport: Any = self.transport
         transport.write(OVER_CAPACITY_RESPONSE)
+        # (Over TLS, loseWriteConnection found through Twisted's wrapper would
+        # half-close the TCP connection under it: close_notify instead.)
         halfClose = getattr(transport, "loseWriteConnection", None)
-        if halfClose is None:
+        if halfClose is None or ISSLTransport.providedBy(transport):
             transport.loseConnection()
             return
         halfClose()

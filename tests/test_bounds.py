@@ -327,3 +327,32 @@ def test_hello() -> None:
     conn.send(GET)
     assert [r.status for r in conn.responses()] == [200]
     finish(conn)
+
+
+def test_overCapacityOverTLSClosesWithoutAHalfClose() -> None:
+    """A TLS transport is closed (close_notify), never half-closed under TLS."""
+    from twisted.internet.interfaces import ISSLTransport
+    from zope.interface import implementer
+
+    @implementer(ISSLTransport)
+    class TLSLikeTransport(TCPStringTransport):
+        pass
+
+    clock = Clock()
+    handler, pending = pendingHandler()
+    factory = ConnectionFactory(handler, ServerConfig(maxConnections=1), reactor=clock)
+    factory.addListeningPort(FakePort())  # type: ignore[arg-type]
+    busy = openOn(factory, clock)
+    assert busy is not None
+    busy.send(GET)
+    refusal = factory.buildProtocol(PEER)
+    assert refusal is not None
+    transport = TLSLikeTransport()
+    refusal.makeConnection(transport)
+    assert transport.value() == OVER_CAPACITY_RESPONSE
+    assert transport.disconnecting and not transport.writeClosed
+    refusal.connectionLost(Failure(ConnectionDone()))
+    pending.pop().callback(Response(200, body=b"ok"))
+    busy.lose()
+    clock.advance(0)
+    assert clock.getDelayedCalls() == []
