@@ -4,7 +4,8 @@ server, then checks that nothing leaked and that good clients kept their
 throughput.
 
     python bench/soak.py                 # 10 minutes of traffic
-    python bench/soak.py --short         # 2 minutes: the CI form (.ci/run)
+    python bench/soak.py --short         # 2 minutes
+    python bench/soak.py --short --no-speed-check   # the CI form (.ci/run)
     python bench/soak.py --minutes 5
 
 The server is a subprocess pinned to core 0 (``python bench/soak.py --serve
@@ -37,7 +38,9 @@ any FAIL):
 * no connection registered and no connserver timer pending then;
 * every connection's close reason counted (the close counts sum to the
   accepted count, none ``unknown``, each a known reason);
-* good clients' throughput during the attack >= 85% of it alone;
+* good clients' throughput during the attack >= 85% of it alone (with
+  ``--no-speed-check``, as ``.ci/run`` runs it, the figure is printed but
+  not enforced: on a shared machine other work moves it);
 * good clients saw no failed request, and the hostile ones the answers
   they should get (400, 408, 500, ...).
 
@@ -910,8 +913,9 @@ def run(args: argparse.Namespace) -> int:
     )
     ratio = attackRate / aloneRate if aloneRate else 0.0
     checks.report(
-        "good clients' throughput under attack",
-        ratio >= THROUGHPUT_FLOOR,
+        "good clients' throughput under attack"
+        + ("" if args.speed_check else " (figure only: --no-speed-check)"),
+        ratio >= THROUGHPUT_FLOOR or not args.speed_check,
         f"{attackRate:.0f} responses/s during the attack, {aloneRate:.0f} alone: "
         f"{ratio:.1%} (floor {THROUGHPUT_FLOOR:.0%}); alone: {rate(begin, end)}; "
         f"attack: {rate(attackStart, attackEnd)}; alone again after the attack: "
@@ -1003,6 +1007,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--short", action="store_true", help="2 minutes (CI)")
+    parser.add_argument(
+        "--no-speed-check",
+        dest="speed_check",
+        action="store_false",
+        help=(
+            "print the throughput figure without failing on it (CI: a speed "
+            "ratio is a benchmark figure, and the CI machine may be shared)"
+        ),
+    )
     parser.add_argument("--serve", nargs=3, metavar=("ROOT", "PORT", "DEBUG_PORT"))
     args = parser.parse_args()
     if args.serve is not None:
