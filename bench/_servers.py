@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 SERVER_CPU = "0"
@@ -213,3 +213,35 @@ def importable(*modules: str) -> bool:
 PEERS_NOTE = (
     "run `sh bench/setup-peers.sh` and use bench/.venv-peers/bin/python to measure it"
 )
+
+
+def measureModes(
+    name: str,
+    pid: int,
+    url: str,
+    modes: Sequence[str],
+    seconds: int,
+    load: Callable[[str], dict[str, float]],
+) -> dict[str, tuple[float, float]]:
+    """
+    Warm a running server up, then run ``load(mode)`` for every mode: per
+    mode, requests per second and requests per CPU-second of the server's
+    processes (``pid`` and its children).  Warns when the load saw errors or
+    when wrk used nearly all of its core (then the client may set the figure).
+    """
+    wrk(url, connections=50, seconds=1)  # warm up
+    figures: dict[str, tuple[float, float]] = {}
+    for mode in modes:
+        cpuBefore = treeCpuSeconds(pid)
+        result = load(mode)
+        cpu = treeCpuSeconds(pid) - cpuBefore
+        if result["non2xx"] or result["socketErrors"]:
+            print(f"  ! {name} {mode}: non-2xx or socket errors: {result}")
+        if result["loadCpu"] > 0.9:
+            print(
+                f"  ! {name} {mode}: wrk used {result['loadCpu']:.0%} of its "
+                "core: the client may have set this figure"
+            )
+        perCpu = result["rps"] * seconds / cpu if cpu > 0 else 0.0
+        figures[mode] = (result["rps"], perCpu)
+    return figures

@@ -86,9 +86,9 @@ from _servers import (
     PEERS_NOTE,
     freePort,
     importable,
+    measureModes,
     python,
     server,
-    treeCpuSeconds,
     wrk,
 )
 
@@ -399,23 +399,15 @@ def measure(
     """
     port = freePort()
     url = f"http://127.0.0.1:{port}/"
-    figures: dict[str, tuple[float, float]] = {}
     with server(SERVERS[name][1](tmp, port), port) as process:
-        wrk(url, connections=50, seconds=1)  # warm up
-        for mode in modes:
-            cpuBefore = treeCpuSeconds(process.pid)
-            result = load(mode, url, seconds)
-            cpu = treeCpuSeconds(process.pid) - cpuBefore
-            if result["non2xx"] or result["socketErrors"]:
-                print(f"  ! {name} {mode}: non-2xx or socket errors: {result}")
-            if result["loadCpu"] > 0.9:
-                print(
-                    f"  ! {name} {mode}: wrk used {result['loadCpu']:.0%} of its "
-                    "core: the client may have set this figure"
-                )
-            perCpu = result["rps"] * seconds / cpu if cpu > 0 else 0.0
-            figures[mode] = (result["rps"], perCpu)
-    return figures
+        return measureModes(
+            name,
+            process.pid,
+            url,
+            modes,
+            seconds,
+            lambda mode: load(mode, url, seconds),
+        )
 
 
 def ratio(value: float, base: float | None) -> str:

@@ -57,7 +57,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _servers import freePort, python, server, treeCpuSeconds, wrk
+from _servers import freePort, measureModes, python, server, wrk
 
 REPO = Path(__file__).resolve().parent.parent
 FILE = "130B.txt"
@@ -218,7 +218,6 @@ def measure(
     """Per mode: requests per second and per CPU-second of the server's processes."""
     port = freePort()
     url = f"https://127.0.0.1:{port}/{FILE}"
-    figures: dict[str, tuple[float, float]] = {}
     env = {"PYTHONPATH": str(REPO)}
     log = tmp / f"{name}-{port}.log"
     argv = SERVERS[name](tmp, root, port, httpsFlag)
@@ -227,21 +226,14 @@ def measure(
         if error:
             tail = log.read_text(errors="replace")[-1500:]
             raise RuntimeError(f"no answer over HTTPS: {error}; its log: {tail}")
-        wrk(url, connections=50, seconds=1)  # warm up
-        for mode in modes:
-            cpuBefore = treeCpuSeconds(process.pid)
-            result = wrk(url, connections=50, seconds=seconds, headers=MODES[mode])
-            cpu = treeCpuSeconds(process.pid) - cpuBefore
-            if result["non2xx"] or result["socketErrors"]:
-                print(f"  ! {name} {mode}: non-2xx or socket errors: {result}")
-            if result["loadCpu"] > 0.9:
-                print(
-                    f"  ! {name} {mode}: wrk used {result['loadCpu']:.0%} of its "
-                    "core: the client may have set this figure"
-                )
-            perCpu = result["rps"] * seconds / cpu if cpu > 0 else 0.0
-            figures[mode] = (result["rps"], perCpu)
-    return figures
+        return measureModes(
+            name,
+            process.pid,
+            url,
+            modes,
+            seconds,
+            lambda mode: wrk(url, connections=50, seconds=seconds, headers=MODES[mode]),
+        )
 
 
 def main() -> None:
