@@ -342,6 +342,9 @@ class HTTPServerProtocol(Protocol):
         self.host = self.factory.sharedAddress(transport.getHost())
         self._peerHost = getattr(self.peer, "host", None) or "-"
         self._out = TransportWriter(transport)
+        # A plain TCP connection's addresses cannot change: only a wrapper
+        # (the PROXY protocol's) needs a second look at the first byte.
+        self._peerKnown = self._out.plainTCP
         _noDelay(transport)
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.factory.registerConnection(self)

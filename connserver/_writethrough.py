@@ -133,6 +133,11 @@ class TransportWriter:
                 self._socket = None
                 self._socketFd = -1
 
+    @property
+    def plainTCP(self) -> bool:
+        """True when this is Twisted's own TCP connection, with no wrapper."""
+        return bool(self._plain)
+
     def write(self, data: bytes) -> None:
         """Write ``data``, at once if the transport holds nothing before it."""
         self.written += len(data)
