@@ -641,11 +641,15 @@ class HTTPServerProtocol(Protocol):
                     exchange.error = ProtocolError(
                         "unsupported expectation", 417, closeConnection=True
                     )
+        self._enqueue(exchange)
+        return exchange
+
+    def _enqueue(self, exchange: _Exchange) -> None:
+        """Append to the pipeline (the shared empty one becomes a list)."""
         if self._queue:
             self._queue.append(exchange)
         else:
             self._queue = [exchange]
-        return exchange
 
     def _bodyReceived(self, data: bytes) -> None:
         exchange = self._incoming
@@ -714,10 +718,7 @@ class HTTPServerProtocol(Protocol):
                 return
         exchange = _Exchange(None, self._clock.seconds())
         exchange.error = error
-        if self._queue:
-            self._queue.append(exchange)
-        else:
-            self._queue = [exchange]
+        self._enqueue(exchange)
         self._again = True
 
     # -- the body source offered to Request ---------------------------------
@@ -1385,10 +1386,7 @@ class HTTPServerProtocol(Protocol):
             exchange.error = ProtocolError("request head timeout", 408)
             self._parser = None
             self._incoming = None
-            if self._queue:
-                self._queue.append(exchange)
-            else:
-                self._queue = [exchange]
+            self._enqueue(exchange)
             self._writeError(exchange, 408, "header-timeout")
         else:
             self._startClose("header-timeout")
