@@ -127,6 +127,10 @@ class _ConnectionFacts(Protocol):
     maxBodyBytes: int | None
 
 
+def _scheme(isSecure: bool) -> str:
+    return "https" if isSecure else "http"
+
+
 class Request:
     """
     One HTTP request, as a handler sees it.
@@ -146,6 +150,7 @@ class Request:
         "_options",
         "_source",
         "chunked",
+        "clientAddress",
         "connectionId",
         "contentLength",
         "headers",
@@ -156,6 +161,7 @@ class Request:
         "peer",
         "query",
         "requestIndex",
+        "scheme",
         "target",
         "version",
     )
@@ -177,6 +183,8 @@ class Request:
         maxBodyBytes: int | None = None,
         body: bytes | None = None,
         bodySource: _BodySource | None = None,
+        clientAddress: IAddress | None = None,
+        scheme: str | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -188,6 +196,8 @@ class Request:
         self.peer = peer
         self.host = host
         self.isSecure = isSecure
+        self.clientAddress = clientAddress if clientAddress is not None else peer
+        self.scheme = scheme if scheme is not None else _scheme(isSecure)
         self.connectionId = connectionId
         self.requestIndex = requestIndex
         self.contentLength = contentLength
@@ -234,6 +244,10 @@ class Request:
         self.peer = connection.peer
         self.host = connection.host
         self.isSecure = connection.isSecure
+        # The protocol replaces these two when a trusted proxy forwarded
+        # the request (``--trusted-proxies``).
+        self.clientAddress = connection.peer
+        self.scheme = "https" if connection.isSecure else "http"
         self.connectionId = connection.connectionId
         self.requestIndex = requestIndex
         self.contentLength = contentLength

@@ -41,7 +41,7 @@ def test_countsByStateAndCloseReasons() -> None:
     assert factory.stats.accepted == 2
     b.send(b"TP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     b.lose()
-    a.clock.advance(60)
+    a.clock.advance(ServerConfig().idleTimeout or 0)
     a.lose()
     assert factory.stats.closes == {"client-close": 1, "idle-timeout": 1}
     assert factory.stats.requestsPerConnection == {1: 2}

@@ -81,7 +81,7 @@ def options(*lines: bytes) -> frozenset[bytes]:
             True,
             "http10-keep-alive",
             b"keep-alive",
-            b"timeout=60, max=999",
+            b"timeout=75, max=999",
             id="rfc9112-9.3-http10-keep-alive-list",
         ),
         pytest.param(

@@ -122,11 +122,11 @@ def test_http10KeepAliveEchoed(connection: bytes) -> None:
     conn.send(request)
     out = conn.take()
     assert b"\r\nConnection: keep-alive\r\n" in out
-    assert b"\r\nKeep-Alive: timeout=60, max=999\r\n" in out
+    assert b"\r\nKeep-Alive: timeout=75, max=999\r\n" in out
     assert b"\r\nContent-Length: 130\r\n" in out
     assert not conn.closing
     conn.send(request)
-    assert b"\r\nKeep-Alive: timeout=60, max=998\r\n" in conn.take()
+    assert b"\r\nKeep-Alive: timeout=75, max=998\r\n" in conn.take()
     assert conn.protocol.state is ConnectionState.WAITING
 
 
