@@ -1,0 +1,208 @@
+"""
+Real HAProxy and nginx in front of connserver, for the interop tests and
+``bench/bench_idle_race.py``: their configurations (written to a temporary
+directory, listening on a free 127.0.0.1 port), starting them in the
+foreground, waiting for their port, and stopping them.  Nothing here
+touches the reactor, so a test can run connserver in-process meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "HAPROXY",
+    "NGINX",
+    "Proxy",
+    "freePort",
+    "haproxyConfig",
+    "nginxConfig",
+    "startProxy",
+]
+
+HAPROXY = shutil.which("haproxy") or (
+    "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
+)
+NGINX = shutil.which("nginx") or (
+    "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+)
+
+#: How long a proxy may take to start listening.
+START_TIMEOUT = 10.0
+
+
+def freePort() -> int:
+    """A port free on 127.0.0.1 now (the kernel's choice for port 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def haproxyConfig(
+    port: int,
+    backendPort: int,
+    *,
+    serverIdle: str = "1m",
+    clientIdle: str = "10s",
+) -> str:
+    """
+    HAProxy in HTTP mode sending the PROXY protocol v2 to connserver and
+    reusing its connections (``http-reuse always``).  ``serverIdle`` bounds
+    how long an idle connection to connserver is kept (``timeout server``;
+    ``pool-purge-delay`` trims the pool of idle ones).
+    """
+    return f"""\
+global
+    nbthread 1
+    maxconn 256
+
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 2s
+    timeout client {clientIdle}
+    timeout http-keep-alive {clientIdle}
+    timeout server {serverIdle}
+
+frontend www
+    bind 127.0.0.1:{port}
+    default_backend connserver
+
+backend connserver
+    http-reuse always
+    server cs1 127.0.0.1:{backendPort} send-proxy-v2 pool-purge-delay {serverIdle}
+"""
+
+
+def nginxConfig(
+    directory: Path,
+    port: int,
+    backendPort: int,
+    *,
+    upstreamIdle: str = "60s",
+    nextUpstream: bool = True,
+) -> str:
+    """
+    nginx with an upstream ``keepalive`` pool towards connserver (HTTP/1.1,
+    ``Connection: ""``), ``keepalive_timeout`` in the upstream block being
+    its idle timeout towards connserver.  ``/xff/`` forwards
+    ``X-Forwarded-For`` and ``X-Forwarded-Proto``, everything else
+    ``Forwarded`` (appending to the client's, as a proxy in a chain does).
+    ``nextUpstream=False`` stops nginx from retrying a request that failed on
+    a reused connection, so that the idle-close race shows as a 502.
+    """
+    retry = "" if nextUpstream else "proxy_next_upstream off;"
+    return f"""\
+daemon off;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/client_body;
+    proxy_temp_path {directory}/proxy;
+    fastcgi_temp_path {directory}/fastcgi;
+    uwsgi_temp_path {directory}/uwsgi;
+    scgi_temp_path {directory}/scgi;
+    upstream connserver {{
+        server 127.0.0.1:{backendPort};
+        keepalive 8;
+        keepalive_timeout {upstreamIdle};
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_http_version 1.1;
+        {retry}
+        # A location's proxy_set_header replaces every one it inherits:
+        # Connection "" must be repeated where other fields are set.
+        location /xff/ {{
+            proxy_pass http://connserver;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+        location / {{
+            proxy_pass http://connserver;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header Forwarded "$http_forwarded, for=$remote_addr;proto=$scheme";
+        }}
+    }}
+}}
+"""
+
+
+@dataclass
+class Proxy:
+    """A running proxy: its process, the port clients use, its directory."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    directory: Path
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL) and reap it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def log(self) -> str:
+        """What it wrote to its error log or stderr (for failure messages)."""
+        text = ""
+        for name in ("error.log", "stderr"):
+            path = self.directory / name
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return text
+
+
+def startProxy(
+    kind: str, directory: Path, backendPort: int, **options: object
+) -> Proxy:
+    """
+    Start ``kind`` (``"haproxy"`` or ``"nginx"``) in the foreground in front
+    of connserver on ``backendPort``, and return once it listens.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    port = freePort()
+    config = directory / f"{kind}.conf"
+    if kind == "haproxy":
+        assert HAPROXY is not None
+        config.write_text(haproxyConfig(port, backendPort, **options))  # type: ignore[arg-type]
+        command = [HAPROXY, "-db", "-f", str(config)]
+    else:
+        assert NGINX is not None
+        config.write_text(nginxConfig(directory, port, backendPort, **options))  # type: ignore[arg-type]
+        command = [NGINX, "-e", str(directory / "error.log"), "-p", str(directory)]
+        command += ["-c", str(config)]
+    stderr = (directory / "stderr").open("wb")
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
+    )
+    stderr.close()
+    proxy = Proxy(process, port, directory)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{kind} exited {process.returncode}: {proxy.log()}")
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.5),
+        ):
+            return proxy
+        time.sleep(0.05)
+    proxy.stop()
+    raise RuntimeError(f"{kind} did not listen on {port}: {proxy.log()}")
