@@ -83,11 +83,12 @@ backend connserver
 
 def nginxConfig(
     directory: Path,
-    port: int,
+    ports: list[int],
     backendPort: int,
     *,
     upstreamIdle: str = "60s",
     nextUpstream: bool = True,
+    keepalive: int = 8,
 ) -> str:
     """
     nginx with an upstream ``keepalive`` pool towards connserver (HTTP/1.1,
@@ -95,26 +96,19 @@ def nginxConfig(
     its idle timeout towards connserver.  ``/xff/`` forwards
     ``X-Forwarded-For`` and ``X-Forwarded-Proto``, everything else
     ``Forwarded`` (appending to the client's, as a proxy in a chain does).
+    One server block and one upstream pool per port in ``ports``, so that
+    the idle-race loops each have their own pooled connection.
     ``nextUpstream=False`` stops nginx from retrying a request that failed on
     a reused connection, so that the idle-close race shows as a 502.
     """
     retry = "" if nextUpstream else "proxy_next_upstream off;"
-    return f"""\
-daemon off;
-worker_processes 1;
-pid {directory}/nginx.pid;
-error_log {directory}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {directory}/client_body;
-    proxy_temp_path {directory}/proxy;
-    fastcgi_temp_path {directory}/fastcgi;
-    uwsgi_temp_path {directory}/uwsgi;
-    scgi_temp_path {directory}/scgi;
-    upstream connserver {{
+    blocks = []
+    for index, port in enumerate(ports):
+        blocks.append(
+            f"""\
+    upstream connserver{index} {{
         server 127.0.0.1:{backendPort};
-        keepalive 8;
+        keepalive {keepalive};
         keepalive_timeout {upstreamIdle};
     }}
     server {{
@@ -124,30 +118,51 @@ http {{
         # A location's proxy_set_header replaces every one it inherits:
         # Connection "" must be repeated where other fields are set.
         location /xff/ {{
-            proxy_pass http://connserver;
+            proxy_pass http://connserver{index};
             proxy_set_header Connection "";
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
         location / {{
-            proxy_pass http://connserver;
+            proxy_pass http://connserver{index};
             proxy_set_header Connection "";
             proxy_set_header Host $host;
             proxy_set_header Forwarded "$http_forwarded, for=$remote_addr;proto=$scheme";
         }}
     }}
-}}
+"""
+        )
+    servers = "".join(blocks)
+    return f"""\
+daemon off;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/client_body;
+    proxy_temp_path {directory}/proxy;
+    fastcgi_temp_path {directory}/fastcgi;
+    uwsgi_temp_path {directory}/uwsgi;
+    scgi_temp_path {directory}/scgi;
+{servers}}}
 """
 
 
 @dataclass
 class Proxy:
-    """A running proxy: its process, the port clients use, its directory."""
+    """A running proxy: its process, the ports clients use, its directory."""
 
     process: subprocess.Popen[bytes]
-    port: int
+    ports: list[int]
     directory: Path
+
+    @property
+    def port(self) -> int:
+        """The (first) port clients use."""
+        return self.ports[0]
 
     def stop(self) -> None:
         """Stop it (SIGTERM, then SIGKILL) and reap it."""
@@ -170,22 +185,23 @@ class Proxy:
 
 
 def startProxy(
-    kind: str, directory: Path, backendPort: int, **options: object
+    kind: str, directory: Path, backendPort: int, pools: int = 1, **options: object
 ) -> Proxy:
     """
     Start ``kind`` (``"haproxy"`` or ``"nginx"``) in the foreground in front
-    of connserver on ``backendPort``, and return once it listens.
+    of connserver on ``backendPort``, and return once it listens (nginx: on
+    ``pools`` ports, each with its own upstream pool).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    port = freePort()
+    ports = [freePort() for _ in range(pools)]
     config = directory / f"{kind}.conf"
     if kind == "haproxy":
         assert HAPROXY is not None
-        config.write_text(haproxyConfig(port, backendPort, **options))  # type: ignore[arg-type]
+        config.write_text(haproxyConfig(ports[0], backendPort, **options))  # type: ignore[arg-type]
         command = [HAPROXY, "-db", "-f", str(config)]
     else:
         assert NGINX is not None
-        config.write_text(nginxConfig(directory, port, backendPort, **options))  # type: ignore[arg-type]
+        config.write_text(nginxConfig(directory, ports, backendPort, **options))  # type: ignore[arg-type]
         command = [NGINX, "-e", str(directory / "error.log"), "-p", str(directory)]
         command += ["-c", str(config)]
     stderr = (directory / "stderr").open("wb")
@@ -193,16 +209,20 @@ def startProxy(
         command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
     )
     stderr.close()
-    proxy = Proxy(process, port, directory)
+    proxy = Proxy(process, ports, directory)
     deadline = time.monotonic() + START_TIMEOUT
+    waiting = list(ports)
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{kind} exited {process.returncode}: {proxy.log()}")
         with (
             contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", port), timeout=0.5),
+            socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.5),
         ):
-            return proxy
+            waiting.pop(0)
+            if not waiting:
+                return proxy
+            continue
         time.sleep(0.05)
     proxy.stop()
-    raise RuntimeError(f"{kind} did not listen on {port}: {proxy.log()}")
+    raise RuntimeError(f"{kind} did not listen on {ports}: {proxy.log()}")
