@@ -49,15 +49,23 @@ def haproxyConfig(
     port: int,
     backendPort: int,
     *,
-    serverIdle: str = "1m",
+    serverIdle: str = "5s",
     clientIdle: str = "10s",
+    proxyProtocol: bool = True,
 ) -> str:
     """
-    HAProxy in HTTP mode sending the PROXY protocol v2 to connserver and
-    reusing its connections (``http-reuse always``).  ``serverIdle`` bounds
-    how long an idle connection to connserver is kept (``timeout server``;
-    ``pool-purge-delay`` trims the pool of idle ones).
+    HAProxy in HTTP mode reusing its connections to connserver (``http-reuse
+    always``), telling it the client's address with the PROXY protocol v2,
+    or with ``X-Forwarded-For`` (``option forwardfor``) when not
+    ``proxyProtocol``.  Idle connections to connserver are purged every
+    ``serverIdle`` (``pool-purge-delay``, half of them each time).
     """
+    if proxyProtocol:
+        client = "send-proxy-v2"
+        forward = ""
+    else:
+        client = ""
+        forward = "    option forwardfor\n"
     return f"""\
 global
     nbthread 1
@@ -69,7 +77,7 @@ defaults
     timeout connect 2s
     timeout client {clientIdle}
     timeout http-keep-alive {clientIdle}
-    timeout server {serverIdle}
+    timeout server 10s
 
 frontend www
     bind 127.0.0.1:{port}
@@ -77,7 +85,7 @@ frontend www
 
 backend connserver
     http-reuse always
-    server cs1 127.0.0.1:{backendPort} send-proxy-v2 pool-purge-delay {serverIdle}
+{forward}    server cs1 127.0.0.1:{backendPort} {client} pool-purge-delay {serverIdle}
 """
 
 

@@ -110,9 +110,14 @@ def checkPassedThrough(responses: list[Any], paths: list[bytes]) -> None:
 
 
 async def runThrough(
-    kind: str, tmp: Path, proxies: list[Proxy], server: Server, seen: Seen
+    kind: str,
+    tmp: Path,
+    proxies: list[Proxy],
+    server: Server,
+    seen: Seen,
+    **options: Any,
 ) -> list[Any]:
-    proxy = startProxy(kind, tmp / kind, server.portNumber)
+    proxy = startProxy(kind, tmp / kind, server.portNumber, **options)
     proxies.append(proxy)
     paths = [b"/a/big", b"/a/small", b"/xff/big", b"/xff/small"]
     # Three client connections one after the other: the proxy's pool
@@ -152,6 +157,35 @@ async def test_haproxySendProxyV2WithReuse(
         assert all(line.startswith(CLIENT + " - - [") for line in lines), lines
         assert max(record.requestIndex for record in seen.records) > 1, lines
         assert any(" req=2 " in line for line in lines)
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+        await finish(server)
+
+
+@needHAProxy
+@pytest_twisted.ensureDeferred
+async def test_haproxyForwardForSharesConnectionsBetweenClients(
+    tmp_path: Path, proxies: list[Proxy]
+) -> None:
+    """
+    HAProxy reuses a PROXY-protocol connection only for the client it was
+    opened for (its PROXY header names that client); with ``option
+    forwardfor`` and ``--trusted-proxies`` instead, the pool serves every
+    client and the address still reaches the log.
+    """
+    seen = Seen()
+    server = await serve(seen.handler, trustedProxies="127.0.0.1")
+    server.factory.requestObservers.append(seen.records.append)
+    try:
+        await runThrough(
+            "haproxy", tmp_path, proxies, server, seen, proxyProtocol=False
+        )
+        assert {client for client, _, _ in seen.requests} == {CLIENT}
+        assert {peer for _, _, peer in seen.requests} == {"127.0.0.1"}
+        lines = [formatCombined(record) for record in seen.records]
+        assert all(line.startswith(CLIENT + " - - [") for line in lines), lines
+        assert max(record.requestIndex for record in seen.records) > 4, lines
     finally:
         for proxy in proxies:
             proxy.stop()
