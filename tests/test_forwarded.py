@@ -12,6 +12,8 @@ import ipaddress
 from typing import Any
 
 import pytest
+import pytest_twisted
+from twisted.internet import defer
 from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
 from twisted.web.resource import Resource
 from twisted.web.server import Request as WebRequest
@@ -325,3 +327,59 @@ def test_twistedWebSeesTheClient() -> None:
             b"https",
         )
     ]
+
+
+def test_handMadeRequestDefaultsToThePeer() -> None:
+    peer = IPv4Address("TCP", "192.0.2.1", 5000)
+    request = Request(b"GET", b"/", peer=peer, isSecure=True)
+    assert request.clientAddress is peer
+    assert request.scheme == "https"
+    assert Request(b"GET", b"/").scheme == "http"
+    other = IPv6Address("TCP", "2001:db8::1", 0)
+    request = Request(b"GET", b"/", peer=peer, clientAddress=other, scheme="http")
+    assert (request.clientAddress, request.scheme) == (other, "http")
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_behindThePROXYProtocolTheNamedPeerIsTheOneTrusted() -> None:
+    """
+    A chain ending in the PROXY protocol: the header names the proxy before
+    (10.1.1.1, trusted), whose X-Forwarded-For names the client.  The
+    decision waits for the header, which Twisted parses after
+    ``connectionMade``.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    from connserver import ConnectionFactory
+
+    from ._sockets import bounded, connect, connserverTimers
+
+    seen: list[Request] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(request)
+        return Response(200, body=b"ok")
+
+    factory = ConnectionFactory(
+        handler, ServerConfig(trustedProxies="10.0.0.0/8"), reactor=reactor
+    )
+    endpoint = serverFromString(reactor, "haproxy:tcp:0:interface=127.0.0.1")
+    port = await bounded(endpoint.listen(factory))
+    try:
+        client = await connect(port.getHost().port)
+        client.write(
+            b"PROXY TCP4 10.1.1.1 127.0.0.1 56324 8080\r\n"
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"X-Forwarded-For: 198.51.100.23\r\n\r\n"
+        )
+        await client.waitClosed()
+        assert client.data.startswith(b"HTTP/1.1 200 ")
+        [request] = seen
+        assert request.peer.host == "10.1.1.1"  # type: ignore[union-attr]
+        assert request.clientAddress == IPv4Address("TCP", "198.51.100.23", 0)
+    finally:
+        await bounded(defer.maybeDeferred(port.stopListening))
+        await bounded(factory.drain(2.0))
+    assert connserverTimers() == []
