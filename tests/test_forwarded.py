@@ -383,3 +383,19 @@ async def test_behindThePROXYProtocolTheNamedPeerIsTheOneTrusted() -> None:
         await bounded(defer.maybeDeferred(port.stopListening))
         await bounded(factory.drain(2.0))
     assert connserverTimers() == []
+
+
+def test_httpsRedirectTrustsTheForwardedScheme() -> None:
+    """Behind a TLS-terminating trusted proxy, --redirect-to-https must not loop."""
+    from connserver._routing import HTTPSRedirect
+
+    conn = connect(
+        HTTPSRedirect(lambda request: Response(200, body=b"in"), 443),
+        trustedProxies="127.0.0.1",
+    )
+    conn.send(b"GET /a HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\n\r\n")
+    assert conn.take().startswith(b"HTTP/1.1 200 ")
+    conn.send(b"GET /a HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: http\r\n\r\n")
+    out = conn.take()
+    assert out.startswith(b"HTTP/1.1 308 ")
+    assert b"\r\nLocation: https://x/a\r\n" in out
