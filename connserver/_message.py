@@ -123,6 +123,7 @@ class _ConnectionFacts(Protocol):
     peer: IAddress | None
     host: IAddress | None
     isSecure: bool
+    scheme: str
     connectionId: int
     maxBodyBytes: int | None
 
@@ -247,7 +248,7 @@ class Request:
         # The protocol replaces these two when a trusted proxy forwarded
         # the request (``--trusted-proxies``).
         self.clientAddress = connection.peer
-        self.scheme = "https" if connection.isSecure else "http"
+        self.scheme = connection.scheme
         self.connectionId = connection.connectionId
         self.requestIndex = requestIndex
         self.contentLength = contentLength

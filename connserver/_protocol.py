@@ -268,6 +268,7 @@ class HTTPServerProtocol(Protocol):
         "isSecure",
         "maxBodyBytes",
         "peer",
+        "scheme",
         "state",
         "transport",
     )
@@ -331,6 +332,7 @@ class HTTPServerProtocol(Protocol):
         self._driving = False
         self._again = False
         self.isSecure = False
+        self.scheme = "http"
         self.peer: Any = None
         self.host: Any = None
         self._peerHost = "-"
@@ -346,6 +348,8 @@ class HTTPServerProtocol(Protocol):
         assert transport is not None
         self.acceptedAt = self._clock.seconds()
         self.isSecure = ISSLTransport.providedBy(transport)
+        if self.isSecure:
+            self.scheme = "https"
         self.peer = transport.getPeer()
         self.host = self.factory.sharedAddress(transport.getHost())
         self._peerHost = getattr(self.peer, "host", None) or "-"

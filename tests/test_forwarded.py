@@ -399,3 +399,27 @@ def test_httpsRedirectTrustsTheForwardedScheme() -> None:
     out = conn.take()
     assert out.startswith(b"HTTP/1.1 308 ")
     assert b"\r\nLocation: https://x/a\r\n" in out
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_overTLSTheSchemeIsHttps() -> None:
+    from ._sockets import connect as connectSocket
+    from ._sockets import finish, serve
+
+    seen: list[Request] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(request)
+        return Response(200, body=b"ok")
+
+    server = await serve(handler, tls=True)
+    try:
+        client = await connectSocket(server)
+        client.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await client.waitClosed()
+        [request] = seen
+        assert (request.scheme, request.isSecure) == ("https", True)
+        assert request.clientAddress is request.peer
+    finally:
+        await finish(server)
