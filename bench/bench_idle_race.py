@@ -18,6 +18,7 @@ POST (nginx never retries a non-idempotent request); with ``--retry`` and
     python bench/bench_idle_race.py [--requests 200] [--loops 8]
         [--short 1.0] [--long 2.0] [--gap-low 0.9] [--gap-high 2.1]
         [--method POST] [--retry] [--latency MS] [--only kept|broken]
+        [--proxy nginx|haproxy]
 
 Each run is bounded: about requests x mean gap seconds (the loops run
 concurrently).
@@ -58,9 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         "--latency",
         type=float,
         default=0.0,
-        help="one-way ms between nginx and connserver",
+        help="one-way ms between the proxy and connserver",
     )
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument(
+        "--proxy",
+        choices=["nginx", "haproxy"],
+        default="nginx",
+        help="haproxy: pool-purge-delay a third of the proxy idle time",
+    )
     args = parser.parse_args(argv)
     if NGINX is None:
         print("nginx is not installed", file=sys.stderr)
@@ -75,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run(reactor: object) -> None:
         print(
-            f"{args.loops} loops x {args.requests} {args.method} requests, gaps "
+            f"{args.proxy}: {args.loops} loops x {args.requests} {args.method} requests, gaps "
             f"{args.gap_low}-{args.gap_high} s, proxy_next_upstream "
-            f"{'on' if args.retry else 'off'}, {args.latency:g} ms one way "
-            "between nginx and connserver"
+            f"{'on' if args.retry else 'off'} (nginx), {args.latency:g} ms one way "
+            "between the proxy and connserver"
         )
         for name, serverIdle, proxyIdle in settings:
             if args.only and name != args.only:
@@ -95,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                     retry=args.retry,
                     latency=args.latency / 1000,
                     seed=args.seed,
+                    kind=args.proxy,
                 )
             total = sum(result.outcomes.values())
             print(
@@ -102,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                     result,
                     [
                         f"rule {name:6}: connserver idle {serverIdle:g} s,",
-                        f"nginx upstream idle {proxyIdle:g} s:",
+                        f"{args.proxy} upstream idle {proxyIdle:g} s:",
                         f"{result.failures}/{total} failed",
                     ],
                 )

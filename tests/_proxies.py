@@ -46,7 +46,7 @@ def freePort() -> int:
 
 
 def haproxyConfig(
-    port: int,
+    ports: list[int],
     backendPort: int,
     *,
     serverIdle: str = "5s",
@@ -58,7 +58,8 @@ def haproxyConfig(
     always``), telling it the client's address with the PROXY protocol v2,
     or with ``X-Forwarded-For`` (``option forwardfor``) when not
     ``proxyProtocol``.  Idle connections to connserver are purged every
-    ``serverIdle`` (``pool-purge-delay``, half of them each time).
+    ``serverIdle`` (``pool-purge-delay``, half of them each time).  One
+    frontend and backend (so one pool) per port in ``ports``.
     """
     if proxyProtocol:
         client = "send-proxy-v2"
@@ -66,10 +67,22 @@ def haproxyConfig(
     else:
         client = ""
         forward = "    option forwardfor\n"
+    sections = "".join(
+        f"""
+frontend www{index}
+    bind 127.0.0.1:{port}
+    default_backend connserver{index}
+
+backend connserver{index}
+    http-reuse always
+{forward}    server cs1 127.0.0.1:{backendPort} {client} pool-purge-delay {serverIdle}
+"""
+        for index, port in enumerate(ports)
+    )
     return f"""\
 global
     nbthread 1
-    maxconn 256
+    maxconn 1024
 
 defaults
     mode http
@@ -78,15 +91,7 @@ defaults
     timeout client {clientIdle}
     timeout http-keep-alive {clientIdle}
     timeout server 10s
-
-frontend www
-    bind 127.0.0.1:{port}
-    default_backend connserver
-
-backend connserver
-    http-reuse always
-{forward}    server cs1 127.0.0.1:{backendPort} {client} pool-purge-delay {serverIdle}
-"""
+{sections}"""
 
 
 def nginxConfig(
@@ -197,15 +202,15 @@ def startProxy(
 ) -> Proxy:
     """
     Start ``kind`` (``"haproxy"`` or ``"nginx"``) in the foreground in front
-    of connserver on ``backendPort``, and return once it listens (nginx: on
-    ``pools`` ports, each with its own upstream pool).
+    of connserver on ``backendPort``, and return once it listens on
+    ``pools`` ports, each with its own pool of connections to connserver.
     """
     directory.mkdir(parents=True, exist_ok=True)
     ports = [freePort() for _ in range(pools)]
     config = directory / f"{kind}.conf"
     if kind == "haproxy":
         assert HAPROXY is not None
-        config.write_text(haproxyConfig(ports[0], backendPort, **options))  # type: ignore[arg-type]
+        config.write_text(haproxyConfig(ports, backendPort, **options))  # type: ignore[arg-type]
         command = [HAPROXY, "-db", "-f", str(config)]
     else:
         assert NGINX is not None

@@ -158,6 +158,7 @@ async def runRace(
     retry: bool = False,
     latency: float = 0.0,
     seed: int = 12,
+    kind: str = "nginx",
 ) -> RaceResult:
     """
     connserver (``idleTimeout=serverIdle``) behind nginx (upstream
@@ -165,6 +166,12 @@ async def runRace(
     ``retry``): ``loops`` loops of ``requests`` requests each, at gaps drawn
     uniformly from ``gaps``; with ``latency`` (seconds, one way) between
     nginx and connserver.
+
+    With ``kind="haproxy"`` HAProxy stands in front instead (``option
+    forwardfor``, ``http-reuse always``, a pool per loop as well, its
+    default ``retry-on conn-failure``); it has no idle timeout for its
+    connections to servers but purges idle ones every ``pool-purge-delay``,
+    set to a third of ``proxyIdle`` (an idle connection lasts about three).
     """
     from twisted.internet import reactor
 
@@ -183,15 +190,26 @@ async def runRace(
             )
         )
         backendPort = relay.getHost().port
-    proxy = startProxy(
-        "nginx",
-        directory,
-        backendPort,
-        pools=loops,
-        upstreamIdle=f"{int(proxyIdle * 1000)}ms",
-        nextUpstream=retry,
-        keepalive=1,
-    )
+    if kind == "haproxy":
+        proxy = startProxy(
+            "haproxy",
+            directory,
+            backendPort,
+            pools=loops,
+            proxyProtocol=False,
+            serverIdle=f"{int(proxyIdle * 1000 / 3)}ms",
+        )
+    else:
+        proxy = startProxy(
+            "nginx",
+            directory,
+            backendPort,
+            pools=loops,
+            upstreamIdle=f"{int(proxyIdle * 1000)}ms",
+            nextUpstream=retry,
+            keepalive=1,
+        )
+    ports = proxy.ports
     result = RaceResult()
     body = b"x" * 16
     request = (
@@ -214,7 +232,7 @@ async def runRace(
                         result,
                     )
                 )
-                for port in proxy.ports
+                for port in ports
             ],
             consumeErrors=True,
         )
