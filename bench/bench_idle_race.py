@@ -14,6 +14,10 @@ settings are compared:
 Failures are counted as nginx's 502s with ``proxy_next_upstream off`` and
 POST (nginx never retries a non-idempotent request); with ``--retry`` and
 ``--method GET``, nginx retries on a new connection and hides them.
+``--proxy haproxy`` puts HAProxy 2.6 in front instead (its own defaults for
+retries).  ``--latency MS`` delays every byte and close between the proxy
+and connserver, as a network between two hosts does: on loopback the window
+is a fraction of a millisecond.
 
     python bench/bench_idle_race.py [--requests 200] [--loops 8]
         [--short 1.0] [--long 2.0] [--gap-low 0.9] [--gap-high 2.1]
