@@ -203,6 +203,7 @@ class Options(usage.Options):
             "Serve FILE.gz in place of FILE to clients that accept gzip.",
         ],
         ["no-keep-alive", None, "Shorthand for --keep-alive off."],
+        ["no-keep-alive-hint", None, "Shorthand for --keep-alive-hint off."],
         [
             "redirect-to-https",
             None,
@@ -370,6 +371,12 @@ class Options(usage.Options):
             if values.get("keepAlive", False):
                 raise usage.UsageError("--no-keep-alive contradicts --keep-alive on")
             values["keepAlive"] = False
+        if self["no-keep-alive-hint"]:
+            if values.get("keepAliveHint", False):
+                raise usage.UsageError(
+                    "--no-keep-alive-hint contradicts --keep-alive-hint on"
+                )
+            values["keepAliveHint"] = False
         try:
             return ServerConfig(**values)
         except ValueError as error:  # pragma: no cover - checked field by field
