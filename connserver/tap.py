@@ -850,6 +850,9 @@ def makeService(options: Options) -> MultiService:
             reactor=reactor,
         )
         factory.requestObservers.append(accessLog)
+        # And one line for each connection that no response said the
+        # close reason of: every close is in the log once.
+        factory.closeObservers.append(accessLog)
         service.addCompanion(CallbackService("access-log", onStop=accessLog.close))
         reopen = accessLog.reopen
     # SIGUSR1 reopens the access log after logrotate renamed it (nginx's

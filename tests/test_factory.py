@@ -46,7 +46,7 @@ def test_countsByStateAndCloseReasons() -> None:
     assert factory.stats.closes == {"client-close": 1, "idle-timeout": 1}
     assert factory.stats.requestsPerConnection == {1: 2}
     assert factory.stats.active == 0
-    assert factory.stats.handled == 2
+    assert (factory.stats.handled, factory.stats.responses) == (2, 2)
     assert clock.getDelayedCalls() == []
 
 

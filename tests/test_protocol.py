@@ -48,7 +48,7 @@ def test_getKeepAliveExactBytes() -> None:
     assert not conn.closing
     conn.send(GET)
     assert [r.status for r in conn.responses()] == [200]
-    assert conn.factory.stats.handled == 2
+    assert conn.factory.stats.responses == 2
 
 
 def test_byteByByteRequest() -> None:
@@ -299,14 +299,14 @@ def test_pipelineQueueBoundPausesReading() -> None:
         pending.pop(0).callback(Response(200, body=b"ok"))
     assert conn.transport.producerState == "producing"
     assert len(conn.responses()) == 5000
-    assert conn.factory.stats.handled == 5000
+    assert conn.factory.stats.responses == 5000
 
 
 def test_thousandPipelinedSynchronousRequests() -> None:
     """A long pipeline of synchronous answers does not deepen the stack."""
     conn = connect(hello, maxRequestsPerConnection=None)
     conn.send(GET * 3000)
-    assert conn.factory.stats.handled == 3000
+    assert conn.factory.stats.responses == 3000
     assert conn.protocol.state is ConnectionState.WAITING
 
 
