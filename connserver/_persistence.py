@@ -54,7 +54,7 @@ CONNECTION_CLOSE_REASONS: dict[str, str] = {
     "tls-error": "the TLS handshake failed (no protocol, version or cipher in common) or a TLS record was bad",
     "max-connections": "an idle connection closed to make room under maxConnections",
     "drain-timeout": "still open at the drain deadline: aborted",
-    "aborted": "aborted on the server's side by a handler or application (abortConnection)",
+    "aborted": "the transport was aborted outside connserver's own decisions (an embedding application's abortConnection)",
     "refused": "accepted over maxConnections with nothing idle to shed (503), or while draining",
 }
 

@@ -424,9 +424,9 @@ class HTTPServerProtocol(Protocol):
                 # 1.1 client) or a bad record.
                 self.closeReason = "tls-error"
             elif reason.check(ConnectionAborted):
-                # Aborted on this side, not by the server's own decisions
-                # (each sets its reason first): a handler or an embedding
-                # application called abortConnection.
+                # Aborted on this side, but not by one of connserver's own
+                # decisions (each sets its reason first): an embedding
+                # application called the transport's abortConnection.
                 self.closeReason = "aborted"
             else:
                 self.closeReason = "peer-reset"
