@@ -24,6 +24,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
@@ -499,7 +500,9 @@ def test_aClosingResponseThatThenStallsKeepsItsOneRecord() -> None:
     assert factory.stats.closes == {"client-close": 1}
 
 
-def test_closeObserverFailureIsLoggedAndServingGoesOn() -> None:
+def test_closeObserverFailureIsLoggedAndServingGoesOn(
+    logFailures: list[Any],
+) -> None:
     clock = Clock()
     factory = newFactory(hello, clock)
 
@@ -512,6 +515,24 @@ def test_closeObserverFailureIsLoggedAndServingGoesOn() -> None:
     conn.lose()
     assert factory.stats.active == 0
     assert factory.stats.closes == {"peer-closed": 1}
+    [event] = logFailures
+    assert event["log_format"] == "a close observer failed"
+    event["log_failure"].trap(RuntimeError)
+
+
+def test_drainDeadlineIsInTheServersLog() -> None:
+    """Issue 12: the drain-timeout abort left no line anywhere."""
+    clock = Clock()
+    factory = newFactory(never, clock)
+    conn = opened(factory, clock)
+    conn.send(GET)
+    factory.drain(5)
+    with capturedLogs() as events:
+        clock.advance(5)
+    [event] = [e for e in events if "drain deadline" in e["log_format"]]
+    assert formatEvent(event) == "drain deadline reached: aborting 1 connection(s)"
+    assert event["log_level"] is LogLevel.warn
+    delivered(conn, ConnectionAborted)
 
 
 def test_noCloseObserverNoRecordWork() -> None:
