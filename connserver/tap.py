@@ -203,6 +203,7 @@ class Options(usage.Options):
             "Serve FILE.gz in place of FILE to clients that accept gzip.",
         ],
         ["no-keep-alive", None, "Shorthand for --keep-alive off."],
+        ["no-keep-alive-hint", None, "Shorthand for --keep-alive-hint off."],
         [
             "redirect-to-https",
             None,
@@ -370,6 +371,12 @@ class Options(usage.Options):
             if values.get("keepAlive", False):
                 raise usage.UsageError("--no-keep-alive contradicts --keep-alive on")
             values["keepAlive"] = False
+        if self["no-keep-alive-hint"]:
+            if values.get("keepAliveHint", False):
+                raise usage.UsageError(
+                    "--no-keep-alive-hint contradicts --keep-alive-hint on"
+                )
+            values["keepAliveHint"] = False
         try:
             return ServerConfig(**values)
         except ValueError as error:  # pragma: no cover - checked field by field
@@ -843,6 +850,9 @@ def makeService(options: Options) -> MultiService:
             reactor=reactor,
         )
         factory.requestObservers.append(accessLog)
+        # And one line for each connection that no response said the
+        # close reason of: every close is in the log once.
+        factory.closeObservers.append(accessLog)
         service.addCompanion(CallbackService("access-log", onStop=accessLog.close))
         reopen = accessLog.reopen
     # SIGUSR1 reopens the access log after logrotate renamed it (nginx's
