@@ -222,8 +222,10 @@ def _pagePath(page: str, what: str) -> bytes:
         or any(c in page for c in "?# ")
         or any(part in (".", "..", "") for part in page[1:].split("/"))
     ):
+        separator = "" if what.endswith("=") else " "
         raise ValueError(
-            f"{what} {page!r}: expected a file path under the root such as /404.html"
+            f"{what}{separator}{page!r}: expected a file path under the root, "
+            "such as /404.html"
         )
     return page.encode("ascii")
 
@@ -403,9 +405,14 @@ class _Cache:
         self._entries.move_to_end(fileKey)
         return self._entries[fileKey]
 
-    def put(self, spelling: Any, entry: _Entry) -> None:
+    def put(self, spelling: Any, entry: _Entry) -> _Entry:
+        """
+        Remember ``entry`` under ``spelling``; return the entry to use: an
+        equal one already cached for the same file (with its compressed
+        variants) wins over the new one.
+        """
         if entry.cost > self._maxBytes or self._maxEntries < 1:
-            return
+            return entry
         fileKey = _fileKey(entry)
         if self._aliases.get(spelling) != fileKey:
             self._forget(spelling)
@@ -420,6 +427,8 @@ class _Cache:
                 # The same file changed in place: the new entry replaces it.
                 self._entries[fileKey] = entry
                 self.bytes += entry.cost - existing.cost
+            else:
+                entry = existing
         spellings = self._spellings[fileKey]
         if spelling not in self._aliases:
             self._aliases[spelling] = fileKey
@@ -432,6 +441,7 @@ class _Cache:
         while self.bytes > self._maxBytes or len(self._entries) > self._maxEntries:
             evictedKey, _ = next(iter(self._entries.items()))
             self._drop(evictedKey)
+        return entry
 
     def grow(self, entry: _Entry, cost: int) -> bool:
         """
@@ -672,7 +682,8 @@ class StaticFiles:
         page = self.errorPages.get(code)
         if page is None:
             return response
-        answer = self._serve(Request(method, page, request.version, Headers()))
+        pageMethod = b"HEAD" if method == b"HEAD" else b"GET"
+        answer = self._serve(Request(pageMethod, page, request.version, Headers()))
         if answer.code != 200:
             # A missing (or unreadable) error page: the built-in text.
             return response
@@ -889,7 +900,7 @@ class StaticFiles:
             if entry == 403:
                 return _plain(403, b"403 Forbidden\n")
             return _notFound()
-        self._cache.put(key, entry)
+        entry = self._cache.put(key, entry)
         return self._fromEntry(request, entry, codings)
 
     def _load(self, fsPath: bytes, name: bytes, gzip: bool) -> _Entry | int:
