@@ -142,8 +142,15 @@ async def test_curlGzipBytesAndFallback(site: Path) -> None:
     server = await serveSite(site)
     try:
         raw = await run(
-            [CURL, "-sS", "--max-time", "30", "-H", "Accept-Encoding: gzip"]
-            + [url(server, "/page.html")]
+            [
+                CURL,
+                "-sS",
+                "--max-time",
+                "30",
+                "-H",
+                "Accept-Encoding: gzip",
+                url(server, "/page.html"),
+            ]
         )
         assert gzip.decompress(raw) == PAGE
         assert len(raw) < len(PAGE) // 4
@@ -154,8 +161,17 @@ async def test_curlGzipBytesAndFallback(site: Path) -> None:
         route = await run([CURL, "-sS", "--max-time", "30", url(server, "/app/x")])
         assert route == (site / "index.html").read_bytes()
         status = await run(
-            [CURL, "-sS", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code}"]
-            + [url(server, "/missing.css")]
+            [
+                CURL,
+                "-sS",
+                "--max-time",
+                "30",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                url(server, "/missing.css"),
+            ]
         )
         assert status == b"404"
         page = await run([CURL, "-sS", "--max-time", "30", url(server, "/gone.js")])
