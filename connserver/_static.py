@@ -634,8 +634,9 @@ class StaticFiles:
             # RFC 9110 §15.5.6: a 405 MUST carry Allow.
             return _plain(405, b"405 Method Not Allowed\n", [(b"Allow", _ALLOW)])
         path = request.path
-        codings, gzip = self._accepted(request.headers)
-        gzip = gzip and self.precompressed
+        # Accept-Encoding is read here only for a .gz sibling; a negotiable
+        # file reads it in _fromEntry, and other files never do.
+        gzip = self.precompressed and self._accepted(request.headers)[1]
         key: Any = (path, True) if gzip else path
         entry = self._cache.get(key)
         if entry is not None:
@@ -645,12 +646,12 @@ class StaticFiles:
                 st = None
             if st is not None and _identity(st) == entry.identity:
                 try:
-                    return self._fromEntry(request, entry, codings)
+                    return self._fromEntry(request, entry)
                 except _FileChanged:
                     pass
             self._cache.discard(key)
         try:
-            return self._slowPath(request, key, gzip, codings)
+            return self._slowPath(request, key, gzip)
         except _FileChanged:
             # The file kept changing under us; the client may try again.
             self._cache.discard(key)
@@ -725,23 +726,20 @@ class StaticFiles:
         return codings, gzip
 
     def _select(
-        self, request: Request, entry: _Entry, codings: tuple[bytes, ...]
+        self, request: Request, entry: _Entry, names: list[bytes]
     ) -> _Entry | Response:
         """
         The variant of a negotiable entry to send (RFC 9110 §12.5.3): the
         first acceptable coding that is available, or 406 when identity is
         excluded and nothing else is acceptable (§15.5.7).
         """
+        codings = self._accepted(request.headers)[0]
         for coding in codings:
             if coding == IDENTITY:
                 return entry
             if coding not in SUPPORTED_CODINGS:
                 continue
-            if (
-                IDENTITY in codings
-                and request.method == b"GET"
-                and b"range" in request.headers
-            ):
+            if b"range" in names and IDENTITY in codings and request.method == b"GET":
                 # Ranges are served from the identity coding: the bytes of
                 # a compressed stream are not stable enough to range over.
                 return entry
@@ -758,24 +756,21 @@ class StaticFiles:
             return variant
         return _plain(406, b"406 Not Acceptable\n", [(b"Vary", b"Accept-Encoding")])
 
-    def _fromEntry(
-        self, request: Request, entry: _Entry, codings: tuple[bytes, ...]
-    ) -> Response:
+    def _fromEntry(self, request: Request, entry: _Entry) -> Response:
+        names = request.headers.names()
         if entry.negotiable:
-            selected = self._select(request, entry, codings)
+            selected = self._select(request, entry, names)
             if isinstance(selected, Response):
                 return selected
             entry = selected
-        if _SLOW_FIELDS.isdisjoint(request.headers.names()):
+        if _SLOW_FIELDS.isdisjoint(names):
             body = entry.body
             if body is not None:
                 return Response(200, entry.pairs, body)
             return self._streamed(request, entry, None)
         return self._conditional(request, entry)
 
-    def _slowPath(
-        self, request: Request, key: Any, gzip: bool, codings: tuple[bytes, ...]
-    ) -> Response:
+    def _slowPath(self, request: Request, key: Any, gzip: bool) -> Response:
         resolved = self._resolve(request)
         if isinstance(resolved, Response):
             return resolved
@@ -789,12 +784,12 @@ class StaticFiles:
         if stat.S_ISDIR(st.st_mode):
             if segments[-1] != b"":
                 return self._redirectToDirectory(request)
-            return self._directory(request, key, segments, fsPath, gzip, codings)
+            return self._directory(request, key, segments, fsPath, gzip)
         if not stat.S_ISREG(st.st_mode) or segments[-1] == b"":
             # A FIFO or device is never opened (it could block the reactor);
             # "/file/" names a directory that is not there.
             return _notFound()
-        return self._file(request, key, fsPath, segments[-1], gzip, codings)
+        return self._file(request, key, fsPath, segments[-1], gzip)
 
     def _resolve(self, request: Request) -> Response | tuple[list[bytes], bytes]:
         """
@@ -859,7 +854,6 @@ class StaticFiles:
         segments: list[bytes],
         fsPath: bytes,
         gzip: bool,
-        codings: tuple[bytes, ...],
     ) -> Response:
         indexPath = fsPath.rstrip(b"/") + b"/index.html"
         try:
@@ -867,7 +861,7 @@ class StaticFiles:
         except OSError:
             st = None
         if st is not None and stat.S_ISREG(st.st_mode) and self._contained(indexPath):
-            return self._file(request, key, indexPath, b"index.html", gzip, codings)
+            return self._file(request, key, indexPath, b"index.html", gzip)
         if not self.listing:
             return _plain(403, b"403 Forbidden\n")
         return self._listing(request, segments, fsPath)
@@ -879,7 +873,6 @@ class StaticFiles:
         fsPath: bytes,
         name: bytes,
         gzip: bool,
-        codings: tuple[bytes, ...],
     ) -> Response:
         if gzip:
             gzPath = fsPath + b".gz"
@@ -901,7 +894,7 @@ class StaticFiles:
                 return _plain(403, b"403 Forbidden\n")
             return _notFound()
         entry = self._cache.put(key, entry)
-        return self._fromEntry(request, entry, codings)
+        return self._fromEntry(request, entry)
 
     def _load(self, fsPath: bytes, name: bytes, gzip: bool) -> _Entry | int:
         """
