@@ -663,3 +663,20 @@ def test_cliFlags(root: Path) -> None:
 def test_cliErrors(root: Path, argv: list[str], message: str) -> None:
     with pytest.raises(usage.UsageError, match=message):
         parse(*argv, *(["--path", str(root)] if "--handler" not in argv else []))
+
+
+@pytest.mark.parametrize("noCompress", [False, True])
+def test_cliFlagsReachStaticFiles(root: Path, noCompress: bool) -> None:
+    from connserver import tap
+
+    argv = ["--path", str(root), "--error-page", "404=/404.html"]
+    argv += ["--fallback", "/index.html"] + (["--no-compress"] if noCompress else [])
+    service: Any = tap.makeService(parse(*argv))
+    files = service.factory.handler
+    assert isinstance(files, StaticFiles)
+    assert files.compress is not noCompress
+    assert files.errorPages == {404: b"/404.html"}
+    assert get(files, b"/app/route").body == ROUTE_INDEX
+    assert get(files, b"/gone.css").body == b"<h1>custom not found</h1>"
+    response = get(files, b"/page.html", AE_GZIP)
+    assert (b"content-encoding" in fields(response)) is not noCompress
