@@ -33,10 +33,10 @@ from ._headers import Headers
 from ._message import Request, Response
 
 __all__ = [
+    "COMPRESS_BLOCK_BYTES",
     "DEFAULT_CACHED_FILE_BYTES",
     "DEFAULT_CACHE_BYTES",
     "DEFAULT_CACHE_ENTRIES",
-    "COMPRESS_BLOCK_BYTES",
     "DEFAULT_MIN_COMPRESS_BYTES",
     "MAX_PATH_BYTES",
     "MAX_RANGES",
