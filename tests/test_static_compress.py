@@ -688,3 +688,26 @@ def test_cliFlagsReachStaticFiles(root: Path, noCompress: bool) -> None:
     assert get(files, b"/gone.css").body == b"<h1>custom not found</h1>"
     response = get(files, b"/page.html", AE_GZIP)
     assert (b"content-encoding" in fields(response)) is not noCompress
+
+
+def test_withoutBrotli(
+    root: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the brotli extra, br is never chosen: gzip, identity, or 406."""
+    monkeypatch.setattr(_static, "SUPPORTED_CODINGS", (b"gzip",))
+    files = handler(root, clock)
+    assert fields(get(files, b"/page.html", AE_BROWSER))[b"content-encoding"] == b"gzip"
+    brOnly = get(files, b"/page.html", (b"accept-encoding", b"br"))
+    assert brOnly.body == PAGE
+    assert fields(brOnly)[b"vary"] == b"Accept-Encoding"
+    refused = get(files, b"/page.html", (b"accept-encoding", b"br, identity;q=0"))
+    assert refused.code == 406
+
+
+def test_compressorsWithoutBrotli(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connserver import _compress
+
+    monkeypatch.setattr(_compress, "_brotli", None)
+    with pytest.raises(ValueError, match="unsupported content coding"):
+        _compress.compressBytes(b"br", b"x")
+    assert gzip.decompress(_compress.compressBytes(b"gzip", b"x" * 100)) == b"x" * 100
