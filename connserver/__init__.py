@@ -21,7 +21,7 @@ from ._headers import (
 from ._message import Handler, Request, Response
 from ._persistence import CLOSE_REASONS, PersistenceDecision, PersistencePolicy
 from ._protocol import HTTPServerProtocol
-from ._records import RequestRecord
+from ._records import ConnectionRecord, RequestRecord
 from ._routing import HTTPSRedirect, PrefixMount
 from ._service import ConnectionServerService
 from ._state import ConnectionState
@@ -38,6 +38,7 @@ __all__ = [
     "AccessLog",
     "CertificateSource",
     "ConnectionFactory",
+    "ConnectionRecord",
     "ConnectionServerService",
     "ConnectionState",
     "ConnectionStats",

@@ -8,7 +8,16 @@ on the last response of a connection, why it closed::
 
     127.0.0.1 - - [05/Mar/2025:14:02:07 +0000] "GET /a HTTP/1.1" 200 512 "-" "curl/8.5.0" conn=7 req=3 age=2.041 dur=0.000412 close=-
 
-The ``json`` format writes one JSON object per line with the same facts.
+A connection that ends without a final response saying why (an idle
+timeout, the peer closing, a head timeout before any byte, a shed or
+refused connection, an abort) writes one line of its own, so that every
+connection's close reason is in the log exactly once: no request (``"-"``),
+status ``-``, ``req=`` the requests it served and ``dur=-``::
+
+    127.0.0.1 - - [05/Mar/2025:14:03:07 +0000] "-" - 0 "-" "-" conn=7 req=3 age=62.041 dur=- close=idle-timeout
+
+The ``json`` format writes one JSON object per line with the same facts
+(``status`` and ``dur`` are null on a close line).
 
 Writing never blocks the reactor for long: lines are buffered and written
 by a reactor timer (every ``flushInterval`` seconds, or at once when the
@@ -33,7 +42,7 @@ from typing import IO, TYPE_CHECKING, Literal
 
 from twisted.logger import Logger
 
-from ._records import RequestRecord
+from ._records import ConnectionRecord, RequestRecord
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -106,8 +115,15 @@ def _optional(value: bytes | None) -> str:
     return "-" if not value else _escape(value)
 
 
-def formatCombined(record: RequestRecord) -> str:
+def formatCombined(record: RequestRecord | ConnectionRecord) -> str:
     """One Combined Log Format line for ``record`` (with its newline)."""
+    if isinstance(record, ConnectionRecord):
+        return (
+            f"{record.peerHost or '-'} - - [{_clfTime(record.timestamp)}] "
+            f'"-" - 0 "-" "-" conn={record.connectionId} '
+            f"req={record.requestsServed} age={record.connectionAge:.3f} "
+            f"dur=- close={record.closeReason}\n"
+        )
     return (
         f"{record.peerHost or '-'} - - [{_clfTime(record.timestamp)}] "
         f'"{_requestLine(record)}" {record.status} {record.bodyBytes} '
@@ -124,8 +140,34 @@ def _text(value: bytes | None) -> str | None:
     return value.decode("ascii", "backslashreplace")
 
 
-def formatJSON(record: RequestRecord) -> str:
+def formatJSON(record: RequestRecord | ConnectionRecord) -> str:
     """One JSON object for ``record``, on one line (with its newline)."""
+    if isinstance(record, ConnectionRecord):
+        # The keys of a request line, in the same order: a consumer with a
+        # fixed schema reads both; status null marks "no response".
+        return (
+            json.dumps(
+                {
+                    "time": _isoTime(record.timestamp),
+                    "remote": record.peerHost or None,
+                    "method": None,
+                    "target": None,
+                    "version": None,
+                    "status": None,
+                    "bytes": 0,
+                    "referer": None,
+                    "userAgent": None,
+                    "conn": record.connectionId,
+                    "req": record.requestsServed,
+                    "age": round(record.connectionAge, 6),
+                    "dur": None,
+                    "close": record.closeReason,
+                    "secure": record.secure,
+                },
+                separators=(",", ":"),
+            )
+            + "\n"
+        )
     major, minor = record.version
     entry = {
         "time": _isoTime(record.timestamp),
@@ -152,7 +194,10 @@ _FORMATTERS = {"combined": formatCombined, "json": formatJSON}
 
 class AccessLog:
     """
-    A ``factory.requestObservers`` entry that writes one line per request.
+    A ``factory.requestObservers`` entry that writes one line per request,
+    and a ``factory.closeObservers`` entry that writes one line per
+    connection that ended without a final response saying why (register it
+    in both lists, as ``twistd connserver`` does).
 
     ``target`` is a path (opened for appending on the first write, so that
     ``O_APPEND`` keeps concurrent writers and ``logrotate copytruncate``
@@ -210,7 +255,7 @@ class AccessLog:
             return self._path
         return str(getattr(self._file, "name", "<stream>"))
 
-    def __call__(self, record: RequestRecord) -> None:
+    def __call__(self, record: RequestRecord | ConnectionRecord) -> None:
         """Buffer the line for ``record``; never raises (an observer must not)."""
         try:
             line = self._format(record)

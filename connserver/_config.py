@@ -129,6 +129,19 @@ class ServerConfig:
             "Connection: close (RFC 9112 §9.3).  nginx keepalive_timeout 0."
         ),
     )
+    keepAliveHint: bool = field(
+        default=True,
+        metadata=_doc(
+            "Send Keep-Alive: timeout=N (idleTimeout in whole seconds, at least "
+            "1) with Connection: keep-alive on HTTP/1.1 keep-alive responses, so "
+            "that clients which honour it (Node's fetch, undici) retire an idle "
+            "connection before the server closes it, instead of sending a "
+            "request into the close (the client side of the idle-close race).  "
+            "Never on closing responses, nor without idleTimeout.  Node.js "
+            "sends it by default (timeout=5); nginx keepalive_timeout's second "
+            "value."
+        ),
+    )
     maxRequestsPerConnection: int | None = field(
         default=1000,
         metadata=_doc(
@@ -309,7 +322,7 @@ def _validate(name: str, value: object) -> None:
             return
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             fail("a whole number of seconds (0 or more) or None")
-    elif name in ("keepAlive", "allowBareLf"):
+    elif name in ("keepAlive", "keepAliveHint", "allowBareLf"):
         if not isinstance(value, bool):
             fail("True or False")
     elif name == "serverHeader":

@@ -31,7 +31,7 @@ from ._headers import optionsFromValues
 from ._message import Handler
 from ._persistence import PersistencePolicy
 from ._protocol import HTTPServerProtocol
-from ._records import RequestRecord
+from ._records import ConnectionRecord, RequestRecord
 from ._responsehead import HeadBuilder
 from ._state import STATUS_GROUP, ConnectionState
 
@@ -49,6 +49,11 @@ _OPTIONS_CACHE_SIZE = 256
 
 def _idleSince(protocol: HTTPServerProtocol) -> int:
     return protocol.idleSince
+
+
+def _hostOf(address: IAddress) -> str:
+    """An address as the logs show it (``"-"`` when it has no host)."""
+    return getattr(address, "host", None) or "-"
 
 
 #: The answer to a connection over maxConnections when nothing idle can be
@@ -76,17 +81,25 @@ class _OverCapacity(Protocol):
     """
     Answers 503 at once and closes: the write side first, then the whole
     connection after at most ``_REFUSAL_LINGER`` seconds of discarding
-    whatever the client sends (its request is never read).
+    whatever the client sends (its request is never read).  Its close is
+    recorded as ``refused`` when it is gone.
     """
 
-    def __init__(self, factory: ConnectionFactory) -> None:
+    def __init__(
+        self, factory: ConnectionFactory, connectionId: int, peerHost: str
+    ) -> None:
         self._owner = factory
         self._call: Any = None
+        self._connectionId = connectionId
+        self._peerHost = peerHost
+        self._acceptedAt = factory.reactor.seconds()
+        self._secure = False
 
     def connectionMade(self) -> None:
         owner = self._owner
         owner._refusing += 1
         transport: Any = self.transport
+        self._secure = ISSLTransport.providedBy(transport)
         transport.write(OVER_CAPACITY_RESPONSE)
         # (Over TLS, loseWriteConnection found through Twisted's wrapper would
         # half-close the TCP connection under it: close_notify instead.)
@@ -101,29 +114,44 @@ class _OverCapacity(Protocol):
         """The request is not read: discarded."""
 
     def connectionLost(self, reason: object = None) -> None:
-        self._owner._refusing -= 1
+        owner = self._owner
+        owner._refusing -= 1
         call, self._call = self._call, None
         if call is not None and call.active():
             call.cancel()
+        owner._refusedClosed(
+            self._connectionId, self._peerHost, self._acceptedAt, self._secure
+        )
 
 
 class ConnectionStats:
     """
     Counters that the status page, the logs and tests read.
 
-    ``closes`` counts closed connections by reason (the policy's reasons,
-    and ``idle-timeout``, ``header-timeout``, ``body-timeout``,
-    ``send-timeout``, ``peer-closed``, ``peer-reset``, ...);
-    ``requestsPerConnection`` is a histogram filled as connections close.
+    The first three are nginx's ``stub_status`` counters: ``accepted``
+    (every connection accepted, refused ones included), ``handled``
+    (accepted and not refused: ``accepted - refused``) and ``requests``
+    (requests received, malformed ones answered with a 4xx included).
+
+    ``closes`` counts closed connections by reason (every key of
+    ``CONNECTION_CLOSE_REASONS``: the policy's reasons, ``idle-timeout``,
+    ``header-timeout``, ``peer-closed``, ``refused``, ...), so that once
+    every connection is gone its values add up to ``accepted``;
+    ``requestsPerConnection`` is a histogram of the handled connections,
+    filled as they close.
     """
 
     def __init__(self, connections: dict[HTTPServerProtocol, None]) -> None:
-        #: Connections accepted.
+        #: Connections accepted (a refused one included).
         self.accepted = 0
-        #: Request heads received (a request later cut off still counts).
+        #: Requests received: every request head, a request that never
+        #: parsed (400, 414, 431, ...) and one cut off by the head timeout
+        #: (408); a request later cut off still counts.
         self.requests = 0
         #: Responses completed, error responses included.
-        self.handled = 0
+        self.responses = 0
+        #: Connections refused: over ``maxConnections`` with nothing idle to
+        #: shed (503), or accepted while draining.
         self.refused = 0
         self.closes: Counter[str] = Counter()
         self.requestsPerConnection: Counter[int] = Counter()
@@ -131,8 +159,13 @@ class ConnectionStats:
         self._connections = connections
 
     @property
+    def handled(self) -> int:
+        """Connections accepted and served, not refused (nginx's handled)."""
+        return self.accepted - self.refused
+
+    @property
     def active(self) -> int:
-        """Connections open now."""
+        """Connections open now (refused ones, still being answered, aside)."""
         return len(self._connections)
 
     def byState(self) -> dict[str, int]:
@@ -188,7 +221,11 @@ class ConnectionFactory(Factory):
         self.config = config if config is not None else ServerConfig()
         self.reactor: IReactorTime = reactor
         self.policy = policy if policy is not None else PersistencePolicy(self.config)
+        #: Called with each response's record (the access log, metrics).
         self.requestObservers: list[Callable[[RequestRecord], None]] = []
+        #: Called once for each connection that ends without a final
+        #: response carrying its close reason (the access log).
+        self.closeObservers: list[Callable[[ConnectionRecord], None]] = []
         self._connections: dict[HTTPServerProtocol, None] = {}
         self.stats = ConnectionStats(self._connections)
         # Stamped on a connection each time it becomes idle, so that shedding
@@ -246,9 +283,15 @@ class ConnectionFactory(Factory):
     # -- the registry ------------------------------------------------------------
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:  # type: ignore[override]
+        # Every accepted connection gets an id and counts as accepted,
+        # refused ones too (nginx's stub_status counts them the same way).
+        stats = self.stats
+        stats.accepted += 1
+        self._nextId += 1
         limit = self.config.maxConnections
-        if self.stats.draining:
-            self.stats.refused += 1
+        if stats.draining:
+            stats.refused += 1
+            self._refusedClosed(self._nextId, _hostOf(addr), self.reactor.seconds())
             return None
         if limit is not None and self._counted() >= limit:
             # Over the limit despite the paused ports (connections accepted
@@ -256,22 +299,46 @@ class ConnectionFactory(Factory):
             # the cheapest to drop (its client retries, RFC 9112 §9.3.1):
             # shed one and serve this client; with none idle, refuse it.
             if not self._shedIdle():
-                self.stats.refused += 1
+                stats.refused += 1
                 _log.info(
                     "refused a connection: maxConnections ({limit}) reached",
                     limit=limit,
                 )
                 if self._refusing >= _MAX_REFUSING:
-                    return None  # closed at once: the cost stays bounded
-                return _OverCapacity(self)
-        self._nextId += 1
+                    # Closed at once: the cost stays bounded.
+                    self._refusedClosed(
+                        self._nextId, _hostOf(addr), self.reactor.seconds()
+                    )
+                    return None
+                return _OverCapacity(self, self._nextId, _hostOf(addr))
         protocol = HTTPServerProtocol(self, self._nextId)
         return protocol
+
+    def _refusedClosed(
+        self, connectionId: int, peerHost: str, acceptedAt: float, secure: bool = False
+    ) -> None:
+        """A refused connection is gone: count and record its close."""
+        self.stats.closes["refused"] += 1
+        if self.closeObservers:
+            now = self.reactor.seconds()
+            record = ConnectionRecord(
+                timestamp=now,
+                peerHost=peerHost,
+                connectionId=connectionId,
+                requestsServed=0,
+                connectionAge=now - acceptedAt,
+                closeReason="refused",
+                secure=secure,
+            )
+            for observer in self.closeObservers:
+                try:
+                    observer(record)
+                except Exception:
+                    _log.failure("a close observer failed")
 
     def registerConnection(self, protocol: HTTPServerProtocol) -> None:
         """A connection was made (the protocol tells, from connectionMade)."""
         self._connections[protocol] = None
-        self.stats.accepted += 1
         limit = self.config.maxConnections
         if limit is not None and self._counted() >= limit:
             self._pauseAccepting()
@@ -423,7 +490,14 @@ class ConnectionFactory(Factory):
 
     def _drainDeadline(self) -> None:
         self._drainCall = None
-        for protocol in list(self._connections):
+        remaining = list(self._connections)
+        # Said in the server's log too, not only in the access log: the
+        # responses cut short here are the ones a deploy lost.
+        _log.warn(
+            "drain deadline reached: aborting {count} connection(s)",
+            count=len(remaining),
+        )
+        for protocol in remaining:
             protocol.abortNow("drain-timeout")
 
     def _finishDrain(self) -> None:

@@ -112,6 +112,10 @@ class FileBodyProducer:
         and when the file ends early; an exception it raises fails the body
         (``StaticFiles`` raises ``FileChangedError`` when the file's
         identity moved).
+    :param blockBytes: bytes read at a time when not using sendfile.
+    :param blocksPerTurn: blocks read (or sendfile calls) before yielding
+        to the reactor; a consumer that does work per block (compression)
+        gives smaller numbers, to bound the time of one turn.
 
     A file that ends before the announced length completes the Deferred
     when there is no ``check`` (or when it does not raise): the bytes sent
@@ -130,8 +134,12 @@ class FileBodyProducer:
         parts: Sequence[_Part] | None = None,
         trailer: bytes = b"",
         check: FileCheck | None = None,
+        blockBytes: int = BLOCK_BYTES,
+        blocksPerTurn: int = BLOCKS_PER_TURN,
     ) -> None:
         self._fd: int | None = None
+        self._blockBytes = blockBytes
+        self._blocksPerTurn = blocksPerTurn
         if parts is not None:
             if offset is not None or length is not None:
                 raise ValueError("give parts, or offset and length, not both")
@@ -264,7 +272,7 @@ class FileBodyProducer:
                 if not self._nextPart(consumer):
                     return
                 continue
-            if blocks == BLOCKS_PER_TURN:
+            if blocks == self._blocksPerTurn:
                 self._call = self._clock.callLater(0, self._scheduled)
                 return
             blocks += 1
@@ -275,7 +283,8 @@ class FileBodyProducer:
                     blocks -= 1  # refused, nothing sent: not a block
                 continue
             remaining = self._remaining
-            want = BLOCK_BYTES if remaining < 0 else min(BLOCK_BYTES, remaining)
+            size = self._blockBytes
+            want = size if remaining < 0 else min(size, remaining)
             try:
                 if self._file is not None:
                     data = self._file.read(want)

@@ -189,7 +189,7 @@ class ConnectionCollector:
         )
         accepted = CounterMetricFamily(
             "connserver_connections_accepted",
-            "Connections accepted.",
+            "Connections accepted, refused ones included.",
         )
         refused = CounterMetricFamily(
             "connserver_connections_refused",

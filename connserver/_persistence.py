@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 from ._config import ServerConfig
 
-__all__ = ["CLOSE_REASONS", "PersistenceDecision", "PersistencePolicy"]
+__all__ = [
+    "CLOSE_REASONS",
+    "PersistenceDecision",
+    "PersistencePolicy",
+    "keepAliveTimeout",
+]
 
 #: Every reason the policy can give for closing, with what it means.
 #: The access log and the status counters show these strings; they are stable.
@@ -49,7 +54,8 @@ CONNECTION_CLOSE_REASONS: dict[str, str] = {
     "tls-error": "the TLS handshake failed (no protocol, version or cipher in common) or a TLS record was bad",
     "max-connections": "an idle connection closed to make room under maxConnections",
     "drain-timeout": "still open at the drain deadline: aborted",
-    "aborted": "aborted for another reason",
+    "aborted": "the transport was aborted outside connserver's own decisions (an embedding application's abortConnection)",
+    "refused": "accepted over maxConnections with nothing idle to shed (503), or while draining",
 }
 
 _CLOSE = b"close"
@@ -84,6 +90,31 @@ _CLOSE_DECISIONS = {reason: _close(reason) for reason in CLOSE_REASONS}
 _KEEP_11 = PersistenceDecision(True, None, None, "http11-default")
 
 
+def keepAliveTimeout(idleTimeout: float) -> int:
+    """
+    The ``timeout=`` a ``Keep-Alive`` field advertises for ``idleTimeout``:
+    whole seconds rounded down, so that a client never counts on more time
+    than the server gives, and at least 1 (0 would read as "do not reuse").
+    """
+    return max(1, int(idleTimeout))
+
+
+def _keep11(config: ServerConfig) -> PersistenceDecision:
+    """
+    The one HTTP/1.1 keep-alive decision of a policy, built once.
+
+    With ``keepAliveHint`` and an idle timeout, the response advertises the
+    timeout (``Keep-Alive``, RFC 9110 §7.6.1 lists it in ``Connection`` as
+    a connection-specific field), as Node.js does by default: a client such
+    as undici then retires an idle connection before the server's idle
+    close, and never sends a request into it (the idle-close race).
+    """
+    if not config.keepAliveHint or config.idleTimeout is None:
+        return _KEEP_11
+    hint = b"timeout=%d" % keepAliveTimeout(config.idleTimeout)
+    return PersistenceDecision(True, _KEEP_ALIVE, hint, "http11-default")
+
+
 class PersistencePolicy:
     """
     Decides keep-alive or close from the request version, the ``Connection``
@@ -91,10 +122,11 @@ class PersistencePolicy:
     connection's budget.  One instance serves every connection of a factory.
     """
 
-    __slots__ = ("_config", "_keepAlive10")
+    __slots__ = ("_config", "_keep11", "_keepAlive10")
 
     def __init__(self, config: ServerConfig) -> None:
         self._config = config
+        self._keep11 = _keep11(config)
         # The HTTP/1.0 Keep-Alive value depends only on the remaining request
         # budget, so the common cases are built once.
         self._keepAlive10: dict[int | None, PersistenceDecision] = {}
@@ -156,7 +188,7 @@ class PersistencePolicy:
         if version >= (1, 1):
             # RFC 9112 §9.3: HTTP/1.1 persists unless told otherwise; a
             # response of unknown length is chunked, so it still delimits.
-            return _KEEP_11
+            return self._keep11
         # HTTP/1.0: persistent only when asked with "keep-alive" (RFC 9112
         # §9.3, and Appendix C.2.2) and when the response has a length.
         if _KEEP_ALIVE not in requestOptions:
@@ -171,7 +203,8 @@ class PersistencePolicy:
         if decision is None:
             parts = []
             if self._config.idleTimeout is not None:
-                parts.append(b"timeout=%d" % int(self._config.idleTimeout))
+                timeout = keepAliveTimeout(self._config.idleTimeout)
+                parts.append(b"timeout=%d" % timeout)
             if remaining is not None:
                 parts.append(b"max=%d" % remaining)
             keepAliveHeader = b", ".join(parts) if parts else None

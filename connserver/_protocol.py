@@ -17,7 +17,7 @@ from typing import Protocol as Protocol_
 
 from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableProtocol,
@@ -47,7 +47,7 @@ from ._headers import Headers, splitList
 from ._message import NO_BODY, Request, Response
 from ._parser import NEED_DATA, BodyData, EndOfMessage, RequestHead, RequestParser
 from ._persistence import PersistenceDecision
-from ._records import RequestRecord
+from ._records import ConnectionRecord, RequestRecord
 from ._responsehead import finishHead
 from ._state import ConnectionState, checkTransition
 from ._timer import Phase, PhaseTimer
@@ -77,6 +77,7 @@ class ConnectionOwner(Protocol_):
     stats: ConnectionStats
     handler: Handler
     requestObservers: list[Callable[[RequestRecord], None]]
+    closeObservers: list[Callable[[ConnectionRecord], None]]
     heads: HeadBuilder
 
     def dateLine(self, now: float) -> bytes:
@@ -235,6 +236,7 @@ class HTTPServerProtocol(Protocol):
         "_batchBytes",
         "_clock",
         "_closeAfterCurrent",
+        "_closeLogged",
         "_closeWhenFlushed",
         "_config",
         "_draining",
@@ -309,6 +311,9 @@ class HTTPServerProtocol(Protocol):
         self._incoming: _Exchange | None = None
         self._served = 0
         self._closeAfterCurrent = False
+        # A final response's record carried closeReason: the close is
+        # accounted for, and no ConnectionRecord follows (one per connection).
+        self._closeLogged = False
         self._readPaused = False
         self._writePaused = False
         self._closeWhenFlushed = False
@@ -436,6 +441,11 @@ class HTTPServerProtocol(Protocol):
                 # A failed handshake (no protocol or cipher in common, a TLS
                 # 1.1 client) or a bad record.
                 self.closeReason = "tls-error"
+            elif reason.check(ConnectionAborted):
+                # Aborted on this side, but not by one of connserver's own
+                # decisions (each sets its reason first): an embedding
+                # application called the transport's abortConnection.
+                self.closeReason = "aborted"
             else:
                 self.closeReason = "peer-reset"
         self._timer.cancel()
@@ -461,6 +471,8 @@ class HTTPServerProtocol(Protocol):
             # this connection is gone (its slot, drain()).
             self.state = _S.CLOSED
             self._batch = None
+            if not self._closeLogged and self.factory.closeObservers:
+                self._recordClose()
             self.factory.unregisterConnection(self)
 
     # -- IPushProducer: the transport's write backpressure ----------------
@@ -734,6 +746,11 @@ class HTTPServerProtocol(Protocol):
                 if not incoming.responseStarted:
                     incoming.error = error
                 return
+        if incoming is None:
+            # A request that never parsed is still a request received (and
+            # answered with a 4xx), as nginx counts it; one cut short inside
+            # its body was counted with its head.
+            self._stats.requests += 1
         exchange = _Exchange(None, self._clock.seconds())
         exchange.error = error
         self._enqueue(exchange)
@@ -1138,7 +1155,9 @@ class HTTPServerProtocol(Protocol):
         keepAlive = decision is not None and decision.keepAlive
         closeReason = None if keepAlive or decision is None else decision.reason
         factory = self.factory
-        factory.stats.handled += 1
+        factory.stats.responses += 1
+        if closeReason is not None:
+            self._closeLogged = True
         if factory.requestObservers:
             self._record(exchange, closeReason)
         if len(self._queue) == 1:
@@ -1234,6 +1253,29 @@ class HTTPServerProtocol(Protocol):
             except Exception:
                 _log.failure("a request observer failed")
 
+    def _recordClose(self) -> None:
+        """
+        The connection ended without a final response carrying its reason:
+        one ``ConnectionRecord`` for the close observers (the access log).
+        """
+        reason = self.closeReason
+        assert reason is not None
+        now = self._clock.seconds()
+        record = ConnectionRecord(
+            timestamp=now,
+            peerHost=self._peerHost,
+            connectionId=self.connectionId,
+            requestsServed=self._served,
+            connectionAge=now - self.acceptedAt,
+            closeReason=reason,
+            secure=self.isSecure,
+        )
+        for observer in self.factory.closeObservers:
+            try:
+                observer(record)
+            except Exception:
+                _log.failure("a close observer failed")
+
     def _writeError(self, exchange: _Exchange, status: int, reason: str) -> None:
         """
         The one place that writes error responses: a small text body,
@@ -1271,7 +1313,8 @@ class HTTPServerProtocol(Protocol):
         self.closeReason = self.closeReason or reason
         exchange.finished = True
         self._served += 1
-        self.factory.stats.handled += 1
+        self.factory.stats.responses += 1
+        self._closeLogged = True
         if self.factory.requestObservers:
             self._record(exchange, self.closeReason)
         self._startClose(self.closeReason)
@@ -1394,7 +1437,10 @@ class HTTPServerProtocol(Protocol):
                     self._timer.start(_SEND, min(left, _SEND_POLL))
                     return
             _log.info("send timeout for {peer}", peer=self._peerHost)
-            self.closeReason = "send-timeout"
+            if not self._closeLogged:
+                # (A close that a final response already gave its reason
+                # for keeps that reason: one record per connection.)
+                self.closeReason = "send-timeout"
             self._abort()
         elif phase is _IDLE:
             self._startClose("draining" if self._draining else "idle-timeout")
@@ -1416,6 +1462,8 @@ class HTTPServerProtocol(Protocol):
         parser = self._parser
         if parser is not None and (parser.inMessage or parser.bufferedByteCount):
             # RFC 9110 §15.5.9: 408 says the server wants to close.
+            # Bytes of a request arrived: it counts, answered with 408.
+            self._stats.requests += 1
             exchange = _Exchange(None, self._clock.seconds())
             exchange.error = ProtocolError("request head timeout", 408)
             self._parser = None

@@ -1,16 +1,22 @@
 """
-``RequestRecord``: what the server knows about one answered request.
+``RequestRecord``: what the server knows about one answered request;
+``ConnectionRecord``: a connection that ended without a final response
+saying why.
 
-The protocol builds one per response and hands it to the factory's
-observers (the access log, the status counters).  Pure module: nothing here
-imports ``twisted.internet``.
+The protocol builds a ``RequestRecord`` per response and hands it to the
+factory's ``requestObservers`` (the access log, the metrics); a connection
+whose close no response carried (an idle timeout, the peer closing, a
+shed or refused connection, an abort) gives one ``ConnectionRecord`` to
+the factory's ``closeObservers`` instead.  So every connection's close
+reason is recorded exactly once.  Pure module: nothing here imports
+``twisted.internet``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["RequestRecord"]
+__all__ = ["ConnectionRecord", "RequestRecord"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,5 +45,28 @@ class RequestRecord:
     duration: float
     #: Why the connection closes after this response, or None if it persists.
     closeReason: str | None
+    #: Whether the connection uses TLS.
+    secure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRecord:
+    """
+    A connection that closed without a final response carrying its reason
+    (see ``CONNECTION_CLOSE_REASONS``): one per such connection.
+    """
+
+    #: Wall-clock time (epoch seconds) when the connection ended.
+    timestamp: float
+    #: The client's address as text (``"127.0.0.1"``), or ``"-"``.
+    peerHost: str
+    #: The factory's id for the connection (1, 2, ...).
+    connectionId: int
+    #: Responses completed on the connection.
+    requestsServed: int
+    #: Seconds from accept to the close.
+    connectionAge: float
+    #: Why the connection closed.
+    closeReason: str
     #: Whether the connection uses TLS.
     secure: bool = False

@@ -10,6 +10,7 @@ protocol's backpressure.  See ``docs/static.md`` for every choice.
 
 from __future__ import annotations
 
+import copy
 import html
 import mimetypes
 import os
@@ -17,7 +18,7 @@ import re
 import secrets
 import stat
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
@@ -25,14 +26,18 @@ from urllib.parse import quote, unquote_to_bytes
 
 from twisted.internet.interfaces import IReactorTime
 
+from ._compress import SUPPORTED_CODINGS, CompressingProducer, compressBytes
+from ._encoding import IDENTITY, acceptableCodings
 from ._fileproducer import BLOCK_BYTES, BLOCKS_PER_TURN, FileBodyProducer
 from ._headers import Headers
 from ._message import Request, Response
 
 __all__ = [
+    "COMPRESS_BLOCK_BYTES",
     "DEFAULT_CACHED_FILE_BYTES",
     "DEFAULT_CACHE_BYTES",
     "DEFAULT_CACHE_ENTRIES",
+    "DEFAULT_MIN_COMPRESS_BYTES",
     "MAX_PATH_BYTES",
     "MAX_RANGES",
     "RANGE_COALESCE_GAP",
@@ -59,6 +64,17 @@ DEFAULT_CACHE_ENTRIES = 4096
 DEFAULT_CACHED_FILE_BYTES = 256 * 1024
 #: Bytes read (and written to the transport) at a time for a streamed file.
 READ_CHUNK_BYTES = BLOCK_BYTES
+#: Files smaller than this are never compressed on the fly (nginx's
+#: gzip_min_length is 20 bytes; below about 1 KiB the saving is smaller
+#: than a TCP segment and not worth the CPU or the Vary).
+DEFAULT_MIN_COMPRESS_BYTES = 1024
+#: A large file streamed compressed is read in blocks this big, at most
+#: ``_COMPRESS_BLOCKS_PER_TURN`` per reactor turn: about 4 ms of zlib work
+#: a turn, so that compressing one download does not stall the others.
+COMPRESS_BLOCK_BYTES = 64 * 1024
+_COMPRESS_BLOCKS_PER_TURN = 2
+#: What a compressed variant costs in the cache beyond its bytes.
+_VARIANT_OVERHEAD = 256
 #: A streaming producer writes at most this many chunks before yielding to
 #: the reactor, so that one fast client cannot starve the others.
 _CHUNKS_PER_TURN = BLOCKS_PER_TURN
@@ -71,6 +87,22 @@ _SPELLING_OVERHEAD = 128
 _MAX_SPELLINGS_PER_FILE = 8
 
 _ALLOW = b"GET, HEAD"
+_VARY = (b"vary", b"Vary", b"Accept-Encoding")
+_ETAG_SUFFIXES = {b"gzip": b"-gz", b"br": b"-br"}
+# Media types worth compressing besides text/*: what nginx's gzip_types and
+# Caddy's encode list, plus any +json or +xml structured suffix (RFC 6839).
+_COMPRESSIBLE_TYPES = frozenset(
+    {
+        b"application/json",
+        b"application/javascript",
+        b"application/x-javascript",
+        b"application/xml",
+        b"application/wasm",
+        b"application/manifest+json",
+        b"image/svg+xml",
+        b"image/x-icon",
+    }
+)
 _NOT_FOUND = b"404 Not Found\n"
 _TEXT_PLAIN = b"text/plain; charset=utf-8"
 _HTML = b"text/html; charset=utf-8"
@@ -149,6 +181,16 @@ def _contentType(name: bytes) -> bytes:
     return guessed.encode("ascii")
 
 
+def _compressible(contentType: bytes) -> bool:
+    """Whether a Content-Type is one that on-the-fly compression applies to."""
+    mediaType = contentType.partition(b";")[0].strip()
+    return (
+        mediaType.startswith(b"text/")
+        or mediaType in _COMPRESSIBLE_TYPES
+        or mediaType.endswith((b"+json", b"+xml"))
+    )
+
+
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     """What says "the same file, unchanged": device, inode, size, mtime_ns."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -163,6 +205,30 @@ def _plain(
 
 def _notFound() -> Response:
     return _plain(404, _NOT_FOUND)
+
+
+def _varyOf(entry: _Entry) -> list[tuple[bytes, bytes]]:
+    """``Vary: Accept-Encoding`` for an error about a negotiated file."""
+    return [(b"Vary", b"Accept-Encoding")] if entry.vary else []
+
+
+def _pagePath(page: str, what: str) -> bytes:
+    """A configured page (``/404.html``) as a request path, or ValueError."""
+    if (
+        not isinstance(page, str)
+        or not page.startswith("/")
+        or page.endswith("/")
+        or not page.isascii()
+        or not page.isprintable()
+        or any(c in page for c in "?# ")
+        or any(part in (".", "..", "") for part in page[1:].split("/"))
+    ):
+        separator = "" if what.endswith("=") else " "
+        raise ValueError(
+            f"{what}{separator}{page!r}: expected a file path under the root, "
+            "such as /404.html"
+        )
+    return page.encode("ascii")
 
 
 class FileChangedError(Exception):
@@ -185,6 +251,7 @@ class _Entry:
         "body",
         "contentType",
         "cost",
+        "encoding",
         "etag",
         "fields",
         "fsPath",
@@ -192,9 +259,12 @@ class _Entry:
         "identity",
         "lastModified",
         "mtime",
+        "negotiable",
         "pairs",
         "size",
         "validatorFields",
+        "variants",
+        "vary",
     )
 
     def __init__(
@@ -207,6 +277,8 @@ class _Entry:
         extraFields: list[tuple[bytes, bytes, bytes]],
         body: bytes | None,
         gzip: bool,
+        negotiable: bool = False,
+        vary: bool = False,
     ) -> None:
         self.fsPath = fsPath
         self.identity = _identity(st)
@@ -219,6 +291,15 @@ class _Entry:
         self.mtime = mtime
         self.contentType = contentType
         self.gzip = gzip
+        #: Compressed on the fly for clients that accept it (then every
+        #: response for it says Vary: Accept-Encoding, RFC 9110 §12.5.5).
+        self.negotiable = negotiable
+        self.vary = vary or negotiable
+        #: The content coding of a variant compressed on the fly (None for
+        #: a file as it is on disk, the .gz sibling included).
+        self.encoding: bytes | None = None
+        #: The compressed variants made from this entry, by coding.
+        self.variants: dict[bytes, _Entry] = {}
         # The fields a 304 repeats (RFC 9110 §15.4.5: ETag, Cache-Control,
         # Vary; Last-Modified helps caches that only kept dates).
         self.validatorFields: list[tuple[bytes, bytes, bytes]] = [
@@ -226,6 +307,8 @@ class _Entry:
             (b"etag", b"ETag", self.etag),
             *extraFields,
         ]
+        if self.vary:
+            self.validatorFields.append(_VARY)
         fields = [(b"content-type", b"Content-Type", contentType)]
         if gzip:
             fields.append((b"content-encoding", b"Content-Encoding", b"gzip"))
@@ -238,6 +321,35 @@ class _Entry:
         self.pairs = tuple((name, value) for _, name, value in fields)
         self.body = body
         self.cost = _ENTRY_OVERHEAD + len(fsPath) + (len(body) if body else 0)
+
+    def encoded(self, coding: bytes, body: bytes | None) -> _Entry:
+        """
+        The variant of this entry compressed with ``coding``: ``body`` when
+        it is small (None when it streams), and an ETag of its own, the
+        file's with ``-gz`` or ``-br`` inside the quotes, so that a strong
+        comparison never matches across codings (RFC 9110 §8.8.3.3).
+        """
+        variant = copy.copy(self)
+        variant.encoding = coding
+        variant.negotiable = False
+        variant.variants = {}
+        variant.etag = self.etag[:-1] + _ETAG_SUFFIXES[coding] + b'"'
+        variant.validatorFields = [
+            (b"etag", b"ETag", variant.etag) if field[0] == b"etag" else field
+            for field in self.validatorFields
+        ]
+        # No Accept-Ranges: ranges are served from the identity coding only,
+        # and a client must not ask for ranges of these bytes.
+        variant.fields = [
+            (b"content-type", b"Content-Type", self.contentType),
+            (b"content-encoding", b"Content-Encoding", coding),
+            *variant.validatorFields,
+        ]
+        variant.pairs = tuple((name, value) for _, name, value in variant.fields)
+        variant.body = body
+        variant.size = -1 if body is None else len(body)
+        variant.cost = _VARIANT_OVERHEAD + (0 if body is None else len(body))
+        return variant
 
 
 _FileKey = tuple[bytes, int, int, bool]
@@ -294,9 +406,14 @@ class _Cache:
         self._entries.move_to_end(fileKey)
         return self._entries[fileKey]
 
-    def put(self, spelling: Any, entry: _Entry) -> None:
+    def put(self, spelling: Any, entry: _Entry) -> _Entry:
+        """
+        Remember ``entry`` under ``spelling``; return the entry to use: an
+        equal one already cached for the same file (with its compressed
+        variants) wins over the new one.
+        """
         if entry.cost > self._maxBytes or self._maxEntries < 1:
-            return
+            return entry
         fileKey = _fileKey(entry)
         if self._aliases.get(spelling) != fileKey:
             self._forget(spelling)
@@ -311,6 +428,8 @@ class _Cache:
                 # The same file changed in place: the new entry replaces it.
                 self._entries[fileKey] = entry
                 self.bytes += entry.cost - existing.cost
+            else:
+                entry = existing
         spellings = self._spellings[fileKey]
         if spelling not in self._aliases:
             self._aliases[spelling] = fileKey
@@ -323,6 +442,26 @@ class _Cache:
         while self.bytes > self._maxBytes or len(self._entries) > self._maxEntries:
             evictedKey, _ = next(iter(self._entries.items()))
             self._drop(evictedKey)
+        return entry
+
+    def grow(self, entry: _Entry, cost: int) -> bool:
+        """
+        Count ``cost`` more bytes (a compressed variant) for a cached
+        entry, evicting others as needed; False (nothing counted) when the
+        entry is not in the cache or would no longer fit.
+        """
+        fileKey = _fileKey(entry)
+        if self._entries.get(fileKey) is not entry:
+            return False
+        if entry.cost + cost > self._maxBytes:
+            return False
+        entry.cost += cost
+        self.bytes += cost
+        self._entries.move_to_end(fileKey)
+        while self.bytes > self._maxBytes:
+            evictedKey = next(iter(self._entries))
+            self._drop(evictedKey)
+        return True
 
     def discard(self, spelling: Any) -> None:
         """Drop the entry ``spelling`` leads to (the file changed or went)."""
@@ -383,7 +522,19 @@ class StaticFiles:
     :param cacheControl: a ``Cache-Control`` value for every file response.
     :param precompressed: serve ``FILE.gz`` instead of ``FILE`` to clients
         that accept gzip, with ``Content-Encoding: gzip``; every file
-        response then carries ``Vary: Accept-Encoding``.
+        response then carries ``Vary: Accept-Encoding``.  Such a sibling
+        wins over compressing on the fly.
+    :param compress: compress text, JSON, JavaScript, SVG, XML and WASM
+        files of at least ``minCompressBytes`` on the fly, with br (when
+        the ``brotli`` package is installed) or gzip, as the request's
+        ``Accept-Encoding`` allows (RFC 9110 §12.5.3).
+    :param minCompressBytes: smallest file compressed on the fly.
+    :param errorPages: a file (a path under the root, such as
+        ``"/404.html"``) to send as the body of each error status, with
+        that status; a page that is missing leaves the built-in text.
+    :param fallback: a file (such as ``"/index.html"``) that answers, with
+        its own status, a GET or HEAD for a missing path whose last segment
+        has no dot (a single-page application's routes).
     :param reactor: the clock (``seconds()``) and scheduler (``callLater``)
         for Last-Modified clamping and for streaming; the global reactor by
         default.
@@ -405,6 +556,10 @@ class StaticFiles:
         maxCacheBytes: int = DEFAULT_CACHE_BYTES,
         maxCacheEntries: int = DEFAULT_CACHE_ENTRIES,
         maxCachedFileBytes: int = DEFAULT_CACHED_FILE_BYTES,
+        compress: bool = True,
+        minCompressBytes: int = DEFAULT_MIN_COMPRESS_BYTES,
+        errorPages: Mapping[int, str] | None = None,
+        fallback: str | None = None,
     ) -> None:
         realRoot = os.path.realpath(os.fspath(root))
         if not os.path.isdir(realRoot):
@@ -418,9 +573,18 @@ class StaticFiles:
             ("maxCacheBytes", maxCacheBytes),
             ("maxCacheEntries", maxCacheEntries),
             ("maxCachedFileBytes", maxCachedFileBytes),
+            ("minCompressBytes", minCompressBytes),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a whole number >= 0")
+        pages: dict[int, bytes] = {}
+        for code, page in (errorPages or {}).items():
+            if isinstance(code, bool) or not isinstance(code, int):
+                raise ValueError(f"error page status {code!r} is not a number")
+            if not 400 <= code <= 599:
+                raise ValueError(f"error page status {code} is not 4xx or 5xx")
+            pages[code] = _pagePath(page, f"error page for {code}")
+        fallbackPath = None if fallback is None else _pagePath(fallback, "fallback")
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
@@ -434,6 +598,14 @@ class StaticFiles:
         self.precompressed = precompressed
         self.reactor = reactor
         self.maxCachedFileBytes = maxCachedFileBytes
+        self.compress = compress
+        self.minCompressBytes = minCompressBytes
+        #: The error pages, by status, as paths under the root.
+        self.errorPages = pages
+        #: The single-page application's fallback path, or None.
+        self.fallback = fallbackPath
+        self._afterError = bool(pages) or fallbackPath is not None
+        self._accepts: dict[Any, tuple[tuple[bytes, ...], bool]] = {}
         self._rootBytes = os.fsencode(realRoot)
         self._rootPrefix = self._rootBytes.rstrip(b"/") + b"/"
         self._cache = _Cache(maxCacheBytes, maxCacheEntries)
@@ -442,8 +614,6 @@ class StaticFiles:
             self._extraFields.append(
                 (b"cache-control", b"Cache-Control", cacheControl.encode("ascii"))
             )
-        if precompressed:
-            self._extraFields.append((b"vary", b"Vary", b"Accept-Encoding"))
         self._dates: dict[bytes, int | None] = {}
         self._lastModified: dict[int, bytes] = {}
 
@@ -451,6 +621,12 @@ class StaticFiles:
 
     def __call__(self, request: Request) -> Response:
         """Answer one request (synchronously: everything here is local I/O)."""
+        response = self._serve(request)
+        if response.code >= 400 and self._afterError:
+            return self._afterErrorResponse(request, response)
+        return response
+
+    def _serve(self, request: Request) -> Response:
         method = request.method
         if method != b"GET" and method != b"HEAD":
             if method == b"OPTIONS" and request.target == b"*":
@@ -459,7 +635,9 @@ class StaticFiles:
             # RFC 9110 §15.5.6: a 405 MUST carry Allow.
             return _plain(405, b"405 Method Not Allowed\n", [(b"Allow", _ALLOW)])
         path = request.path
-        gzip = self.precompressed and self._acceptsGzip(request.headers)
+        # Accept-Encoding is read here only for a .gz sibling; a negotiable
+        # file reads it in _fromEntry, and other files never do.
+        gzip = self.precompressed and self._accepted(request.headers)[1]
         key: Any = (path, True) if gzip else path
         entry = self._cache.get(key)
         if entry is not None:
@@ -480,8 +658,113 @@ class StaticFiles:
             self._cache.discard(key)
             return _plain(503, b"503 Service Unavailable\n", [(b"Retry-After", b"1")])
 
+    def _afterErrorResponse(self, request: Request, response: Response) -> Response:
+        """
+        The single-page fallback for a 404, then the error page of the
+        status.  Both are served by ``_serve``, which applies neither, so
+        nothing here can loop.
+        """
+        code = response.code
+        method = request.method
+        fallback = self.fallback
+        if (
+            code == 404
+            and fallback is not None
+            and (method == b"GET" or method == b"HEAD")
+            and b"." not in unquote_to_bytes(request.path.rpartition(b"/")[2])
+        ):
+            # nginx's try_files $uri /index.html: the fallback file answers
+            # with its own status, validators and coding (the request's
+            # conditionals and Accept-Encoding apply to it).
+            answer = self._serve(
+                Request(method, fallback, request.version, request.headers)
+            )
+            if answer.code != 404 and answer.code != 403:
+                return answer
+        page = self.errorPages.get(code)
+        if page is None:
+            return response
+        pageMethod = b"HEAD" if method == b"HEAD" else b"GET"
+        answer = self._serve(Request(pageMethod, page, request.version, Headers()))
+        if answer.code != 200:
+            # A missing (or unreadable) error page: the built-in text.
+            return response
+        # The original status and its own fields (Allow, Content-Range,
+        # Retry-After, Vary...), with the page's Content-Type and body; no
+        # validators, which would describe the page, not the target.
+        fields = [
+            (name, value)
+            for name, value in response.headers
+            if name.lower() != b"content-type"
+        ]
+        contentType = answer.headers.get(b"content-type")
+        if contentType is not None:
+            fields.insert(0, (b"Content-Type", contentType))
+        return Response(code, Headers(fields), answer.body)
+
+    def _accepted(self, headers: Headers) -> tuple[tuple[bytes, ...], bool]:
+        """
+        The acceptable codings for a request, best first, and whether a
+        precompressed ``.gz`` may be sent (gzip acceptable and ranked above
+        identity); memoised by the field's value, since clients send few
+        distinct ones.
+        """
+        values = headers.getAll(b"accept-encoding")
+        memoKey: Any = (
+            None if not values else values[0] if len(values) == 1 else tuple(values)
+        )
+        try:
+            return self._accepts[memoKey]
+        except KeyError:
+            pass
+        codings = acceptableCodings(values or None, (b"br", b"gzip"))
+        gzip = b"gzip" in codings and (
+            IDENTITY not in codings or codings.index(b"gzip") < codings.index(IDENTITY)
+        )
+        if len(self._accepts) > 256:
+            self._accepts.clear()
+        self._accepts[memoKey] = (codings, gzip)
+        return codings, gzip
+
+    def _select(
+        self, request: Request, entry: _Entry, names: list[bytes]
+    ) -> _Entry | Response:
+        """
+        The variant of a negotiable entry to send (RFC 9110 §12.5.3): the
+        first acceptable coding that is available, or 406 when identity is
+        excluded and nothing else is acceptable (§15.5.7).
+        """
+        codings = self._accepted(request.headers)[0]
+        for coding in codings:
+            if coding == IDENTITY:
+                return entry
+            if coding not in SUPPORTED_CODINGS:
+                continue
+            if b"range" in names and IDENTITY in codings and request.method == b"GET":
+                # Ranges are served from the identity coding: the bytes of
+                # a compressed stream are not stable enough to range over.
+                return entry
+            variant = entry.variants.get(coding)
+            if variant is None:
+                body = entry.body
+                variant = entry.encoded(
+                    coding, None if body is None else compressBytes(coding, body)
+                )
+                if self._cache.grow(entry, variant.cost):
+                    # Compressed once per file version: a changed file is a
+                    # new entry, with no variants.
+                    entry.variants[coding] = variant
+            return variant
+        return _plain(406, b"406 Not Acceptable\n", [(b"Vary", b"Accept-Encoding")])
+
     def _fromEntry(self, request: Request, entry: _Entry) -> Response:
-        if _SLOW_FIELDS.isdisjoint(request.headers.names()):
+        names = request.headers.names()
+        if entry.negotiable:
+            selected = self._select(request, entry, names)
+            if isinstance(selected, Response):
+                return selected
+            entry = selected
+        if _SLOW_FIELDS.isdisjoint(names):
             body = entry.body
             if body is not None:
                 return Response(200, entry.pairs, body)
@@ -585,7 +868,12 @@ class StaticFiles:
         return self._listing(request, segments, fsPath)
 
     def _file(
-        self, request: Request, key: Any, fsPath: bytes, name: bytes, gzip: bool
+        self,
+        request: Request,
+        key: Any,
+        fsPath: bytes,
+        name: bytes,
+        gzip: bool,
     ) -> Response:
         if gzip:
             gzPath = fsPath + b".gz"
@@ -606,7 +894,7 @@ class StaticFiles:
             if entry == 403:
                 return _plain(403, b"403 Forbidden\n")
             return _notFound()
-        self._cache.put(key, entry)
+        entry = self._cache.put(key, entry)
         return self._fromEntry(request, entry)
 
     def _load(self, fsPath: bytes, name: bytes, gzip: bool) -> _Entry | int:
@@ -636,15 +924,21 @@ class StaticFiles:
             finally:
                 os.close(fd)
             seconds = self._lastModifiedSeconds(st.st_mtime)
+            contentType = _contentType(name)
             return _Entry(
                 fsPath,
                 st,
-                _contentType(name),
+                contentType,
                 seconds,
                 self._formatDate(seconds),
                 self._extraFields,
                 body,
                 gzip,
+                negotiable=self.compress
+                and not gzip
+                and st.st_size >= self.minCompressBytes
+                and _compressible(contentType),
+                vary=self.precompressed,
             )
         raise _FileChanged()
 
@@ -710,7 +1004,12 @@ class StaticFiles:
                     return self._notModified(entry)
         # Step 5: Range (and If-Range), for GET only (RFC 9110 §14.2).
         rangeValues = headers.getAll(b"range")
-        if request.method == b"GET" and len(rangeValues) == 1 and entry.size > 0:
+        if (
+            request.method == b"GET"
+            and len(rangeValues) == 1
+            and entry.size > 0
+            and entry.encoding is None
+        ):
             ranges = _parseRanges(rangeValues[0], entry.size)
             if ranges is not None and self._ifRangeHolds(headers, entry):
                 if not ranges:
@@ -741,7 +1040,7 @@ class StaticFiles:
         )
 
     def _preconditionFailed(self, entry: _Entry) -> Response:
-        return _plain(412, b"412 Precondition Failed\n")
+        return _plain(412, b"412 Precondition Failed\n", _varyOf(entry))
 
     def _notModified(self, entry: _Entry) -> Response:
         # RFC 9110 §15.4.5: no content; the validators and caching fields a
@@ -751,6 +1050,8 @@ class StaticFiles:
         body: bytes | FileBodyProducer
         if entry.body is not None:
             body = entry.body
+        elif entry.encoding is not None:
+            body = b""  # a compressed stream's length is not known
         else:
             body = FileBodyProducer(None, entry.size, clock=self.reactor)
         return Response(304, Headers._fromLowered(list(entry.validatorFields)), body)
@@ -760,7 +1061,7 @@ class StaticFiles:
         return _plain(
             416,
             b"416 Range Not Satisfiable\n",
-            [(b"Content-Range", b"bytes */%d" % entry.size)],
+            [(b"Content-Range", b"bytes */%d" % entry.size), *_varyOf(entry)],
         )
 
     def _partial(
@@ -839,6 +1140,11 @@ class StaticFiles:
             parts = [(b"", 0, entry.size)]
         if fields is None:
             fields = list(entry.fields)
+        coding = entry.encoding
+        if coding is not None and request.method != b"GET":
+            # HEAD: the fields of the GET; no Content-Length, which is
+            # known only once the stream has been compressed.
+            return Response(code, Headers._fromLowered(fields), b"")
         fd: int | None = None
         if request.method == b"GET":
             try:
@@ -856,6 +1162,17 @@ class StaticFiles:
                 # Replaced between the stat and the open: start over.
                 os.close(fd)
                 raise _FileChanged()
+        if coding is not None:
+            files = FileBodyProducer(
+                fd,
+                clock=self.reactor,
+                parts=[(b"", 0, entry.identity[2])],
+                check=_SameFile(entry.identity),
+                blockBytes=COMPRESS_BLOCK_BYTES,
+                blocksPerTurn=_COMPRESS_BLOCKS_PER_TURN,
+            )
+            compressed = CompressingProducer(coding, files)
+            return Response(code, Headers._fromLowered(fields), compressed)
         producer = FileBodyProducer(
             fd,
             clock=self.reactor,
@@ -864,21 +1181,6 @@ class StaticFiles:
             check=_SameFile(entry.identity),
         )
         return Response(code, Headers._fromLowered(fields), producer)
-
-    def _acceptsGzip(self, headers: Headers) -> bool:
-        """RFC 9110 §12.5.3: gzip (or ``*``) listed with a non-zero weight."""
-        values = headers.getList(b"accept-encoding")
-        gzip: bool | None = None
-        star = False
-        for element in values:
-            coding, _, params = element.partition(b";")
-            coding = coding.strip().lower()
-            accepted = _weight(params) > 0
-            if coding == b"gzip" or coding == b"x-gzip":
-                gzip = accepted
-            elif coding == b"*":
-                star = accepted
-        return gzip if gzip is not None else star
 
     # Listing ----------------------------------------------------------
 
@@ -942,18 +1244,6 @@ def _readAll(fd: int, limit: int) -> bytes:
         pieces.append(data)
         total += len(data)
     return b"".join(pieces)
-
-
-def _weight(params: bytes) -> float:
-    """The ``q`` parameter of a list element (RFC 9110 §12.4.2), 1 by default."""
-    for param in params.split(b";"):
-        name, _, value = param.strip().partition(b"=")
-        if name.strip().lower() == b"q":
-            try:
-                return float(value.strip())
-            except ValueError:
-                return 0.0
-    return 1.0
 
 
 def _etagMatches(values: list[bytes], etag: bytes, strong: bool) -> bool:

@@ -205,6 +205,14 @@ class Options(usage.Options):
             "Serve FILE.gz in place of FILE to clients that accept gzip.",
         ],
         ["no-keep-alive", None, "Shorthand for --keep-alive off."],
+        ["no-keep-alive-hint", None, "Shorthand for --keep-alive-hint off."],
+        [
+            "compress",
+            None,
+            "Compress text, JSON, JavaScript, SVG, XML and WASM files of 1 KiB "
+            "or more on the fly (gzip; br with the brotli extra). [default: on]",
+        ],
+        ["no-compress", None, "Turn --compress off."],
         [
             "redirect-to-https",
             None,
@@ -225,6 +233,13 @@ class Options(usage.Options):
             None,
             None,
             "A Cache-Control value for static files (e.g. 'max-age=3600').",
+        ],
+        [
+            "fallback",
+            None,
+            None,
+            "A file (such as /index.html) that answers GET and HEAD for a "
+            "missing path without a dot in its last segment (single-page apps).",
         ],
         [
             "handler",
@@ -290,6 +305,7 @@ class Options(usage.Options):
         # [certificate, key or None] pairs, in the order given.
         self["certificates"] = []
         self["certificate-dirs"] = []
+        self["error-pages"] = {}
 
     def opt_certificate(self, path: str) -> None:
         """
@@ -321,6 +337,25 @@ class Options(usage.Options):
         repeatable, read again on SIGHUP.
         """
         self["certificate-dirs"].append(path)
+
+    def opt_error_page(self, value: str) -> None:
+        """
+        STATUS=/PATH: send the file /PATH under --path as the body of every
+        STATUS (4xx or 5xx) response, with that status; repeatable.
+        """
+        status, sep, page = value.partition("=")
+        if not sep or not status.isdigit() or not 400 <= int(status) <= 599:
+            raise usage.UsageError(
+                f"--error-page {value!r}: expected STATUS=/PATH with a 4xx or 5xx "
+                "status, such as 404=/404.html"
+            )
+        from ._static import _pagePath
+
+        try:
+            _pagePath(page, f"--error-page {status}=")
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
+        self["error-pages"][int(status)] = page
 
     def opt_hsts(self, seconds: str) -> None:
         """Alias of --hsts-max-age: Strict-Transport-Security on HTTPS responses."""
@@ -372,6 +407,12 @@ class Options(usage.Options):
             if values.get("keepAlive", False):
                 raise usage.UsageError("--no-keep-alive contradicts --keep-alive on")
             values["keepAlive"] = False
+        if self["no-keep-alive-hint"]:
+            if values.get("keepAliveHint", False):
+                raise usage.UsageError(
+                    "--no-keep-alive-hint contradicts --keep-alive-hint on"
+                )
+            values["keepAliveHint"] = False
         try:
             return ServerConfig(**values)
         except ValueError as error:  # pragma: no cover - checked field by field
@@ -387,8 +428,11 @@ class Options(usage.Options):
                 "show-hidden",
                 "precompressed",
                 "cache-control",
+                "no-compress",
+                "fallback",
+                "error-page",
             ):
-                if self[flag]:
+                if self["error-pages" if flag == "error-page" else flag]:
                     raise usage.UsageError(
                         f"--{flag} applies to --path (static files), not to --handler"
                     )
@@ -409,6 +453,16 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--cache-control {cacheControl!r}: must be printable ASCII text"
             )
+        if self["compress"] and self["no-compress"]:
+            raise usage.UsageError("--no-compress contradicts --compress")
+        fallback = self["fallback"]
+        if fallback is not None:
+            from ._static import _pagePath
+
+            try:
+                _pagePath(fallback, "--fallback")
+            except ValueError as error:
+                raise usage.UsageError(str(error)) from None
         self["application"] = None
 
     def _checkAccessLog(self) -> None:
@@ -754,6 +808,9 @@ def makeService(options: Options) -> MultiService:
             cacheControl=options["cache-control"],
             precompressed=bool(options["precompressed"]),
             reactor=reactor,
+            compress=not options["no-compress"],
+            errorPages=options["error-pages"],
+            fallback=options["fallback"],
         )
     factory = ConnectionFactory(handler, config=config, reactor=reactor)
     tls: list[TLSListener] = options["tls"]
@@ -845,6 +902,9 @@ def makeService(options: Options) -> MultiService:
             reactor=reactor,
         )
         factory.requestObservers.append(accessLog)
+        # And one line for each connection that no response said the
+        # close reason of: every close is in the log once.
+        factory.closeObservers.append(accessLog)
         service.addCompanion(CallbackService("access-log", onStop=accessLog.close))
         reopen = accessLog.reopen
     # SIGUSR1 reopens the access log after logrotate renamed it (nginx's

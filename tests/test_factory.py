@@ -46,7 +46,7 @@ def test_countsByStateAndCloseReasons() -> None:
     assert factory.stats.closes == {"client-close": 1, "idle-timeout": 1}
     assert factory.stats.requestsPerConnection == {1: 2}
     assert factory.stats.active == 0
-    assert factory.stats.handled == 2
+    assert (factory.stats.handled, factory.stats.responses) == (2, 2)
     assert clock.getDelayedCalls() == []
 
 
@@ -132,7 +132,9 @@ def test_requestDuringDrainGraceIsAnsweredWithClose() -> None:
     clock.advance(0.5)
     conn.send(GET)
     responses = conn.responses()
-    assert [r.header(b"connection") for r in responses] == [None, b"close"]
+    assert [r.header(b"connection") for r in responses] == [b"keep-alive", b"close"]
+    # The response in the drain grace says close, and advertises no timeout.
+    assert [r.header(b"keep-alive") for r in responses] == [b"timeout=75", None]
     conn.lose()
 
 

@@ -17,6 +17,7 @@ PURE = [
     "_errors",
     "_records",
     "_forwarded",
+    "_encoding",
 ]
 PACKAGE = Path(__file__).resolve().parent.parent / "connserver"
 

@@ -8,7 +8,11 @@ import pytest
 
 from connserver._config import ServerConfig
 from connserver._headers import Headers, connectionOptions
-from connserver._persistence import CLOSE_REASONS, PersistencePolicy
+from connserver._persistence import (
+    CLOSE_REASONS,
+    PersistencePolicy,
+    keepAliveTimeout,
+)
 
 POLICY = PersistencePolicy(ServerConfig())
 
@@ -24,8 +28,8 @@ def options(*lines: bytes) -> frozenset[bytes]:
             {"version": (1, 1), "requestOptions": options()},
             True,
             "http11-default",
-            None,
-            None,
+            b"keep-alive",
+            b"timeout=75",
             id="rfc9112-9.3-http11-persists",
         ),
         pytest.param(
@@ -72,8 +76,8 @@ def options(*lines: bytes) -> frozenset[bytes]:
             {"version": (1, 1), "requestOptions": options(b"enclosed")},
             True,
             "http11-default",
-            None,
-            None,
+            b"keep-alive",
+            b"timeout=75",
             id="rfc9110-7.6.1-enclosed",
         ),
         pytest.param(
@@ -120,8 +124,8 @@ def options(*lines: bytes) -> frozenset[bytes]:
             {"version": (1, 1), "requestOptions": options(), "requestsServed": 999},
             True,
             "http11-default",
-            None,
-            None,
+            b"keep-alive",
+            b"timeout=75",
             id="max-requests-minus-one",
         ),
         pytest.param(
@@ -243,3 +247,45 @@ def test_keepAliveHeaderFollowsConfig() -> None:
         version=(1, 0), requestOptions=frozenset({b"keep-alive"}), requestsServed=2
     )
     assert decision.keepAliveHeader == b"timeout=7, max=1"
+
+
+def test_http11KeepAliveHint() -> None:
+    """
+    HTTP/1.1 keep-alive responses advertise the idle timeout (keepAliveHint),
+    rounded down to whole seconds and at least 1, as one decision built once;
+    never on a close, nor without an idle timeout, nor when turned off.
+    """
+    policy = PersistencePolicy(ServerConfig(idleTimeout=2.9))
+    first = policy.decide((1, 1), frozenset())
+    assert (first.connectionHeader, first.keepAliveHeader) == (
+        b"keep-alive",
+        b"timeout=2",
+    )
+    # Prebuilt: the same object for every response, whatever the budget.
+    assert policy.decide((1, 1), frozenset(), requestsServed=7) is first
+    closing = policy.decide((1, 1), frozenset({b"close"}))
+    assert (closing.connectionHeader, closing.keepAliveHeader) == (b"close", None)
+    short = PersistencePolicy(ServerConfig(idleTimeout=0.25))
+    assert short.decide((1, 1), frozenset()).keepAliveHeader == b"timeout=1"
+    for config in (
+        ServerConfig(idleTimeout=None),
+        ServerConfig(keepAliveHint=False),
+    ):
+        decision = PersistencePolicy(config).decide((1, 1), frozenset())
+        assert decision.keepAlive
+        assert (decision.connectionHeader, decision.keepAliveHeader) == (None, None)
+    # HTTP/1.0 keep-alive keeps its Keep-Alive field either way (it answers
+    # the client's own keep-alive option).
+    off = PersistencePolicy(ServerConfig(keepAliveHint=False, idleTimeout=5))
+    decision = off.decide((1, 0), frozenset({b"keep-alive"}))
+    assert decision.keepAliveHeader == b"timeout=5, max=999"
+
+
+def test_keepAliveTimeoutRounding() -> None:
+    assert [keepAliveTimeout(t) for t in (0.001, 0.999, 1.0, 1.999, 60.0)] == [
+        1,
+        1,
+        1,
+        1,
+        60,
+    ]

@@ -39,13 +39,16 @@ def test_getKeepAliveExactBytes() -> None:
         b"Server: connserver\r\n"
         b"Content-Type: text/plain\r\n"
         b"Content-Length: 130\r\n"
+        # The idle timeout advertised (keepAliveHint, the default).
+        b"Connection: keep-alive\r\n"
+        b"Keep-Alive: timeout=75\r\n"
         b"\r\n" + b"x" * 130
     )
     assert conn.protocol.state is ConnectionState.WAITING
     assert not conn.closing
     conn.send(GET)
     assert [r.status for r in conn.responses()] == [200]
-    assert conn.factory.stats.handled == 2
+    assert conn.factory.stats.responses == 2
 
 
 def test_byteByByteRequest() -> None:
@@ -104,7 +107,7 @@ def test_clientCloseClosesAndPipelinedIsDiscarded(connectionLines: list[bytes]) 
 def test_enclosedIsNotClose() -> None:
     conn = connect(hello)
     conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: enclosed\r\n\r\n")
-    assert conn.responses()[0].header(b"connection") is None
+    assert conn.responses()[0].header(b"connection") == b"keep-alive"
     assert not conn.closing
 
 
@@ -204,7 +207,10 @@ def test_maxRequestsBoundary() -> None:
     """Checklist C10: the last allowed response says close."""
     conn = connect(hello, maxRequestsPerConnection=3)
     conn.send(GET * 2)
-    assert [r.header(b"connection") for r in conn.responses()] == [None, None]
+    assert [r.header(b"connection") for r in conn.responses()] == [
+        b"keep-alive",
+        b"keep-alive",
+    ]
     assert not conn.closing
     conn.send(GET + GET)
     responses = conn.responses()
@@ -219,7 +225,9 @@ def test_maxConnectionAge() -> None:
     conn.clock.advance(10)
     conn.send(GET)
     responses = conn.responses()
-    assert [r.header(b"connection") for r in responses] == [None, b"close"]
+    assert [r.header(b"connection") for r in responses] == [b"keep-alive", b"close"]
+    # A closing response advertises no idle timeout.
+    assert [r.header(b"keep-alive") for r in responses] == [b"timeout=75", None]
     assert conn.protocol.closeReason == "max-age"
 
 
@@ -242,7 +250,8 @@ def test_proxyConnectionAndKeepAliveFieldDoNotChangePersistence() -> None:
         b"GET / HTTP/1.1\r\nHost: x\r\nKeep-Alive: timeout=1\r\nVia: 1.0 p\r\n\r\n"
     )
     assert not conn.closing
-    assert conn.responses()[0].header(b"keep-alive") is None
+    # The server's own hint, not the request's Keep-Alive echoed.
+    assert conn.responses()[0].header(b"keep-alive") == b"timeout=75"
 
 
 # -- pipelining (RFC 9112 §9.3.2) --------------------------------------------
@@ -290,14 +299,14 @@ def test_pipelineQueueBoundPausesReading() -> None:
         pending.pop(0).callback(Response(200, body=b"ok"))
     assert conn.transport.producerState == "producing"
     assert len(conn.responses()) == 5000
-    assert conn.factory.stats.handled == 5000
+    assert conn.factory.stats.responses == 5000
 
 
 def test_thousandPipelinedSynchronousRequests() -> None:
     """A long pipeline of synchronous answers does not deepen the stack."""
     conn = connect(hello, maxRequestsPerConnection=None)
     conn.send(GET * 3000)
-    assert conn.factory.stats.handled == 3000
+    assert conn.factory.stats.responses == 3000
     assert conn.protocol.state is ConnectionState.WAITING
 
 
@@ -634,7 +643,10 @@ def test_handlerFramingFieldsAreReplaced() -> None:
     conn.send(GET)
     out = conn.output()
     assert b"Transfer-Encoding" not in out
-    assert b"Keep-Alive" not in out
+    # The server's Keep-Alive (its idle timeout) only, not the handler's.
+    assert b"timeout=1" not in out
+    assert out.count(b"Keep-Alive") == 1
+    assert b"Keep-Alive: timeout=75\r\n" in out
     assert b"X-Foo" not in out
     assert b"Content-Length: 3\r\n" in out
 

@@ -1065,6 +1065,8 @@ def test_wireGetExactBytes(root: Path, clock: Clock) -> None:
         b"ETag: " + etag + b"\r\n"
         b"Accept-Ranges: bytes\r\n"
         b"Content-Length: 11\r\n"
+        b"Connection: keep-alive\r\n"
+        b"Keep-Alive: timeout=75\r\n"
         b"\r\n" + HELLO
     )
     assert not conn.closing

@@ -25,7 +25,7 @@ class FakeStats:
 
     def __init__(self) -> None:
         self.accepted = 12
-        self.handled = 40
+        self.handled = 12
         self.requests = 40
         self.draining = False
         self.closes: Counter[str] = Counter({"idle-timeout": 3, "client-close": 5})
@@ -83,7 +83,7 @@ def test_plainTextByDefault(status: StatusHandler) -> None:
     assert response.body == (
         b"Active connections: 4\n"
         b"accepted handled requests\n"
-        b" 12 40 40\n"
+        b" 12 12 40\n"
         b"Waiting: 1 Reading: 1 Handling: 0 Writing: 2 Closing: 0\n"
         b"Draining: no\n"
         b"Closes by reason:\n"
@@ -154,7 +154,7 @@ def test_json(status: StatusHandler, clock: Clock) -> None:
         "writing": 2,
         "closing": 0,
     }
-    assert (data["accepted"], data["handled"], data["requests"]) == (12, 40, 40)
+    assert (data["accepted"], data["handled"], data["requests"]) == (12, 12, 40)
     assert data["draining"] is False
     assert data["closes"] == {"client-close": 5, "idle-timeout": 3}
     assert data["requestsPerConnection"] == {"1": 6, "4": 2}
@@ -276,3 +276,83 @@ def test_prefixMountRejectsBadPrefixes() -> None:
         PrefixMount(named(b"main"), {"status": named(b"s")})
     with pytest.raises(ValueError):
         PrefixMount(named(b"main"), {"/s?x": named(b"s")})
+
+
+# -- the counters of a real factory (nginx stub_status semantics) ------------------
+
+
+def test_countersFollowStubStatus() -> None:
+    """
+    Issue 12: after three malformed requests the page read ``4 3 1``.
+    ``accepted`` counts connections accepted, ``handled`` those not refused,
+    ``requests`` every request received, the malformed ones (answered 400)
+    and the status request itself included: ``4 4 4``.  A refused
+    connection counts as accepted, not handled; a request cut off by the
+    head timeout counts (408), a connection that never sent a byte does not.
+    """
+    from twisted.internet.defer import Deferred
+
+    from connserver import ConnectionFactory, ServerConfig
+    from connserver._status import renderText
+
+    from ._harness import PEER, FakePort, TCPStringTransport, openOn
+
+    clock = Clock()
+    holder: list[StatusHandler] = []
+    factory = ConnectionFactory(
+        lambda request: holder[0](request), config=ServerConfig(), reactor=clock
+    )
+    holder.append(StatusHandler(factory, reactor=clock))
+    for _ in range(3):
+        conn = openOn(factory, clock)
+        assert conn is not None
+        conn.send(b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.responses()[0].status == 400
+        conn.lose()
+    conn = openOn(factory, clock)
+    assert conn is not None
+    conn.send(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    [response] = conn.responses()
+    assert b"accepted handled requests\n 4 4 4\n" in response.body
+    conn.lose()
+    # A head timeout with a partial request (408) counts as a request; one
+    # without a byte does not.
+    partial = openOn(factory, clock)
+    silent = openOn(factory, clock)
+    assert partial is not None and silent is not None
+    partial.send(b"GET / HT")
+    clock.advance(20)
+    partial.lose()
+    silent.lose()
+    # A refused connection: accepted, not handled.
+    limited = ConnectionFactory(
+        lambda request: Deferred(), config=ServerConfig(maxConnections=1), reactor=clock
+    )
+    limited.addListeningPort(FakePort())  # type: ignore[arg-type]
+    busy = openOn(limited, clock)
+    assert busy is not None
+    busy.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    refused = limited.buildProtocol(PEER)
+    assert refused is not None
+    transport = TCPStringTransport()
+    refused.makeConnection(transport)
+    assert transport.value().startswith(b"HTTP/1.1 503 ")
+    limitedStats = limited.stats
+    assert (limitedStats.accepted, limitedStats.handled, limitedStats.requests) == (
+        2,
+        1,
+        1,
+    )
+    stats = factory.stats
+    assert (stats.accepted, stats.handled, stats.requests) == (6, 6, 5)
+    data = holder[0].snapshot()
+    assert "\n 6 6 5\n" in renderText(data)
+    # Every connection gone: the closes add up to accepted, the requests
+    # per connection to handled.
+    assert sum(stats.closes.values()) == stats.accepted
+    assert sum(stats.requestsPerConnection.values()) == stats.handled
+    clock.advance(1)
+    refused.connectionLost(None)  # type: ignore[arg-type]
+    limited.drain(0)
+    busy.lose()
+    holder[0].stopSampling()

@@ -76,6 +76,12 @@ def test_defaults() -> None:
         pytest.param(["--max-head-bytes", "32k"], {"maxHeadBytes": 32 << 10}, id="k"),
         pytest.param(["--keep-alive", "off"], {"keepAlive": False}, id="keep-alive"),
         pytest.param(["--no-keep-alive"], {"keepAlive": False}, id="no-keep-alive"),
+        pytest.param(
+            ["--keep-alive-hint", "off"], {"keepAliveHint": False}, id="hint-off"
+        ),
+        pytest.param(
+            ["--no-keep-alive-hint"], {"keepAliveHint": False}, id="no-keep-alive-hint"
+        ),
         pytest.param(["--server-header", "x/1"], {"serverHeader": "x/1"}, id="server"),
         pytest.param(["--server-header", "none"], {"serverHeader": None}, id="no-srv"),
         pytest.param(
@@ -99,6 +105,7 @@ def test_configValues(args: list[str], changes: dict[str, Any]) -> None:
         pytest.param(["--max-body-bytes", "1T"], "k, M, G", id="size-suffix"),
         pytest.param(["--keep-alive", "maybe"], "expected on or off", id="bool"),
         pytest.param(["--keep-alive", "on", "--no-keep-alive"], "contradicts", id="contradiction"),
+        pytest.param(["--keep-alive-hint", "on", "--no-keep-alive-hint"], "--no-keep-alive-hint contradicts", id="hint-contradiction"),
         pytest.param(["--server-header", "caf\u00e9"], "printable ASCII", id="header"),
         pytest.param(["--path", "/nonexistent/x"], "not a directory", id="path"),
         pytest.param(["--listen", "nope:1"], "Unknown endpoint type", id="endpoint-type"),
@@ -264,6 +271,8 @@ def test_makeService(tmp_path: Path) -> None:
     assert factory.handler.route(b"/status") is not factory.handler.default
     assert [type(o) for o in factory.requestObservers] == [AccessLog]
     assert factory.requestObservers[0].format == "json"
+    # The same log writes the closes no response carried.
+    assert factory.closeObservers == factory.requestObservers
     assert type(service.companions[0]) is StatusSamplingService
 
 
@@ -274,6 +283,7 @@ def test_makeServiceWithHandler() -> None:
 
     assert service.factory.handler is _slowapp.app
     assert service.factory.requestObservers == []
+    assert service.factory.closeObservers == []
     # Only the signal handlers (SIGHUP: nothing to reload; SIGUSR1: no log).
     assert [c.name for c in service.companions] == ["reload", "access-log-reopen"]
 

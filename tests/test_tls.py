@@ -117,7 +117,7 @@ def test_keepAliveAndCloseNotify(tlsServer: Any, certificate: CertificateFiles) 
         ConnectionLost
     )
     stats = tlsServer.factory.stats
-    assert stats.accepted == 1 and stats.handled == 2
+    assert (stats.accepted, stats.handled, stats.responses) == (1, 1, 2)
 
 
 @pytest_twisted.inlineCallbacks
