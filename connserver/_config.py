@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ._forwarded import Network, parseNetworks
+
 __all__ = ["ServerConfig", "configFieldDocs"]
 
 KiB = 1024
@@ -28,13 +30,16 @@ class ServerConfig:
     """The limits and timeouts of a connserver server (see ``docs/config.md``)."""
 
     idleTimeout: float | None = field(
-        default=60.0,
+        default=75.0,
         metadata=_doc(
             "Close a persistent connection that waits this long for its next "
             "request (silently, RFC 9112 §9.5).  Frees sockets held by idle "
             "clients.  nginx keepalive_timeout 75 s, Apache KeepAliveTimeout "
-            "5 s, twisted.web 60 s.  Keep it above the idle timeout of any load "
-            "balancer in front (AWS ALB: 60 s) to avoid the idle-close race."
+            "5 s, twisted.web 60 s.  Behind a proxy it must be longer than the "
+            "proxy's idle timeout towards connserver, or the proxy sends "
+            "requests on connections connserver is closing (502s, see "
+            "docs/deployment.md): 75 s is above AWS ALB's 60 s and nginx's "
+            "upstream keepalive_timeout of 60 s."
         ),
     )
     requestHeadTimeout: float | None = field(
@@ -228,7 +233,28 @@ class ServerConfig:
         ),
     )
 
+    trustedProxies: tuple[Network, ...] = field(
+        default=(),
+        metadata=_doc(
+            "Peers (CIDR networks, comma-separated: 10.0.0.0/8,::1) whose "
+            "Forwarded (RFC 7239), else X-Forwarded-For and X-Forwarded-Proto, "
+            "name the client: the right-most untrusted hop becomes "
+            "Request.clientAddress and proto the Request.scheme.  From any "
+            "other peer these fields are ignored, as they are by default "
+            "(empty): anyone can write them.  nginx set_real_ip_from, "
+            "gunicorn --forwarded-allow-ips, uvicorn --forwarded-allow-ips."
+        ),
+    )
+
     def __post_init__(self) -> None:
+        try:
+            networks = parseNetworks(self.trustedProxies)
+        except ValueError as error:
+            raise ValueError(
+                f"ServerConfig.trustedProxies must be CIDR networks: {error}"
+            ) from None
+        # Parsed once, here: the field always holds networks.
+        object.__setattr__(self, "trustedProxies", networks)
         for f in fields(self):
             value = getattr(self, f.name)
             _validate(f.name, value)

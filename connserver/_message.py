@@ -123,8 +123,13 @@ class _ConnectionFacts(Protocol):
     peer: IAddress | None
     host: IAddress | None
     isSecure: bool
+    scheme: str
     connectionId: int
     maxBodyBytes: int | None
+
+
+def _scheme(isSecure: bool) -> str:
+    return "https" if isSecure else "http"
 
 
 class Request:
@@ -146,6 +151,7 @@ class Request:
         "_options",
         "_source",
         "chunked",
+        "clientAddress",
         "connectionId",
         "contentLength",
         "headers",
@@ -156,6 +162,7 @@ class Request:
         "peer",
         "query",
         "requestIndex",
+        "scheme",
         "target",
         "version",
     )
@@ -177,6 +184,8 @@ class Request:
         maxBodyBytes: int | None = None,
         body: bytes | None = None,
         bodySource: _BodySource | None = None,
+        clientAddress: IAddress | None = None,
+        scheme: str | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -188,6 +197,8 @@ class Request:
         self.peer = peer
         self.host = host
         self.isSecure = isSecure
+        self.clientAddress = clientAddress if clientAddress is not None else peer
+        self.scheme = scheme if scheme is not None else _scheme(isSecure)
         self.connectionId = connectionId
         self.requestIndex = requestIndex
         self.contentLength = contentLength
@@ -234,6 +245,10 @@ class Request:
         self.peer = connection.peer
         self.host = connection.host
         self.isSecure = connection.isSecure
+        # The protocol replaces these two when a trusted proxy forwarded
+        # the request (``--trusted-proxies``).
+        self.clientAddress = connection.peer
+        self.scheme = connection.scheme
         self.connectionId = connection.connectionId
         self.requestIndex = requestIndex
         self.contentLength = contentLength

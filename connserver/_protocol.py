@@ -15,6 +15,7 @@ from inspect import iscoroutine
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from typing import Protocol as Protocol_
 
+from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
@@ -34,6 +35,7 @@ from zope.interface import implementer
 from ._config import ServerConfig
 from ._errors import ProtocolError, ResponseFramingError
 from ._fileproducer import FileBodyProducer, ISendfileConsumer
+from ._forwarded import isTrusted, resolveClient
 from ._framing import (
     BodyFraming,
     BodyWriter,
@@ -167,6 +169,8 @@ class _Exchange:
     #: received by then (for minBodyRate).
     bodyClockAt = 0.0
     bodyClockFrom = 0
+    #: The client's address as a trusted proxy named it, for the log.
+    clientHost: str | None = None
 
     def __init__(self, head: RequestHead | None, startedAt: float) -> None:
         self.head = head
@@ -247,6 +251,7 @@ class HTTPServerProtocol(Protocol):
         "_peerHalfClosed",
         "_peerHost",
         "_peerKnown",
+        "_peerTrusted",
         "_queue",
         "_readPaused",
         "_sendMark",
@@ -265,6 +270,7 @@ class HTTPServerProtocol(Protocol):
         "isSecure",
         "maxBodyBytes",
         "peer",
+        "scheme",
         "state",
         "transport",
     )
@@ -316,6 +322,9 @@ class HTTPServerProtocol(Protocol):
         # protocol (haproxy: endpoints) Twisted's wrapper knows the client's
         # address only once it has parsed the header, after connectionMade.
         self._peerKnown = False
+        # Whether the peer is in trustedProxies (then the forwarding fields
+        # of its requests name the client).
+        self._peerTrusted = False
         self._eofPending = False
         # Bytes delivered (see TransportWriter.delivered) when the send
         # timer was last armed.
@@ -328,6 +337,7 @@ class HTTPServerProtocol(Protocol):
         self._driving = False
         self._again = False
         self.isSecure = False
+        self.scheme = "http"
         self.peer: Any = None
         self.host: Any = None
         self._peerHost = "-"
@@ -343,6 +353,8 @@ class HTTPServerProtocol(Protocol):
         assert transport is not None
         self.acceptedAt = self._clock.seconds()
         self.isSecure = ISSLTransport.providedBy(transport)
+        if self.isSecure:
+            self.scheme = "https"
         self.peer = transport.getPeer()
         self.host = self.factory.sharedAddress(transport.getHost())
         self._peerHost = getattr(self.peer, "host", None) or "-"
@@ -350,6 +362,8 @@ class HTTPServerProtocol(Protocol):
         # A plain TCP connection's addresses cannot change: only a wrapper
         # (the PROXY protocol's) needs a second look at the first byte.
         self._peerKnown = self._out.plainTCP
+        if self._peerKnown and self._config.trustedProxies:
+            self._peerTrusted = isTrusted(self._peerHost, self._config.trustedProxies)
         _noDelay(transport)
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.factory.registerConnection(self)
@@ -375,6 +389,10 @@ class HTTPServerProtocol(Protocol):
         self.peer = transport.getPeer()
         self.host = self.factory.sharedAddress(transport.getHost())
         self._peerHost = getattr(self.peer, "host", None) or "-"
+        if self._config.trustedProxies:
+            # Behind the PROXY protocol this is the address its header
+            # names: trusted only if that is a proxy too.
+            self._peerTrusted = isTrusted(self._peerHost, self._config.trustedProxies)
 
     def readConnectionLost(self) -> None:
         """
@@ -816,6 +834,8 @@ class HTTPServerProtocol(Protocol):
             NO_BODY if exchange.bodyComplete else _ExchangeBody(self, exchange),
         )
         exchange.request = request
+        if self._peerTrusted:
+            self._applyForwarded(exchange, request)
         if exchange.bodyComplete:
             # No body: nobody reads it yet, so "delivered whole" is a flag.
             request._bodyDone = True
@@ -1190,13 +1210,27 @@ class HTTPServerProtocol(Protocol):
         # handler, a body producer): go on from here, and arm the timers.
         self._processEvents()
 
+    def _applyForwarded(self, exchange: _Exchange, request: Request) -> None:
+        """
+        A trusted proxy's ``Forwarded`` / ``X-Forwarded-*`` fields name the
+        client (``_forwarded``); malformed ones are ignored (the peer stays).
+        """
+        hop = resolveClient(request.headers, self._config.trustedProxies)
+        if hop is None:
+            return
+        if hop.host is not None:
+            request.clientAddress = _hopAddress(hop.host, hop.port or 0)
+            exchange.clientHost = hop.host
+        if hop.scheme is not None:
+            request.scheme = hop.scheme
+
     def _record(self, exchange: _Exchange, closeReason: str | None) -> None:
         head = exchange.head
         now = self._clock.seconds()
         headers = head.headers if head is not None else None
         record = RequestRecord(
             timestamp=exchange.startedAt,
-            peerHost=self._peerHost,
+            peerHost=exchange.clientHost or self._peerHost,
             # No head (a request that never parsed): empty, which the access
             # log writes as "-" (combined) or null (JSON).
             method=head.method if head is not None else b"",
@@ -1616,6 +1650,15 @@ class HTTPServerProtocol(Protocol):
         if self.closeReason is None:
             self.closeReason = reason
         self._abort()
+
+
+def _hopAddress(host: str, port: int) -> IAddress:
+    """A forwarded hop as an address (RFC 7239 identifiers as hostnames)."""
+    if ":" in host:
+        return IPv6Address("TCP", host, port)
+    if host[0].isdigit():
+        return IPv4Address("TCP", host, port)
+    return HostnameAddress(host.encode("ascii"), port)
 
 
 class _ExchangeBody:

@@ -76,7 +76,8 @@ class HTTPSRedirect:
     """
     Sends plain-HTTP requests to HTTPS: ``308 Permanent Redirect`` to the
     same target on ``httpsPort`` (RFC 9110 §15.4.9: unlike 301, the method
-    and body stay as they are).  Requests over TLS, and those under an
+    and body stay as they are).  Requests whose ``scheme`` is ``https``
+    (over TLS, or forwarded so by a trusted proxy), and those under an
     ``exempt`` prefix (the status page), go to ``inner``.  The Location's
     host is the request's ``Host`` without its port, else the address the
     client connected to.  ``httpsPort`` may be a callable, read on each
@@ -99,7 +100,9 @@ class HTTPSRedirect:
     def __call__(
         self, request: Request
     ) -> Response | Deferred[Response] | Awaitable[Response]:
-        if request.isSecure:
+        # The client's scheme: over TLS, or from a trusted proxy that
+        # terminated TLS (--trusted-proxies), which must not loop.
+        if request.scheme == "https":
             return self._inner(request)
         return self._exempt(request)
 

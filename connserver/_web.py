@@ -286,7 +286,9 @@ class _WebRequest(server.Request):
         self.channel = exchange  # type: ignore[assignment]
         self.transport = exchange  # type: ignore[assignment]
         self.site = site
-        self.client = request.peer or _UNKNOWN_ADDRESS
+        # getClientAddress() and getClientIP(): behind a trusted proxy, the
+        # client it names.
+        self.client = request.clientAddress or _UNKNOWN_ADDRESS
         self.host = request.host or _UNKNOWN_ADDRESS
         self.responseHeaders = http_headers.Headers()
         self._parsePOSTFormSubmission = site._parsePOSTFormSubmission
@@ -583,7 +585,10 @@ class _Exchange:
     # What twisted.web.http.Request calls on its channel.
 
     def getPeer(self) -> IAddress:
-        """The client's address (a placeholder for a hand-made request)."""
+        """
+        The connection's other end (a placeholder for a hand-made request);
+        ``getClientAddress()`` is the client's, behind trusted proxies too.
+        """
         return self._request.peer or _UNKNOWN_ADDRESS
 
     def getHost(self) -> IAddress:
@@ -591,8 +596,12 @@ class _Exchange:
         return self._request.host or _UNKNOWN_ADDRESS
 
     def isSecure(self) -> bool:
-        """Whether the connection uses TLS."""
-        return self._request.isSecure
+        """
+        Whether the client used HTTPS: the connection's TLS, or the scheme a
+        trusted proxy forwarded (``--trusted-proxies``), so that
+        ``prePathURL()`` and redirects say ``https`` behind a TLS proxy.
+        """
+        return self._request.scheme == "https"
 
     def writeHeaders(
         self,

@@ -109,6 +109,8 @@ def formatConfigValue(flag: _ConfigFlag, value: Any) -> str:
     """A config value as it would be written on the command line."""
     if value is None:
         return "none"
+    if isinstance(value, tuple):  # trustedProxies: networks
+        return ",".join(map(str, value)) or "none"
     if flag.kind == "bool":
         return "on" if value else "off"
     if flag.kind == "seconds":

@@ -12,7 +12,7 @@ from connserver._config import ServerConfig, configFieldDocs
 def test_defaults() -> None:
     config = ServerConfig()
     assert (config.idleTimeout, config.requestHeadTimeout, config.bodyTimeout) == (
-        60.0,
+        75.0,
         20.0,
         30.0,
     )

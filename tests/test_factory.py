@@ -41,7 +41,7 @@ def test_countsByStateAndCloseReasons() -> None:
     assert factory.stats.accepted == 2
     b.send(b"TP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     b.lose()
-    a.clock.advance(60)
+    a.clock.advance(ServerConfig().idleTimeout or 0)
     a.lose()
     assert factory.stats.closes == {"client-close": 1, "idle-timeout": 1}
     assert factory.stats.requestsPerConnection == {1: 2}
@@ -134,7 +134,7 @@ def test_requestDuringDrainGraceIsAnsweredWithClose() -> None:
     responses = conn.responses()
     assert [r.header(b"connection") for r in responses] == [b"keep-alive", b"close"]
     # The response in the drain grace says close, and advertises no timeout.
-    assert [r.header(b"keep-alive") for r in responses] == [b"timeout=60", None]
+    assert [r.header(b"keep-alive") for r in responses] == [b"timeout=75", None]
     conn.lose()
 
 

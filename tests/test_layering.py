@@ -16,6 +16,7 @@ PURE = [
     "_config",
     "_errors",
     "_records",
+    "_forwarded",
     "_encoding",
 ]
 PACKAGE = Path(__file__).resolve().parent.parent / "connserver"

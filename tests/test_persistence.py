@@ -29,7 +29,7 @@ def options(*lines: bytes) -> frozenset[bytes]:
             True,
             "http11-default",
             b"keep-alive",
-            b"timeout=60",
+            b"timeout=75",
             id="rfc9112-9.3-http11-persists",
         ),
         pytest.param(
@@ -77,7 +77,7 @@ def options(*lines: bytes) -> frozenset[bytes]:
             True,
             "http11-default",
             b"keep-alive",
-            b"timeout=60",
+            b"timeout=75",
             id="rfc9110-7.6.1-enclosed",
         ),
         pytest.param(
@@ -85,7 +85,7 @@ def options(*lines: bytes) -> frozenset[bytes]:
             True,
             "http10-keep-alive",
             b"keep-alive",
-            b"timeout=60, max=999",
+            b"timeout=75, max=999",
             id="rfc9112-9.3-http10-keep-alive-list",
         ),
         pytest.param(
@@ -125,7 +125,7 @@ def options(*lines: bytes) -> frozenset[bytes]:
             True,
             "http11-default",
             b"keep-alive",
-            b"timeout=60",
+            b"timeout=75",
             id="max-requests-minus-one",
         ),
         pytest.param(

@@ -41,7 +41,7 @@ def test_getKeepAliveExactBytes() -> None:
         b"Content-Length: 130\r\n"
         # The idle timeout advertised (keepAliveHint, the default).
         b"Connection: keep-alive\r\n"
-        b"Keep-Alive: timeout=60\r\n"
+        b"Keep-Alive: timeout=75\r\n"
         b"\r\n" + b"x" * 130
     )
     assert conn.protocol.state is ConnectionState.WAITING
@@ -125,11 +125,11 @@ def test_http10KeepAliveEchoed(connection: bytes) -> None:
     conn.send(request)
     out = conn.take()
     assert b"\r\nConnection: keep-alive\r\n" in out
-    assert b"\r\nKeep-Alive: timeout=60, max=999\r\n" in out
+    assert b"\r\nKeep-Alive: timeout=75, max=999\r\n" in out
     assert b"\r\nContent-Length: 130\r\n" in out
     assert not conn.closing
     conn.send(request)
-    assert b"\r\nKeep-Alive: timeout=60, max=998\r\n" in conn.take()
+    assert b"\r\nKeep-Alive: timeout=75, max=998\r\n" in conn.take()
     assert conn.protocol.state is ConnectionState.WAITING
 
 
@@ -227,7 +227,7 @@ def test_maxConnectionAge() -> None:
     responses = conn.responses()
     assert [r.header(b"connection") for r in responses] == [b"keep-alive", b"close"]
     # A closing response advertises no idle timeout.
-    assert [r.header(b"keep-alive") for r in responses] == [b"timeout=60", None]
+    assert [r.header(b"keep-alive") for r in responses] == [b"timeout=75", None]
     assert conn.protocol.closeReason == "max-age"
 
 
@@ -251,7 +251,7 @@ def test_proxyConnectionAndKeepAliveFieldDoNotChangePersistence() -> None:
     )
     assert not conn.closing
     # The server's own hint, not the request's Keep-Alive echoed.
-    assert conn.responses()[0].header(b"keep-alive") == b"timeout=60"
+    assert conn.responses()[0].header(b"keep-alive") == b"timeout=75"
 
 
 # -- pipelining (RFC 9112 §9.3.2) --------------------------------------------
@@ -646,7 +646,7 @@ def test_handlerFramingFieldsAreReplaced() -> None:
     # The server's Keep-Alive (its idle timeout) only, not the handler's.
     assert b"timeout=1" not in out
     assert out.count(b"Keep-Alive") == 1
-    assert b"Keep-Alive: timeout=60\r\n" in out
+    assert b"Keep-Alive: timeout=75\r\n" in out
     assert b"X-Foo" not in out
     assert b"Content-Length: 3\r\n" in out
 

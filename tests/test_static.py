@@ -1066,7 +1066,7 @@ def test_wireGetExactBytes(root: Path, clock: Clock) -> None:
         b"Accept-Ranges: bytes\r\n"
         b"Content-Length: 11\r\n"
         b"Connection: keep-alive\r\n"
-        b"Keep-Alive: timeout=60\r\n"
+        b"Keep-Alive: timeout=75\r\n"
         b"\r\n" + HELLO
     )
     assert not conn.closing

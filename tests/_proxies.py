@@ -1,0 +1,241 @@
+"""
+Real HAProxy and nginx in front of connserver, for the interop tests and
+``bench/bench_idle_race.py``: their configurations (written to a temporary
+directory, listening on a free 127.0.0.1 port), starting them in the
+foreground, waiting for their port, and stopping them.  Nothing here
+touches the reactor, so a test can run connserver in-process meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "HAPROXY",
+    "NGINX",
+    "Proxy",
+    "freePort",
+    "haproxyConfig",
+    "nginxConfig",
+    "startProxy",
+]
+
+HAPROXY = shutil.which("haproxy") or (
+    "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
+)
+NGINX = shutil.which("nginx") or (
+    "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+)
+
+#: How long a proxy may take to start listening.
+START_TIMEOUT = 10.0
+
+
+def freePort() -> int:
+    """A port free on 127.0.0.1 now (the kernel's choice for port 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def haproxyConfig(
+    ports: list[int],
+    backendPort: int,
+    *,
+    serverIdle: str = "5s",
+    clientIdle: str = "10s",
+    proxyProtocol: bool = True,
+) -> str:
+    """
+    HAProxy in HTTP mode reusing its connections to connserver (``http-reuse
+    always``), telling it the client's address with the PROXY protocol v2,
+    or with ``X-Forwarded-For`` (``option forwardfor``) when not
+    ``proxyProtocol``.  Idle connections to connserver are purged every
+    ``serverIdle`` (``pool-purge-delay``, half of them each time).  One
+    frontend and backend (so one pool) per port in ``ports``.
+    """
+    if proxyProtocol:
+        client = "send-proxy-v2"
+        forward = ""
+    else:
+        client = ""
+        forward = "    option forwardfor\n"
+    sections = "".join(
+        f"""
+frontend www{index}
+    bind 127.0.0.1:{port}
+    default_backend connserver{index}
+
+backend connserver{index}
+    http-reuse always
+{forward}    server cs1 127.0.0.1:{backendPort} {client} pool-purge-delay {serverIdle}
+"""
+        for index, port in enumerate(ports)
+    )
+    return f"""\
+global
+    nbthread 1
+    maxconn 1024
+
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 2s
+    timeout client {clientIdle}
+    timeout http-keep-alive {clientIdle}
+    timeout server 10s
+{sections}"""
+
+
+def nginxConfig(
+    directory: Path,
+    ports: list[int],
+    backendPort: int,
+    *,
+    upstreamIdle: str = "60s",
+    nextUpstream: bool = True,
+    keepalive: int = 8,
+) -> str:
+    """
+    nginx with an upstream ``keepalive`` pool towards connserver (HTTP/1.1,
+    ``Connection: ""``), ``keepalive_timeout`` in the upstream block being
+    its idle timeout towards connserver.  ``/xff/`` forwards
+    ``X-Forwarded-For`` and ``X-Forwarded-Proto``, everything else
+    ``Forwarded`` (appending to the client's, as a proxy in a chain does).
+    One server block and one upstream pool per port in ``ports``, so that
+    the idle-race loops each have their own pooled connection.
+    ``nextUpstream=False`` stops nginx from retrying a request that failed on
+    a reused connection, so that the idle-close race shows as a 502.
+    """
+    retry = "" if nextUpstream else "proxy_next_upstream off;"
+    blocks = []
+    for index, port in enumerate(ports):
+        blocks.append(
+            f"""\
+    upstream connserver{index} {{
+        server 127.0.0.1:{backendPort};
+        keepalive {keepalive};
+        keepalive_timeout {upstreamIdle};
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_http_version 1.1;
+        {retry}
+        # A location's proxy_set_header replaces every one it inherits:
+        # Connection "" must be repeated where other fields are set.
+        location /xff/ {{
+            proxy_pass http://connserver{index};
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+        location / {{
+            proxy_pass http://connserver{index};
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header Forwarded "$http_forwarded, for=$remote_addr;proto=$scheme";
+        }}
+    }}
+"""
+        )
+    servers = "".join(blocks)
+    return f"""\
+daemon off;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/client_body;
+    proxy_temp_path {directory}/proxy;
+    fastcgi_temp_path {directory}/fastcgi;
+    uwsgi_temp_path {directory}/uwsgi;
+    scgi_temp_path {directory}/scgi;
+{servers}}}
+"""
+
+
+@dataclass
+class Proxy:
+    """A running proxy: its process, the ports clients use, its directory."""
+
+    process: subprocess.Popen[bytes]
+    ports: list[int]
+    directory: Path
+
+    @property
+    def port(self) -> int:
+        """The (first) port clients use."""
+        return self.ports[0]
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL) and reap it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def log(self) -> str:
+        """What it wrote to its error log or stderr (for failure messages)."""
+        text = ""
+        for name in ("error.log", "stderr"):
+            path = self.directory / name
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return text
+
+
+def startProxy(
+    kind: str, directory: Path, backendPort: int, pools: int = 1, **options: object
+) -> Proxy:
+    """
+    Start ``kind`` (``"haproxy"`` or ``"nginx"``) in the foreground in front
+    of connserver on ``backendPort``, and return once it listens on
+    ``pools`` ports, each with its own pool of connections to connserver.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    ports = [freePort() for _ in range(pools)]
+    config = directory / f"{kind}.conf"
+    if kind == "haproxy":
+        assert HAPROXY is not None
+        config.write_text(haproxyConfig(ports, backendPort, **options))  # type: ignore[arg-type]
+        command = [HAPROXY, "-db", "-f", str(config)]
+    else:
+        assert NGINX is not None
+        config.write_text(nginxConfig(directory, ports, backendPort, **options))  # type: ignore[arg-type]
+        command = [NGINX, "-e", str(directory / "error.log"), "-p", str(directory)]
+        command += ["-c", str(config)]
+    stderr = (directory / "stderr").open("wb")
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
+    )
+    stderr.close()
+    proxy = Proxy(process, ports, directory)
+    deadline = time.monotonic() + START_TIMEOUT
+    waiting = list(ports)
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{kind} exited {process.returncode}: {proxy.log()}")
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.5),
+        ):
+            waiting.pop(0)
+            if not waiting:
+                return proxy
+            continue
+        time.sleep(0.05)
+    proxy.stop()
+    raise RuntimeError(f"{kind} did not listen on {ports}: {proxy.log()}")
