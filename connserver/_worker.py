@@ -83,11 +83,13 @@ class AdoptedEndpoint:
         # Our copy of the descriptor is the port's now.
         os.close(self.fd)
         if self.family == socket.AF_UNIX:
-            # An adopted unix: port would unlink the socket's path when it
-            # stops, under the parent and the other workers: it is the
-            # parent's to remove.
+            # Twisted's adopted unix: port, unlike its TCP one, would shut
+            # the shared socket down (shutdown(2) stops it listening in every
+            # process) and unlink its path when it stops: both are the
+            # parent's to do.  Only this worker's descriptor closes.
             from twisted.internet import tcp
 
+            port._shouldShutdown = False
             port.connectionLost = lambda reason: tcp.Port.connectionLost(port, reason)
         return succeed(port)
 
