@@ -97,8 +97,8 @@ _GAUGES = ("active", "states")
 class Ready(amp.Command):
     """Worker to parent: every socket is adopted; the worker accepts."""
 
-    arguments = [(b"pid", amp.Integer())]
-    response: list[tuple[bytes, amp.Argument]] = []
+    arguments = [(b"pid", amp.Integer())]  # type: ignore[no-untyped-call]
+    response: list[tuple[bytes, amp.Argument]] = []  # type: ignore[misc]
 
 
 class Report(amp.Command):
@@ -108,8 +108,8 @@ class Report(amp.Command):
     other worker's (retired ones included) and the list of live workers.
     """
 
-    arguments = [(b"stats", amp.Unicode()), (b"final", amp.Boolean())]
-    response = [(b"cluster", amp.Unicode())]
+    arguments = [(b"stats", amp.Unicode()), (b"final", amp.Boolean())]  # type: ignore[no-untyped-call]
+    response = [(b"cluster", amp.Unicode())]  # type: ignore[no-untyped-call]
 
 
 def addCounters(total: dict[str, Any], part: Mapping[str, Any]) -> dict[str, Any]:
@@ -170,7 +170,7 @@ class WorkerHandle:
         """Send ``signum`` unless the process has gone."""
         if self.process is not None and self.process.pid is not None:
             try:
-                self.process.signalProcess(signum)  # type: ignore[arg-type]
+                self.process.signalProcess(signum)
             except Exception:  # ProcessExitedAlready, OSError
                 pass
 
@@ -333,7 +333,8 @@ class Supervisor:
 
     def totals(self) -> dict[str, Any]:
         """Every worker's figures summed."""
-        return self.clusterFor(None)["others"]
+        others: dict[str, Any] = self.clusterFor(None)["others"]
+        return others
 
     # -- exits ------------------------------------------------------------
 
@@ -467,9 +468,9 @@ class Supervisor:
         """Drain every worker; fires once the last one has exited."""
         self.stopping = True
         self._reloadQueue = None
-        for call in self._restarts.values():
-            if call.active():
-                call.cancel()
+        for restart in self._restarts.values():
+            if restart.active():
+                restart.cancel()
         self._restarts.clear()
         for handle in self.workers:
             call, handle.readyCall = handle.readyCall, None
@@ -542,7 +543,7 @@ class QuietAMP(amp.AMP):
     def makeConnection(self, transport: Any) -> None:
         amp.BinaryBoxProtocol.makeConnection(self, transport)  # type: ignore[no-untyped-call]
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         amp.BinaryBoxProtocol.connectionLost(self, reason)  # type: ignore[no-untyped-call]
         self.transport = None
 
@@ -551,7 +552,7 @@ class _ParentChannel(QuietAMP):
     """The parent's end of one worker's AMP channel."""
 
     def __init__(self, supervisor: Supervisor, handle: WorkerHandle) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._supervisor = supervisor
         self._handle = handle
 
@@ -581,11 +582,11 @@ class WorkerProcess(ProcessProtocol):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        self.channel.makeConnection(_ChildTransport(self.transport))  # type: ignore[arg-type]
+        self.channel.makeConnection(_ChildTransport(self.transport))
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD == AMP_OUT:
-            self.channel.dataReceived(data)
+            self.channel.dataReceived(data)  # type: ignore[no-untyped-call]
             return
         buffered = self._partial.get(childFD, b"") + data
         lines, _, rest = buffered.rpartition(b"\n")
@@ -617,7 +618,7 @@ class WorkerProcess(ProcessProtocol):
                 line=text,
             )
 
-    def processEnded(self, reason: Failure) -> None:  # type: ignore[override]
+    def processEnded(self, reason: Failure) -> None:
         for fd, rest in self._partial.items():
             if rest:
                 self._emit(fd, rest + b"\n")
@@ -726,14 +727,15 @@ class SupervisorService(MultiService):
 
         if description is None:
             assert address is not None
-            endpoint = TCP4ServerEndpoint(
+            endpoint = TCP4ServerEndpoint(  # type: ignore[no-untyped-call]
                 self.reactor, address[1], address[2], address[0]
             )
         else:
-            endpoint = serverFromString(self.reactor, description)
+            endpoint = serverFromString(self.reactor, description)  # type: ignore[no-untyped-call]
         failures: list[Failure] = []
         ports: list[IListeningPort] = []
-        endpoint.listen(_NoConnections()).addCallbacks(ports.append, failures.append)
+        listening = endpoint.listen(_NoConnections())  # type: ignore[no-untyped-call]
+        listening.addCallbacks(ports.append, failures.append)
         if failures:
             failures[0].raiseException()
         port = ports[0]
@@ -899,13 +901,13 @@ def _tcpAddress(reactor: Any, description: str) -> tuple[str, int, int] | None:
     """(interface, port, backlog) of a ``tcp:`` description, else None."""
     from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
 
-    endpoint = serverFromString(reactor, description)
+    endpoint = serverFromString(reactor, description)  # type: ignore[no-untyped-call]
     if not isinstance(endpoint, TCP4ServerEndpoint):  # TCP6ServerEndpoint too
         return None
     return (
-        endpoint._interface,  # type: ignore[attr-defined]
-        endpoint._port,  # type: ignore[attr-defined]
-        endpoint._backlog,  # type: ignore[attr-defined]
+        endpoint._interface,
+        endpoint._port,
+        endpoint._backlog,
     )
 
 

@@ -74,11 +74,11 @@ class AdoptedEndpoint:
         if self.haproxy:
             from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 
-            factory = HAProxyWrappingFactory(factory)
+            factory = HAProxyWrappingFactory(factory)  # type: ignore[no-untyped-call,assignment]
         if self.tls is not None:
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
-            factory = TLSMemoryBIOFactory(self.tls, False, factory)
+            factory = TLSMemoryBIOFactory(self.tls, False, factory)  # type: ignore[assignment]
         port = self.reactor.adoptStreamPort(self.fd, self.family, factory)
         # Our copy of the descriptor is the port's now.
         os.close(self.fd)
@@ -90,7 +90,7 @@ class AdoptedEndpoint:
             from twisted.internet import tcp
 
             port._shouldShutdown = False
-            port.connectionLost = lambda reason: tcp.Port.connectionLost(port, reason)
+            port.connectionLost = lambda reason: tcp.Port.connectionLost(port, reason)  # type: ignore[no-untyped-call]
         return succeed(port)
 
 
@@ -241,7 +241,7 @@ class Cluster:
         metrics.registry.unregister(metrics.collector)
         metrics.collector = ConnectionCollector(self, _RequestsView(self))  # type: ignore[arg-type]
         metrics.registry.register(metrics.collector)
-        metrics.registry.register(_WorkerCollector(self))  # type: ignore[arg-type]
+        metrics.registry.register(_WorkerCollector(self))
 
     @property
     def requestObservers(self) -> list[Any]:
@@ -292,10 +292,10 @@ class WorkerChannel(QuietAMP):
     """The worker's end of the AMP channel; ``lost`` is called when it closes."""
 
     def __init__(self, lost: Callable[[], object]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._lost = lost
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self._lost()
 
@@ -323,11 +323,14 @@ def main(argv: list[str]) -> None:
     # The parent reloads on SIGHUP by replacing workers; a worker ignores it
     # (sent to the whole process group, it must not end the worker).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
     from twisted.internet.stdio import StandardIO
     from twisted.python import usage
 
     from .tap import Options, makeService
+
+    # Typed as what it is here (posix: adoptStreamPort, callFromThread, ...).
+    reactor: Any = _reactor
 
     def die(message: str) -> None:
         sys.stderr.write(f"critical|{message}\n")
@@ -373,7 +376,9 @@ def main(argv: list[str]) -> None:
     stopping: list[bool] = []
 
     def report(final: bool = False) -> Deferred[None]:
-        d = channel.callRemote(Report, stats=json.dumps(cluster.own()), final=final)
+        d: Deferred[dict[str, Any]] = channel.callRemote(  # type: ignore[no-untyped-call]
+            Report, stats=json.dumps(cluster.own()), final=final
+        )
 
         def got(answer: dict[str, Any]) -> None:
             data = json.loads(answer["cluster"])
@@ -389,7 +394,7 @@ def main(argv: list[str]) -> None:
     def stop() -> Deferred[None]:
         if reporter.running:
             reporter.stop()
-        d: Deferred[Any] = service.stopService()  # type: ignore[assignment]
+        d: Deferred[Any] = service.stopService()  # type: ignore[no-untyped-call]
         # After the drain: the last figures, so the parent's totals are whole.
         d.addBoth(lambda _: report(final=True))
         return d
@@ -409,18 +414,18 @@ def main(argv: list[str]) -> None:
         reactor.callFromThread(stopOnce)
 
     channel = WorkerChannel(parentGone)
-    StandardIO(channel, stdin=AMP_IN, stdout=AMP_OUT, reactor=reactor)
+    StandardIO(channel, stdin=AMP_IN, stdout=AMP_OUT, reactor=reactor)  # type: ignore[call-arg,no-untyped-call]
 
     def start() -> None:
         try:
-            service.privilegedStartService()
-            service.startService()
+            service.privilegedStartService()  # type: ignore[no-untyped-call]
+            service.startService()  # type: ignore[no-untyped-call]
         except Exception as error:
             die(str(error).splitlines()[0] if str(error) else repr(error))
         reactor.addSystemEventTrigger("before", "shutdown", stop)
         signal.signal(signal.SIGTERM, stopSignal)
         signal.signal(signal.SIGINT, stopSignal)
-        d = channel.callRemote(Ready, pid=os.getpid())
+        d = channel.callRemote(Ready, pid=os.getpid())  # type: ignore[no-untyped-call]
         d.addCallback(lambda _: reporter.start(REPORT_INTERVAL, now=True))
 
     reactor.callWhenRunning(start)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -83,9 +83,6 @@ def test_aKilledWorkerIsRestarted(server: Callable[..., Server]) -> None:
     s = server("--handler", "cs_slowapp:app", "--workers", "2")
     pids = waitReady(s, 2)
     pidsServing(s.port, set(pids.values()))
-    s.process  # the parent
-    import os
-
     os.kill(pids[1], signal.SIGKILL)
     s.waitFor(rf"worker 1 \(pid {pids[1]}\) died \(killed by SIGKILL\)")
     s.waitFor(r"restarting worker 1 in 0\.1 s")
@@ -259,8 +256,6 @@ def test_statusAndMetricsSumEveryWorker(server: Callable[..., Server]) -> None:
     assert match is not None and int(float(match.group(1))) >= 13
     # A replaced worker's requests stay counted.
     before = int(data["requests"])  # type: ignore[call-overload]
-    import os
-
     os.kill(pids[1], signal.SIGKILL)
     waitReady(s, 1)
     time.sleep(1.5)
@@ -315,7 +310,13 @@ def test_aHandlerThatFailsInTheWorkersStopsTheServerWithOneLine(
 def test_aBadHandlerIsAUsageErrorBeforeAnyWorker(site: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         twistd(
-            site, "-n", "connserver", "--handler", "no_such_module:app", "--workers", "2"
+            site,
+            "-n",
+            "connserver",
+            "--handler",
+            "no_such_module:app",
+            "--workers",
+            "2",
         ),
         cwd=tmp_path,
         env=environment(site),
@@ -435,6 +436,3 @@ def test_maxRequestsReplacesAWorker(server: Callable[..., Server]) -> None:
     assert not set(new.values()) & old
     assert get(s.port, "/")[0] == 200
     s.stop()
-
-
-_ = shutil
