@@ -207,7 +207,11 @@ def reload(root: Path, seconds: int) -> None:
         hup = time.monotonic()
         server.process.send_signal(signal.SIGHUP)
         load.join(seconds + 40)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+            "reload done" in line for _, line in timeline
+        ):
+            time.sleep(0.1)
         done.set()
         watcher.join()
         ready: dict[str, float] = {}
@@ -226,6 +230,8 @@ def reload(root: Path, seconds: int) -> None:
                 exited[m.group(1)] = at
             elif "reload done" in line:
                 finished = at
+            elif "reload abandoned" in line:
+                print("      ! " + line.strip())
         result = results[0] if results else {}
         print(
             f"reload under load: {result.get('requests', 0):.0f} requests in {seconds} s, "
