@@ -13,7 +13,10 @@ the point is to let the workers use every core.  For each configuration:
   per-worker rows) and the share of the busier one (50 % is even);
 * resident memory (``VmRSS``) of the parent and of each worker, idle, after
   start-up;
-* ``--reload``: wrk for ``{seconds}`` s and a SIGHUP after a second; wrk's
+* a reload, with the shared socket and with ``--reuse-port``: wrk for
+  ``{seconds}`` s (keep-alive, then ``-H "Connection: close"``: a new
+  connection per request, which is where a closing socket's accept queue
+  matters) and a SIGHUP after a second; wrk's
   requests, non-2xx responses and socket errors (the target is none), and
   the overlap of each old/new pair: from the new worker's ``ready`` to the
   old one's exit, timed from the parent's log lines as they arrive.
@@ -130,9 +133,17 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def wrk(port: int, seconds: int) -> dict[str, float]:
+def wrk(port: int, seconds: int, close: bool = False) -> dict[str, float]:
+    headers = ["-H", "Connection: close"] if close else []
     out = subprocess.run(
-        ["wrk", "-t1", "-c50", f"-d{seconds}s", f"http://127.0.0.1:{port}/130B.txt"],
+        [
+            "wrk",
+            "-t1",
+            "-c50",
+            f"-d{seconds}s",
+            *headers,
+            f"http://127.0.0.1:{port}/130B.txt",
+        ],
         capture_output=True,
         text=True,
         timeout=seconds + 30,
@@ -183,8 +194,8 @@ def measure(root: Path, name: str, seconds: int) -> None:
         server.stop()
 
 
-def reload(root: Path, seconds: int) -> None:
-    server = Server(root, ["--workers", "2"])
+def reload(root: Path, seconds: int, reusePort: bool, close: bool) -> None:
+    server = Server(root, ["--workers", "2", *(["--reuse-port"] if reusePort else [])])
     try:
         timeline: list[tuple[float, str]] = []
         done = threading.Event()
@@ -200,7 +211,7 @@ def reload(root: Path, seconds: int) -> None:
         watcher.start()
         results: list[dict[str, float]] = []
         load = threading.Thread(
-            target=lambda: results.append(wrk(server.port, seconds))
+            target=lambda: results.append(wrk(server.port, seconds, close))
         )
         load.start()
         time.sleep(1)
@@ -234,7 +245,9 @@ def reload(root: Path, seconds: int) -> None:
                 print("      ! " + line.strip())
         result = results[0] if results else {}
         print(
-            f"reload under load: {result.get('requests', 0):.0f} requests in {seconds} s, "
+            f"reload under load ({'reuse-port' if reusePort else 'shared socket'}, "
+            f"{'a connection per request' if close else 'keep-alive'}): "
+            f"{result.get('requests', 0):.0f} requests in {seconds} s, "
             f"non-2xx {result.get('non2xx', 0):.0f}, socket errors "
             f"{result.get('socketErrors', 0):.0f}; reload took "
             + (f"{finished - hup:.2f} s" if finished else "(not finished)")
@@ -264,7 +277,9 @@ def main() -> None:
         for name in args.only.split(","):
             measure(root, name, args.seconds)
         if not args.no_reload:
-            reload(root, args.seconds)
+            for close in (False, True):
+                reload(root, args.seconds, reusePort=False, close=close)
+                reload(root, args.seconds, reusePort=True, close=close)
 
 
 if __name__ == "__main__":
