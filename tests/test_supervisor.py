@@ -250,3 +250,81 @@ def test_describeExit() -> None:
         describeExit(Failure(ProcessTerminated(None, signal.SIGKILL)))
         == "killed by SIGKILL"
     )
+
+
+# -- the worker's side: Cluster, the summed figures ----------------------------
+
+
+def _cluster() -> tuple[object, object]:
+    from connserver._factory import ConnectionFactory
+    from connserver._message import Response
+    from connserver._worker import Cluster
+
+    factory = ConnectionFactory(lambda request: Response(200), reactor=Clock())
+    cluster = Cluster(slot=2)
+    cluster.factory = factory
+    factory.stats.accepted = 3
+    factory.stats.requests = 4
+    factory.stats.closes["peer-closed"] = 1
+    factory.stats.requestsPerConnection[2] = 1
+    cluster.others = {
+        "accepted": 10,
+        "requests": 20,
+        "closes": {"peer-closed": 2, "idle-timeout": 1},
+        "requestsPerConnection": {"2": 3},
+        "active": 5,
+        "states": {"waiting": 5},
+    }
+    cluster.rows = [
+        {"worker": 1, "pid": 11, "uptime": 9.0, "connections": 5, "requests": 20},
+        {
+            "worker": 2,
+            "pid": cluster.pid,
+            "uptime": 1.0,
+            "connections": 0,
+            "requests": 0,
+        },
+    ]
+    return cluster, factory
+
+
+def test_clusterSumsItsOwnLiveFiguresWithTheOthers() -> None:
+    from connserver._status import StatusHandler, renderText
+
+    cluster, _ = _cluster()
+    status = StatusHandler(cluster, reactor=Clock())  # type: ignore[arg-type]
+    status.workers = cluster.workerRows  # type: ignore[attr-defined]
+    data = status.snapshot()
+    assert (data["accepted"], data["requests"], data["active"]) == (13, 24, 5)
+    assert data["closes"] == {"idle-timeout": 1, "peer-closed": 3}
+    assert data["requestsPerConnection"] == {"2": 4}
+    assert data["states"]["waiting"] == 5
+    # Its own row is live (requests 4, not the stale 0), the others as reported.
+    rows = data["workers"]
+    assert [(r["worker"], r["requests"]) for r in rows] == [(1, 20), (2, 4)]
+    text = renderText(data)
+    assert "Workers (worker pid uptime connections requests):\n 1 11 9s 5 20\n" in text
+
+
+def test_clusterMetricsServeTheSumsAndAWorkerSeries() -> None:
+    pytest.importorskip("prometheus_client")
+    from connserver._metrics import MetricsHandler
+
+    cluster, factory = _cluster()
+    metrics = MetricsHandler(factory, process=False)  # type: ignore[arg-type]
+    cluster.instrument(metrics)  # type: ignore[attr-defined]
+    metrics.requests.byClass[2] = 4
+    cluster.others.update(  # type: ignore[attr-defined]
+        {
+            "byClass": [0, 0, 16, 0, 4, 0],
+            "durationCounts": [20] + [0] * 14,
+            "durationSum": 0.5,
+            "bodyBytes": 100,
+        }
+    )
+    text = metrics.render().decode()
+    assert "connserver_connections_accepted_total 13.0" in text
+    assert 'connserver_requests_total{code="2xx"} 20.0' in text
+    assert 'connserver_requests_total{code="4xx"} 4.0' in text
+    assert "connserver_workers 2.0" in text
+    assert 'connserver_worker_requests_total{pid="11",worker="1"} 20.0' in text
