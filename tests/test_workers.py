@@ -346,8 +346,9 @@ def test_tlsUnixAndAccessLogWithWorkers(
     tmp_path: Path, server: Callable[..., Server], certificate: CertificateFiles
 ) -> None:
     """
-    TLS wrapped in the workers, a unix: socket shared too (and still there
-    after a reload), and one access log file that both workers append to.
+    TLS wrapped in the workers, the PROXY protocol read by them, a unix:
+    socket shared too (and still there after a reload), and one access log
+    file that both workers append to.
     """
     (tmp_path / "index.html").write_bytes(b"hello\n")
     sock = tmp_path / "cs.sock"
@@ -363,12 +364,20 @@ def test_tlsUnixAndAccessLogWithWorkers(
         str(certificate.privateKey),
         "--listen",
         f"unix:{sock}",
+        "--listen",
+        "haproxy:tcp:0:interface=127.0.0.1",
         "--access-log",
         str(log),
-        ports=2,
+        ports=3,  # tcp, haproxy, then TLS (the unix: one is not ipv4)
     )
     waitReady(s, 2)
-    with tlsClient(certificate, s.ports[1]) as client:
+    with socket.create_connection(("127.0.0.1", s.ports[1]), timeout=TIMEOUT) as raw:
+        raw.sendall(
+            b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n"
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        assert readResponse(raw).endswith(b"\r\n\r\nhello\n")
+    with tlsClient(certificate, s.ports[2]) as client:
         assert client.selected_alpn_protocol() == "http/1.1"
         client.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert readResponse(client).endswith(b"\r\n\r\nhello\n")
@@ -390,7 +399,8 @@ def test_tlsUnixAndAccessLogWithWorkers(
     s.stop()
     assert not sock.exists()
     lines = log.read_text().splitlines()
-    assert len(lines) == 23, lines
+    assert len(lines) == 24, lines
+    assert sum(line.startswith("203.0.113.7 ") for line in lines) == 1, lines
     assert all(re.match(r'^\S+ - - \[[^]]+\] "GET /', line) for line in lines), lines
 
 
