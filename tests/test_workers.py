@@ -453,3 +453,53 @@ def test_maxRequestsReplacesAWorker(server: Callable[..., Server]) -> None:
     assert not set(new.values()) & old
     assert get(s.port, "/")[0] == 200
     s.stop()
+
+
+def test_systemdSocketShared(server: Callable[..., Server]) -> None:
+    """
+    Socket activation: the parent adopts systemd's socket (fd 3,
+    LISTEN_FDS=1, LISTEN_FDNAMES, LISTEN_PID its own pid) and the workers accept on it.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        s = server(
+            "--handler",
+            "cs_slowapp:app",
+            "--workers",
+            "2",
+            "--listen",
+            "systemd:domain=INET:index=0",
+            plain=False,
+            # sh's $$ is the pid twistd will have after exec.
+            prefix=[
+                "sh",
+                "-c",
+                'LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec "$@"',
+                "sh",
+            ],
+            preexec_fn=lambda: os.dup2(listener.fileno(), 3),
+            pass_fds=(3,),
+        )
+        assert s.port == port
+        pids = waitReady(s, 2)
+        pidsServing(port, set(pids.values()))
+        s.stop()
+    finally:
+        listener.close()
+
+
+def test_optionsChooseTheSupervisor() -> None:
+    from connserver._supervisor import SupervisorService
+    from connserver.tap import Options, makeService
+
+    options = Options()
+    options.parseOptions(["--workers", "auto", "--listen", "tcp:0"])
+    assert options["workers"] == len(os.sched_getaffinity(0))
+    options = Options()
+    options.parseOptions(["--workers", "2", "--worker-max-requests", "5"])
+    service = makeService(options)
+    assert isinstance(service, SupervisorService)
+    assert (service.supervisor.count, service.supervisor.maxRequests) == (2, 5)
