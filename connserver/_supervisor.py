@@ -810,7 +810,7 @@ class SupervisorService(MultiService):
             sys.executable,
             [sys.executable, "-m", "connserver._worker", config],
             env=env,
-            path=os.getcwd(),
+            path=self.options.cwd,
             childFDs=childFDs,
         )
         handle.process = process

@@ -319,6 +319,7 @@ class Options(usage.Options):
         super().__init__()  # type: ignore[no-untyped-call]
         #: The arguments as given, for the worker processes (``--workers``).
         self.argv: list[str] = []
+        self.cwd = os.getcwd()
         # The opt_ methods' docstrings are the help text: one line each, so
         # that their indentation does not end up inside --help's sentences.
         for name, doc in self.docs.items():
@@ -385,6 +386,9 @@ class Options(usage.Options):
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse ``options`` (``sys.argv[1:]`` by default), keeping a copy."""
         self.argv = list(sys.argv[1:] if options is None else options)
+        # Relative paths in them are relative to this directory, whatever
+        # directory twistd moves to (--rundir) before the workers start.
+        self.cwd = os.getcwd()
         super().parseOptions(options)  # type: ignore[no-untyped-call]
 
     def postOptions(self) -> None:

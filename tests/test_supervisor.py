@@ -289,7 +289,7 @@ def _cluster() -> tuple[object, object]:
 
 
 def test_clusterSumsItsOwnLiveFiguresWithTheOthers() -> None:
-    from connserver._status import StatusHandler, renderText
+    from connserver._status import StatusHandler, renderHTML, renderText
 
     cluster, _ = _cluster()
     status = StatusHandler(cluster, reactor=Clock())  # type: ignore[arg-type]
@@ -304,6 +304,9 @@ def test_clusterSumsItsOwnLiveFiguresWithTheOthers() -> None:
     assert [(r["worker"], r["requests"]) for r in rows] == [(1, 20), (2, 4)]
     text = renderText(data)
     assert "Workers (worker pid uptime connections requests):\n 1 11 9s 5 20\n" in text
+    page = renderHTML(data)
+    assert "<th>worker</th>" in page
+    assert "<tr><td>1</td><td>11</td><td>9 s</td><td>5</td><td>20</td></tr>" in page
 
 
 def test_clusterMetricsServeTheSumsAndAWorkerSeries() -> None:

@@ -472,6 +472,8 @@ def test_systemdSocketShared(server: Callable[..., Server]) -> None:
             "2",
             "--listen",
             "systemd:domain=INET:index=0",
+            "--access-log",
+            "-",
             plain=False,
             # sh's $$ is the pid twistd will have after exec.
             prefix=[
@@ -485,8 +487,15 @@ def test_systemdSocketShared(server: Callable[..., Server]) -> None:
         )
         assert s.port == port
         pids = waitReady(s, 2)
-        pidsServing(port, set(pids.values()))
+        served = pidsServing(port, set(pids.values()))
         s.stop()
+        # The workers' access log lines on standard output, relayed whole.
+        lines = [line for line in s.output().splitlines() if '"GET /pid ' in line]
+        assert len(lines) >= len(served)
+        assert all(
+            re.match(r'^127\.0\.0\.1 - - \[[^]]+\] "GET /pid HTTP/1\.1" 200 ', line)
+            for line in lines
+        ), lines
     finally:
         listener.close()
 
