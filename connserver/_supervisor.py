@@ -796,7 +796,15 @@ class SupervisorService(MultiService):
                 fd += 1
             listeners.append(entry)
         argv = _workerArgv(self.options.argv)
-        config = json.dumps({"argv": argv, "slot": handle.slot, "listeners": listeners})
+        config = json.dumps(
+            {
+                "argv": argv,
+                "slot": handle.slot,
+                "listeners": listeners,
+                # twistd --reactor: the workers run the same one.
+                "reactor": type(self.reactor).__module__,
+            }
+        )
         env = {
             k: v
             for k, v in os.environ.items()

@@ -323,6 +323,12 @@ def main(argv: list[str]) -> None:
     # The parent reloads on SIGHUP by replacing workers; a worker ignores it
     # (sent to the whole process group, it must not end the worker).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    from twisted.application.reactors import getReactorTypes
+
+    for installer in getReactorTypes():
+        if getattr(installer, "moduleName", None) == spec.get("reactor"):
+            installer.install()
+            break
     from twisted.internet import reactor as _reactor
     from twisted.internet.stdio import StandardIO
     from twisted.python import usage
