@@ -675,7 +675,7 @@ class SupervisorService(MultiService):
     # Listening, once.
 
     def privilegedStartService(self) -> None:
-        from ._service import StartupError, describePort, startupErrorMessage
+        from ._service import StartupError, startupErrorMessage
 
         super().privilegedStartService()  # type: ignore[no-untyped-call]
         reusePort = bool(self.options["reuse-port"])
@@ -713,8 +713,6 @@ class SupervisorService(MultiService):
 
             _installQuietStartupErrors()
             raise StartupError(message) from None
-        for port in self._ports:
-            _log.info("connserver listening on {where}", where=describePort(port))
 
     def _listen(
         self,
@@ -724,6 +722,8 @@ class SupervisorService(MultiService):
         address: tuple[str, int, int] | None,
     ) -> ListenerSpec:
         from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
+
+        from ._service import describePort
 
         if description is None:
             assert address is not None
@@ -741,6 +741,7 @@ class SupervisorService(MultiService):
         port = ports[0]
         # The parent never accepts: the workers do.
         port.stopReading()  # type: ignore[attr-defined]
+        _log.info("connserver listening on {where}", where=describePort(port))
         self._ports.append(port)
         sock = port.socket  # type: ignore[attr-defined]
         return ListenerSpec(kind, index, fd=sock.fileno(), family=sock.family)
@@ -748,8 +749,6 @@ class SupervisorService(MultiService):
     def _bindReusePort(
         self, kind: str, index: int, address: tuple[str, int, int]
     ) -> ListenerSpec:
-        from ._service import describePort  # noqa: F401
-
         host, port, backlog = address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)

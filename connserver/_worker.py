@@ -423,6 +423,11 @@ def main(argv: list[str]) -> None:
     StandardIO(channel, stdin=AMP_IN, stdout=AMP_OUT, reactor=reactor)  # type: ignore[call-arg,no-untyped-call]
 
     def start() -> None:
+        # The other workers' figures first, so that the first status page
+        # or scrape this worker answers already has them.
+        report().addCallback(lambda _: begin())
+
+    def begin() -> None:
         try:
             service.privilegedStartService()  # type: ignore[no-untyped-call]
             service.startService()  # type: ignore[no-untyped-call]
@@ -432,7 +437,7 @@ def main(argv: list[str]) -> None:
         signal.signal(signal.SIGTERM, stopSignal)
         signal.signal(signal.SIGINT, stopSignal)
         d = channel.callRemote(Ready, pid=os.getpid())  # type: ignore[no-untyped-call]
-        d.addCallback(lambda _: reporter.start(REPORT_INTERVAL, now=True))
+        d.addCallback(lambda _: reporter.start(REPORT_INTERVAL, now=False))
 
     reactor.callWhenRunning(start)
     reactor.run()  # SIGTERM and SIGINT stop it (and drain, above).
