@@ -164,7 +164,7 @@ class WorkerHandle:
     stats: dict[str, Any] = field(default_factory=dict)
     #: Its last log line, for the message when it dies before it is ready.
     lastLine: str = ""
-    readyCall: IDelayedCall | None = None
+    watchdog: IDelayedCall | None = None
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` unless the process has gone."""
@@ -206,6 +206,10 @@ class Supervisor:
     backoffMax = 10.0
     #: A worker not ready after this long is killed (and counts as a death).
     readyTimeout = 60.0
+    #: A ready worker that has not reported for this long is hung (a handler
+    #: blocking its reactor, say): killed, and restarted as a death.
+    #: gunicorn's --timeout is 30 s too.
+    reportTimeout = 30.0
 
     def __init__(
         self,
@@ -258,14 +262,14 @@ class Supervisor:
         if replaces is not None:
             replaces.replacedBy = handle
         self.workers.append(handle)
-        handle.readyCall = self._clock.callLater(
+        handle.watchdog = self._clock.callLater(
             self.readyTimeout, self._notReady, handle
         )
         self._spawn(handle)
         return handle
 
     def _notReady(self, handle: WorkerHandle) -> None:
-        handle.readyCall = None
+        handle.watchdog = None
         handle.lastLine = (
             f"not ready after {self.readyTimeout:g} s; killed. {handle.lastLine}"
         )
@@ -277,9 +281,12 @@ class Supervisor:
             return
         handle.ready = True
         self._everReady = True
-        call, handle.readyCall = handle.readyCall, None
+        call, handle.watchdog = handle.watchdog, None
         if call is not None and call.active():
             call.cancel()
+        handle.watchdog = self._clock.callLater(
+            self.reportTimeout, self._silent, handle
+        )
         _log.info("connserver: {worker} ready", worker=str(handle))
         old = handle.replaces
         handle.replaces = None
@@ -288,7 +295,23 @@ class Supervisor:
         if self.stopping:
             self._retire(handle)
 
+    def _silent(self, handle: WorkerHandle) -> None:
+        handle.watchdog = None
+        handle.lastLine = (
+            f"no report for {self.reportTimeout:g} s (hung?); killed. {handle.lastLine}"
+        )
+        _log.error(
+            "connserver: {worker} has not reported for {timeout:g} s: killing it",
+            worker=str(handle),
+            timeout=self.reportTimeout,
+        )
+        handle.signal(signal.SIGKILL)
+
     def _retire(self, handle: WorkerHandle) -> None:
+        # A draining worker stops reporting; its deadline is drainTimeout's.
+        call, handle.watchdog = handle.watchdog, None
+        if call is not None and call.active():
+            call.cancel()
         handle.retiring = True
         _log.info("connserver: draining {worker}", worker=str(handle))
         handle.signal(signal.SIGTERM)
@@ -298,6 +321,8 @@ class Supervisor:
     def workerReported(self, handle: WorkerHandle, stats: dict[str, Any]) -> str:
         """Store ``handle``'s figures; the cluster view it gets back (JSON)."""
         handle.stats = stats
+        if handle.ready and handle.watchdog is not None and handle.watchdog.active():
+            handle.watchdog.reset(self.reportTimeout)
         limit = handle.requestLimit
         if (
             limit is not None
@@ -343,7 +368,7 @@ class Supervisor:
         if handle not in self.workers:
             return
         self.workers.remove(handle)
-        call, handle.readyCall = handle.readyCall, None
+        call, handle.watchdog = handle.watchdog, None
         if call is not None and call.active():
             call.cancel()
         addCounters(
@@ -473,7 +498,7 @@ class Supervisor:
                 restart.cancel()
         self._restarts.clear()
         for handle in self.workers:
-            call, handle.readyCall = handle.readyCall, None
+            call, handle.watchdog = handle.watchdog, None
             if call is not None and call.active():
                 call.cancel()
             if not handle.retiring:

@@ -133,6 +133,30 @@ def test_aWorkerNeverReadyIsKilled() -> None:
     assert h.signals(h.spawned[0]) == [signal.SIGKILL]
 
 
+def test_aWorkerThatStopsReportingIsKilledAndRestarted() -> None:
+    h = Harness(1)
+    (a,) = h.startReady()
+    for _ in range(5):  # reporting every second keeps it alive
+        h.clock.advance(1)
+        h.supervisor.workerReported(a, {"requests": 1})
+    h.clock.advance(h.supervisor.reportTimeout - 0.1)
+    assert h.signals(a) == []
+    h.clock.advance(0.1)
+    assert h.signals(a) == [signal.SIGKILL]
+    h.supervisor.workerExited(a, "killed by SIGKILL")
+    h.clock.advance(0.1)
+    assert len(h.spawned) == 2, "restarted as a death"
+
+
+def test_aDrainingWorkerHasNoReportDeadline() -> None:
+    h = Harness(1, drainTimeout=None)
+    (a,) = h.startReady()
+    h.supervisor.stop()
+    h.clock.advance(h.supervisor.reportTimeout * 3)
+    assert h.signals(a) == [signal.SIGTERM]
+    assert h.clock.getDelayedCalls() == []
+
+
 def test_rollingReloadReplacesOneWorkerAtATime() -> None:
     h = Harness(2)
     a, b = h.startReady()
