@@ -27,7 +27,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import connectionDone
@@ -338,7 +338,7 @@ def main(argv: list[str]) -> None:
     # Typed as what it is here (posix: adoptStreamPort, callFromThread, ...).
     reactor: Any = _reactor
 
-    def die(message: str) -> None:
+    def die(message: str) -> NoReturn:
         sys.stderr.write(f"critical|{message}\n")
         sys.stderr.flush()
         os._exit(3)
@@ -376,7 +376,10 @@ def main(argv: list[str]) -> None:
         die(f"cannot open a listening socket: {error}")
     assert len(endpoints) == len(listen) + len(tls)
     cluster = Cluster(spec["slot"])
-    service = makeService(options, endpoints, cluster)
+    try:
+        service = makeService(options, endpoints, cluster)
+    except Exception as error:
+        die(f"{type(error).__name__}: {error}".splitlines()[0])
     cluster.factory = service.factory  # type: ignore[attr-defined]
     channel: WorkerChannel
     stopping: list[bool] = []
