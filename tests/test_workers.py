@@ -552,3 +552,28 @@ def test_aPortInUseIsOneLineAndExitOne(site: Path, tmp_path: Path) -> None:
     assert "started worker" not in output
     last = output.rstrip().splitlines()[-1]
     assert f"connserver cannot listen on {where}: Address already in use" in last
+
+
+def test_sigusr1ReopensEveryWorkersAccessLog(
+    tmp_path: Path, server: Callable[..., Server]
+) -> None:
+    """logrotate under --workers: the parent passes SIGUSR1 to every worker."""
+    log = tmp_path / "access.log"
+    s = server(
+        "--handler", "cs_slowapp:app", "--workers", "2", "--access-log", str(log)
+    )
+    pids = waitReady(s, 2)
+    pidsServing(s.port, set(pids.values()))  # both have the file open now
+    deadline = time.monotonic() + TIMEOUT
+    while not (log.exists() and log.read_text()):  # flushed within a second
+        assert time.monotonic() < deadline, "no access log line"
+        time.sleep(0.05)
+    log.rename(tmp_path / "access.log.1")
+    s.process.send_signal(signal.SIGUSR1)
+    reopened = {s.waitFor(r"\[worker \d+ pid (\d+)\] Access log .* reopened").group(1)}
+    reopened.add(s.waitFor(r"\[worker \d+ pid (\d+)\] Access log .* reopened").group(1))
+    assert reopened == {str(pid) for pid in pids.values()}
+    pidsServing(s.port, set(pids.values()))
+    s.stop()
+    lines = log.read_text().splitlines()
+    assert lines and all('"GET /pid HTTP/1.1" 200 ' in line for line in lines)
