@@ -566,9 +566,11 @@ class QuietAMP(amp.AMP):
     """AMP without its two log lines per connection (one per worker start)."""
 
     def makeConnection(self, transport: Any) -> None:
+        """Connect without AMP's log line."""
         amp.BinaryBoxProtocol.makeConnection(self, transport)  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Disconnect without AMP's log line."""
         amp.BinaryBoxProtocol.connectionLost(self, reason)  # type: ignore[no-untyped-call]
         self.transport = None
 
@@ -606,10 +608,12 @@ class WorkerProcess(ProcessProtocol):
         self._partial = {1: b"", 2: b""}
 
     def connectionMade(self) -> None:
+        """Start AMP on the worker's pipes."""
         assert self.transport is not None
         self.channel.makeConnection(_ChildTransport(self.transport))
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
+        """AMP bytes, or output to relay by whole lines."""
         if childFD == AMP_OUT:
             self.channel.dataReceived(data)  # type: ignore[no-untyped-call]
             return
@@ -644,6 +648,7 @@ class WorkerProcess(ProcessProtocol):
             )
 
     def processEnded(self, reason: Failure) -> None:
+        """Relay what is left, then tell the supervisor."""
         for fd, rest in self._partial.items():
             if rest:
                 self._emit(fd, rest + b"\n")
@@ -700,6 +705,7 @@ class SupervisorService(MultiService):
     # Listening, once.
 
     def privilegedStartService(self) -> None:
+        """Open every listener once (before twistd drops privileges)."""
         from ._service import StartupError, startupErrorMessage
 
         super().privilegedStartService()  # type: ignore[no-untyped-call]
@@ -871,6 +877,7 @@ class SupervisorService(MultiService):
             self.reactor.callWhenRunning(self.reactor.stop)
 
     def startService(self) -> None:
+        """Install the signal handlers and start the workers."""
         from ._service import SignalService
 
         super().startService()  # type: ignore[no-untyped-call]
@@ -888,6 +895,7 @@ class SupervisorService(MultiService):
         self.supervisor.start()
 
     def stopService(self) -> Deferred[None]:
+        """Stop accepting, then drain every worker; fires after the last exits."""
         Service.stopService(self)  # type: ignore[no-untyped-call]
         # Stop accepting first: the workers' copies close as they drain.
         for port in self._ports:

@@ -71,6 +71,7 @@ class AdoptedEndpoint:
         self.haproxy = haproxy
 
     def listen(self, factory: Factory) -> Deferred[IListeningPort]:
+        """Adopt the socket, wrapping ``factory`` for TLS or the PROXY protocol."""
         if self.haproxy:
             from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 
@@ -245,6 +246,7 @@ class Cluster:
 
     @property
     def requestObservers(self) -> list[Any]:
+        """The factory's request observers (what ``MetricsHandler`` extends)."""
         return self.factory.requestObservers  # type: ignore[no-any-return]
 
 
