@@ -627,10 +627,13 @@ class WorkerProcess(ProcessProtocol):
         if childFD == 1:
             # Access log lines on '-': whole lines, in one write.
             out = sys.__stdout__ or sys.stdout
-            out.buffer.write(lines) if hasattr(out, "buffer") else out.write(
-                lines.decode()
-            )
-            out.flush()
+            buffer = getattr(out, "buffer", None)
+            if buffer is not None:
+                buffer.write(lines)
+                buffer.flush()
+            else:
+                out.write(lines.decode("utf-8", "replace"))
+                out.flush()
             return
         for raw in lines.decode("utf-8", "replace").splitlines():
             levelName, sep, text = raw.partition("|")
