@@ -418,7 +418,7 @@ class Supervisor:
             )
             return
         old = handle.replaces
-        if old is not None:
+        if old is not None and old in self.workers:
             # A replacement died before it was ready: the old worker stays,
             # and a reload in progress stops here.
             old.replacedBy = None
@@ -426,7 +426,7 @@ class Supervisor:
                 _log.error("connserver: reload abandoned; the current workers stay.")
                 self._reloadQueue = None
             return
-        if handle.replacedBy is not None:
+        if handle.replacedBy is not None and handle.replacedBy in self.workers:
             return  # Its replacement is already starting.
         delay = min(self.backoffBase * 2 ** (len(self._deaths) - 1), self.backoffMax)
         _log.info(

@@ -189,6 +189,19 @@ def test_aReplacementThatDiesKeepsTheOldWorkerAndAbandonsTheReload() -> None:
     assert len(h.spawned) == 3, "no restart for a failed replacement"
 
 
+def test_aSlotIsNotLeftEmptyWhenAWorkerAndItsReplacementBothDie() -> None:
+    h = Harness(1, maxRequests=10)
+    (a,) = h.startReady()
+    h.supervisor.workerReported(a, {"requests": 10})
+    replacement = h.spawned[1]
+    h.supervisor.workerExited(a, "killed by SIGKILL")
+    h.clock.advance(60)
+    assert len(h.spawned) == 2, "the replacement is on its way"
+    h.supervisor.workerExited(replacement, "exit status 1")
+    h.clock.advance(1)
+    assert len(h.spawned) == 3 and h.spawned[2].slot == 1
+
+
 def test_maxRequestsReplacesAWorkerWithJitter() -> None:
     h = Harness(1, maxRequests=100, maxRequestsJitter=10, randint=lambda a, b: b)
     (a,) = h.startReady()
