@@ -28,6 +28,7 @@ from ._persistence import CONNECTION_CLOSE_REASONS
 
 if TYPE_CHECKING:
     from collections import Counter
+    from collections.abc import Callable
 
     from twisted.internet.interfaces import IReactorTime
     from twisted.internet.task import LoopingCall
@@ -110,6 +111,9 @@ class StatusHandler:
             maxlen=int(historySeconds // sampleInterval) + 1
         )
         self._loop: LoopingCall | None = None
+        #: With ``--workers``: a row per worker process (``worker``, ``pid``,
+        #: ``uptime``, ``connections``, ``requests``) for the page.
+        self.workers: Callable[[], list[dict[str, Any]]] | None = None
 
     # Sampling.
 
@@ -170,6 +174,7 @@ class StatusHandler:
                 str(count): connections
                 for count, connections in sorted(stats.requestsPerConnection.items())
             },
+            **({"workers": self.workers()} if self.workers is not None else {}),
             "history": {
                 "interval": self.sampleInterval,
                 "seconds": self.historySeconds,
@@ -316,6 +321,13 @@ def renderText(data: Mapping[str, Any]) -> str:
         lines.extend(f" {n}: {count}" for n, count in perConnection.items())
     else:
         lines.append(" (none)")
+    if "workers" in data:
+        lines.append("Workers (worker pid uptime connections requests):")
+        lines.extend(
+            f" {w['worker']} {w['pid']} {w['uptime']:.0f}s {w['connections']} "
+            f"{w['requests']}"
+            for w in data["workers"]
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -444,6 +456,20 @@ ul{{list-style:none;padding:0}} li{{display:inline-block;margin-right:1em}}
 <table><tr><th>close reason</th><th>count</th></tr>{closes}</table>
 <table><tr><th>requests on a connection</th><th>connections</th></tr>{perConnection}</table>
 </div>
-<p><a href="?format=json">JSON</a> &middot; <a href="?format=text">text</a></p>
+{_workersTable(data)}<p><a href="?format=json">JSON</a> &middot; <a href="?format=text">text</a></p>
 </body></html>
 """
+
+
+def _workersTable(data: Mapping[str, Any]) -> str:
+    if "workers" not in data:
+        return ""
+    rows = "".join(
+        f"<tr><td>{w['worker']}</td><td>{w['pid']}</td><td>{w['uptime']:.0f} s</td>"
+        f"<td>{w['connections']}</td><td>{w['requests']}</td></tr>"
+        for w in data["workers"]
+    )
+    return (
+        "<table><tr><th>worker</th><th>pid</th><th>uptime</th>"
+        f"<th>connections</th><th>requests</th></tr>{rows}</table>"
+    )

@@ -26,9 +26,11 @@ from ._config import ServerConfig, configFieldDocs
 
 if TYPE_CHECKING:
     from twisted.application.service import MultiService
+    from twisted.internet.interfaces import IStreamServerEndpoint
 
     from ._message import Handler
     from ._tls import TLSServerOptions
+    from ._worker import Cluster
 
 __all__ = ["CONFIG_FLAGS", "Options", "flagName", "makeService", "parseConfigValue"]
 
@@ -214,6 +216,13 @@ class Options(usage.Options):
         ],
         ["no-compress", None, "Turn --compress off."],
         [
+            "reuse-port",
+            None,
+            "With --workers: give each worker its own SO_REUSEPORT socket for "
+            "TCP listeners (the kernel spreads connections) instead of one "
+            "shared socket.",
+        ],
+        [
             "redirect-to-https",
             None,
             "Answer every plain-HTTP request with 308 to the same path on the "
@@ -282,6 +291,30 @@ class Options(usage.Options):
         ],
     ]
 
+    optParameters += [
+        [
+            "workers",
+            None,
+            "1",
+            "Serve from N worker processes (or 'auto': one per CPU) that share "
+            "the listening sockets; the parent supervises them. 1 = one process.",
+        ],
+        [
+            "worker-max-requests",
+            None,
+            None,
+            "With --workers: replace a worker gracefully after it served about "
+            "this many requests. [default: never]",
+        ],
+        [
+            "worker-max-requests-jitter",
+            None,
+            "0",
+            "Add a random 0..J to --worker-max-requests per worker, so that "
+            "workers are not all replaced at once.",
+        ],
+    ]
+
     # The flags of ServerConfig, generated: one per field, kebab-case.
     for _flag in CONFIG_FLAGS:
         optParameters.append(
@@ -294,8 +327,16 @@ class Options(usage.Options):
         )
     del _flag
 
+    #: True in a worker process (``connserver._worker``): the listeners are
+    #: sockets the parent opened, so endpoint strings are not checked again
+    #: (a ``systemd:`` one cannot be: the descriptors are the parent's).
+    inWorker = False
+
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        #: The arguments as given, for the worker processes (``--workers``).
+        self.argv: list[str] = []
+        self.cwd = os.getcwd()
         # The opt_ methods' docstrings are the help text: one line each, so
         # that their indentation does not end up inside --help's sentences.
         for name, doc in self.docs.items():
@@ -379,14 +420,51 @@ class Options(usage.Options):
         print(_version())
         sys.exit(0)
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse ``options`` (``sys.argv[1:]`` by default), keeping a copy."""
+        self.argv = list(sys.argv[1:] if options is None else options)
+        # Relative paths in them are relative to this directory, whatever
+        # directory twistd moves to (--rundir) before the workers start.
+        self.cwd = os.getcwd()
+        super().parseOptions(options)  # type: ignore[no-untyped-call]
+
     def postOptions(self) -> None:
         """Check every value and build the config, handler and endpoints."""
+        self._checkWorkers()
         self["config"] = self._buildConfig()
         self._checkApplication()
         self._checkAccessLog()
         self._checkStatusPath()
         self._checkMetricsPath()
         self._buildEndpoints()
+
+    def _checkWorkers(self) -> None:
+        text = str(self["workers"]).strip().lower()
+        if text == "auto":
+            workers = len(os.sched_getaffinity(0)) or os.cpu_count() or 1
+        elif text.isdigit() and 1 <= int(text) <= 1024:
+            workers = int(text)
+        else:
+            raise usage.UsageError(
+                f"--workers {self['workers']!r}: expected a number from 1 to 1024 or auto"
+            )
+        self["workers"] = workers
+        for flag in ("worker-max-requests", "worker-max-requests-jitter"):
+            value = self[flag]
+            if value is None:
+                continue
+            if not str(value).isdigit() or (
+                flag == "worker-max-requests" and int(value) < 1
+            ):
+                raise usage.UsageError(
+                    f"--{flag} {value!r}: expected a whole number"
+                    + (" of at least 1" if flag == "worker-max-requests" else "")
+                )
+            self[flag] = int(value)
+        if workers == 1 and not self.inWorker:
+            for flag in ("reuse-port", "worker-max-requests"):
+                if self[flag]:
+                    raise usage.UsageError(f"--{flag} needs --workers 2 or more")
 
     def _buildConfig(self) -> ServerConfig:
         values: dict[str, Any] = {}
@@ -560,7 +638,8 @@ class Options(usage.Options):
         if not listen and not tls:
             listen = [DEFAULT_LISTEN]
         for description in listen:
-            checkEndpoint(description)
+            if not self.inWorker:
+                checkEndpoint(description)
         if self["redirect-to-https"] and not tls:
             raise usage.UsageError(
                 "--redirect-to-https needs an HTTPS listener (--https or --listen ssl:...)"
@@ -770,11 +849,25 @@ def _adapt(spec: str, obj: object) -> Handler:
         ) from None
 
 
-def makeService(options: Options) -> MultiService:
+def makeService(
+    options: Options,
+    endpoints: list[IStreamServerEndpoint] | None = None,
+    cluster: Cluster | None = None,
+) -> MultiService:
     """
     The server described by ``options``: one listening service per
     ``--listen`` around one ``ConnectionFactory``, draining on stop.
+
+    With ``--workers`` 2 or more it is the supervisor instead (see
+    ``connserver._supervisor``); a worker passes ``endpoints``, one per
+    listener (``--listen`` ones, then the TLS ones), adopting the sockets
+    its parent opened, and its ``cluster``, whose figures (summed over
+    every worker) the status page and the metrics show.
     """
+    if endpoints is None and options["workers"] > 1:
+        from ._supervisor import makeSupervisorService
+
+        return makeSupervisorService(options)
     from twisted.internet import reactor
     from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
     from twisted.logger import Logger
@@ -814,13 +907,11 @@ def makeService(options: Options) -> MultiService:
         )
     factory = ConnectionFactory(handler, config=config, reactor=reactor)
     tls: list[TLSListener] = options["tls"]
-    service = ConnectionServerService(
-        factory,
-        [
+    if endpoints is None:
+        endpoints = [
             serverFromString(reactor, description)  # type: ignore[no-untyped-call]
             for description in options["listen"]
-        ]
-        + [
+        ] + [
             SSL4ServerEndpoint(  # type: ignore[no-untyped-call]
                 reactor,
                 listener.port,
@@ -829,8 +920,8 @@ def makeService(options: Options) -> MultiService:
                 interface=listener.interface,
             )
             for listener in tls
-        ],
-    )
+        ]
+    service = ConnectionServerService(factory, endpoints)
     # A port in use, a bad address, permission denied: one line, exit 1.
     service.oneLineStartupErrors = True
     for listener, description in zip(
@@ -843,14 +934,19 @@ def makeService(options: Options) -> MultiService:
     if options["status-path"] is not None:
         from ._status import StatusHandler, StatusSamplingService
 
-        status = StatusHandler(factory, reactor=reactor)
+        status = StatusHandler(cluster or factory, reactor=reactor)
+        if cluster is not None:
+            status.workers = cluster.workerRows
         mounts[options["status-path"]] = status
         service.addCompanion(StatusSamplingService(status))
     if options["metrics-path"] is not None:
         from ._metrics import MetricsHandler
 
         # Also adds its request observer to the factory.
-        mounts[options["metrics-path"]] = MetricsHandler(factory)
+        metrics = MetricsHandler(factory)
+        if cluster is not None:
+            cluster.instrument(metrics)
+        mounts[options["metrics-path"]] = metrics
     if mounts:
         from ._routing import PrefixMount
 

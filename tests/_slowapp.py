@@ -3,7 +3,8 @@ A handler for the ``twistd connserver --handler`` subprocess tests.
 
 ``/slow?release=PATH`` answers only once the file ``PATH`` exists (polled
 every 20 ms), so a test can send SIGTERM while the response is pending and
-then decide exactly when it completes; anything else answers at once.
+then decide exactly when it completes; ``/pid`` answers with the process id
+of the process that served it; anything else answers at once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ _log = Logger()
 
 
 def app(request: Request) -> Response | Deferred[Response]:
+    if request.path == b"/pid":  # which process answered (--workers tests)
+        return Response(200, {"Content-Type": "text/plain"}, b"%d" % os.getpid())
     if request.path != b"/slow":
         return Response(200, {"Content-Type": "text/plain"}, b"fast\n")
     release = parse_qs(request.query.decode())["release"][0]

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,21 +84,33 @@ def run(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 class Server:
     """A running ``twistd -n connserver``; its log lines arrive on a queue."""
 
-    def __init__(self, site: Path, cwd: Path, *args: str, plain: bool = True) -> None:
+    def __init__(
+        self,
+        site: Path,
+        cwd: Path,
+        *args: str,
+        plain: bool = True,
+        prefix: Sequence[str] = (),
+        **popen: Any,
+    ) -> None:
         self.process = subprocess.Popen(
-            twistd(
-                site,
-                "-n",
-                "--pidfile=",
-                "connserver",
-                *(["--listen", "tcp:0:interface=127.0.0.1"] if plain else []),
-                *args,
-            ),
+            [
+                *prefix,
+                *twistd(
+                    site,
+                    "-n",
+                    "--pidfile=",
+                    "connserver",
+                    *(["--listen", "tcp:0:interface=127.0.0.1"] if plain else []),
+                    *args,
+                ),
+            ],
             cwd=cwd,
             env=environment(site),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            **popen,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
@@ -168,8 +181,8 @@ def server(site: Path, tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Starts servers (in ``tmp_path``) and kills any left running."""
     servers: list[Server] = []
 
-    def start(*args: str, plain: bool = True, ports: int = 1) -> Server:
-        servers.append(Server(site, tmp_path, *args, plain=plain))
+    def start(*args: str, plain: bool = True, ports: int = 1, **popen: Any) -> Server:
+        servers.append(Server(site, tmp_path, *args, plain=plain, **popen))
         return servers[-1].waitUntilListening(ports)
 
     yield start
