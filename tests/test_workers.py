@@ -79,6 +79,16 @@ def pidsServing(port: int, wanted: set[int]) -> set[int]:
     return seen
 
 
+def requestAndCloseLines(log: Path) -> tuple[list[str], list[str]]:
+    """
+    An access log's request lines, and its close lines (a connection that
+    ended without a final response carrying its reason: ``"-" - 0``).
+    """
+    lines = log.read_text().splitlines()
+    closes = [line for line in lines if '] "-" - 0 ' in line]
+    return [line for line in lines if line not in closes], closes
+
+
 def test_aKilledWorkerIsRestarted(server: Callable[..., Server]) -> None:
     s = server("--handler", "cs_slowapp:app", "--workers", "2")
     pids = waitReady(s, 2)
@@ -405,10 +415,13 @@ def test_tlsUnixAndAccessLogWithWorkers(
         assert get(s.port, f"/?n={n}")[0] == 200
     s.stop()
     assert not sock.exists()
-    lines = log.read_text().splitlines()
+    lines, closes = requestAndCloseLines(log)
     assert len(lines) == 24, lines
     assert sum(line.startswith("203.0.113.7 ") for line in lines) == 1, lines
     assert all(re.match(r'^\S+ - - \[[^]]+\] "GET /', line) for line in lines), lines
+    # The connections that ended with no response carrying the reason (the
+    # client's own close after its response) have their one close line each.
+    assert all(re.search(r" close=[a-z-]+$", line) for line in closes), closes
 
 
 def test_reusePortServesAndReloads(server: Callable[..., Server]) -> None:
@@ -575,5 +588,6 @@ def test_sigusr1ReopensEveryWorkersAccessLog(
     assert reopened == {str(pid) for pid in pids.values()}
     pidsServing(s.port, set(pids.values()))
     s.stop()
-    lines = log.read_text().splitlines()
+    lines, closes = requestAndCloseLines(log)
     assert lines and all('"GET /pid HTTP/1.1" 200 ' in line for line in lines)
+    assert all(re.search(r" close=[a-z-]+$", line) for line in closes), closes
