@@ -392,7 +392,7 @@ class Response:
     with the body, or the response fails.
     """
 
-    __slots__ = ("_fields", "_headers", "body", "code", "reason", "trailers")
+    __slots__ = ("_fields", "_headers", "body", "code", "note", "reason", "trailers")
 
     def __init__(
         self,
@@ -402,6 +402,7 @@ class Response:
         *,
         reason: bytes | None = None,
         trailers: Headers | None = None,
+        note: str | None = None,
     ) -> None:
         if not 100 <= code <= 599:
             raise ValueError(f"status code must be 100-599, not {code}")
@@ -421,6 +422,9 @@ class Response:
         self.body = body
         self.reason = reason
         self.trailers = trailers
+        #: A word for the access log on how this answer came about (the
+        #: proxy's ``upstream-timeout``), or None.
+        self.note = note
 
     @property
     def headers(self) -> Headers:

@@ -1,0 +1,526 @@
+"""
+``ReverseProxy`` against real upstreams on 127.0.0.1: twisted.web, connserver
+itself and nginx (skipped when /usr/sbin/nginx is absent).  The echo
+upstreams answer with the request fields they received and with their own
+hop-by-hop fields (``Connection: X-Up``, ``X-Up: 1``, ``Keep-Alive:
+timeout=5``), so that each test sees both directions.  Every wait is bounded;
+they wait on real sockets, so they are marked slow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import defer, protocol, task
+from twisted.web import resource, server
+
+from connserver import ReverseProxy
+from connserver._message import Request, Response
+from connserver._records import RequestRecord
+
+from ._harness import ParsedResponse, parseResponses
+from ._sockets import Server, bounded, connect, finish, serve, until
+
+pytest_twisted: Any = importlib.import_module("pytest_twisted")
+
+pytestmark = pytest.mark.slow
+
+NGINX = "/usr/sbin/nginx"
+
+
+def ensureDeferred(
+    test: Callable[..., Coroutine[Any, Any, None]],
+) -> Callable[..., Any]:
+    """pytest-twisted's decorator, typed."""
+    wrapped: Callable[..., Any] = pytest_twisted.ensureDeferred(test)
+    return wrapped
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+# -- upstreams ------------------------------------------------------------------
+
+#: The upstream's own hop-by-hop fields, and one end-to-end field.
+UPSTREAM_FIELDS = [
+    (b"Connection", b"X-Up"),
+    (b"X-Up", b"1"),
+    (b"Keep-Alive", b"timeout=5"),
+    (b"Proxy-Authenticate", b"Basic"),
+    (b"X-End-Response", b"e2e"),
+]
+
+
+class EchoResource(resource.Resource):
+    """twisted.web: the request's fields as JSON, the upstream fields above."""
+
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        body = request.content.read()
+        for name, value in UPSTREAM_FIELDS:
+            request.responseHeaders.addRawHeader(name, value)
+        # No Content-Length: twisted.web chunks the body for HTTP/1.1.
+        request.write(
+            _echo(
+                request.method,
+                request.uri,
+                list(request.requestHeaders.getAllRawHeaders()),
+                len(body),
+            )
+        )
+        request.finish()
+        return server.NOT_DONE_YET  # type: ignore[no-any-return]
+
+
+def _echo(method: bytes, target: bytes, headers: list[Any], size: int) -> bytes:
+    fields = []
+    for name, values in headers:
+        if isinstance(values, bytes):
+            values = [values]
+        for value in values:
+            fields.append([name.decode().lower(), value.decode()])
+    return json.dumps(
+        {
+            "method": method.decode(),
+            "target": target.decode(),
+            "fields": fields,
+            "size": size,
+        }
+    ).encode()
+
+
+async def echoHandler(request: Request) -> Response:
+    """connserver: the same echo (it sends X-Up but owns Connection itself)."""
+    body = await request.readBody()
+    return Response(
+        200,
+        UPSTREAM_FIELDS,
+        _echo(request.method, request.target, list(request.headers), len(body)),
+    )
+
+
+async def twistedWebUpstream() -> Any:
+    site = server.Site(EchoResource())
+    site.noisy = False
+    port = _reactor().listenTCP(0, site, interface="127.0.0.1")
+    return port
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_timeout 75 5;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            add_header X-Up 1;
+            add_header Connection X-Up;
+            add_header X-End-Response e2e;
+            default_type application/json;
+            return 200 '{{"method":"$request_method","target":"$request_uri","fields":[["x-client","$http_x_client"],["proxy-connection","$http_proxy_connection"],["keep-alive","$http_keep_alive"],["te","$http_te"],["proxy-authorization","$http_proxy_authorization"],["x-end","$http_x_end"],["host","$http_host"],["via","$http_via"],["x-forwarded-for","$http_x_forwarded_for"],["forwarded","$http_forwarded"]],"size":0}}';
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture
+def nginxUpstream(tmp_path: Path) -> Iterator[int]:
+    if not os.path.exists(NGINX):
+        pytest.skip(f"{NGINX} is not installed")
+    port = freePort()
+    (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(dir=tmp_path, port=port))
+    process = subprocess.Popen(
+        [NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise AssertionError(
+                        "nginx did not start: "
+                        + (tmp_path / "error.log").read_text(errors="replace")
+                    ) from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.send_signal(signal.SIGQUIT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+async def proxyTo(
+    url: str, **options: Any
+) -> tuple[Server, ReverseProxy, list[RequestRecord]]:
+    proxy = ReverseProxy(url, reactor=_reactor(), **options)
+    front = await serve(proxy)
+    records: list[RequestRecord] = []
+    front.factory.requestObservers.append(records.append)
+    return front, proxy, records
+
+
+async def closeProxy(front: Server, proxy: ReverseProxy, *others: Server) -> None:
+    await finish(front, *others)
+    await bounded(proxy.close())
+
+
+def echoed(response: ParsedResponse) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    for name, value in json.loads(response.body)["fields"]:
+        if value != "":
+            fields.setdefault(name, []).append(value)
+    return fields
+
+
+CLIENT_REQUEST = (
+    b"GET /api/x?q=1 HTTP/1.1\r\n"
+    b"Host: front.example\r\n"
+    b"Connection: keep-alive, X-Client\r\n"
+    b"X-Client: secret\r\n"
+    b"Proxy-Connection: keep-alive\r\n"
+    b"Keep-Alive: 300\r\n"
+    b"TE: trailers\r\n"
+    b"Proxy-Authorization: Basic Zm9vOmJhcg==\r\n"
+    b"X-End: e2e\r\n"
+    b"\r\n"
+)
+
+#: Fields that must never reach the upstream from CLIENT_REQUEST.
+CLIENT_HOP_BY_HOP = {
+    "connection",
+    "x-client",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "proxy-authorization",
+    "transfer-encoding",
+    "upgrade",
+}
+
+
+def checkForwarded(response: ParsedResponse, upstreamListsXUp: bool = True) -> None:
+    assert response.status == 200
+    fields = echoed(response)
+    assert not CLIENT_HOP_BY_HOP & set(fields), fields
+    assert fields["x-end"] == ["e2e"]
+    assert fields["host"] == ["front.example"]
+    assert fields["via"] == ["1.1 connserver"]
+    assert fields["x-forwarded-for"] == ["127.0.0.1"]
+    assert fields["forwarded"] == ["for=127.0.0.1;proto=http;host=front.example"]
+    names = {name for name, _ in response.headers}
+    # The upstream's hop-by-hop fields stop here; its end-to-end ones pass.
+    assert b"x-up" not in names
+    assert b"keep-alive" not in names
+    assert b"proxy-authenticate" not in names
+    assert response.header(b"connection") is None
+    assert response.header(b"x-end-response") == b"e2e"
+    assert response.header(b"via") == b"1.1 connserver"
+
+
+@ensureDeferred
+async def test_twistedWebUpstreamHopByHopBothWays() -> None:
+    upstream = await twistedWebUpstream()
+    front, proxy, records = await proxyTo(f"http://127.0.0.1:{upstream.getHost().port}")
+    try:
+        client = await connect(front, request=CLIENT_REQUEST)
+        [response] = await client.waitResponses(1)
+        checkForwarded(response)
+        assert json.loads(response.body)["target"] == "/api/x?q=1"
+        # twisted.web chunks; connserver frames for its client again.
+        assert response.header(b"transfer-encoding") == b"chunked"
+        client.close()
+    finally:
+        await upstream.stopListening()
+        await closeProxy(front, proxy)
+    assert records[0].status == 200 and records[0].note is None
+
+
+@ensureDeferred
+async def test_connserverUpstreamHopByHop() -> None:
+    upstream = await serve(echoHandler)
+    front, proxy, _ = await proxyTo(f"http://127.0.0.1:{upstream.portNumber}")
+    try:
+        client = await connect(front, request=CLIENT_REQUEST)
+        [response] = await client.waitResponses(1)
+        # connserver (the upstream) owns its Connection header and does not
+        # list X-Up: for the proxy it is an end-to-end field then.
+        fields = echoed(response)
+        assert not CLIENT_HOP_BY_HOP & set(fields), fields
+        assert fields["x-end"] == ["e2e"]
+        assert response.header(b"x-up") == b"1"
+        assert response.header(b"keep-alive") is None
+        client.close()
+    finally:
+        await closeProxy(front, proxy, upstream)
+
+
+@ensureDeferred
+async def test_nginxUpstreamHopByHopBothWays(nginxUpstream: int) -> None:
+    front, proxy, _ = await proxyTo(f"http://127.0.0.1:{nginxUpstream}")
+    try:
+        client = await connect(front, request=CLIENT_REQUEST)
+        [response] = await client.waitResponses(1)
+        checkForwarded(response)
+        client.close()
+    finally:
+        await closeProxy(front, proxy)
+
+
+@ensureDeferred
+async def test_tenRequestsReuseOneUpstreamConnection() -> None:
+    upstream = await serve(echoHandler)
+    front, proxy, _ = await proxyTo(f"http://127.0.0.1:{upstream.portNumber}")
+    try:
+        client = await connect(front)
+        for i in range(10):
+            client.write(b"GET /r%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)
+            responses = await client.waitResponses(i + 1)
+            assert responses[i].status == 200
+        assert len(upstream.protocols) == 1
+        assert upstream.protocols[0].requestsServed == 10
+        client.close()
+    finally:
+        await closeProxy(front, proxy, upstream)
+
+
+@ensureDeferred
+async def test_http10ClientGetsChunkedUpstreamBodyDelimited() -> None:
+    upstream = await twistedWebUpstream()
+    front, proxy, _ = await proxyTo(f"http://127.0.0.1:{upstream.getHost().port}")
+    try:
+        # Without keep-alive: close-delimited.
+        client = await connect(front, request=b"GET /a HTTP/1.0\r\nHost: h\r\n\r\n")
+        data = await client.waitClosed()
+        [response] = parseResponses(data, eof=True)
+        assert response.header(b"transfer-encoding") is None
+        assert json.loads(response.body)["target"] == "/a"
+        assert b"HTTP/1.1 200 OK\r\n" in data.split(b"\r\n\r\n")[0] + b"\r\n"
+    finally:
+        await upstream.stopListening()
+        await closeProxy(front, proxy)
+
+
+@ensureDeferred
+async def test_http10ClientGetsLengthWhenUpstreamGivesOne() -> None:
+    upstream = await serve(echoHandler)
+    front, proxy, _ = await proxyTo(f"http://127.0.0.1:{upstream.portNumber}")
+    try:
+        client = await connect(
+            front,
+            request=b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        )
+        [response] = await client.waitResponses(1)
+        assert response.header(b"content-length") == str(len(response.body)).encode()
+        assert response.header(b"connection") == b"keep-alive"
+        # No Host from the client: the upstream's is sent.
+        assert echoed(response)["host"] == [f"127.0.0.1:{upstream.portNumber}"]
+        client.close()
+    finally:
+        await closeProxy(front, proxy, upstream)
+
+
+@ensureDeferred
+async def test_refusedUpstreamIs502() -> None:
+    port = freePort()
+    front, proxy, records = await proxyTo(f"http://127.0.0.1:{port}")
+    try:
+        client = await connect(front, request=b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        [response] = await client.waitResponses(1)
+        assert response.status == 502
+        assert response.body == b"502 Bad Gateway\n"
+        assert str(port).encode() not in client.data
+        # The connection stays usable.
+        client.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        await client.waitResponses(2)
+        client.close()
+    finally:
+        await closeProxy(front, proxy)
+    assert [r.note for r in records] == ["upstream-refused", "upstream-refused"]
+    assert records[0].closeReason is None
+
+
+class Silent(protocol.Protocol):
+    """An upstream that reads the request and never answers."""
+
+    def __init__(self, events: dict[str, defer.Deferred[Any]]) -> None:
+        self.events = events
+
+    def dataReceived(self, data: bytes) -> None:
+        d = self.events.pop("received", None)
+        if d is not None:
+            d.callback(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        d = self.events.pop("lost", None)
+        if d is not None:
+            d.callback(None)
+
+
+class SplitReactor:
+    """The real reactor for sockets, a ``Clock`` for time."""
+
+    def __init__(self, clock: task.Clock) -> None:
+        self._clock = clock
+
+    def callLater(self, *args: Any, **kwargs: Any) -> Any:
+        return self._clock.callLater(*args, **kwargs)
+
+    def seconds(self) -> float:
+        return self._clock.seconds()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_reactor(), name)
+
+
+async def silentUpstream() -> tuple[Any, dict[str, defer.Deferred[Any]]]:
+    events: dict[str, defer.Deferred[Any]] = {
+        "received": defer.Deferred(),
+        "lost": defer.Deferred(),
+    }
+    factory = protocol.Factory.forProtocol(lambda: Silent(events))
+    port = _reactor().listenTCP(0, factory, interface="127.0.0.1")
+    return port, events
+
+
+@ensureDeferred
+async def test_upstreamThatDoesNotAnswerIs504() -> None:
+    port, events = await silentUpstream()
+    received, lost = events["received"], events["lost"]
+    clock = task.Clock()
+    proxy = ReverseProxy(
+        f"http://127.0.0.1:{port.getHost().port}",
+        reactor=SplitReactor(clock),  # type: ignore[arg-type]
+        responseTimeout=30,
+    )
+    front = await serve(proxy)
+    records: list[RequestRecord] = []
+    front.factory.requestObservers.append(records.append)
+    try:
+        client = await connect(front, request=b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+        await bounded(received)
+        clock.advance(29)
+        assert client.data == b""
+        clock.advance(1)
+        [response] = await client.waitResponses(1)
+        assert response.status == 504
+        assert response.body == b"504 Gateway Timeout\n"
+        await bounded(lost)  # the upstream request was abandoned
+        client.close()
+    finally:
+        await port.stopListening()
+        await closeProxy(front, proxy)
+    assert records[0].note == "upstream-timeout"
+    assert clock.getDelayedCalls() == []
+
+
+@ensureDeferred
+async def test_clientDisconnectCancelsUpstreamRequest() -> None:
+    port, events = await silentUpstream()
+    received, lost = events["received"], events["lost"]
+    front, proxy, records = await proxyTo(f"http://127.0.0.1:{port.getHost().port}")
+    try:
+        client = await connect(front, request=b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+        await bounded(received)
+        # A FIN alone is a half-close (the response would still be sent):
+        # going away is a reset.
+        client.transport.abortConnection()
+        await bounded(lost)
+        await client.waitClosed()
+    finally:
+        await port.stopListening()
+        await closeProxy(front, proxy)
+    assert records == []
+    # The proxy's response timer went with the request.
+    assert not [
+        c
+        for c in _reactor().getDelayedCalls()
+        if "_proxy" in getattr(getattr(c.func, "__self__", None), "__module__", "")
+    ]
+
+
+@ensureDeferred
+async def test_idleUpstreamCloseRaceIsRetriedForGet() -> None:
+    """
+    The upstream closes idle connections after 1 s, the proxy keeps them
+    longer, and requests come about 1 s apart: some land on a connection
+    the upstream is closing.  Twisted's pool retries those (bodiless GET)
+    on a new connection, so the client sees no error.
+    """
+    upstream = await serve(echoHandler, idleTimeout=1.0)
+    front, proxy, records = await proxyTo(
+        f"http://127.0.0.1:{upstream.portNumber}", upstreamIdleTimeout=30
+    )
+    try:
+        client = await connect(front)
+        for i, delay in enumerate([0.0, 0.98, 1.0, 1.02, 0.99, 1.01]):
+            await task.deferLater(_reactor(), delay, lambda: None)
+            client.write(b"GET /r HTTP/1.1\r\nHost: h\r\n\r\n")
+            responses = await client.waitResponses(i + 1)
+            assert responses[i].status == 200, responses[i]
+        client.close()
+    finally:
+        await closeProxy(front, proxy, upstream)
+    assert [r.status for r in records] == [200] * 6
+    # The upstream did close idle connections under the proxy.
+    assert len(upstream.protocols) > 1
+
+
+@ensureDeferred
+async def test_upstreamIdleTimeoutShorterThanUpstreamsAvoidsRace() -> None:
+    upstream = await serve(echoHandler, idleTimeout=1.0)
+    front, proxy, records = await proxyTo(
+        f"http://127.0.0.1:{upstream.portNumber}", upstreamIdleTimeout=0.3
+    )
+    try:
+        client = await connect(front)
+        for i in range(3):
+            client.write(b"GET /r HTTP/1.1\r\nHost: h\r\n\r\n")
+            await client.waitResponses(i + 1)
+            # The proxy closes its idle upstream connection first.
+            await until(lambda: upstream.factory.stats.active == 0)
+        client.close()
+    finally:
+        await closeProxy(front, proxy, upstream)
+    assert [r.status for r in records] == [200] * 3
+    assert len(upstream.protocols) == 3
+    assert [p.closeReason for p in upstream.protocols] == ["peer-closed"] * 3
