@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from twisted.internet import defer, protocol, task
 from twisted.web import resource, server
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 from connserver import ReverseProxy
 from connserver._message import Request, Response
@@ -524,3 +526,259 @@ async def test_upstreamIdleTimeoutShorterThanUpstreamsAvoidsRace() -> None:
     assert [r.status for r in records] == [200] * 3
     assert len(upstream.protocols) == 3
     assert [p.closeReason for p in upstream.protocols] == ["peer-closed"] * 3
+
+
+class OneAnswerPerConnection(protocol.Protocol):
+    """
+    An upstream that answers the first request of each connection and
+    closes on the second without a byte: the idle-close race, made
+    deterministic (the request reached a connection the upstream closes).
+    """
+
+    def __init__(self, log: list[bytes]) -> None:
+        self.log = log
+        self.buffer = b""
+        self.answered = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        if b"\r\n\r\n" not in self.buffer:
+            return
+        head = self.buffer.split(b"\r\n", 1)[0]
+        self.log.append(head)
+        assert self.transport is not None
+        if self.answered:
+            self.transport.loseConnection()
+            return
+        self.answered = True
+        self.buffer = b""
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+async def racingUpstream() -> tuple[Any, list[bytes]]:
+    log: list[bytes] = []
+    factory = protocol.Factory.forProtocol(lambda: OneAnswerPerConnection(log))
+    return _reactor().listenTCP(0, factory, interface="127.0.0.1"), log
+
+
+@ensureDeferred
+async def test_getOnDroppedPooledConnectionIsRetriedOnce() -> None:
+    port, log = await racingUpstream()
+    front, proxy, records = await proxyTo(f"http://127.0.0.1:{port.getHost().port}")
+    try:
+        client = await connect(front)
+        client.write(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        await client.waitResponses(1)
+        client.write(b"GET /2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        responses = await client.waitResponses(2)
+        assert [r.status for r in responses] == [200, 200]
+        client.close()
+    finally:
+        await port.stopListening()
+        await closeProxy(front, proxy)
+    # /2 reached the dropping connection, then a new one.
+    assert log == [b"GET /1 HTTP/1.1", b"GET /2 HTTP/1.1", b"GET /2 HTTP/1.1"]
+    assert [r.note for r in records] == [None, None]
+
+
+@ensureDeferred
+async def test_postOnDroppedPooledConnectionIs502() -> None:
+    port, log = await racingUpstream()
+    front, proxy, records = await proxyTo(f"http://127.0.0.1:{port.getHost().port}")
+    try:
+        client = await connect(front)
+        client.write(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        await client.waitResponses(1)
+        client.write(b"POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")
+        responses = await client.waitResponses(2, [b"GET", b"POST"])
+        assert responses[1].status == 502
+        client.close()
+    finally:
+        await port.stopListening()
+        await closeProxy(front, proxy)
+    # Not idempotent (and with a body): never sent twice.
+    assert log == [b"GET /1 HTTP/1.1", b"POST /2 HTTP/1.1"]
+    assert records[1].note == "upstream-failed"
+
+
+# -- streaming with backpressure ----------------------------------------------------
+
+BIG = 32 * 1024 * 1024
+
+
+def buffered(proto: Any) -> int:
+    """Bytes waiting in a Twisted TCP transport's write buffer."""
+    transport = proto.transport
+    return int(len(transport.dataBuffer) - transport.offset + transport._tempDataLen)
+
+
+@implementer(IBodyProducer)
+class BigBody:
+    """An upstream body of ``length`` bytes, written while not paused."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.sent = 0
+        self.paused = False
+        self.pauses = 0
+        self.done: defer.Deferred[None] = defer.Deferred()
+        self.consumer: Any = None
+
+    def startProducing(self, consumer: Any) -> defer.Deferred[None]:
+        self.consumer = consumer
+        self._go()
+        return self.done
+
+    def _go(self) -> None:
+        chunk = b"x" * 65536
+        while not self.paused and self.sent < self.length:
+            n = min(len(chunk), self.length - self.sent)
+            self.sent += n
+            self.consumer.write(chunk[:n])
+        if self.sent >= self.length and not self.done.called:
+            self.done.callback(None)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._go()
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
+async def settled(condition: Callable[[], bool], seconds: float = 0.3) -> None:
+    """``condition`` holds now and still after ``seconds`` of reactor time."""
+    await until(condition)
+    await task.deferLater(_reactor(), seconds, lambda: None)
+    assert condition()
+
+
+@ensureDeferred
+async def test_downloadPausesUpstreamWhenClientStopsReading() -> None:
+    body = BigBody(BIG)
+    upstream = await serve(lambda request: Response(200, [], body))
+    front, proxy, records = await proxyTo(f"http://127.0.0.1:{upstream.portNumber}")
+    try:
+        client = await connect(front)
+        client.transport.pauseProducing()  # the client stops reading
+        client.write(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+        # The pause travels back: client socket full -> proxy pauses its
+        # upstream read -> upstream socket full -> the upstream body pauses.
+        await settled(lambda: body.paused)
+        held = body.sent
+        assert body.pauses >= 1
+        assert held < BIG // 2, held
+        # What the proxy itself holds toward the client stays small.
+        assert buffered(front.protocols[0]) < 1024 * 1024
+        client.transport.resumeProducing()
+        await client.waitUntil(lambda received: len(received) >= BIG, "the body")
+        [response] = await client.waitResponses(1)
+        assert response.header(b"content-length") == str(BIG).encode()
+        assert len(response.body) == BIG
+        client.close()
+    finally:
+        await closeProxy(front, proxy, upstream)
+    assert records[0].bodyBytes == BIG
+
+
+class PausingReader(protocol.Protocol):
+    """Reads a request body, pausing it after the first piece."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.producer: Any = None
+        self.pausedOnce: defer.Deferred[None] = defer.Deferred()
+        self.done: defer.Deferred[int] = defer.Deferred()
+
+    def makeConnection(self, producer: Any) -> None:  # type: ignore[override]
+        self.producer = producer
+
+    def dataReceived(self, data: bytes) -> None:
+        self.size += len(data)
+        if not self.pausedOnce.called:
+            self.producer.pauseProducing()
+            self.pausedOnce.callback(None)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.done.callback(self.size)
+
+
+@ensureDeferred
+async def test_uploadStreamsWithBackpressure() -> None:
+    reader = PausingReader()
+
+    async def handler(request: Request) -> Response:
+        request.deliverBody(reader)
+        size = await reader.done
+        return Response(200, [], b"%d" % size)
+
+    upstream = await serve(handler, maxBodyBytes=None)
+    front, proxy, _ = await proxyTo(f"http://127.0.0.1:{upstream.portNumber}")
+    try:
+        client = await connect(front)
+        client.write(
+            b"PUT /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % BIG
+        )
+        # 100 Continue only once the request is on its way upstream.
+        await client.waitFor(b"HTTP/1.1 100 Continue\r\n\r\n")
+        client.write(b"y" * BIG)
+        await bounded(reader.pausedOnce)
+        proxyConnection = front.protocols[0]
+        # The upstream stopped reading: the proxy stops reading the client.
+        await settled(lambda: proxyConnection._readPaused)
+        received = proxyConnection._queue[0].bodyReceived
+        assert received < BIG // 2, received
+        reader.producer.resumeProducing()
+        [response] = await client.waitResponses(1, [b"PUT"])
+        assert response.status == 200
+        assert response.body == str(BIG).encode()
+        client.close()
+    finally:
+        await closeProxy(front, proxy, upstream)
+
+
+@ensureDeferred
+async def test_expectContinueNotSentWhenUpstreamIsDown() -> None:
+    front, proxy, records = await proxyTo(f"http://127.0.0.1:{freePort()}")
+    try:
+        client = await connect(
+            front,
+            request=b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 5\r\n\r\n",
+        )
+        data = await client.waitClosed()
+        assert b"100 Continue" not in data
+        [response] = parseResponses(data, [b"POST"])
+        assert response.status == 502
+    finally:
+        await closeProxy(front, proxy)
+    assert records[0].note == "upstream-refused"
+
+
+@ensureDeferred
+async def test_drainFinishesProxiedResponseWithClose() -> None:
+    gate: defer.Deferred[Response] = defer.Deferred()
+    arrived: defer.Deferred[None] = defer.Deferred()
+
+    def handler(request: Request) -> defer.Deferred[Response]:
+        arrived.callback(None)
+        return gate
+
+    upstream = await serve(handler)
+    front, proxy, _ = await proxyTo(f"http://127.0.0.1:{upstream.portNumber}")
+    try:
+        client = await connect(front, request=b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        await bounded(arrived)
+        drained = front.factory.drain(10)
+        gate.callback(Response(200, [], b"late"))
+        [response] = await client.waitResponses(1)
+        assert response.body == b"late"
+        assert response.header(b"connection") == b"close"
+        await bounded(drained)
+    finally:
+        await closeProxy(front, proxy, upstream)
