@@ -9,6 +9,7 @@ they wait on real sockets, so they are marked slow.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -129,7 +130,7 @@ def freePort() -> int:
         return port
 
 
-NGINX_CONF = """
+NGINX_TEMPLATE = """
 worker_processes 1;
 daemon off;
 pid {dir}/nginx.pid;
@@ -142,29 +143,50 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-    keepalive_timeout 75 5;
+    keepalive_timeout 75 7;
+    {http}
     server {{
         listen 127.0.0.1:{port};
-        location / {{
-            add_header X-Up 1;
-            add_header Connection X-Up;
-            add_header X-End-Response e2e;
-            default_type application/json;
-            return 200 '{{"method":"$request_method","target":"$request_uri","fields":[["x-client","$http_x_client"],["proxy-connection","$http_proxy_connection"],["keep-alive","$http_keep_alive"],["te","$http_te"],["proxy-authorization","$http_proxy_authorization"],["x-end","$http_x_end"],["host","$http_host"],["via","$http_via"],["x-forwarded-for","$http_x_forwarded_for"],["forwarded","$http_forwarded"]],"size":0}}';
-        }}
+        {server}
     }}
 }}
 """
 
+#: nginx as an echo upstream: the request fields the tests look at, and
+#: its own hop-by-hop fields.
+NGINX_ECHO = """
+        location / {
+            add_header X-Up 1;
+            add_header Connection X-Up;
+            add_header X-End-Response e2e;
+            default_type application/json;
+            return 200 '{"method":"$request_method","target":"$request_uri","fields":[["x-client","$http_x_client"],["proxy-connection","$http_proxy_connection"],["keep-alive","$http_keep_alive"],["te","$http_te"],["proxy-authorization","$http_proxy_authorization"],["x-end","$http_x_end"],["host","$http_host"],["via","$http_via"],["x-forwarded-for","$http_x_forwarded_for"],["forwarded","$http_forwarded"]],"size":0}';
+        }
+"""
 
-@pytest.fixture
-def nginxUpstream(tmp_path: Path) -> Iterator[int]:
+#: nginx as the proxy, the way the issue measured it: proxy_pass with an
+#: upstream keepalive pool.
+NGINX_PROXY_HTTP = "upstream up {{ server 127.0.0.1:{upstream}; keepalive 8; }}"
+NGINX_PROXY = """
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+"""
+
+
+@contextlib.contextmanager
+def runNginx(directory: Path, server: str, http: str = "") -> Iterator[int]:
+    """nginx with ``server`` (and ``http``) on a free port of 127.0.0.1."""
     if not os.path.exists(NGINX):
         pytest.skip(f"{NGINX} is not installed")
     port = freePort()
-    (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(dir=tmp_path, port=port))
+    (directory / "nginx.conf").write_text(
+        NGINX_TEMPLATE.format(dir=directory, port=port, server=server, http=http)
+    )
     process = subprocess.Popen(
-        [NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        [NGINX, "-p", str(directory), "-c", str(directory / "nginx.conf")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -178,7 +200,7 @@ def nginxUpstream(tmp_path: Path) -> Iterator[int]:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise AssertionError(
                         "nginx did not start: "
-                        + (tmp_path / "error.log").read_text(errors="replace")
+                        + (directory / "error.log").read_text(errors="replace")
                     ) from None
                 time.sleep(0.05)
         yield port
@@ -189,6 +211,12 @@ def nginxUpstream(tmp_path: Path) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+@pytest.fixture
+def nginxUpstream(tmp_path: Path) -> Iterator[int]:
+    with runNginx(tmp_path, NGINX_ECHO) as port:
+        yield port
 
 
 async def proxyTo(
@@ -782,3 +810,79 @@ async def test_drainFinishesProxiedResponseWithClose() -> None:
         await bounded(drained)
     finally:
         await closeProxy(front, proxy, upstream)
+
+
+# -- the anchors, measured with the same echo upstream (docs/proxy.md) --------
+
+
+async def throughAnchor(anchor: str, tmp_path: Path) -> ParsedResponse:
+    """CLIENT_REQUEST through ``anchor`` to the twisted.web echo upstream."""
+    upstream = await twistedWebUpstream()
+    upstreamPort = upstream.getHost().port
+    try:
+        if anchor == "nginx":
+            with runNginx(
+                tmp_path, NGINX_PROXY, NGINX_PROXY_HTTP.format(upstream=upstreamPort)
+            ) as port:
+                client = await connect(port, request=CLIENT_REQUEST)
+                [response] = await client.waitResponses(1)
+                client.close()
+                await client.waitClosed()
+                return response
+        from twisted.web.proxy import ReverseProxyResource
+
+        site = server.Site(ReverseProxyResource("127.0.0.1", upstreamPort, b""))
+        front = _reactor().listenTCP(0, site, interface="127.0.0.1")
+        try:
+            client = await connect(front.getHost().port, request=CLIENT_REQUEST)
+            [response] = await client.waitResponses(1)
+            client.close()
+            await client.waitClosed()
+            return response
+        finally:
+            await front.stopListening()
+    finally:
+        await upstream.stopListening()
+
+
+@pytest.mark.filterwarnings("ignore:twisted.web.http.HTTPClient:DeprecationWarning")
+@ensureDeferred
+async def test_reverseProxyResourceForwardsHopByHopFields(tmp_path: Path) -> None:
+    """
+    What twisted.web's ReverseProxyResource does with the same exchange (the
+    table in docs/proxy.md): it removes Proxy-Connection and Keep-Alive and
+    sends its own Connection: close, but forwards the field the client named
+    in Connection, TE and Proxy-Authorization, rewrites Host; and it passes
+    every hop-by-hop field of the upstream's response back to the client.
+    """
+    response = await throughAnchor("twisted", tmp_path)
+    fields = echoed(response)
+    assert fields["x-client"] == ["secret"]
+    assert fields["te"] == ["trailers"]
+    assert fields["proxy-authorization"] == ["Basic Zm9vOmJhcg=="]
+    assert fields["connection"] == ["close"]
+    assert "proxy-connection" not in fields and "keep-alive" not in fields
+    assert fields["host"] != ["front.example"]
+    assert "via" not in fields and "x-forwarded-for" not in fields
+    assert response.header(b"connection") == b"X-Up"
+    assert response.header(b"x-up") == b"1"
+    assert response.header(b"keep-alive") == b"timeout=5"
+    assert response.header(b"proxy-authenticate") == b"Basic"
+
+
+@ensureDeferred
+async def test_nginxProxyPassForwardsHopByHopFields(tmp_path: Path) -> None:
+    """nginx proxy_pass (keepalive pool, Connection ""), measured alike."""
+    response = await throughAnchor("nginx", tmp_path)
+    fields = echoed(response)
+    assert fields["x-client"] == ["secret"]
+    assert fields["proxy-connection"] == ["keep-alive"]
+    assert fields["proxy-authorization"] == ["Basic Zm9vOmJhcg=="]
+    assert not {"connection", "keep-alive", "te"} & set(fields)
+    assert fields["host"] == ["up"]  # proxy_set_header Host $proxy_host
+    assert response.header(b"x-up") == b"1"
+    assert response.header(b"proxy-authenticate") == b"Basic"
+    # Its own Connection and Keep-Alive (keepalive_timeout 75 7), not the
+    # upstream's.
+    assert response.header(b"connection") == b"keep-alive"
+    assert response.header(b"keep-alive") == b"timeout=7"
