@@ -24,7 +24,11 @@ from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, ConnectionRefusedError
-from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.interfaces import (
+    IConsumer,
+    IPushProducer,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -35,7 +39,12 @@ from twisted.web.client import (
 )
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers as TwistedHeaders
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
+from twisted.web.iweb import (
+    UNKNOWN_LENGTH,
+    IAgentEndpointFactory,
+    IBodyProducer,
+    IResponse,
+)
 from zope.interface import implementer
 
 from ._headers import HOP_BY_HOP, optionsFromValues
@@ -168,6 +177,35 @@ class _UpstreamFactory(Factory):
         if cls is None:
             cls = _UpstreamFactory.protocolClass = _makeUpstreamProtocol()
         return cls(self._quiescentCallback)
+
+
+@implementer(IAgentEndpointFactory)
+class _OneEndpoint:
+    """The upstream's endpoint, built once (``Agent.usingEndpointFactory``)."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def endpointForURI(self, uri: object) -> IStreamClientEndpoint:
+        return self._endpoint
+
+
+def _upstreamEndpoint(reactor: Any, url: str) -> IStreamClientEndpoint:
+    """TCP to the upstream's host and port; TLS over it for ``https``."""
+    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+    from twisted.web.client import BrowserLikePolicyForHTTPS
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port)
+    if secure:
+        creator = BrowserLikePolicyForHTTPS().creatorForNetloc(  # type: ignore[no-untyped-call]
+            host.encode("idna"), port
+        )
+        endpoint = wrapClientTLS(creator, endpoint)
+    return endpoint
 
 
 # -- bodies -----------------------------------------------------------------
@@ -412,7 +450,11 @@ class ReverseProxy:
         pool.retryAutomatically = True
         #: The connection pool (``closeCachedConnections()`` at shutdown).
         self.pool = pool
-        self._agent = Agent(reactor, pool=pool)  # type: ignore[no-untyped-call]
+        # One endpoint for every request: Agent would otherwise build one
+        # (and IDNA-encode the host) per request.
+        self._agent = Agent.usingEndpointFactory(  # type: ignore[no-untyped-call]
+            reactor, _OneEndpoint(_upstreamEndpoint(reactor, text)), pool=pool
+        )
 
     def close(self) -> Deferred[None]:
         """Close the idle upstream connections (at shutdown)."""
