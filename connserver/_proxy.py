@@ -47,6 +47,8 @@ from twisted.web.iweb import (
 )
 from zope.interface import implementer
 
+from ._errors import ResponseFramingError
+from ._framing import validateResponseField
 from ._headers import HOP_BY_HOP, optionsFromValues
 from ._message import Request, Response
 
@@ -415,7 +417,7 @@ class ReverseProxy:
         reactor: IReactorTime | None = None,
         pool: HTTPConnectionPool | None = None,
         rewriteHost: bool = False,
-        maxPerUpstream: int = 16,
+        maxPerUpstream: int = 32,
         upstreamIdleTimeout: float = 4.0,
         responseTimeout: float | None = 60.0,
     ) -> None:
@@ -525,8 +527,12 @@ class ReverseProxy:
         fields.append((b"Via", b"%d.%d %s" % (major, minor, _PSEUDONYM)))
         body = _UpstreamBody(upstream)
         try:
+            # What connserver would refuse to send (a 500 from the server)
+            # is the upstream's fault: 502, RFC 9110 §15.6.3.
+            for name, value in fields:
+                validateResponseField(name, value)
             return Response(upstream.code, fields, body, reason=upstream.phrase or None)
-        except ValueError:
+        except (ValueError, ResponseFramingError):
             body.stopProducing()
             return self._error(502, "upstream-bad-response")
 

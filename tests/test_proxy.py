@@ -886,3 +886,89 @@ async def test_nginxProxyPassForwardsHopByHopFields(tmp_path: Path) -> None:
     # upstream's.
     assert response.header(b"connection") == b"keep-alive"
     assert response.header(b"keep-alive") == b"timeout=7"
+
+
+# -- odd upstream answers -----------------------------------------------------
+
+
+class Scripted(protocol.Protocol):
+    """An upstream that answers each request head with fixed bytes."""
+
+    def __init__(self, answer: bytes, close: bool) -> None:
+        self.answer = answer
+        self.close = close
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        if b"\r\n\r\n" in self.buffer:
+            self.buffer = b""
+            assert self.transport is not None
+            self.transport.write(self.answer)
+            if self.close:
+                self.transport.loseConnection()
+
+
+def scriptedUpstream(answer: bytes, close: bool = False) -> Any:
+    factory = protocol.Factory.forProtocol(lambda: Scripted(answer, close))
+    return _reactor().listenTCP(0, factory, interface="127.0.0.1")
+
+
+@ensureDeferred
+async def test_headIsRelayedWithTheUpstreamsLength() -> None:
+    port = scriptedUpstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nX-A: 1\r\n\r\n"
+    )
+    front, proxy, _ = await proxyTo(f"http://127.0.0.1:{port.getHost().port}")
+    try:
+        client = await connect(front, request=b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
+        [response] = await client.waitResponses(1, [b"HEAD"])
+        assert response.status == 200
+        assert response.header(b"content-length") == b"1234"
+        assert response.header(b"x-a") == b"1"
+        # The same upstream connection serves the next request.
+        client.write(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
+        await client.waitResponses(2, [b"HEAD", b"HEAD"])
+        client.close()
+    finally:
+        await port.stopListening()
+        await closeProxy(front, proxy)
+
+
+@ensureDeferred
+async def test_upstreamFieldConnserverWouldNotSendIs502() -> None:
+    port = scriptedUpstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Bad: a\x01b\r\n\r\nok"
+    )
+    front, proxy, records = await proxyTo(f"http://127.0.0.1:{port.getHost().port}")
+    try:
+        client = await connect(front, request=b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        [response] = await client.waitResponses(1)
+        assert response.status == 502
+        client.close()
+    finally:
+        await port.stopListening()
+        await closeProxy(front, proxy)
+    assert records[0].note == "upstream-bad-response"
+
+
+@ensureDeferred
+async def test_upstreamCutMidBodyAbortsTheClientsResponse(
+    logFailures: list[Any],
+) -> None:
+    port = scriptedUpstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789", close=True
+    )
+    front, proxy, _ = await proxyTo(f"http://127.0.0.1:{port.getHost().port}")
+    try:
+        client = await connect(front, request=b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        data = await client.waitClosed()
+        # Never padded, never completed: the head and the bytes that came.
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"Content-Length: 100\r\n" in data
+        assert data.endswith(b"\r\n\r\n0123456789")
+    finally:
+        await port.stopListening()
+        await closeProxy(front, proxy)
+    assert front.factory.stats.closes["response-error"] == 1
+    logFailures.clear()  # the server logs the failed body, as for any handler
