@@ -55,7 +55,7 @@ from ._message import Request, Response
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-__all__ = ["RETRIED_METHODS", "ReverseProxy", "parseUpstreamURL"]
+__all__ = ["RETRIED_METHODS", "ReverseProxy", "UpstreamTimeout", "parseUpstreamURL"]
 
 _log = Logger(namespace="connserver")
 
@@ -278,6 +278,10 @@ class _RequestBody:
             done.errback(reason)
 
 
+class UpstreamTimeout(Exception):
+    """The upstream sent no body byte for ``responseTimeout`` seconds."""
+
+
 @implementer(IBodyProducer)
 class _UpstreamBody(Protocol):
     """
@@ -285,27 +289,68 @@ class _UpstreamBody(Protocol):
     ``IBodyProducer`` whose pausing pauses the upstream transport (a client
     that stops reading stops the upstream read), and a protocol receiving
     the body from Twisted's ``IResponse.deliverBody``.
+
+    While the body flows and the client is reading, ``timeout`` bounds the
+    wait for the next upstream byte (nginx's ``proxy_read_timeout``); while
+    the client has paused it, connserver's ``sendTimeout`` is the bound.
+    The timer is one lazy ``DelayedCall`` (armed only if the body does not
+    come with its head, moved by a timestamp per chunk).
     """
 
-    def __init__(self, upstream: IResponse) -> None:
+    def __init__(
+        self, upstream: IResponse, reactor: IReactorTime, timeout: float | None
+    ) -> None:
         self._upstream = upstream
         length = upstream.length
         self.length: Any = UNKNOWN_LENGTH if length is UNKNOWN_LENGTH else length
         self._consumer: IConsumer | None = None
         self._done: Deferred[None] | None = None
         self._stopped = False
+        self._reactor = reactor
+        self._timeout = timeout
+        self._timer: IDelayedCall | None = None
+        self._lastByte = 0.0
+        self._paused = False
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
-        self._done = Deferred()
+        done = self._done = Deferred()
         self._upstream.deliverBody(self)  # type: ignore[no-untyped-call]
-        return self._done
+        if self._done is not None and self._timeout is not None:
+            self._lastByte = self._reactor.seconds()
+            self._timer = self._reactor.callLater(self._timeout, self._check)
+        return done
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._done is None or self._timeout is None:
+            return
+        now = self._reactor.seconds()
+        left = self._lastByte + self._timeout - now
+        if self._paused or left > 0:
+            self._timer = self._reactor.callLater(
+                self._timeout if self._paused else left, self._check
+            )
+            return
+        done, self._done = self._done, None
+        self._stopped = True
+        if self.transport is not None:
+            self.transport.stopProducing()  # type: ignore[attr-defined]
+        done.errback(UpstreamTimeout(f"no upstream byte for {self._timeout:g} s"))
+
+    def _cancelTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def pauseProducing(self) -> None:
+        self._paused = True
         if self.transport is not None:
             self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def resumeProducing(self) -> None:
+        self._paused = False
+        self._lastByte = self._reactor.seconds()
         if self.transport is not None:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
 
@@ -316,6 +361,7 @@ class _UpstreamBody(Protocol):
         (then it goes back to the pool).
         """
         self._stopped = True
+        self._cancelTimer()
         if self._consumer is None:
             # Never started: Twisted holds the connection paused until
             # someone takes the body; take it, to stop it at once.
@@ -331,9 +377,12 @@ class _UpstreamBody(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if not self._stopped and self._consumer is not None:
+            if self._timer is not None:
+                self._lastByte = self._reactor.seconds()
             self._consumer.write(data)
 
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
+        self._cancelTimer()
         done, self._done = self._done, None
         if done is None:
             return
@@ -525,7 +574,7 @@ class ReverseProxy:
                     fields.append((name, value))
         major, minor = upstream.version[1], upstream.version[2]
         fields.append((b"Via", b"%d.%d %s" % (major, minor, _PSEUDONYM)))
-        body = _UpstreamBody(upstream)
+        body = _UpstreamBody(upstream, self._reactor, self.responseTimeout)
         try:
             # What connserver would refuse to send (a 500 from the server)
             # is the upstream's fault: 502, RFC 9110 §15.6.3.

@@ -910,8 +910,18 @@ class Scripted(protocol.Protocol):
 
 
 def scriptedUpstream(answer: bytes, close: bool = False) -> Any:
-    factory = protocol.Factory.forProtocol(lambda: Scripted(answer, close))
-    return _reactor().listenTCP(0, factory, interface="127.0.0.1")
+    """Listening; its ``.built`` lists the connections it accepted."""
+    built: list[Scripted] = []
+
+    def build() -> Scripted:
+        built.append(Scripted(answer, close))
+        return built[-1]
+
+    port = _reactor().listenTCP(
+        0, protocol.Factory.forProtocol(build), interface="127.0.0.1"
+    )
+    port.built = built
+    return port
 
 
 @ensureDeferred
@@ -929,6 +939,7 @@ async def test_headIsRelayedWithTheUpstreamsLength() -> None:
         # The same upstream connection serves the next request.
         client.write(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
         await client.waitResponses(2, [b"HEAD", b"HEAD"])
+        assert len(port.built) == 1
         client.close()
     finally:
         await port.stopListening()
@@ -972,3 +983,33 @@ async def test_upstreamCutMidBodyAbortsTheClientsResponse(
         await closeProxy(front, proxy)
     assert front.factory.stats.closes["response-error"] == 1
     logFailures.clear()  # the server logs the failed body, as for any handler
+
+
+@ensureDeferred
+async def test_upstreamStalledMidBodyIsCutAfterResponseTimeout(
+    logFailures: list[Any],
+) -> None:
+    port = scriptedUpstream(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123")
+    clock = task.Clock()
+    proxy = ReverseProxy(
+        f"http://127.0.0.1:{port.getHost().port}",
+        reactor=SplitReactor(clock),  # type: ignore[arg-type]
+        responseTimeout=30,
+    )
+    front = await serve(proxy)
+    try:
+        client = await connect(front, request=b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        await client.waitFor(b"\r\n\r\n0123")
+        clock.advance(29)
+        assert front.protocols[0].closeReason is None
+        clock.advance(1)
+        assert front.protocols[0].closeReason == "response-error"
+        data = await client.waitClosed()
+        assert data.endswith(b"\r\n\r\n0123")
+    finally:
+        await port.stopListening()
+        await closeProxy(front, proxy)
+    assert front.factory.stats.closes["response-error"] == 1
+    assert [e["log_failure"].type.__name__ for e in logFailures] == ["UpstreamTimeout"]
+    logFailures.clear()
+    assert clock.getDelayedCalls() == []
