@@ -455,7 +455,8 @@ class ReverseProxy:
     shorter than the upstream's own idle timeout.  An upstream that has not
     answered ``responseTimeout`` seconds after the request (its body
     included) was sent gets a 504; one that cannot be reached, or fails
-    before its response head, a 502.  Neither tells the client more than
+    before its response head, a 502; one that stalls that long inside its
+    body while the client reads has the client's response aborted.  Neither tells the client more than
     the status: the reason goes to the access log (``note=``).
     """
 
