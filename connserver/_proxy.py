@@ -238,13 +238,14 @@ class _RequestBody:
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
-        self._done = Deferred()
+        done = self._done = Deferred()
         # The upstream is connected and the head is written: the response
         # timer waits until the body is through (the client's body timers
         # bound the upload meanwhile).
         self._exchange.stopTimer()
+        # A body that is already here is delivered (and ended) at once.
         self._request.deliverBody(self)  # type: ignore[arg-type]
-        return self._done
+        return done
 
     def pauseProducing(self) -> None:
         if self._source is not None:

@@ -620,13 +620,17 @@ async def test_postOnDroppedPooledConnectionIs502() -> None:
         client.write(b"POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")
         responses = await client.waitResponses(2, [b"GET", b"POST"])
         assert responses[1].status == 502
+        # The same POST on a fresh upstream connection goes through.
+        client.write(b"POST /3 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")
+        responses = await client.waitResponses(3, [b"GET", b"POST", b"POST"])
+        assert responses[2].status == 200
         client.close()
     finally:
         await port.stopListening()
         await closeProxy(front, proxy)
     # Not idempotent (and with a body): never sent twice.
-    assert log == [b"GET /1 HTTP/1.1", b"POST /2 HTTP/1.1"]
-    assert records[1].note == "upstream-failed"
+    assert log == [b"GET /1 HTTP/1.1", b"POST /2 HTTP/1.1", b"POST /3 HTTP/1.1"]
+    assert [r.note for r in records] == [None, "upstream-failed", None]
 
 
 # -- streaming with backpressure ----------------------------------------------------
@@ -1013,3 +1017,37 @@ async def test_upstreamStalledMidBodyIsCutAfterResponseTimeout(
     assert [e["log_failure"].type.__name__ for e in logFailures] == ["UpstreamTimeout"]
     logFailures.clear()
     assert clock.getDelayedCalls() == []
+
+
+@ensureDeferred
+async def test_chunkedUploadAndForwardingFieldsAppended() -> None:
+    upstream = await serve(echoHandler)
+    front, proxy, _ = await proxyTo(
+        f"http://127.0.0.1:{upstream.portNumber}", rewriteHost=True
+    )
+    try:
+        client = await connect(
+            front,
+            request=b"POST /c HTTP/1.1\r\nHost: front.example\r\n"
+            b"Transfer-Encoding: chunked\r\n"
+            b"X-Forwarded-For: 10.0.0.1\r\nForwarded: for=10.0.0.1\r\n"
+            b"X-Forwarded-Proto: https\r\nVia: 1.1 edge\r\n\r\n"
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        )
+        [response] = await client.waitResponses(1, [b"POST"])
+        echo = json.loads(response.body)
+        assert echo["size"] == 11
+        fields = echoed(response)
+        # Framed for the upstream hop by Twisted's client (chunked).
+        assert fields["transfer-encoding"] == ["chunked"]
+        assert fields["host"] == [f"127.0.0.1:{upstream.portNumber}"]
+        assert fields["x-forwarded-for"] == ["10.0.0.1, 127.0.0.1"]
+        assert fields["forwarded"] == [
+            "for=10.0.0.1",
+            "for=127.0.0.1;proto=http;host=front.example",
+        ]
+        assert fields["x-forwarded-proto"] == ["http"]
+        assert fields["via"] == ["1.1 edge", "1.1 connserver"]
+        client.close()
+    finally:
+        await closeProxy(front, proxy, upstream)
