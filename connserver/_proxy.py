@@ -32,6 +32,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
@@ -49,7 +50,7 @@ from zope.interface import implementer
 
 from ._errors import ResponseFramingError
 from ._framing import validateResponseField
-from ._headers import HOP_BY_HOP, optionsFromValues
+from ._headers import HOP_BY_HOP, isToken, optionsFromValues
 from ._message import Request, Response
 
 if TYPE_CHECKING:
@@ -127,8 +128,6 @@ def _forwardedNode(address: str | None) -> bytes:
 
 def _quotedIfNeeded(value: bytes) -> bytes:
     """RFC 7239 §4: a value is a token or a quoted-string."""
-    from ._headers import isToken
-
     if isToken(value):
         return value
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
@@ -137,26 +136,21 @@ def _quotedIfNeeded(value: bytes) -> bytes:
 # -- the upstream client: Twisted's, told to keep the Connection options --
 
 
-def _makeUpstreamProtocol() -> type:
-    from twisted.web._newclient import HTTP11ClientProtocol
+class _UpstreamProtocol(HTTP11ClientProtocol):
+    """
+    Twisted's HTTP/1.1 client protocol, which also notes the upstream
+    response's ``Connection`` options on the response.  Twisted's parser
+    keeps ``Connection`` aside (with the other connection-control fields) but
+    leaves the fields it names among the response's headers; a proxy must
+    remove those (RFC 9110 §7.6.1), so it must know them.
+    """
 
-    class UpstreamProtocol(HTTP11ClientProtocol):
-        """
-        Twisted's HTTP/1.1 client protocol, which also notes the upstream
-        response's ``Connection`` options on the response.  Twisted's parser
-        keeps ``Connection`` aside (with the other connection-control fields)
-        but leaves the fields it names among the response's headers; a proxy
-        must remove those (RFC 9110 §7.6.1), so it must know them.
-        """
-
-        def request(self, request: Any) -> Deferred[Any]:
-            d: Deferred[Any] = super().request(request)
-            parser = getattr(self, "_parser", None)
-            if parser is not None:
-                d.addCallback(_noteOptions, parser)
-            return d
-
-    return UpstreamProtocol
+    def request(self, request: Any) -> Deferred[Any]:
+        d: Deferred[Any] = super().request(request)
+        parser = getattr(self, "_parser", None)
+        if parser is not None:
+            d.addCallback(_noteOptions, parser)
+        return d
 
 
 def _noteOptions(response: Any, parser: Any) -> Any:
@@ -169,16 +163,12 @@ class _UpstreamFactory(Factory):
     """What ``HTTPConnectionPool`` builds its connections with (its ``_factory``)."""
 
     noisy = False
-    protocolClass: type | None = None
 
     def __init__(self, quiescentCallback: Any, metadata: object) -> None:
         self._quiescentCallback = quiescentCallback
 
-    def buildProtocol(self, addr: object) -> Any:
-        cls = _UpstreamFactory.protocolClass
-        if cls is None:
-            cls = _UpstreamFactory.protocolClass = _makeUpstreamProtocol()
-        return cls(self._quiescentCallback)
+    def buildProtocol(self, addr: object) -> _UpstreamProtocol:
+        return _UpstreamProtocol(self._quiescentCallback)  # type: ignore[no-untyped-call]
 
 
 @implementer(IAgentEndpointFactory)
@@ -498,7 +488,7 @@ class ReverseProxy:
             pool.maxPersistentPerHost = maxPerUpstream
             pool.cachedConnectionTimeout = upstreamIdleTimeout  # type: ignore[assignment]
         # Twisted's client with a protocol that keeps the upstream's
-        # Connection options (see _makeUpstreamProtocol).
+        # Connection options (see _UpstreamProtocol).
         pool._factory = _UpstreamFactory  # type: ignore[assignment]
         pool.retryAutomatically = True
         #: The connection pool (``closeCachedConnections()`` at shutdown).
