@@ -21,6 +21,7 @@ from ._headers import (
 from ._message import Handler, Request, Response
 from ._persistence import CLOSE_REASONS, PersistenceDecision, PersistencePolicy
 from ._protocol import HTTPServerProtocol
+from ._proxy import ReverseProxy
 from ._records import ConnectionRecord, RequestRecord
 from ._routing import HTTPSRedirect, PrefixMount
 from ._service import ConnectionServerService
@@ -56,6 +57,7 @@ __all__ = [
     "RequestRecord",
     "Response",
     "ResponseFramingError",
+    "ReverseProxy",
     "ServerConfig",
     "StaticFiles",
     "StatusHandler",

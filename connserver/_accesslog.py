@@ -130,7 +130,8 @@ def formatCombined(record: RequestRecord | ConnectionRecord) -> str:
         f'"{_optional(record.referer)}" "{_optional(record.userAgent)}" '
         f"conn={record.connectionId} req={record.requestIndex} "
         f"age={record.connectionAge:.3f} dur={record.duration:.6f} "
-        f"close={record.closeReason or '-'}\n"
+        f"close={record.closeReason or '-'}"
+        f"{'' if record.note is None else ' note=' + record.note}\n"
     )
 
 
@@ -186,6 +187,8 @@ def formatJSON(record: RequestRecord | ConnectionRecord) -> str:
         "close": record.closeReason,
         "secure": record.secure,
     }
+    if record.note is not None:
+        entry["note"] = record.note
     return json.dumps(entry, separators=(",", ":")) + "\n"
 
 

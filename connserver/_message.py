@@ -407,7 +407,7 @@ class Response:
     with the body, or the response fails.
     """
 
-    __slots__ = ("_fields", "_headers", "body", "code", "reason", "trailers")
+    __slots__ = ("_fields", "_headers", "body", "code", "note", "reason", "trailers")
 
     def __init__(
         self,
@@ -417,6 +417,7 @@ class Response:
         *,
         reason: bytes | None = None,
         trailers: Headers | None = None,
+        note: str | None = None,
     ) -> None:
         if not 100 <= code <= 599:
             raise ValueError(f"status code must be 100-599, not {code}")
@@ -436,6 +437,9 @@ class Response:
         self.body = body
         self.reason = reason
         self.trailers = trailers
+        #: A word for the access log on how this answer came about (the
+        #: proxy's ``upstream-timeout``), or None.
+        self.note = note
 
     @property
     def headers(self) -> Headers:

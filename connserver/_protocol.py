@@ -156,6 +156,8 @@ class _Exchange:
     finished = False
     status = 0
     bodyBytes = 0
+    #: The handler's ``Response.note`` for the access log.
+    note: str | None = None
     decision: PersistenceDecision | None = None
     producer: Any = None
     file: BinaryIO | None = None
@@ -1038,6 +1040,8 @@ class HTTPServerProtocol(Protocol):
         )
         exchange.decision = decision
         exchange.status = response.code
+        if response.note is not None:
+            exchange.note = response.note
         if not decision.keepAlive:
             # RFC 9112 §9.6: process no further requests on this connection.
             self._closeAfterCurrent = True
@@ -1246,6 +1250,7 @@ class HTTPServerProtocol(Protocol):
             duration=now - exchange.startedAt,
             closeReason=closeReason,
             secure=self.isSecure,
+            note=exchange.note,
         )
         for observer in self.factory.requestObservers:
             try:

@@ -47,6 +47,9 @@ class RequestRecord:
     closeReason: str | None
     #: Whether the connection uses TLS.
     secure: bool = False
+    #: The handler's word on the outcome (``Response.note``: the proxy's
+    #: ``upstream-refused``, ``upstream-timeout``, ...), or None.
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -347,6 +347,7 @@ class Options(usage.Options):
         self["certificates"] = []
         self["certificate-dirs"] = []
         self["error-pages"] = {}
+        self["proxies"] = []
 
     def opt_certificate(self, path: str) -> None:
         """
@@ -411,6 +412,14 @@ class Options(usage.Options):
         """
         self["listen"].append(description)
 
+    def opt_proxy(self, value: str) -> None:
+        """
+        Forward requests at or under PREFIX to an upstream HTTP server,
+        PREFIX=URL (repeatable), e.g. /api=http://127.0.0.1:9000; the prefix
+        is kept in the forwarded path (see docs/proxy.md).
+        """
+        self["proxies"].append(value)
+
     def opt_max_requests(self, value: str) -> None:
         """Alias of --max-requests-per-connection."""
         self["max-requests-per-connection"] = value
@@ -436,6 +445,7 @@ class Options(usage.Options):
         self._checkAccessLog()
         self._checkStatusPath()
         self._checkMetricsPath()
+        self._checkProxies()
         self._buildEndpoints()
 
     def _checkWorkers(self) -> None:
@@ -602,6 +612,36 @@ class Options(usage.Options):
                 "--metrics-path needs the prometheus_client library: "
                 "pip install 'connserver[metrics]'"
             ) from None
+
+    def _checkProxies(self) -> None:
+        """``--proxy PREFIX=URL``: a mount path and an http(s) URL each."""
+        from ._proxy import parseUpstreamURL
+
+        taken = {
+            p.rstrip("/")
+            for p in (self["status-path"], self["metrics-path"])
+            if p is not None
+        }
+        proxies: list[tuple[str, str]] = []
+        for value in self["proxies"]:
+            prefix, sep, url = value.partition("=")
+            if not sep or not (prefix == "/" or _isMountPath(prefix)):
+                raise usage.UsageError(
+                    f"--proxy {value!r}: expected PREFIX=URL, such as "
+                    "/api=http://127.0.0.1:9000"
+                )
+            try:
+                parseUpstreamURL(url)
+            except ValueError as error:
+                raise usage.UsageError(f"--proxy {value!r}: {error}") from None
+            key = prefix.rstrip("/") or "/"
+            if key in taken:
+                raise usage.UsageError(
+                    f"--proxy {value!r}: {prefix} is already mounted"
+                )
+            taken.add(key)
+            proxies.append((prefix, url))
+        self["proxies"] = proxies
 
     def _buildEndpoints(self) -> None:
         """
@@ -947,6 +987,13 @@ def makeService(
         if cluster is not None:
             cluster.instrument(metrics)
         mounts[options["metrics-path"]] = metrics
+    for prefix, url in options["proxies"]:
+        from ._proxy import ReverseProxy
+
+        proxy = ReverseProxy(url, reactor=reactor)
+        mounts[prefix] = proxy
+        # At shutdown, after the drain: close the idle upstream connections.
+        service.addCompanion(CallbackService(f"proxy {prefix}", onStop=proxy.close))
     if mounts:
         from ._routing import PrefixMount
 

@@ -343,3 +343,14 @@ def test_aRequestThatNeverParsedIsLoggedAsDash() -> None:
     assert '"-" 400 ' in formatCombined(record)
     line = json.loads(formatJSON(record))
     assert (line["method"], line["target"], line["version"]) == (None, None, None)
+
+
+def test_handlerNoteIsWrittenOnlyWhenGiven() -> None:
+    """``Response.note`` (the proxy's upstream outcome) ends the line."""
+    line = formatCombined(record(status=504, note="upstream-timeout"))
+    assert line.endswith(" close=- note=upstream-timeout\n")
+    assert "note=" not in formatCombined(record())
+    assert json.loads(formatJSON(record(note="upstream-refused")))["note"] == (
+        "upstream-refused"
+    )
+    assert "note" not in json.loads(formatJSON(record()))

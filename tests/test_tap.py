@@ -132,6 +132,13 @@ def test_configValues(args: list[str], changes: dict[str, Any]) -> None:
         pytest.param(["--redirect-to-https"], "needs an HTTPS listener", id="redirect-no-tls"),
         pytest.param(["--hsts", "-1"], "--hsts-max-age '-1'", id="hsts"),
         pytest.param(["--certificate", "c.pem"], "go with --https", id="cert-alone"),
+        pytest.param(["--proxy", "http://127.0.0.1:9000"], "expected PREFIX=URL", id="proxy-no-prefix"),
+        pytest.param(["--proxy", "api=http://127.0.0.1:9000"], "expected PREFIX=URL", id="proxy-relative"),
+        pytest.param(["--proxy", "/api=ftp://127.0.0.1"], "expected http://HOST", id="proxy-scheme"),
+        pytest.param(["--proxy", "/api=http://127.0.0.1:99999"], "bad port", id="proxy-port"),
+        pytest.param(["--proxy", "/api=http://h/?q"], "no query", id="proxy-query"),
+        pytest.param(["--proxy", "/api=http://h", "--proxy", "/api/=http://g"], "already mounted", id="proxy-twice"),
+        pytest.param(["--status-path", "/s", "--proxy", "/s=http://h"], "already mounted", id="proxy-status"),
     ],
 )  # fmt: skip
 def test_usageErrors(args: list[str], message: str) -> None:
@@ -274,6 +281,29 @@ def test_makeService(tmp_path: Path) -> None:
     # The same log writes the closes no response carried.
     assert factory.closeObservers == factory.requestObservers
     assert type(service.companions[0]) is StatusSamplingService
+
+
+def test_makeServiceWithProxy(tmp_path: Path) -> None:
+    from connserver._proxy import ReverseProxy
+    from connserver._routing import PrefixMount
+    from connserver._static import StaticFiles
+
+    options = parse(
+        "--path", str(tmp_path),
+        "--proxy", "/api=http://127.0.0.1:9000",
+        "--proxy", "/b/=http://127.0.0.1:9001/base/",
+    )  # fmt: skip
+    service: Any = tap.makeService(options)
+    handler = service.factory.handler
+    assert isinstance(handler, PrefixMount)
+    assert isinstance(handler.default, StaticFiles)
+    api = handler.route(b"/api/x")
+    assert isinstance(api, ReverseProxy) and api.url == "http://127.0.0.1:9000"
+    b = handler.route(b"/b")
+    assert isinstance(b, ReverseProxy) and b.url == "http://127.0.0.1:9001/base/"
+    assert handler.route(b"/apix") is handler.default
+    # Each proxy's idle upstream connections are closed at shutdown.
+    assert [c.name for c in service.companions][:2] == ["proxy /api", "proxy /b/"]
 
 
 def test_makeServiceWithHandler() -> None:

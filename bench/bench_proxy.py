@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+# twisted.web is untyped; this script is not library code.
+# mypy: disable-error-code="no-untyped-call"
+"""
+Reverse proxies in front of one upstream answering 130 bytes, measured in
+one run: connserver's ``ReverseProxy`` (``--proxy /=URL``), nginx
+``proxy_pass`` with an upstream ``keepalive`` pool, and twisted.web's
+``ReverseProxyResource``.
+
+The upstream is nginx (one worker, ``return 200`` of 130 bytes), so that it
+is never what limits a Python proxy.  Each proxy is a subprocess pinned to
+CPU 0; wrk (``-t1 -c50``, keep-alive) and the upstream share CPU 1, the
+same for every proxy.  It prints requests per second and requests per
+CPU-second of the proxy's processes (steadier on a shared machine), and the
+ratios to ``ReverseProxyResource`` (issue 16's target: connserver >= 3x).
+
+    python bench/bench_proxy.py                   # 10 s per proxy
+    python bench/bench_proxy.py --duration 3      # a short sanity run
+
+Needs wrk and nginx; about a minute.  Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _servers import (
+    LOAD_CPU,
+    freePort,
+    pinned,
+    python,
+    server,
+    treeCpuSeconds,
+    wrk,
+)
+
+BODY = "x" * 130
+
+NGINX_COMMON = """
+worker_processes 1;
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir};
+    proxy_temp_path {dir};
+    fastcgi_temp_path {dir};
+    uwsgi_temp_path {dir};
+    scgi_temp_path {dir};
+    {body}
+}}
+"""
+
+UPSTREAM = """
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ default_type text/plain; return 200 "{text}"; }}
+    }}
+"""
+
+NGINX_PROXY = """
+    upstream up {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+"""
+
+REVERSE_PROXY_RESOURCE = textwrap.dedent(
+    """
+    import sys, warnings
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from twisted.internet import reactor
+    from twisted.web.proxy import ReverseProxyResource
+    from twisted.web.server import Site
+    site = Site(ReverseProxyResource("127.0.0.1", int(sys.argv[2]), b""))
+    site.log = lambda request: None  # no access log, as for the others
+    reactor.listenTCP(int(sys.argv[1]), site, interface="127.0.0.1", backlog=4096)
+    reactor.run()
+    """
+)
+
+
+def nginxConfig(work: Path, name: str, body: str) -> Path:
+    directory = work / name
+    directory.mkdir()
+    conf = directory / "nginx.conf"
+    conf.write_text(NGINX_COMMON.format(dir=directory, body=body))
+    return conf
+
+
+def measure(
+    name: str, argv: list[str], port: int, seconds: int, log: Path
+) -> tuple[float, float]:
+    url = f"http://127.0.0.1:{port}/api/x"
+    with server(argv, port, log=log) as process:
+        wrk(url, connections=50, seconds=1)  # warm up (and fill the pools)
+        before = treeCpuSeconds(process.pid)
+        result = wrk(url, connections=50, seconds=seconds)
+        cpu = treeCpuSeconds(process.pid) - before
+    if result["non2xx"] or result["socketErrors"]:
+        print(f"  ! {name}: non-2xx or socket errors: {result}")
+    perCpu = result["rps"] * seconds / cpu if cpu > 0 else 0.0
+    print(
+        f"  {name:34s} {result['rps']:9.0f} req/s {perCpu:9.0f} req/CPU-s", flush=True
+    )
+    return result["rps"], perCpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per proxy")
+    args = parser.parse_args()
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not shutil.which("wrk") or not Path(nginx).exists():
+        sys.exit("bench_proxy needs wrk and nginx")
+    twistd = str(Path(python()).with_name("twistd"))
+    with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
+        work = Path(tmp)
+        upstreamPort = freePort()
+        upstreamConf = nginxConfig(
+            work, "upstream", UPSTREAM.format(port=upstreamPort, text=BODY)
+        )
+        # The upstream shares the load core with wrk, for every proxy alike.
+        upstreamArgv = pinned(
+            LOAD_CPU, [nginx, "-c", str(upstreamConf), "-p", str(work)]
+        )
+        with server(upstreamArgv, upstreamPort):
+            proxies: list[tuple[str, list[str], int]] = []
+            port = freePort()
+            proxies.append(
+                (
+                    "connserver ReverseProxy",
+                    [
+                        twistd,
+                        "-n",
+                        "--pidfile=",
+                        "connserver",
+                        "--listen",
+                        f"tcp:{port}:interface=127.0.0.1",
+                        "--proxy",
+                        f"/=http://127.0.0.1:{upstreamPort}",
+                    ],
+                    port,
+                )
+            )
+            port = freePort()
+            conf = nginxConfig(
+                work, "proxy", NGINX_PROXY.format(port=port, upstream=upstreamPort)
+            )
+            proxies.append(
+                (
+                    "nginx proxy_pass (keepalive 32)",
+                    [nginx, "-c", str(conf), "-p", str(work)],
+                    port,
+                )
+            )
+            port = freePort()
+            proxies.append(
+                (
+                    "twisted.web ReverseProxyResource",
+                    [
+                        python(),
+                        "-c",
+                        REVERSE_PROXY_RESOURCE,
+                        str(port),
+                        str(upstreamPort),
+                    ],
+                    port,
+                )
+            )
+            print(
+                f"130-byte upstream answer (nginx), wrk -t1 -c50 -d{args.duration}s "
+                "keep-alive; proxy on CPU 0, wrk and upstream on CPU 1"
+            )
+            figures = {
+                name: measure(name, argv, p, args.duration, work / f"{p}.log")
+                for name, argv, p in proxies
+            }
+    base = figures["twisted.web ReverseProxyResource"]
+    ours = figures["connserver ReverseProxy"]
+    theirs = figures["nginx proxy_pass (keepalive 32)"]
+    print(
+        f"connserver / ReverseProxyResource: {ours[0] / base[0]:.1f}x req/s, "
+        f"{ours[1] / base[1]:.1f}x req/CPU-s (target >= 3x)"
+    )
+    print(
+        f"connserver / nginx: {ours[0] / theirs[0]:.2f}x req/s, "
+        f"{ours[1] / theirs[1]:.2f}x req/CPU-s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""
+``ReverseProxy``'s pure parts, without sockets: the upstream URL, and the
+fields it would send upstream for a request built by hand.  (The exchanges
+with real upstreams are in ``test_proxy.py``.)
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.testing import MemoryReactorClock as Clock
+
+from connserver import Headers, Request, ReverseProxy
+from connserver._proxy import parseUpstreamURL
+
+
+def test_parseUpstreamURL() -> None:
+    assert parseUpstreamURL("http://127.0.0.1:9000") == (
+        b"http://127.0.0.1:9000",
+        b"",
+        b"127.0.0.1:9000",
+    )
+    assert parseUpstreamURL("https://app.internal/v2/") == (
+        b"https://app.internal",
+        b"/v2",
+        b"app.internal",
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://h",
+        "http://",
+        "127.0.0.1:9000",
+        "http://h:99999",
+        "http://h/?q=1",
+        "http://h/#f",
+        "http://user:pw@h",
+        "http://h /x",
+        "http://caf\u00e9",
+    ],
+)
+def test_badUpstreamURLs(url: str) -> None:
+    with pytest.raises(ValueError):
+        ReverseProxy(url, reactor=Clock())
+
+
+def fieldsFor(request: Request, **options: object) -> dict[bytes, list[bytes]]:
+    proxy = ReverseProxy("http://10.1.2.3:9000", reactor=Clock(), **options)
+    headers = proxy._requestHeaders(request)
+    return {name.lower(): list(values) for name, values in headers.getAllRawHeaders()}
+
+
+def test_fieldsSentUpstream() -> None:
+    request = Request(
+        b"GET",
+        b"/api/x",
+        headers=Headers(
+            [
+                (b"Host", b"example.com:8080"),
+                (b"Connection", b"X-A, close"),
+                (b"X-A", b"1"),
+                (b"Proxy-Connection", b"keep-alive"),
+                (b"Upgrade", b"websocket"),
+                (b"Content-Length", b"0"),
+                (b"Expect", b"100-continue"),
+                (b"Cookie", b"a=1"),
+                (b"Cookie", b"b=2"),
+            ]
+        ),
+        peer=IPv6Address("TCP", "2001:db8::1", 5000),
+        isSecure=True,
+    )
+    fields = fieldsFor(request)
+    assert set(fields) == {
+        b"host",
+        b"cookie",
+        b"via",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+    }
+    assert fields[b"cookie"] == [b"a=1", b"b=2"]
+    assert fields[b"host"] == [b"example.com:8080"]
+    assert fields[b"forwarded"] == [
+        b'for="[2001:db8::1]";proto=https;host="example.com:8080"'
+    ]
+    assert fields[b"x-forwarded-for"] == [b"2001:db8::1"]
+    assert fields[b"x-forwarded-proto"] == [b"https"]
+    assert fields[b"via"] == [b"1.1 connserver"]
+
+
+def test_rewriteHostAndHTTP10() -> None:
+    request = Request(
+        b"GET",
+        b"/",
+        (1, 0),
+        Headers([(b"Host", b"example.com")]),
+        peer=IPv4Address("TCP", "192.0.2.7", 5000),
+    )
+    fields = fieldsFor(request, rewriteHost=True)
+    assert fields[b"host"] == [b"10.1.2.3:9000"]
+    assert fields[b"via"] == [b"1.0 connserver"]
+    assert fields[b"forwarded"] == [b"for=192.0.2.7;proto=http;host=example.com"]
+
+
+def test_schemeForwardedByATrustedProxyIsPassedOn() -> None:
+    """
+    Behind a TLS-terminating proxy in --trusted-proxies (Request.scheme is
+    "https" on a plain connection), X-Forwarded-Proto says https; this hop's
+    own element of Forwarded says what this hop received (http), and the peer
+    (the proxy) is appended after the hops already listed.
+    """
+    request = Request(
+        b"GET",
+        b"/",
+        headers=Headers(
+            [
+                (b"Host", b"example.com"),
+                (b"X-Forwarded-For", b"203.0.113.9"),
+                (b"X-Forwarded-Proto", b"https"),
+            ]
+        ),
+        peer=IPv4Address("TCP", "10.0.0.2", 5000),
+        clientAddress=IPv4Address("TCP", "203.0.113.9", 0),
+        scheme="https",
+    )
+    fields = fieldsFor(request)
+    assert fields[b"x-forwarded-proto"] == [b"https"]
+    assert fields[b"x-forwarded-for"] == [b"203.0.113.9, 10.0.0.2"]
+    assert fields[b"forwarded"] == [b"for=10.0.0.2;proto=http;host=example.com"]
+    untrusted = Request(
+        b"GET",
+        b"/",
+        headers=Headers([(b"Host", b"example.com"), (b"X-Forwarded-Proto", b"https")]),
+        peer=IPv4Address("TCP", "198.51.100.1", 5000),
+    )
+    assert fieldsFor(untrusted)[b"x-forwarded-proto"] == [b"http"]
+
+
+def test_nonOriginFormTargetIs400() -> None:
+    proxy = ReverseProxy("http://10.1.2.3:9000", reactor=Clock())
+    response = proxy(Request(b"OPTIONS", b"*"))
+    assert getattr(response, "code", None) == 400
