@@ -32,6 +32,43 @@ def freePort() -> int:
         return port
 
 
+def nginxArgv(
+    directory: Path,
+    name: str,
+    http: str,
+    *,
+    connections: int = 1024,
+    main: str = "",
+) -> list[str]:
+    """
+    Write ``directory/name.conf`` and return the argv that runs it in the
+    foreground: one worker process, no access log, temporary files in
+    ``directory``; ``http`` holds the ``http`` block's own directives (its
+    ``server`` blocks, ``sendfile``, ``gzip`` ...), ``main`` extra
+    main-context directives.
+    """
+    conf = directory / f"{name}.conf"
+    conf.write_text(
+        f"""worker_processes 1;
+pid {directory}/{name}.pid;
+error_log {directory}/{name}-error.log;
+{main}
+events {{ worker_connections {connections}; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/body;
+    proxy_temp_path {directory}/proxy;
+    fastcgi_temp_path {directory}/fastcgi;
+    uwsgi_temp_path {directory}/uwsgi;
+    scgi_temp_path {directory}/scgi;
+{http}
+}}
+"""
+    )
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    return [nginx, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"]
+
+
 def waitForPort(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

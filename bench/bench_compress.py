@@ -29,18 +29,17 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import _servers
 from _servers import freePort, server, wrk
 from bench_static import connserverArgv
 
@@ -52,36 +51,22 @@ PAGE_BYTES = 100 * 1024
 # nginx always compresses text/html once gzip is on (listing it in
 # gzip_types only warns about a duplicate); the others are what a site
 # usually adds.
-NGINX = textwrap.dedent(
-    """
-    worker_processes 1;
-    pid {tmp}/nginx.pid;
-    error_log {tmp}/nginx-error.log;
-    events {{ worker_connections 1024; }}
-    http {{
-        access_log off;
-        sendfile on;
-        keepalive_requests 1000000;
-        client_body_temp_path {tmp}/body;
-        proxy_temp_path {tmp}/proxy;
-        fastcgi_temp_path {tmp}/fastcgi;
-        uwsgi_temp_path {tmp}/uwsgi;
-        scgi_temp_path {tmp}/scgi;
-        types {{ text/html html; text/css css; application/javascript js; }}
-        gzip on;
-        gzip_comp_level {level};
-        gzip_min_length 1024;
-        gzip_vary on;
-        gzip_types text/css application/javascript application/json image/svg+xml;
-        gzip_static {static};
-        server {{
-            listen 127.0.0.1:{port};
-            root {root};
-            etag on;
-        }}
+NGINX_HTTP = """
+    sendfile on;
+    keepalive_requests 1000000;
+    types {{ text/html html; text/css css; application/javascript js; }}
+    gzip on;
+    gzip_comp_level {level};
+    gzip_min_length 1024;
+    gzip_vary on;
+    gzip_types text/css application/javascript application/json image/svg+xml;
+    gzip_static {static};
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        etag on;
     }}
-    """
-)
+"""
 
 WORDS = (
     "the quick brown fox jumps over lazy dog server request response header "
@@ -121,14 +106,10 @@ def makePage(size: int) -> bytes:
 def nginxArgv(
     tmp: Path, root: Path, port: int, level: int, static: bool = False
 ) -> list[str]:
-    conf = tmp / f"nginx-{port}.conf"
-    conf.write_text(
-        NGINX.format(
-            tmp=tmp, port=port, root=root, level=level, static="on" if static else "off"
-        )
+    http = NGINX_HTTP.format(
+        port=port, root=root, level=level, static="on" if static else "off"
     )
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    return [nginx, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"]
+    return _servers.nginxArgv(tmp, f"nginx-{port}", http)
 
 
 def fetchSize(port: int, coding: str | None) -> tuple[int, str]:

@@ -36,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _servers
 from _servers import LOAD_CPU, freePort, pinned, python, server, wrk
 
 RAISE_NOFILE = (
@@ -98,31 +99,14 @@ TWISTED_WEB = RAISE_NOFILE + textwrap.dedent(
     """
 )
 
-NGINX = textwrap.dedent(
-    """
-    worker_processes 1;
-    daemon off;
-    master_process on;
-    pid {dir}/nginx.pid;
-    error_log {dir}/error.log;
-    worker_rlimit_nofile {nofile};
-    events {{ worker_connections {connections}; }}
-    http {{
-        access_log off;
-        keepalive_timeout 300s;
-        keepalive_requests 100000;
-        client_body_temp_path {dir};
-        proxy_temp_path {dir};
-        fastcgi_temp_path {dir};
-        uwsgi_temp_path {dir};
-        scgi_temp_path {dir};
-        server {{
-            listen 127.0.0.1:{port} backlog=4096;
-            location / {{ return 200 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"; }}
-        }}
+NGINX_HTTP = """
+    keepalive_timeout 300s;
+    keepalive_requests 100000;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ return 200 "{body}"; }}
     }}
-    """
-)
+"""
 
 #: The load side of the slowloris and idle figures: opens connections from
 #: its own source address, then trickles or idles; prints JSON results.
@@ -302,16 +286,14 @@ def idle(args: argparse.Namespace, work: Path) -> None:
     for index, (name, argv, _) in enumerate(servers):
         port = freePort()
         if name == "nginx":
-            conf = work / "nginx.conf"
-            conf.write_text(
-                NGINX.format(
-                    dir=work,
-                    port=port,
-                    connections=args.idle + 512,
-                    nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
-                )
+            nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            argv = _servers.nginxArgv(
+                work,
+                "nginx",
+                NGINX_HTTP.format(port=port, body="x" * 130),
+                connections=args.idle + 512,
+                main=f"worker_rlimit_nofile {nofile};",
             )
-            argv = ["nginx", "-c", str(conf), "-p", str(work)]
         elif name == "connserver":
             argv = connserverArgv(script, port, 60.0, 60.0, "-")
         else:

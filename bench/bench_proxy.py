@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _servers
 from _servers import (
     LOAD_CPU,
     freePort,
@@ -42,26 +43,6 @@ from _servers import (
 )
 
 BODY = "x" * 130
-
-NGINX_COMMON = """
-worker_processes 1;
-daemon off;
-master_process on;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    keepalive_timeout 300s;
-    keepalive_requests 1000000;
-    client_body_temp_path {dir};
-    proxy_temp_path {dir};
-    fastcgi_temp_path {dir};
-    uwsgi_temp_path {dir};
-    scgi_temp_path {dir};
-    {body}
-}}
-"""
 
 UPSTREAM = """
     server {{
@@ -97,12 +78,12 @@ REVERSE_PROXY_RESOURCE = textwrap.dedent(
 )
 
 
-def nginxConfig(work: Path, name: str, body: str) -> Path:
+def nginxArgv(work: Path, name: str, body: str) -> list[str]:
+    """An nginx of its own directory in ``work``, kept-alive connections long."""
     directory = work / name
     directory.mkdir()
-    conf = directory / "nginx.conf"
-    conf.write_text(NGINX_COMMON.format(dir=directory, body=body))
-    return conf
+    http = f"keepalive_timeout 300s;\nkeepalive_requests 1000000;\n{body}"
+    return _servers.nginxArgv(directory, "nginx", http)
 
 
 def measure(
@@ -134,12 +115,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
         work = Path(tmp)
         upstreamPort = freePort()
-        upstreamConf = nginxConfig(
-            work, "upstream", UPSTREAM.format(port=upstreamPort, text=BODY)
-        )
         # The upstream shares the load core with wrk, for every proxy alike.
         upstreamArgv = pinned(
-            LOAD_CPU, [nginx, "-c", str(upstreamConf), "-p", str(work)]
+            LOAD_CPU,
+            nginxArgv(work, "upstream", UPSTREAM.format(port=upstreamPort, text=BODY)),
         )
         with server(upstreamArgv, upstreamPort):
             proxies: list[tuple[str, list[str], int]] = []
@@ -161,13 +140,14 @@ def main() -> None:
                 )
             )
             port = freePort()
-            conf = nginxConfig(
-                work, "proxy", NGINX_PROXY.format(port=port, upstream=upstreamPort)
-            )
             proxies.append(
                 (
                     "nginx proxy_pass (keepalive 32)",
-                    [nginx, "-c", str(conf), "-p", str(work)],
+                    nginxArgv(
+                        work,
+                        "proxy",
+                        NGINX_PROXY.format(port=port, upstream=upstreamPort),
+                    ),
                     port,
                 )
             )

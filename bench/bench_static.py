@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import pstats
-import shutil
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _servers
 from _servers import ab, freePort, python, server, wrk
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,29 +71,15 @@ CONNSERVER = textwrap.dedent(
     """
 )
 
-NGINX = textwrap.dedent(
-    """
-    worker_processes 1;
-    pid {tmp}/nginx.pid;
-    error_log {tmp}/nginx-error.log;
-    events {{ worker_connections 1024; }}
-    http {{
-        access_log off;
-        sendfile on;
-        keepalive_requests 1000000;
-        client_body_temp_path {tmp}/body;
-        proxy_temp_path {tmp}/proxy;
-        fastcgi_temp_path {tmp}/fastcgi;
-        uwsgi_temp_path {tmp}/uwsgi;
-        scgi_temp_path {tmp}/scgi;
-        types {{ text/plain txt; application/octet-stream bin; }}
-        server {{
-            listen 127.0.0.1:{port};
-            root {root};
-        }}
+NGINX_HTTP = """
+    sendfile on;
+    keepalive_requests 1000000;
+    types {{ text/plain txt; application/octet-stream bin; }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
     }}
-    """
-)
+"""
 
 FILES = {"130B.txt": 130, "1MiB.bin": 1024 * 1024, "10MiB.bin": 10 * 1024 * 1024}
 
@@ -119,10 +105,9 @@ def twistedArgv(tmp: Path, root: Path, port: int) -> list[str]:
 
 
 def nginxArgv(tmp: Path, root: Path, port: int) -> list[str]:
-    conf = tmp / f"nginx-{port}.conf"
-    conf.write_text(NGINX.format(tmp=tmp, port=port, root=root))
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    return [nginx, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"]
+    return _servers.nginxArgv(
+        tmp, f"nginx-{port}", NGINX_HTTP.format(port=port, root=root)
+    )
 
 
 SERVERS: dict[str, Callable[[Path, Path, int], list[str]]] = {

@@ -46,47 +46,32 @@ PYTHONPATH).  Bounded: about rounds x 3 x (3 + 2 x seconds) seconds.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _servers
 from _servers import freePort, measureModes, python, server, wrk
 
 REPO = Path(__file__).resolve().parent.parent
 FILE = "130B.txt"
 
-NGINX = textwrap.dedent(
-    """
-    worker_processes 1;
-    pid {tmp}/nginx-{port}.pid;
-    error_log {tmp}/nginx-error.log;
-    events {{ worker_connections 1024; }}
-    http {{
-        access_log off;
-        sendfile on;
-        keepalive_requests 1000000;
-        client_body_temp_path {tmp}/body;
-        proxy_temp_path {tmp}/proxy;
-        fastcgi_temp_path {tmp}/fastcgi;
-        uwsgi_temp_path {tmp}/uwsgi;
-        scgi_temp_path {tmp}/scgi;
-        types {{ text/plain txt; }}
-        server {{
-            listen 127.0.0.1:{port} ssl;
-            ssl_certificate {tmp}/cert.pem;
-            ssl_certificate_key {tmp}/key.pem;
-            root {root};
-        }}
+NGINX_HTTP = """
+    sendfile on;
+    keepalive_requests 1000000;
+    types {{ text/plain txt; }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {tmp}/cert.pem;
+        ssl_certificate_key {tmp}/key.pem;
+        root {root};
     }}
-    """
-)
+"""
 
 
 def makeTree(tmp: Path) -> Path:
@@ -175,10 +160,9 @@ def twistedArgv(tmp: Path, root: Path, port: int, httpsFlag: bool) -> list[str]:
 
 
 def nginxArgv(tmp: Path, root: Path, port: int, httpsFlag: bool) -> list[str]:
-    conf = tmp / f"nginx-{port}.conf"
-    conf.write_text(NGINX.format(tmp=tmp, port=port, root=root))
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    return [nginx, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"]
+    return _servers.nginxArgv(
+        tmp, f"nginx-{port}", NGINX_HTTP.format(tmp=tmp, port=port, root=root)
+    )
 
 
 SERVERS: dict[str, Callable[[Path, Path, int, bool], list[str]]] = {
