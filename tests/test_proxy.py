@@ -27,8 +27,9 @@ from twisted.web import resource, server
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from connserver import ReverseProxy
+from connserver import ReverseProxy, ServerConfig
 from connserver._message import Request, Response
+from connserver._persistence import keepAliveTimeout
 from connserver._records import RequestRecord
 
 from ._harness import ParsedResponse, parseResponses
@@ -268,6 +269,20 @@ CLIENT_HOP_BY_HOP = {
 }
 
 
+def assertOwnConnectionFields(response: ParsedResponse) -> None:
+    """
+    The response's Connection and Keep-Alive are the front connserver's own
+    (its keep-alive hint for its idle timeout), never the upstream's
+    (``Keep-Alive: timeout=5``, ``Connection: X-Up``).
+    """
+    names = [name for name, _ in response.headers]
+    assert names.count(b"connection") == 1, response.headers
+    assert names.count(b"keep-alive") == 1, response.headers
+    assert response.header(b"connection") == b"keep-alive"
+    hint = keepAliveTimeout(ServerConfig().idleTimeout or 0)
+    assert response.header(b"keep-alive") == b"timeout=%d" % hint
+
+
 def checkForwarded(response: ParsedResponse, upstreamListsXUp: bool = True) -> None:
     assert response.status == 200
     fields = echoed(response)
@@ -280,9 +295,8 @@ def checkForwarded(response: ParsedResponse, upstreamListsXUp: bool = True) -> N
     names = {name for name, _ in response.headers}
     # The upstream's hop-by-hop fields stop here; its end-to-end ones pass.
     assert b"x-up" not in names
-    assert b"keep-alive" not in names
     assert b"proxy-authenticate" not in names
-    assert response.header(b"connection") is None
+    assertOwnConnectionFields(response)
     assert response.header(b"x-end-response") == b"e2e"
     assert response.header(b"via") == b"1.1 connserver"
 
@@ -318,7 +332,7 @@ async def test_connserverUpstreamHopByHop() -> None:
         assert not CLIENT_HOP_BY_HOP & set(fields), fields
         assert fields["x-end"] == ["e2e"]
         assert response.header(b"x-up") == b"1"
-        assert response.header(b"keep-alive") is None
+        assertOwnConnectionFields(response)
         client.close()
     finally:
         await closeProxy(front, proxy, upstream)
