@@ -132,12 +132,12 @@ class ServerConfig:
     keepAliveHint: bool = field(
         default=True,
         metadata=_doc(
-            "Send Keep-Alive: timeout=N (idleTimeout in whole seconds, at least "
-            "1) with Connection: keep-alive on HTTP/1.1 keep-alive responses, so "
+            "Send Keep-Alive: timeout=N (idleTimeout in whole seconds, rounded "
+            "down) with Connection: keep-alive on HTTP/1.1 keep-alive responses, so "
             "that clients which honour it (Node's fetch, undici) retire an idle "
             "connection before the server closes it, instead of sending a "
             "request into the close (the client side of the idle-close race).  "
-            "Never on closing responses, nor without idleTimeout.  Node.js "
+            "Never on closing responses, nor with idleTimeout none or under 1 s.  Node.js "
             "sends it by default (timeout=5); nginx keepalive_timeout's second "
             "value."
         ),

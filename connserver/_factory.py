@@ -460,6 +460,14 @@ class ConnectionFactory(Factory):
 
     # -- graceful drain --------------------------------------------------------
 
+    def numberConnectionsFrom(self, first: int) -> None:
+        """
+        Give the next accepted connection the id ``first`` (then
+        ``first + 1``, ...): under ``--workers`` each worker numbers from its
+        own range, so that ids stay unique across workers and replacements.
+        """
+        self._nextId = first - 1
+
     def drain(
         self,
         # ``...`` (typeshed's ``ellipsis``, types.EllipsisType) is the "not

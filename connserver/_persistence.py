@@ -90,13 +90,17 @@ _CLOSE_DECISIONS = {reason: _close(reason) for reason in CLOSE_REASONS}
 _KEEP_11 = PersistenceDecision(True, None, None, "http11-default")
 
 
-def keepAliveTimeout(idleTimeout: float) -> int:
+def keepAliveTimeout(idleTimeout: float | None) -> int | None:
     """
     The ``timeout=`` a ``Keep-Alive`` field advertises for ``idleTimeout``:
     whole seconds rounded down, so that a client never counts on more time
-    than the server gives, and at least 1 (0 would read as "do not reuse").
+    than the server gives.  None (advertise nothing) without an idle timeout
+    or under one second: ``timeout=0`` would read as "do not reuse", and
+    ``timeout=1`` would promise more than the server gives.
     """
-    return max(1, int(idleTimeout))
+    if idleTimeout is None or idleTimeout < 1:
+        return None
+    return int(idleTimeout)
 
 
 def _keep11(config: ServerConfig) -> PersistenceDecision:
@@ -109,9 +113,10 @@ def _keep11(config: ServerConfig) -> PersistenceDecision:
     as undici then retires an idle connection before the server's idle
     close, and never sends a request into it (the idle-close race).
     """
-    if not config.keepAliveHint or config.idleTimeout is None:
+    timeout = keepAliveTimeout(config.idleTimeout)
+    if not config.keepAliveHint or timeout is None:
         return _KEEP_11
-    hint = b"timeout=%d" % keepAliveTimeout(config.idleTimeout)
+    hint = b"timeout=%d" % timeout
     return PersistenceDecision(True, _KEEP_ALIVE, hint, "http11-default")
 
 
@@ -202,8 +207,8 @@ class PersistencePolicy:
         decision = self._keepAlive10.get(remaining)
         if decision is None:
             parts = []
-            if self._config.idleTimeout is not None:
-                timeout = keepAliveTimeout(self._config.idleTimeout)
+            timeout = keepAliveTimeout(self._config.idleTimeout)
+            if timeout is not None:
                 parts.append(b"timeout=%d" % timeout)
             if remaining is not None:
                 parts.append(b"max=%d" % remaining)

@@ -833,6 +833,9 @@ class SupervisorService(MultiService):
             {
                 "argv": argv,
                 "slot": handle.slot,
+                # Every worker started has its own number, hence its own
+                # range of connection ids.
+                "number": handle.number,
                 "listeners": listeners,
                 # twistd --reactor: the workers run the same one.
                 "reactor": type(self.reactor).__module__,

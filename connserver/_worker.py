@@ -46,6 +46,8 @@ __all__ = ["AdoptedEndpoint", "Cluster", "main"]
 
 #: Seconds between two reports to the parent.
 REPORT_INTERVAL = 1.0
+#: The range of connection ids each worker numbers from (see main()).
+CONNECTION_IDS_PER_WORKER = 10**9
 
 
 class AdoptedEndpoint:
@@ -383,6 +385,12 @@ def main(argv: list[str]) -> None:
     except Exception as error:
         die(f"{type(error).__name__}: {error}".splitlines()[0])
     cluster.factory = service.factory  # type: ignore[attr-defined]
+    # Connection ids unique over the whole server, as the access log's conn=
+    # promises: worker number W (counting every worker started) numbers its
+    # connections from W * 10**9 + 1.
+    service.factory.numberConnectionsFrom(  # type: ignore[attr-defined]
+        spec.get("number", spec["slot"]) * CONNECTION_IDS_PER_WORKER + 1
+    )
     channel: WorkerChannel
     stopping: list[bool] = []
 

@@ -183,6 +183,23 @@ class _NoReactor:
     """
 
 
+def _wholeNumber(text: str) -> bool:
+    """
+    ASCII digits only: ``str.isdigit`` also accepts characters such as
+    "²" that ``int()`` refuses, which would end a flag's check in a
+    traceback instead of its one-line error.
+    """
+    return text.isascii() and text.isdigit()
+
+
+def _usableCPUs() -> int:
+    """The CPUs this process may run on (``--workers auto``), where known."""
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux only
+    if affinity is not None:
+        return len(affinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 class Options(usage.Options):
     """The options of ``twistd connserver``."""
 
@@ -386,7 +403,7 @@ class Options(usage.Options):
         STATUS (4xx or 5xx) response, with that status; repeatable.
         """
         status, sep, page = value.partition("=")
-        if not sep or not status.isdigit() or not 400 <= int(status) <= 599:
+        if not sep or not _wholeNumber(status) or not 400 <= int(status) <= 599:
             raise usage.UsageError(
                 f"--error-page {value!r}: expected STATUS=/PATH with a 4xx or 5xx "
                 "status, such as 404=/404.html"
@@ -451,8 +468,8 @@ class Options(usage.Options):
     def _checkWorkers(self) -> None:
         text = str(self["workers"]).strip().lower()
         if text == "auto":
-            workers = len(os.sched_getaffinity(0)) or os.cpu_count() or 1
-        elif text.isdigit() and 1 <= int(text) <= 1024:
+            workers = _usableCPUs()
+        elif _wholeNumber(text) and 1 <= int(text) <= 1024:
             workers = int(text)
         else:
             raise usage.UsageError(
@@ -463,7 +480,7 @@ class Options(usage.Options):
             value = self[flag]
             if value is None:
                 continue
-            if not str(value).isdigit() or (
+            if not _wholeNumber(str(value)) or (
                 flag == "worker-max-requests" and int(value) < 1
             ):
                 raise usage.UsageError(
@@ -475,6 +492,10 @@ class Options(usage.Options):
             for flag in ("reuse-port", "worker-max-requests"):
                 if self[flag]:
                     raise usage.UsageError(f"--{flag} needs --workers 2 or more")
+        if self["worker-max-requests-jitter"] and self["worker-max-requests"] is None:
+            raise usage.UsageError(
+                "--worker-max-requests-jitter needs --worker-max-requests"
+            )
 
     def _buildConfig(self) -> ServerConfig:
         values: dict[str, Any] = {}
@@ -668,7 +689,7 @@ class Options(usage.Options):
                 listen.append(description)
         if self["https"] is not None:
             port = self["https"]
-            if not port.isdigit() or not 0 <= int(port) <= 65535:
+            if not _wholeNumber(port) or not 0 <= int(port) <= 65535:
                 raise usage.UsageError(f"--https {port!r}: expected a port number")
             if shared is None:
                 raise usage.UsageError(
@@ -680,6 +701,15 @@ class Options(usage.Options):
         for description in listen:
             if not self.inWorker:
                 checkEndpoint(description)
+        if (
+            self["reuse-port"]
+            and not tls
+            and not {_endpointType(d) for d in listen} & {"tcp", "tcp6", "haproxy"}
+        ):
+            raise usage.UsageError(
+                "--reuse-port applies to tcp: (and ssl:, haproxy:tcp:) listeners; "
+                "none is given"
+            )
         if self["redirect-to-https"] and not tls:
             raise usage.UsageError(
                 "--redirect-to-https needs an HTTPS listener (--https or --listen ssl:...)"
@@ -790,13 +820,13 @@ def _sslListener(description: str, shared: TLSServerOptions | None) -> TLSListen
     positional = args[1:]
     if "port" in kwargs:
         positional = [kwargs["port"], *positional]
-    if len(positional) != 1 or not positional[0].isdigit():
+    if len(positional) != 1 or not _wholeNumber(positional[0]):
         raise fail("expected ssl:PORT with a port number")
     port = int(positional[0])
     if port > 65535:
         raise fail("expected ssl:PORT with a port number")
     backlog = kwargs.get("backlog", "50")
-    if not backlog.isdigit():
+    if not _wholeNumber(backlog):
         raise fail(f"backlog={backlog!r}: expected a whole number")
     interface = kwargs.get("interface", "")
     if "privateKey" in kwargs:
@@ -889,6 +919,29 @@ def _adapt(spec: str, obj: object) -> Handler:
         ) from None
 
 
+def _warnMissingPages(options: Options) -> None:
+    """
+    One warning line per --error-page or --fallback file missing at start:
+    the server still starts (the file may appear later; meanwhile an error
+    page falls back to the built-in text, and the fallback is a 404), but a
+    typo should not go unnoticed.
+    """
+    from twisted.logger import Logger
+
+    root = options["path"]
+    pages = [
+        (f"--error-page {status}={page}", page)
+        for status, page in options["error-pages"].items()
+    ]
+    if options["fallback"]:
+        pages.append((f"--fallback {options['fallback']}", options["fallback"]))
+    for flag, page in pages:
+        if not os.path.isfile(os.path.join(root, page.lstrip("/"))):
+            Logger().warn(
+                "{flag}: no such file under {root} (yet)", flag=flag, root=root
+            )
+
+
 def makeService(
     options: Options,
     endpoints: list[IStreamServerEndpoint] | None = None,
@@ -945,6 +998,8 @@ def makeService(
             errorPages=options["error-pages"],
             fallback=options["fallback"],
         )
+        if not options.inWorker:
+            _warnMissingPages(options)
     factory = ConnectionFactory(handler, config=config, reactor=reactor)
     tls: list[TLSListener] = options["tls"]
     if endpoints is None:

@@ -265,8 +265,11 @@ def test_http11KeepAliveHint() -> None:
     assert policy.decide((1, 1), frozenset(), requestsServed=7) is first
     closing = policy.decide((1, 1), frozenset({b"close"}))
     assert (closing.connectionHeader, closing.keepAliveHeader) == (b"close", None)
+    # Under a second: no hint (timeout=1 would promise more than is given).
     short = PersistencePolicy(ServerConfig(idleTimeout=0.25))
-    assert short.decide((1, 1), frozenset()).keepAliveHeader == b"timeout=1"
+    assert short.decide((1, 1), frozenset()).keepAliveHeader is None
+    short10 = short.decide((1, 0), frozenset({b"keep-alive"}))
+    assert short10.keepAliveHeader == b"max=999"
     for config in (
         ServerConfig(idleTimeout=None),
         ServerConfig(keepAliveHint=False),
@@ -282,9 +285,10 @@ def test_http11KeepAliveHint() -> None:
 
 
 def test_keepAliveTimeoutRounding() -> None:
-    assert [keepAliveTimeout(t) for t in (0.001, 0.999, 1.0, 1.999, 60.0)] == [
-        1,
-        1,
+    assert [keepAliveTimeout(t) for t in (None, 0.001, 0.999, 1.0, 1.999, 60.0)] == [
+        None,
+        None,
+        None,
         1,
         1,
         60,

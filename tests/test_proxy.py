@@ -279,7 +279,8 @@ def assertOwnConnectionFields(response: ParsedResponse) -> None:
     assert names.count(b"connection") == 1, response.headers
     assert names.count(b"keep-alive") == 1, response.headers
     assert response.header(b"connection") == b"keep-alive"
-    hint = keepAliveTimeout(ServerConfig().idleTimeout or 0)
+    hint = keepAliveTimeout(ServerConfig().idleTimeout)
+    assert hint is not None
     assert response.header(b"keep-alive") == b"timeout=%d" % hint
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 
 from connserver import tap
@@ -139,6 +140,13 @@ def test_configValues(args: list[str], changes: dict[str, Any]) -> None:
         pytest.param(["--proxy", "/api=http://h/?q"], "no query", id="proxy-query"),
         pytest.param(["--proxy", "/api=http://h", "--proxy", "/api/=http://g"], "already mounted", id="proxy-twice"),
         pytest.param(["--status-path", "/s", "--proxy", "/s=http://h"], "already mounted", id="proxy-status"),
+        pytest.param(["--workers", "\u00b2"], "expected a number from 1 to 1024", id="workers-superscript"),
+        pytest.param(["--workers", "2", "--worker-max-requests", "\u00b2"], "expected a whole number", id="max-requests-superscript"),
+        pytest.param(["--workers", "2", "--worker-max-requests-jitter", "\u00b3"], "expected a whole number", id="jitter-superscript"),
+        pytest.param(["--error-page", "\u00b2=/a.html"], "expected STATUS=/PATH", id="error-page-superscript"),
+        pytest.param(["--https", "\u00b2"], "port number", id="https-superscript"),
+        pytest.param(["--workers", "2", "--worker-max-requests-jitter", "5"], "needs --worker-max-requests", id="jitter-alone"),
+        pytest.param(["--workers", "2", "--reuse-port", "--listen", "unix:/tmp/cs-x.sock"], "--reuse-port applies to tcp:", id="reuse-port-unix"),
     ],
 )  # fmt: skip
 def test_usageErrors(args: list[str], message: str) -> None:
@@ -381,3 +389,28 @@ def test_helpSentencesHaveNoIndentationInside() -> None:
     for line in options.getUsage().splitlines():
         if line.startswith(" " * 10):  # a description's continuation line
             assert "  " not in line.strip(), line
+
+
+def test_missingErrorPageOrFallbackIsOneWarning(tmp_path: Path) -> None:
+    """
+    A --error-page or --fallback file that does not exist at start is one
+    warning line each (the server starts: the file may come later).
+    """
+    (tmp_path / "404.html").write_text("gone")
+    options = parse(
+        "--path",
+        str(tmp_path),
+        "--error-page",
+        "404=/404.html",
+        "--error-page",
+        "500=/oops.html",
+        "--fallback",
+        "/index.html",
+    )
+    with capturedLogs() as events:
+        tap.makeService(options)
+    warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert warnings == [
+        f"--error-page 500=/oops.html: no such file under {tmp_path} (yet)",
+        f"--fallback /index.html: no such file under {tmp_path} (yet)",
+    ]

@@ -417,6 +417,10 @@ def test_tlsUnixAndAccessLogWithWorkers(
     assert not sock.exists()
     lines, closes = requestAndCloseLines(log)
     assert len(lines) == 24, lines
+    # One connection per request here: 24 ids, unique across the workers
+    # and their replacements (each worker numbers from its own range).
+    ids = [int(re.search(r" conn=(\d+) ", line).group(1)) for line in lines]  # type: ignore[union-attr]
+    assert len(set(ids)) == 24 and min(ids) > 10**9, ids
     assert sum(line.startswith("203.0.113.7 ") for line in lines) == 1, lines
     assert all(re.match(r'^\S+ - - \[[^]]+\] "GET /', line) for line in lines), lines
     # The connections that ended with no response carrying the reason (the
