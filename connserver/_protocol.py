@@ -366,7 +366,7 @@ class HTTPServerProtocol(Protocol):
         self._peerKnown = self._out.plainTCP
         if self._peerKnown and self._config.trustedProxies:
             self._peerTrusted = isTrusted(self._peerHost, self._config.trustedProxies)
-        _noDelay(transport)
+        setNoDelay(transport)
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.factory.registerConnection(self)
         # The head deadline runs from accept for the first request (it also
@@ -1688,7 +1688,7 @@ class _ExchangeBody:
         self._protocol._bodyStop(self._exchange)
 
 
-def _noDelay(transport: object) -> None:
+def setNoDelay(transport: object) -> None:
     """
     Turn off Nagle's algorithm (TCP_NODELAY), as nginx does on keep-alive
     connections: responses leave in few writes (a head and a body, or one

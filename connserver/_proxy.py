@@ -52,6 +52,7 @@ from ._errors import ResponseFramingError
 from ._framing import validateResponseField
 from ._headers import HOP_BY_HOP, isToken, optionsFromValues
 from ._message import Request, Response
+from ._protocol import setNoDelay
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -146,6 +147,13 @@ class _UpstreamProtocol(HTTP11ClientProtocol):
     leaves the fields it names among the response's headers; a proxy must
     remove those (RFC 9110 §7.6.1), so it must know them.
     """
+
+    def connectionMade(self) -> None:
+        # Twisted's client writes a request's head and body separately, and
+        # the upstream's delayed ACK (40 ms on Linux) would hold the second
+        # write under Nagle's algorithm: every proxied request would wait.
+        setNoDelay(self.transport)
+        super().connectionMade()
 
     def request(self, request: Any) -> Deferred[Any]:
         d: Deferred[Any] = super().request(request)
