@@ -178,25 +178,27 @@ def _elementsFromTheRight(data: bytes) -> Iterator[bytes]:
     odd number of backslashes is a quoted-pair), and a comma outside one
     ends the element (RFC 9110 §5.6.1, §5.6.4).
     """
-    end = len(data)
-    pos = end
-    while pos > 0:
-        pos -= 1
-        byte = data[pos]
-        if byte == 0x22:  # '"': find its opening quote
-            while True:
-                pos = data.rfind(b'"', 0, pos)
-                if pos < 0:
-                    raise _Malformed
-                slashes = 0
-                while pos - slashes > 0 and data[pos - slashes - 1] == 0x5C:
-                    slashes += 1
-                if slashes % 2 == 0:
-                    break
-        elif byte == 0x2C:  # ','
-            yield data[pos + 1 : end]
-            end = pos
-    yield data[:end]
+    end = pos = len(data)
+    while True:
+        comma = data.rfind(b",", 0, pos)
+        quote = data.rfind(b'"', comma + 1, pos)
+        if quote < 0:
+            yield data[comma + 1 : end]
+            if comma < 0:
+                return
+            end = pos = comma
+            continue
+        # The end of a quoted string: find where it opens.
+        while True:
+            quote = data.rfind(b'"', 0, quote)
+            if quote < 0:
+                raise _Malformed
+            slashes = 0
+            while data[quote - slashes - 1 : quote - slashes] == b"\\":
+                slashes += 1
+            if slashes % 2 == 0:
+                break
+        pos = quote
 
 
 def _address(text: str) -> str:

@@ -9,17 +9,26 @@ parser table first, then the protocol on the in-memory harness (the
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 import pytest
 import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
 from twisted.web.resource import Resource
 from twisted.web.server import Request as WebRequest
 
 from connserver import Request, Response, ServerConfig, WebResourceHandler
-from connserver._forwarded import ClientHop, isTrusted, parseNetworks, resolveClient
+from connserver._forwarded import (
+    FORWARDED_HEADERS,
+    ClientHop,
+    isTrusted,
+    parseNetworks,
+    resolveClient,
+)
 from connserver._headers import Headers
 from connserver._records import RequestRecord
 from connserver.tap import Options
@@ -560,3 +569,42 @@ async def test_overTLSTheSchemeIsHttps() -> None:
         assert request.clientAddress is request.peer
     finally:
         await finish(server)
+
+
+@given(
+    value=st.binary(max_size=80)
+    | st.lists(
+        st.sampled_from(
+            [
+                b"for=",
+                b"192.0.2.1",
+                b"10.0.0.1",
+                b'"',
+                b"\\",
+                b",",
+                b";",
+                b" ",
+                b"[",
+                b"]",
+                b"::1",
+                b"%",
+                b":80",
+                b"proto=",
+                b"https",
+                b"_x",
+                b"unknown",
+            ]
+        ),
+        max_size=20,
+    ).map(b"".join),
+    family=st.sampled_from(FORWARDED_HEADERS),
+)
+def test_anyValueResolvesToAnAddressOrNothing(value: bytes, family: str) -> None:
+    """Whatever a client writes: no exception, and only address text out."""
+    hop = resolveClient(
+        fields((FWD, value), (XFF, value), (XFP, value)), TRUSTED, family
+    )
+    if hop is not None:
+        assert hop.scheme in (None, "http", "https")
+        if hop.host is not None:
+            assert re.fullmatch(r"[0-9A-Za-z.:_-]+", hop.host), hop.host
