@@ -239,7 +239,7 @@ class ServerConfig:
             "Peers (CIDR networks, comma-separated: 10.0.0.0/8,::1) whose "
             "forwarding fields (the family forwardedHeader names) "
             "name the client: the right-most untrusted hop becomes "
-            "Request.clientAddress and proto the Request.scheme.  From any "
+            "Request.clientAddress and the forwarded scheme Request.scheme.  From any "
             "other peer these fields are ignored, as they are by default "
             "(empty): anyone can write them.  nginx set_real_ip_from, "
             "gunicorn --forwarded-allow-ips, uvicorn --forwarded-allow-ips."
