@@ -36,6 +36,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sys
 import time
 from typing import IO, TYPE_CHECKING, Literal
@@ -85,6 +86,29 @@ def _escape(value: bytes) -> str:
     return "".join(out)
 
 
+# What an address field may hold as is: IPv4/IPv6 text (a transport's
+# link-local peer may carry its %interface), RFC 7239 identifiers
+# (``unknown``, ``_hidden``) and ``-``.
+_SAFE_HOST_RE = re.compile(r"[0-9A-Za-z.:_%\-]+")
+
+
+def _host(value: str) -> str:
+    """
+    The address field of a combined line: anything outside the characters
+    an address is made of is written as ``\\xHH`` (as :func:`_escape`
+    does, and spaces too), so that a forwarded address can never forge a
+    field.  Addresses are checked when parsed (``_forwarded``); this is
+    the second line of defence, one regex match per line.
+    """
+    if _SAFE_HOST_RE.fullmatch(value) is not None:
+        return value
+    out = []
+    for byte in value.encode("utf-8", "backslashreplace"):
+        char = chr(byte)
+        out.append(char if _SAFE_HOST_RE.fullmatch(char) else f"\\x{byte:02X}")
+    return "".join(out)
+
+
 def _clfTime(timestamp: float) -> str:
     # Always UTC: stable across hosts and daylight-saving changes.
     t = time.gmtime(timestamp)
@@ -119,13 +143,13 @@ def formatCombined(record: RequestRecord | ConnectionRecord) -> str:
     """One Combined Log Format line for ``record`` (with its newline)."""
     if isinstance(record, ConnectionRecord):
         return (
-            f"{record.peerHost or '-'} - - [{_clfTime(record.timestamp)}] "
+            f"{_host(record.peerHost or '-')} - - [{_clfTime(record.timestamp)}] "
             f'"-" - 0 "-" "-" conn={record.connectionId} '
             f"req={record.requestsServed} age={record.connectionAge:.3f} "
             f"dur=- close={record.closeReason}\n"
         )
     return (
-        f"{record.peerHost or '-'} - - [{_clfTime(record.timestamp)}] "
+        f"{_host(record.peerHost or '-')} - - [{_clfTime(record.timestamp)}] "
         f'"{_requestLine(record)}" {record.status} {record.bodyBytes} '
         f'"{_optional(record.referer)}" "{_optional(record.userAgent)}" '
         f"conn={record.connectionId} req={record.requestIndex} "

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ._forwarded import Network, parseNetworks
+from ._forwarded import FORWARDED_HEADERS, Network, parseNetworks
 
 __all__ = ["ServerConfig", "configFieldDocs"]
 
@@ -237,12 +237,24 @@ class ServerConfig:
         default=(),
         metadata=_doc(
             "Peers (CIDR networks, comma-separated: 10.0.0.0/8,::1) whose "
-            "Forwarded (RFC 7239), else X-Forwarded-For and X-Forwarded-Proto, "
+            "forwarding fields (the family forwardedHeader names) "
             "name the client: the right-most untrusted hop becomes "
-            "Request.clientAddress and proto the Request.scheme.  From any "
+            "Request.clientAddress and the forwarded scheme Request.scheme.  From any "
             "other peer these fields are ignored, as they are by default "
             "(empty): anyone can write them.  nginx set_real_ip_from, "
             "gunicorn --forwarded-allow-ips, uvicorn --forwarded-allow-ips."
+        ),
+    )
+    forwardedHeader: str = field(
+        default="x-forwarded-for",
+        metadata=_doc(
+            "Which forwarding fields a trustedProxies peer is believed in: "
+            "x-forwarded-for (X-Forwarded-For names the client, the right-most "
+            "X-Forwarded-Proto the scheme) or forwarded (RFC 7239 Forwarded, "
+            "for= and proto=).  The other family is ignored: a proxy passes "
+            "on unchanged the fields it does not write, so a client could "
+            "name itself in them.  Set the one your proxy writes.  nginx "
+            "real_ip_header X-Forwarded-For."
         ),
     )
 
@@ -255,6 +267,11 @@ class ServerConfig:
             ) from None
         # Parsed once, here: the field always holds networks.
         object.__setattr__(self, "trustedProxies", networks)
+        if isinstance(self.forwardedHeader, str):
+            # Field names are case-insensitive (RFC 9110 §5.1).
+            object.__setattr__(
+                self, "forwardedHeader", self.forwardedHeader.strip().lower()
+            )
         for f in fields(self):
             value = getattr(self, f.name)
             _validate(f.name, value)
@@ -322,6 +339,9 @@ def _validate(name: str, value: object) -> None:
             return
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             fail("a whole number of seconds (0 or more) or None")
+    elif name == "forwardedHeader":
+        if value not in FORWARDED_HEADERS:
+            fail(" or ".join(FORWARDED_HEADERS))
     elif name in ("keepAlive", "keepAliveHint", "allowBareLf"):
         if not isinstance(value, bool):
             fail("True or False")

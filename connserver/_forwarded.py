@@ -1,16 +1,19 @@
 """
-The client behind trusted proxies: ``Forwarded`` (RFC 7239), else
-``X-Forwarded-For`` and ``X-Forwarded-Proto``.
+The client behind trusted proxies: ``X-Forwarded-For`` and
+``X-Forwarded-Proto``, or ``Forwarded`` (RFC 7239), whichever one family
+the operator chose (``--forwarded-header``).
 
 These fields are whatever the sender wrote, so they count only when the
-connection's peer is a proxy the operator trusts (``--trusted-proxies``).
-Each proxy appends the address it received the request from; reading the
-hops from right to left, the trusted ones are skipped and the first
-untrusted hop is the client (anything to its left was written by the client
-itself and proves nothing).  If every hop is trusted, the left-most is the
-client.  A value that does not parse is ignored as a whole (the peer stays
-the client): a proxy that is trusted writes well-formed values, so a
-malformed one says nothing reliable, and it is never worth a 500.
+connection's peer is a proxy the operator trusts (``--trusted-proxies``),
+and only the family that proxy writes: a proxy passes the other family on
+as the client sent it.  Each proxy appends the address it received the
+request from; reading the hops from right to left, the trusted ones are
+skipped and the first untrusted hop is the client (anything to its left was
+written by the client itself and proves nothing, so it is never parsed).
+If every hop is trusted, the left-most is the client.  A hop that does not
+parse at or right of the client's voids the address (the peer stays the
+client): a trusted proxy writes well-formed values, so a malformed one says
+nothing reliable, and it is never worth a 500.
 
 Pure module: nothing here imports ``twisted.internet``; the protocol calls
 :func:`resolveClient` once per request, and only on connections whose peer
@@ -21,12 +24,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ._headers import Headers
 
-__all__ = ["ClientHop", "Network", "isTrusted", "parseNetworks", "resolveClient"]
+__all__ = [
+    "FORWARDED_HEADERS",
+    "ClientHop",
+    "Network",
+    "isTrusted",
+    "parseNetworks",
+    "resolveClient",
+]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -111,31 +121,33 @@ _UNQUOTE_RE = re.compile(rb"\\(.)", re.S)
 # node-port = port / obfport (the same shape).
 _OBFUSCATED_RE = re.compile(r"_[A-Za-z0-9._-]+")
 _PORT_RE = re.compile(r"[0-9]{1,5}")
-# RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 
 
 class _Malformed(Exception):
-    """A forwarding field that does not parse: it is ignored as a whole."""
+    """A forwarding value that does not parse."""
 
 
-def _elements(values: list[bytes]) -> list[dict[bytes, str]]:
+#: The values ``ServerConfig.forwardedHeader`` takes.
+FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
+
+# Only these schemes name what the client used; anything else is ignored
+# (the connection's scheme stays), never a reason to drop the address.
+_SCHEMES = {"http": "http", "https": "https"}
+
+
+def _element(data: bytes) -> dict[bytes, str]:
     """
-    ``Forwarded`` field lines as a list of elements, each a dict of its
-    lowercased parameter names to values (quoted strings unquoted).  Lines
-    combine as one list (RFC 9110 §5.3); empty list elements are ignored
-    (RFC 9110 §5.6.1.2).
+    One ``Forwarded`` element (``for=...;proto=...``) as a dict of its
+    lowercased parameter names to values (quoted strings unquoted); empty
+    pairs are allowed by the grammar (RFC 7239 §4).
     """
-    data = b",".join(values)
-    elements: list[dict[bytes, str]] = []
+    current: dict[bytes, str] = {}
     pos = 0
     end = len(data)
-    current: dict[bytes, str] = {}
     while True:
-        # Skip blanks; an empty pair or element is allowed by the grammar.
         while pos < end and data[pos] in b" \t":
             pos += 1
-        if pos < end and data[pos] not in b",;":
+        if pos < end and data[pos] != ord(";"):
             match = _PAIR_RE.match(data, pos)
             if match is None:
                 raise _Malformed
@@ -150,17 +162,61 @@ def _elements(values: list[bytes]) -> list[dict[bytes, str]]:
             current[name] = raw.decode("latin-1")
             pos = match.end()
         if pos >= end:
-            if current:
-                elements.append(current)
-            return elements
-        separator = data[pos]
-        pos += 1
-        if separator == ord(","):
-            if current:
-                elements.append(current)
-            current = {}
-        elif separator != ord(";"):
+            return current
+        if data[pos] != ord(";"):
             raise _Malformed
+        pos += 1
+
+
+def _elementsFromTheRight(data: bytes) -> Iterator[bytes]:
+    """
+    The ``Forwarded`` list's elements, right-most first, as raw bytes.
+
+    Read from the right so that whatever the client wrote on the left (an
+    unterminated quote, garbage) is never looked at unless every hop to its
+    right is trusted: a quoted string is matched backwards (a ``"`` after an
+    odd number of backslashes is a quoted-pair), and a comma outside one
+    ends the element (RFC 9110 §5.6.1, §5.6.4).
+    """
+    end = pos = len(data)
+    while True:
+        comma = data.rfind(b",", 0, pos)
+        quote = data.rfind(b'"', comma + 1, pos)
+        if quote < 0:
+            yield data[comma + 1 : end]
+            if comma < 0:
+                return
+            end = pos = comma
+            continue
+        # The end of a quoted string: find where it opens.
+        while True:
+            quote = data.rfind(b'"', 0, quote)
+            if quote < 0:
+                raise _Malformed
+            slashes = 0
+            while data[quote - slashes - 1 : quote - slashes] == b"\\":
+                slashes += 1
+            if slashes % 2 == 0:
+                break
+        pos = quote
+
+
+def _address(text: str) -> str:
+    """
+    An IP address as text, normalised; an IPv4-mapped IPv6 address as its
+    IPv4 address (as :func:`isTrusted` reads it).  A scope id
+    (``fe80::1%eth0``) is refused: it names an interface of the proxy, not
+    a client, and its text is arbitrary (it would reach the access log).
+    """
+    if "%" in text:
+        raise _Malformed
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise _Malformed from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def _node(text: str) -> tuple[str, int | None]:
@@ -170,13 +226,10 @@ def _node(text: str) -> tuple[str, int | None]:
     """
     if text.startswith("["):
         close = text.find("]")
-        if close < 0:
+        if close < 0 or ":" not in text[1:close]:
+            # An IPv6 address (with colons) goes in brackets, nothing else.
             raise _Malformed
-        host, rest = text[1:close], text[close + 1 :]
-        try:
-            host = str(ipaddress.IPv6Address(host))
-        except ValueError:
-            raise _Malformed from None
+        host, rest = _address(text[1:close]), text[close + 1 :]
     else:
         host, colon, port = text.partition(":")
         rest = colon + port
@@ -203,49 +256,36 @@ def _node(text: str) -> tuple[str, int | None]:
     raise _Malformed
 
 
-def _scheme(text: str) -> str:
-    text = text.strip()
-    if _SCHEME_RE.fullmatch(text) is None:
-        raise _Malformed
-    return text.lower()
-
-
-def _pick(hops: list[str], trusted: tuple[Network, ...]) -> int:
-    """The index of the right-most untrusted hop, or 0 if all are trusted."""
-    for index in range(len(hops) - 1, -1, -1):
-        if not isTrusted(hops[index], trusted):
-            return index
-    return 0
-
-
 def _fromForwarded(
     values: list[bytes], trusted: tuple[Network, ...]
 ) -> ClientHop | None:
-    elements = _elements(values)
-    if not elements:
-        return None
-    nodes = []
-    for element in elements:
+    chosen: tuple[str, int | None, str | None] | None = None
+    for raw in _elementsFromTheRight(b",".join(values)):
+        if not raw.strip(b" \t"):
+            # RFC 9110 §5.6.1.2: empty list elements are ignored.
+            continue
+        element = _element(raw)
         # An element without for= names no node: the hop is unknown.
         text = element.get(b"for")
-        nodes.append(_node(text) if text is not None else ("unknown", None))
+        host, port = _node(text) if text is not None else ("unknown", None)
         proto = element.get(b"proto")
-        if proto is not None:
-            _scheme(proto)
-    index = _pick([host for host, _ in nodes], trusted)
-    host, port = nodes[index]
-    proto = elements[index].get(b"proto")
-    return ClientHop(host, port, _scheme(proto) if proto is not None else None)
+        # The element's proto is the scheme its proxy received the request
+        # over from that node (RFC 7239 §5.4).
+        chosen = (host, port, _SCHEMES.get(proto.lower()) if proto else None)
+        if not isTrusted(host, trusted):
+            break
+    if chosen is None:
+        return None
+    return ClientHop(*chosen)
 
 
 def _xffHop(text: str) -> tuple[str, int | None]:
     """One ``X-Forwarded-For`` entry: an address, with a port or IPv6 brackets."""
     if text.startswith("["):
         return _node(text)
-    try:
-        return str(ipaddress.ip_address(text)), None
-    except ValueError:
-        pass
+    if text.count(":") != 1:
+        # An address alone (IPv6 has several colons, IPv4 none).
+        return _address(text), None
     host, port = _node(text)
     if host == "unknown" or host.startswith("_"):
         # RFC 7239 identifiers are not X-Forwarded-For's.
@@ -253,54 +293,70 @@ def _xffHop(text: str) -> tuple[str, int | None]:
     return host, port
 
 
-def _split(values: list[bytes]) -> list[str]:
-    items = [
-        item.strip(b" \t").decode("latin-1") for item in b",".join(values).split(b",")
-    ]
-    return [item for item in items if item]
-
-
 def _fromXForwarded(
     forValues: list[bytes], protoValues: list[bytes], trusted: tuple[Network, ...]
 ) -> ClientHop | None:
-    hops = [_xffHop(item) for item in _split(forValues)] if forValues else []
-    schemes = [_scheme(item) for item in _split(protoValues)] if protoValues else []
-    if not hops and not schemes:
-        return None
     host: str | None = None
     port: int | None = None
     scheme: str | None = None
-    index = 0
-    if hops:
-        index = _pick([hop for hop, _ in hops], trusted)
-        host, port = hops[index]
-    if len(schemes) == 1:
-        scheme = schemes[0]
-    elif schemes:
-        # A chain of proxies may append one scheme per hop, as for the
-        # addresses: take the chosen hop's.  Without that pairing a list
-        # says nothing reliable.
-        if len(schemes) != len(hops):
-            raise _Malformed
-        scheme = schemes[index]
+    if forValues:
+        items = b",".join(forValues).split(b",")
+        try:
+            for item in reversed(items):
+                text = item.strip(b" \t").decode("latin-1")
+                if not text:
+                    continue
+                host, port = _xffHop(text)
+                if not isTrusted(host, trusted):
+                    break
+        except _Malformed:
+            # At or right of the client's hop: nothing reliable names it.
+            host = port = None
+    if protoValues:
+        # The right-most value: the one the nearest trusted proxy set (it
+        # must overwrite what the client sent, see docs/deployment.md).
+        for item in reversed(b",".join(protoValues).split(b",")):
+            value = item.strip(b" \t")
+            if value:
+                scheme = _SCHEMES.get(value.decode("latin-1").lower())
+                break
+    if host is None and scheme is None:
+        return None
     return ClientHop(host, port, scheme)
 
 
-def resolveClient(headers: Headers, trusted: tuple[Network, ...]) -> ClientHop | None:
+def resolveClient(
+    headers: Headers,
+    trusted: tuple[Network, ...],
+    field: str = "x-forwarded-for",
+) -> ClientHop | None:
     """
     The client the forwarding fields of a request from a trusted peer name,
     or None when they name none (absent or malformed: the peer stays the
-    client).  ``Forwarded`` wins over the ``X-Forwarded-*`` fields when it is
-    present (it is the standard; RFC 7239 §1 replaces them).
+    client).
+
+    Only one family counts, ``field`` (``ServerConfig.forwardedHeader``), as
+    nginx's ``real_ip_header``: with ``"x-forwarded-for"``,
+    ``X-Forwarded-For`` names the client and ``X-Forwarded-Proto`` the
+    scheme, and ``Forwarded`` is ignored; with ``"forwarded"``, only
+    ``Forwarded`` counts.  A proxy passes the family it does not write
+    through untouched, so reading it would let the client name itself.
+
+    Hops are read from the right and the first untrusted one is the client;
+    a malformed hop at or right of it voids the address (the peer stays),
+    anything to its left is never parsed.  A scheme other than ``http`` or
+    ``https`` is ignored.
     """
-    try:
+    if field == "forwarded":
         forwarded = headers.getAll(b"forwarded")
-        if forwarded:
+        if not forwarded:
+            return None
+        try:
             return _fromForwarded(forwarded, trusted)
-        forValues = headers.getAll(b"x-forwarded-for")
-        protoValues = headers.getAll(b"x-forwarded-proto")
-        if forValues or protoValues:
-            return _fromXForwarded(forValues, protoValues, trusted)
-    except _Malformed:
-        return None
+        except _Malformed:
+            return None
+    forValues = headers.getAll(b"x-forwarded-for")
+    protoValues = headers.getAll(b"x-forwarded-proto")
+    if forValues or protoValues:
+        return _fromXForwarded(forValues, protoValues, trusted)
     return None

@@ -1219,7 +1219,10 @@ class HTTPServerProtocol(Protocol):
         A trusted proxy's ``Forwarded`` / ``X-Forwarded-*`` fields name the
         client (``_forwarded``); malformed ones are ignored (the peer stays).
         """
-        hop = resolveClient(request.headers, self._config.trustedProxies)
+        config = self._config
+        hop = resolveClient(
+            request.headers, config.trustedProxies, config.forwardedHeader
+        )
         if hop is None:
             return
         if hop.host is not None:

@@ -56,8 +56,9 @@ def haproxyConfig(
     """
     HAProxy in HTTP mode reusing its connections to connserver (``http-reuse
     always``), telling it the client's address with the PROXY protocol v2,
-    or with ``X-Forwarded-For`` (``option forwardfor``) when not
-    ``proxyProtocol``.  Idle connections to connserver are purged every
+    or with ``X-Forwarded-For`` (``option forwardfor``, which passes on a
+    client's own ``X-Forwarded-Proto``, hence the ``set-header`` that
+    overwrites it, as docs/deployment.md says) when not ``proxyProtocol``.  Idle connections to connserver are purged every
     ``serverIdle`` (``pool-purge-delay``, half of them each time).  One
     frontend and backend (so one pool) per port in ``ports``.
     """
@@ -66,7 +67,10 @@ def haproxyConfig(
         forward = ""
     else:
         client = ""
-        forward = "    option forwardfor\n"
+        forward = (
+            "    option forwardfor\n"
+            "    http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]\n"
+        )
     sections = "".join(
         f"""
 frontend www{index}
@@ -102,13 +106,17 @@ def nginxConfig(
     upstreamIdle: str = "60s",
     nextUpstream: bool = True,
     keepalive: int = 8,
+    ipv6: bool = False,
 ) -> str:
     """
     nginx with an upstream ``keepalive`` pool towards connserver (HTTP/1.1,
     ``Connection: ""``), ``keepalive_timeout`` in the upstream block being
     its idle timeout towards connserver.  ``/xff/`` forwards
-    ``X-Forwarded-For`` and ``X-Forwarded-Proto``, everything else
-    ``Forwarded`` (appending to the client's, as a proxy in a chain does).
+    ``X-Forwarded-For`` and ``X-Forwarded-Proto`` (overwriting the client's
+    scheme), everything else ``Forwarded`` (appending to the client's, as a
+    proxy in a chain does, an IPv6 client in brackets); each passes on the
+    other family as the client sent it, as docs/deployment.md's
+    configurations do.  ``ipv6`` also listens on ``[::1]`` (same port).
     One server block and one upstream pool per port in ``ports``, so that
     the idle-race loops each have their own pooled connection.
     ``nextUpstream=False`` stops nginx from retrying a request that failed on
@@ -126,6 +134,7 @@ def nginxConfig(
     }}
     server {{
         listen 127.0.0.1:{port};
+        {f"listen [::1]:{port};" if ipv6 else ""}
         proxy_http_version 1.1;
         {retry}
         # A location's proxy_set_header replaces every one it inherits:
@@ -141,7 +150,7 @@ def nginxConfig(
             proxy_pass http://connserver{index};
             proxy_set_header Connection "";
             proxy_set_header Host $host;
-            proxy_set_header Forwarded "$http_forwarded, for=$remote_addr;proto=$scheme";
+            proxy_set_header Forwarded "$http_forwarded, for=$forwarded_for;proto=$scheme";
         }}
     }}
 """
@@ -160,6 +169,11 @@ http {{
     fastcgi_temp_path {directory}/fastcgi;
     uwsgi_temp_path {directory}/uwsgi;
     scgi_temp_path {directory}/scgi;
+    # RFC 7239 §6: an IPv6 node is a quoted "[...]".
+    map $remote_addr $forwarded_for {{
+        ~:       "\\"[$remote_addr]\\"";
+        default  $remote_addr;
+    }}
 {servers}}}
 """
 

@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
 from connserver._accesslog import AccessLog, formatCombined, formatJSON
-from connserver._records import RequestRecord
+from connserver._records import ConnectionRecord, RequestRecord
 
 # 2025-03-05 14:02:07.250 UTC
 T0 = 1741183327.25
@@ -86,6 +86,39 @@ def test_combinedEscapesHostileFields() -> None:
     assert '"GET /x\\x22y\\x5Cz\\x0A\\xE9 HTTP/1.1"' in line
     assert '"a\\x22 \\x22b"' in line
     assert '"\\x00"' in line
+
+
+@pytest.mark.parametrize(
+    "host, written",
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8::7", "2001:db8::7"),
+        ("fe80::1%eth0", "fe80::1%eth0"),  # a transport's link-local peer
+        ("_hidden", "_hidden"),
+        ("::1%evil 200 x", "::1%evil\\x20200\\x20x"),
+        ('a"b\\c\n\u00e9', "a\\x22b\\x5Cc\\x0A\\xC3\\xA9"),
+    ],
+)
+def test_combinedAddressCannotForgeAField(host: str, written: str) -> None:
+    """
+    The address is written as is only when it is made of address
+    characters; anything else (a space, a quote, a newline) as ``\\xHH``,
+    on request lines and close lines alike.
+    """
+    line = formatCombined(record(peerHost=host))
+    assert line.startswith(written + " - - [")
+    assert line.count("\n") == 1
+    close = formatCombined(
+        ConnectionRecord(
+            timestamp=T0,
+            peerHost=host,
+            connectionId=7,
+            requestsServed=0,
+            connectionAge=1.0,
+            closeReason="idle-timeout",
+        )
+    )
+    assert close.startswith(written + " - - [")
 
 
 def test_combinedUnparsedRequest() -> None:

@@ -9,17 +9,26 @@ parser table first, then the protocol on the in-memory harness (the
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 import pytest
 import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
 from twisted.web.resource import Resource
 from twisted.web.server import Request as WebRequest
 
 from connserver import Request, Response, ServerConfig, WebResourceHandler
-from connserver._forwarded import ClientHop, isTrusted, parseNetworks, resolveClient
+from connserver._forwarded import (
+    FORWARDED_HEADERS,
+    ClientHop,
+    isTrusted,
+    parseNetworks,
+    resolveClient,
+)
 from connserver._headers import Headers
 from connserver._records import RequestRecord
 from connserver.tap import Options
@@ -125,24 +134,93 @@ XFP = b"x-forwarded-proto"
         pytest.param(
             [(XFF, b"192.0.2.1, 198.51.100.2"), (XFP, b"https, http")],
             ClientHop("198.51.100.2", None, "http"),
-            id="xfp-list-paired-with-hops",
+            id="xfp-list-rightmost",
+        ),
+        pytest.param(
+            [(XFF, b"192.0.2.1"), (XFP, b"http"), (XFP, b" https ,")],
+            ClientHop("192.0.2.1", None, "https"),
+            id="xfp-lines-rightmost",
+        ),
+        pytest.param(
+            [(XFF, b"192.0.2.1"), (XFP, b"ht tp")],
+            ClientHop("192.0.2.1", None, None),
+            id="xfp-junk-keeps-address",
+        ),
+        pytest.param(
+            [(XFF, b"192.0.2.1"), (XFP, b"wss")],
+            ClientHop("192.0.2.1", None, None),
+            id="xfp-not-http-ignored",
+        ),
+        pytest.param(
+            [(FWD, b"for=192.0.2.1;proto=ht%tp")],
+            ClientHop("192.0.2.1", None, None),
+            id="proto-junk-keeps-address",
+        ),
+        # A malformed hop left of the client's was written by the client: it
+        # is never parsed (the peer must not become the client).
+        pytest.param(
+            [(XFF, b"garbage, 203.0.113.9")],
+            ClientHop("203.0.113.9", None, None),
+            id="xff-left-garbage",
+        ),
+        pytest.param(
+            [(XFF, b"[::1%evil, 203.0.113.9, 10.0.0.1"), (XFP, b"http")],
+            ClientHop("203.0.113.9", None, "http"),
+            id="xff-left-garbage-trusted-right",
+        ),
+        pytest.param(
+            [(FWD, b'for="garbage, for=203.0.113.9;proto=https')],
+            ClientHop("203.0.113.9", None, "https"),
+            id="fwd-left-unterminated-quote",
+        ),
+        pytest.param(
+            [(FWD, b"junk;;=x"), (FWD, b"for=203.0.113.9, for=10.0.0.1")],
+            ClientHop("203.0.113.9", None, None),
+            id="fwd-left-junk-line",
+        ),
+        pytest.param(
+            [(FWD, b'for=192.0.2.1;host="a,\\"b,", for=10.0.0.1')],
+            ClientHop("192.0.2.1", None, None),
+            id="fwd-quoted-comma-and-quote",
+        ),
+        pytest.param(
+            [(FWD, b'for=192.0.2.1;host="a\\\\", for=10.0.0.1')],
+            ClientHop("192.0.2.1", None, None),
+            id="fwd-quoted-backslash-at-end",
+        ),
+        # IPv4-mapped IPv6 is the IPv4 address (as isTrusted reads it).
+        pytest.param(
+            [(XFF, b"198.51.100.7, ::ffff:10.0.0.1")],
+            ClientHop("198.51.100.7", None, None),
+            id="xff-mapped-trusted-skipped",
+        ),
+        pytest.param(
+            [(XFF, b"::ffff:198.51.100.7")],
+            ClientHop("198.51.100.7", None, None),
+            id="xff-mapped-unmapped",
+        ),
+        pytest.param(
+            [(FWD, b'for="[::ffff:198.51.100.7]:80"')],
+            ClientHop("198.51.100.7", 80, None),
+            id="fwd-mapped-unmapped",
         ),
         pytest.param(
             [(XFP, b"https")],
             ClientHop(None, None, "https"),
             id="xfp-alone",
         ),
-        pytest.param(
-            [(FWD, b"for=192.0.2.1"), (XFF, b"198.51.100.2")],
-            ClientHop("192.0.2.1", None, None),
-            id="forwarded-wins",
-        ),
         pytest.param([], None, id="none"),
         pytest.param([(XFF, b" , ")], None, id="xff-empty"),
     ],
 )
 def test_resolveClient(lines: list[tuple[bytes, bytes]], expected: Any) -> None:
-    assert resolveClient(fields(*lines), TRUSTED) == expected
+    assert resolve(lines) == expected
+
+
+def resolve(lines: list[tuple[bytes, bytes]]) -> ClientHop | None:
+    """``lines`` resolved in the family they are written in."""
+    family = "forwarded" if any(name == FWD for name, _ in lines) else XFF.decode()
+    return resolveClient(fields(*lines), TRUSTED, family)
 
 
 @pytest.mark.parametrize(
@@ -157,17 +235,68 @@ def test_resolveClient(lines: list[tuple[bytes, bytes]], expected: Any) -> None:
         pytest.param([(FWD, b"for=999.0.2.1")], id="bad-ipv4"),
         pytest.param([(FWD, b'for="[2001:db8::1"')], id="no-closing-bracket"),
         pytest.param([(FWD, b'for="192.0.2.1:99999"')], id="port-too-large"),
-        pytest.param([(FWD, b"for=192.0.2.1;proto=ht%tp")], id="bad-proto"),
         pytest.param([(FWD, b"for")], id="no-value"),
         pytest.param([(FWD, b"for=192.0.2.1"), (FWD, b"junk")], id="one-bad-line"),
         pytest.param([(XFF, b"192.0.2.1, not-an-address")], id="xff-junk"),
         pytest.param([(XFF, b"unknown")], id="xff-rfc7239-identifier"),
-        pytest.param([(XFF, b"192.0.2.1"), (XFP, b"https, http")], id="xfp-unpaired"),
-        pytest.param([(XFF, b"192.0.2.1"), (XFP, b"ht tp")], id="xfp-junk"),
+        # Malformed at the client's hop, or right of it: the peer stays.
+        pytest.param([(XFF, b"203.0.113.9, garbage")], id="xff-right-garbage"),
+        pytest.param([(XFF, b"garbage, 10.0.0.1")], id="xff-garbage-is-the-hop"),
+        pytest.param(
+            [(FWD, b'for="garbage, for=10.0.0.1')], id="fwd-garbage-is-the-hop"
+        ),
+        pytest.param([(FWD, b"for=203.0.113.9, for=10.0.0.1 x")], id="fwd-right-junk"),
+        # A scope id names an interface of the proxy, and its text is
+        # arbitrary (it would reach the access log).
+        pytest.param([(XFF, b"[::1%evil 200 x]")], id="xff-zone-bracketed"),
+        pytest.param([(XFF, b"fe80::1%eth0")], id="xff-zone"),
+        pytest.param([(FWD, b'for="[fe80::1%25eth0]:80"')], id="fwd-zone"),
+        pytest.param([(XFF, b"[192.0.2.1]")], id="xff-bracketed-ipv4"),
     ],
 )
 def test_malformedFieldsAreIgnored(lines: list[tuple[bytes, bytes]]) -> None:
-    assert resolveClient(fields(*lines), TRUSTED) is None
+    assert resolve(lines) is None
+
+
+SPOOFED = fields(
+    (FWD, b"for=6.6.6.6;proto=https"),
+    (XFF, b"203.0.113.9"),
+    (XFP, b"http"),
+)
+
+
+def test_onlyTheChosenFamilyCounts() -> None:
+    """
+    A proxy passes on the family it does not write as the client sent it
+    (nginx's documented X-Forwarded-For configuration passes Forwarded),
+    so only the configured family is read, as nginx's real_ip_header.
+    """
+    assert resolveClient(SPOOFED, TRUSTED) == ClientHop("203.0.113.9", None, "http")
+    assert resolveClient(SPOOFED, TRUSTED, "x-forwarded-for") == ClientHop(
+        "203.0.113.9", None, "http"
+    )
+    assert resolveClient(SPOOFED, TRUSTED, "forwarded") == ClientHop(
+        "6.6.6.6", None, "https"
+    )
+    forwardedOnly = fields((FWD, b"for=6.6.6.6;proto=https"))
+    assert resolveClient(forwardedOnly, TRUSTED, "x-forwarded-for") is None
+    xffOnly = fields((XFF, b"203.0.113.9"), (XFP, b"https"))
+    assert resolveClient(xffOnly, TRUSTED, "forwarded") is None
+
+
+def test_forwardedHeaderConfigAndFlag() -> None:
+    assert ServerConfig().forwardedHeader == "x-forwarded-for"
+    assert ServerConfig(forwardedHeader="Forwarded").forwardedHeader == "forwarded"
+    with pytest.raises(ValueError, match="x-forwarded-for or forwarded"):
+        ServerConfig(forwardedHeader="x-real-ip")
+    with pytest.raises(ValueError, match="forwardedHeader"):
+        ServerConfig(forwardedHeader=None)  # type: ignore[arg-type]
+    options = Options()
+    options.parseOptions(["--forwarded-header", "forwarded"])
+    assert options["config"].forwardedHeader == "forwarded"
+    options = Options()
+    with pytest.raises(Exception, match=r"--forwarded-header 'x-real-ip': must be"):
+        options.parseOptions(["--forwarded-header", "x-real-ip"])
 
 
 @pytest.mark.parametrize(
@@ -217,7 +346,7 @@ def test_cliFlag() -> None:
 
 
 def serve(
-    trusted: str | None, request: bytes
+    trusted: str | None, request: bytes, **options: Any
 ) -> tuple[list[Request], list[RequestRecord], bytes]:
     seen: list[Request] = []
     records: list[RequestRecord] = []
@@ -226,7 +355,7 @@ def serve(
         seen.append(request)
         return Response(200, body=b"ok")
 
-    conn = connect(handler, trustedProxies=trusted or ())
+    conn = connect(handler, trustedProxies=trusted or (), **options)
     conn.factory.requestObservers.append(records.append)
     conn.send(request)
     return seen, records, conn.take()
@@ -269,7 +398,19 @@ def test_withoutTrustedProxiesFieldsAreIgnored() -> None:
 def test_malformedFieldKeepsThePeerNever500() -> None:
     seen, records, out = serve(
         "127.0.0.1",
-        b"GET / HTTP/1.1\r\nHost: x\r\nForwarded: for=[::1]\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: [::1\r\n\r\n",
+    )
+    assert out.startswith(b"HTTP/1.1 200 ")
+    [request] = seen
+    assert request.clientAddress is request.peer
+    assert [record.peerHost for record in records] == ["127.0.0.1"]
+
+
+def test_aScopeIdCannotReachTheLog() -> None:
+    """``[::1%evil 200 x]`` would put text of the client's in the log line."""
+    seen, records, out = serve(
+        "127.0.0.1",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: [::1%evil 200 x]\r\n\r\n",
     )
     assert out.startswith(b"HTTP/1.1 200 ")
     [request] = seen
@@ -283,6 +424,7 @@ def test_eachRequestOfAConnectionIsResolvedAlone() -> None:
         b'GET /1 HTTP/1.1\r\nHost: x\r\nForwarded: for="[2001:db8::7]:1234";proto=https\r\n\r\n'
         b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
         b"GET /3 HTTP/1.1\r\nHost: x\r\nForwarded: for=_gateway\r\n\r\n",
+        forwardedHeader="forwarded",
     )
     assert [r.clientAddress for r in seen] == [
         IPv6Address("TCP", "2001:db8::7", 1234),
@@ -314,7 +456,11 @@ def test_twistedWebSeesTheClient() -> None:
             )
             return b"ok"
 
-    conn = connect(WebResourceHandler(Page()), trustedProxies="127.0.0.0/8")
+    conn = connect(
+        WebResourceHandler(Page()),
+        trustedProxies="127.0.0.0/8",
+        forwardedHeader="forwarded",
+    )
     conn.send(
         b"GET /p HTTP/1.1\r\nHost: example.org\r\n"
         b"Forwarded: for=198.51.100.17;proto=https\r\n\r\n"
@@ -423,3 +569,42 @@ async def test_overTLSTheSchemeIsHttps() -> None:
         assert request.clientAddress is request.peer
     finally:
         await finish(server)
+
+
+@given(
+    value=st.binary(max_size=80)
+    | st.lists(
+        st.sampled_from(
+            [
+                b"for=",
+                b"192.0.2.1",
+                b"10.0.0.1",
+                b'"',
+                b"\\",
+                b",",
+                b";",
+                b" ",
+                b"[",
+                b"]",
+                b"::1",
+                b"%",
+                b":80",
+                b"proto=",
+                b"https",
+                b"_x",
+                b"unknown",
+            ]
+        ),
+        max_size=20,
+    ).map(b"".join),
+    family=st.sampled_from(FORWARDED_HEADERS),
+)
+def test_anyValueResolvesToAnAddressOrNothing(value: bytes, family: str) -> None:
+    """Whatever a client writes: no exception, and only address text out."""
+    hop = resolveClient(
+        fields((FWD, value), (XFF, value), (XFP, value)), TRUSTED, family
+    )
+    if hop is not None:
+        assert hop.scheme in (None, "http", "https")
+        if hop.host is not None:
+            assert re.fullmatch(r"[0-9A-Za-z.:_-]+", hop.host), hop.host

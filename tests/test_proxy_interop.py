@@ -6,7 +6,9 @@ always``) and nginx (an upstream ``keepalive`` pool, HTTP/1.1,
 * the proxies reuse their connections to connserver (the access log's
   ``req=`` goes above 1);
 * the address logged and given to the handler is the real client's: the
-  client binds 127.0.0.5, the proxies connect from 127.0.0.1;
+  client binds 127.0.0.5, the proxies connect from 127.0.0.1; the client
+  also writes every forwarding field itself (a spoofed address, garbage on
+  the left, ``X-Forwarded-Proto: https``), and none of it counts;
 * responses pass through unchanged (body and end-to-end fields).
 
 connserver runs in-process on the test's reactor; the proxies run in the
@@ -24,7 +26,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import protocol
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 
 from connserver import Request, Response
 from connserver._accesslog import formatCombined
@@ -38,6 +40,14 @@ pytestmark = pytest.mark.slow
 CLIENT = "127.0.0.5"
 # A body large enough to cross several reads and writes on each hop.
 BODY = hashlib.sha256(b"connserver").digest() * 8192  # 256 KiB
+# What a client may write itself, in both families: an address, garbage
+# (to the left of what the proxy appends), an unterminated quote and a
+# scheme.  The proxy passes on the family it does not write untouched.
+SPOOFED = (
+    b'Forwarded: for=6.6.6.6;proto=https, for="junk\r\n'
+    b"X-Forwarded-For: 6.6.6.6, garbage\r\n"
+    b"X-Forwarded-Proto: https\r\n"
+)
 END_TO_END = {
     b"content-type": b"application/octet-stream",
     b"etag": b'"v1-abc"',
@@ -73,17 +83,24 @@ def proxies() -> Iterator[list[Proxy]]:
         proxy.stop()
 
 
-async def fetchAll(port: int, paths: list[bytes], headers: bytes = b"") -> list[Any]:
+async def fetchAll(
+    port: int, paths: list[bytes], headers: bytes = b"", ipv6: bool = False
+) -> list[Any]:
     """
     ``paths`` requested one after another on one keep-alive connection
-    from 127.0.0.5; the parsed responses.
+    from 127.0.0.5 (from ``::1`` to ``[::1]`` with ``ipv6``); the parsed
+    responses.
     """
     from twisted.internet import reactor
 
     client = RawClient()
-    endpoint = TCP4ClientEndpoint(
-        reactor, "127.0.0.1", port, timeout=5, bindAddress=(CLIENT, 0)
-    )
+    endpoint: Any
+    if ipv6:
+        endpoint = TCP6ClientEndpoint(reactor, "::1", port, timeout=5)
+    else:
+        endpoint = TCP4ClientEndpoint(
+            reactor, "127.0.0.1", port, timeout=5, bindAddress=(CLIENT, 0)
+        )
     await bounded(endpoint.connect(protocol.Factory.forProtocol(lambda: client)))
     try:
         for count, path in enumerate(paths, 1):
@@ -115,19 +132,17 @@ async def runThrough(
     proxies: list[Proxy],
     server: Server,
     seen: Seen,
+    paths: tuple[bytes, ...] = (b"/a/big", b"/a/small", b"/xff/big", b"/xff/small"),
     **options: Any,
 ) -> list[Any]:
     proxy = startProxy(kind, tmp / kind, server.portNumber, **options)
     proxies.append(proxy)
-    paths = [b"/a/big", b"/a/small", b"/xff/big", b"/xff/small"]
     # Three client connections one after the other: the proxy's pool
     # carries the requests of the later ones on the connection it keeps.
     for _ in range(3):
-        responses = await fetchAll(
-            proxy.port, paths, b"X-Forwarded-For: 203.0.113.66\r\n"
-        )
-        checkPassedThrough(responses, paths)
-    assert len(seen.requests) == 12
+        responses = await fetchAll(proxy.port, list(paths), SPOOFED)
+        checkPassedThrough(responses, list(paths))
+    assert len(seen.requests) == 3 * len(paths)
     return responses
 
 
@@ -182,6 +197,8 @@ async def test_haproxyForwardForSharesConnectionsBetweenClients(
             "haproxy", tmp_path, proxies, server, seen, proxyProtocol=False
         )
         assert {client for client, _, _ in seen.requests} == {CLIENT}
+        # HAProxy overwrote the client's X-Forwarded-Proto: https.
+        assert {scheme for _, scheme, _ in seen.requests} == {"http"}
         assert {peer for _, _, peer in seen.requests} == {"127.0.0.1"}
         lines = [formatCombined(record) for record in seen.records]
         assert all(line.startswith(CLIENT + " - - [") for line in lines), lines
@@ -192,18 +209,29 @@ async def test_haproxyForwardForSharesConnectionsBetweenClients(
         await finish(server)
 
 
+# Each --forwarded-header with the nginx location that writes that family
+# (and passes the other on as the client wrote it).
+FAMILIES = [
+    pytest.param("x-forwarded-for", (b"/xff/big", b"/xff/small"), id="xff"),
+    pytest.param("forwarded", (b"/a/big", b"/a/small"), id="forwarded"),
+]
+
+
 @needNginx
+@pytest.mark.parametrize("family, paths", FAMILIES)
 @pytest_twisted.ensureDeferred
 async def test_nginxKeepalivePoolWithForwardedFields(
-    tmp_path: Path, proxies: list[Proxy]
+    tmp_path: Path, proxies: list[Proxy], family: str, paths: tuple[bytes, ...]
 ) -> None:
     seen = Seen()
     # Only nginx's own address is trusted: the client's 127.0.0.5 is not,
-    # so the spoofed X-Forwarded-For it sends to its left never counts.
-    server = await serve(seen.handler, trustedProxies="127.0.0.1")
+    # so what it wrote to its left never counts, nor the other family.
+    server = await serve(
+        seen.handler, trustedProxies="127.0.0.1", forwardedHeader=family
+    )
     server.factory.requestObservers.append(seen.records.append)
     try:
-        await runThrough("nginx", tmp_path, proxies, server, seen)
+        await runThrough("nginx", tmp_path, proxies, server, seen, paths)
         assert {client for client, _, _ in seen.requests} == {CLIENT}
         assert {scheme for _, scheme, _ in seen.requests} == {"http"}
         # The connections come from nginx.
@@ -233,6 +261,30 @@ async def test_nginxFromAnUntrustedPeerFieldsAreIgnored(
         await fetchAll(proxy.port, [b"/xff/small", b"/small"])
         assert [client for client, _, _ in seen.requests] == ["127.0.0.1"] * 2
         assert [record.peerHost for record in seen.records] == ["127.0.0.1"] * 2
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+        await finish(server)
+
+
+@needNginx
+@pytest.mark.parametrize("family, paths", FAMILIES)
+@pytest_twisted.ensureDeferred
+async def test_nginxIPv6Client(
+    tmp_path: Path, proxies: list[Proxy], family: str, paths: tuple[bytes, ...]
+) -> None:
+    """An IPv6 client: ``for="[::1]"`` (RFC 7239 §6) or ``X-Forwarded-For: ::1``."""
+    seen = Seen()
+    server = await serve(
+        seen.handler, trustedProxies="127.0.0.1", forwardedHeader=family
+    )
+    server.factory.requestObservers.append(seen.records.append)
+    try:
+        proxy = startProxy("nginx", tmp_path / "nginx", server.portNumber, ipv6=True)
+        proxies.append(proxy)
+        await fetchAll(proxy.port, list(paths[1:]), SPOOFED, ipv6=True)
+        assert seen.requests == [("::1", "http", "127.0.0.1")], proxy.log()
+        assert [record.peerHost for record in seen.records] == ["::1"]
     finally:
         for proxy in proxies:
             proxy.stop()
