@@ -67,7 +67,9 @@ def parseNetworks(value: str | Iterable[str | Network]) -> tuple[Network, ...]:
             raise ValueError(f"expected CIDR text, not {item!r}")
         text = item.strip()
         if not text:
-            continue
+            # ",," or "10.0.0.0/8,": a slip that must not silently mean
+            # fewer trusted proxies than intended.
+            raise ValueError("an empty entry in the list")
         try:
             networks.append(ipaddress.ip_network(text, strict=False))
         except ValueError:

@@ -145,6 +145,8 @@ def test_configValues(args: list[str], changes: dict[str, Any]) -> None:
         pytest.param(["--workers", "2", "--worker-max-requests-jitter", "\u00b3"], "expected a whole number", id="jitter-superscript"),
         pytest.param(["--error-page", "\u00b2=/a.html"], "expected STATUS=/PATH", id="error-page-superscript"),
         pytest.param(["--https", "\u00b2"], "port number", id="https-superscript"),
+        pytest.param(["--trusted-proxies", ",,"], "--trusted-proxies ',,': must be CIDR networks: an empty entry", id="trusted-empty-entries"),
+        pytest.param(["--trusted-proxies", "10.0.0.0/8,"], "an empty entry", id="trusted-trailing-comma"),
         pytest.param(["--workers", "2", "--worker-max-requests-jitter", "5"], "needs --worker-max-requests", id="jitter-alone"),
         pytest.param(["--workers", "2", "--reuse-port", "--listen", "unix:/tmp/cs-x.sock"], "--reuse-port applies to tcp:", id="reuse-port-unix"),
     ],
