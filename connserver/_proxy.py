@@ -468,7 +468,7 @@ class ReverseProxy:
         reactor: IReactorTime | None = None,
         pool: HTTPConnectionPool | None = None,
         rewriteHost: bool = False,
-        maxPerUpstream: int = 32,
+        maxPerUpstream: int = 128,
         upstreamIdleTimeout: float = 4.0,
         responseTimeout: float | None = 60.0,
     ) -> None:
