@@ -9,7 +9,12 @@ Embedding is one line::
 
 from ._accesslog import AccessLog
 from ._config import ServerConfig
-from ._errors import InvalidTransition, ProtocolError, ResponseFramingError
+from ._errors import (
+    BodyInterrupted,
+    InvalidTransition,
+    ProtocolError,
+    ResponseFramingError,
+)
 from ._factory import ConnectionFactory, ConnectionStats
 from ._headers import (
     HOP_BY_HOP,
@@ -37,6 +42,7 @@ __all__ = [
     "CLOSE_REASONS",
     "HOP_BY_HOP",
     "AccessLog",
+    "BodyInterrupted",
     "CertificateSource",
     "ConnectionFactory",
     "ConnectionRecord",

@@ -5,7 +5,12 @@ Pure module: nothing here imports ``twisted.internet``.
 
 from __future__ import annotations
 
-__all__ = ["InvalidTransition", "ProtocolError", "ResponseFramingError"]
+__all__ = [
+    "BodyInterrupted",
+    "InvalidTransition",
+    "ProtocolError",
+    "ResponseFramingError",
+]
 
 
 class ProtocolError(Exception):
@@ -53,6 +58,15 @@ class ResponseFramingError(Exception):
     A response body did not match its framing: more or fewer bytes than the
     declared ``Content-Length``, or a body on a response that must not have
     one.  The connection must close (RFC 9112 §6.3 ¶5).
+    """
+
+
+class BodyInterrupted(Exception):
+    """
+    A response body's source ended early for a reason its producer knows and
+    names (an upstream that closed mid-body, say).  connserver aborts the
+    response, as for any failed body, and logs the message as one warning
+    line instead of a traceback: the failure is the source's, not a bug.
     """
 
 

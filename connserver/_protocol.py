@@ -33,7 +33,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from ._config import ServerConfig
-from ._errors import ProtocolError, ResponseFramingError
+from ._errors import BodyInterrupted, ProtocolError, ResponseFramingError
 from ._fileproducer import FileBodyProducer, ISendfileConsumer
 from ._forwarded import isTrusted, resolveClient
 from ._framing import (
@@ -1107,7 +1107,17 @@ class HTTPServerProtocol(Protocol):
     def _bodyFailed(self, exchange: _Exchange, failure: Failure) -> None:
         if self._lost or exchange.finished:
             return
-        _log.failure("response body failed for {peer}", failure, peer=self._peerHost)
+        if failure.check(BodyInterrupted):
+            # A known, named cause (the source ended early): one line.
+            _log.warn(
+                "response body for {peer} interrupted: {why}",
+                peer=self._peerHost,
+                why=failure.getErrorMessage(),
+            )
+        else:
+            _log.failure(
+                "response body failed for {peer}", failure, peer=self._peerHost
+            )
         self._abortResponse(exchange, "body-error")
 
     def _abortResponse(self, exchange: _Exchange, why: str) -> None:

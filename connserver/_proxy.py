@@ -48,7 +48,7 @@ from twisted.web.iweb import (
 )
 from zope.interface import implementer
 
-from ._errors import ResponseFramingError
+from ._errors import BodyInterrupted, ResponseFramingError
 from ._framing import validateResponseField
 from ._headers import HOP_BY_HOP, isToken, optionsFromValues
 from ._message import Request, Response
@@ -393,8 +393,14 @@ class _UpstreamBody(Protocol):
             done.callback(None)
         else:
             # Cut short upstream: connserver aborts the client's response
-            # (close reason response-error) rather than pad it.
-            done.errback(reason)
+            # (close reason response-error) rather than pad it, and logs
+            # this one line (no traceback: the upstream failed, not us).
+            done.errback(
+                BodyInterrupted(
+                    "the upstream's body ended early: "
+                    + (reason.getErrorMessage() or type(reason.value).__name__)
+                )
+            )
 
 
 class _NoConsumer:
