@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import os
 import re
 import signal
@@ -183,6 +184,21 @@ class _NoReactor:
     """
 
 
+def _proxySeconds(flag: str, text: str, optional: bool) -> float | None:
+    """``--proxy-idle-timeout`` / ``--proxy-timeout``: seconds, or none."""
+    value = text.strip().lower()
+    if optional and value in ("none", "off"):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        expected = "a positive number of seconds" + (" or none" if optional else "")
+        raise usage.UsageError(f"--{flag} {text!r}: expected {expected}")
+    return seconds
+
+
 def _wholeNumber(text: str) -> bool:
     """
     ASCII digits only: ``str.isdigit`` also accepts characters such as
@@ -329,6 +345,22 @@ class Options(usage.Options):
             "0",
             "Add a random 0..J to --worker-max-requests per worker, so that "
             "workers are not all replaced at once.",
+        ],
+        [
+            "proxy-idle-timeout",
+            None,
+            None,
+            "With --proxy: close an idle upstream connection after this many "
+            "seconds; keep it shorter than the upstream's own idle timeout. "
+            "[default: 4]",
+        ],
+        [
+            "proxy-timeout",
+            None,
+            None,
+            "With --proxy: answer 504 when the upstream sends no response (or no "
+            "next body byte) for this many seconds; 'none' waits forever. "
+            "[default: 60]",
         ],
     ]
 
@@ -663,6 +695,13 @@ class Options(usage.Options):
             taken.add(key)
             proxies.append((prefix, url))
         self["proxies"] = proxies
+        for flag, default, optional in (
+            ("proxy-idle-timeout", "4", False),
+            ("proxy-timeout", "60", True),
+        ):
+            if self[flag] is not None and not proxies:
+                raise usage.UsageError(f"--{flag} applies to --proxy")
+            self[flag] = _proxySeconds(flag, self[flag] or default, optional)
 
     def _buildEndpoints(self) -> None:
         """
@@ -1045,7 +1084,12 @@ def makeService(
     for prefix, url in options["proxies"]:
         from ._proxy import ReverseProxy
 
-        proxy = ReverseProxy(url, reactor=reactor)
+        proxy = ReverseProxy(
+            url,
+            reactor=reactor,
+            upstreamIdleTimeout=options["proxy-idle-timeout"],
+            responseTimeout=options["proxy-timeout"],
+        )
         mounts[prefix] = proxy
         # At shutdown, after the drain: close the idle upstream connections.
         service.addCompanion(CallbackService(f"proxy {prefix}", onStop=proxy.close))

@@ -145,6 +145,11 @@ def test_configValues(args: list[str], changes: dict[str, Any]) -> None:
         pytest.param(["--workers", "2", "--worker-max-requests-jitter", "\u00b3"], "expected a whole number", id="jitter-superscript"),
         pytest.param(["--error-page", "\u00b2=/a.html"], "expected STATUS=/PATH", id="error-page-superscript"),
         pytest.param(["--https", "\u00b2"], "port number", id="https-superscript"),
+        pytest.param(["--proxy-idle-timeout", "2"], "--proxy-idle-timeout applies to --proxy", id="proxy-idle-alone"),
+        pytest.param(["--proxy", "/api=http://h", "--proxy-idle-timeout", "none"], "expected a positive number of seconds", id="proxy-idle-none"),
+        pytest.param(["--proxy", "/api=http://h", "--proxy-idle-timeout", "0"], "expected a positive number of seconds", id="proxy-idle-zero"),
+        pytest.param(["--proxy", "/api=http://h", "--proxy-timeout", "soon"], "expected a positive number of seconds or none", id="proxy-timeout-word"),
+        pytest.param(["--proxy", "/api=http://h", "--proxy-timeout", "inf"], "or none", id="proxy-timeout-inf"),
         pytest.param(["--trusted-proxies", ",,"], "--trusted-proxies ',,': must be CIDR networks: an empty entry", id="trusted-empty-entries"),
         pytest.param(["--trusted-proxies", "10.0.0.0/8,"], "an empty entry", id="trusted-trailing-comma"),
         pytest.param(["--workers", "2", "--worker-max-requests-jitter", "5"], "needs --worker-max-requests", id="jitter-alone"),
@@ -312,8 +317,25 @@ def test_makeServiceWithProxy(tmp_path: Path) -> None:
     b = handler.route(b"/b")
     assert isinstance(b, ReverseProxy) and b.url == "http://127.0.0.1:9001/base/"
     assert handler.route(b"/apix") is handler.default
+    # The defaults: 4 s idle upstream connections, 60 s for a response.
+    assert api.pool.cachedConnectionTimeout == 4.0 and api.responseTimeout == 60.0
     # Each proxy's idle upstream connections are closed at shutdown.
     assert [c.name for c in service.companions][:2] == ["proxy /api", "proxy /b/"]
+
+
+def test_proxyTimeoutFlags() -> None:
+    """--proxy-idle-timeout and --proxy-timeout reach every --proxy mount."""
+    options = parse(
+        "--proxy", "/api=http://127.0.0.1:9000",
+        "--proxy", "/b=http://127.0.0.1:9001",
+        "--proxy-idle-timeout", "1.5",
+        "--proxy-timeout", "none",
+    )  # fmt: skip
+    service: Any = tap.makeService(options)
+    for path in (b"/api", b"/b"):
+        proxy = service.factory.handler.route(path)
+        assert proxy.pool.cachedConnectionTimeout == 1.5
+        assert proxy.responseTimeout is None
 
 
 def test_makeServiceWithHandler() -> None:
