@@ -19,6 +19,8 @@ buffered whole.  See ``docs/proxy.md``.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -194,14 +196,29 @@ class _OneEndpoint:
 
 def _upstreamEndpoint(reactor: Any, url: str) -> IStreamClientEndpoint:
     """TCP to the upstream's host and port; TLS over it for ``https``."""
-    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+    from twisted.internet.endpoints import (
+        HostnameEndpoint,
+        TCP4ClientEndpoint,
+        TCP6ClientEndpoint,
+        wrapClientTLS,
+    )
     from twisted.web.client import BrowserLikePolicyForHTTPS
 
     parts = urlsplit(url)
     host = parts.hostname or ""
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
-    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port)
+    endpoint: IStreamClientEndpoint
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        # A name: resolved at each new connection, every address tried.
+        endpoint = HostnameEndpoint(reactor, host, port)
+    else:
+        # An address: no resolver thread and no wait between attempts
+        # (HostnameEndpoint's), so a refused upstream is a 502 at once.
+        tcp = TCP4ClientEndpoint if literal.version == 4 else TCP6ClientEndpoint
+        endpoint = tcp(reactor, host, port)
     if secure:
         creator = BrowserLikePolicyForHTTPS().creatorForNetloc(  # type: ignore[no-untyped-call]
             host.encode("idna"), port
@@ -408,6 +425,10 @@ class _NoConsumer:
         pass
 
 
+#: A "." or ".." segment of a path, also percent-encoded ("%2e"): what
+#: could move a forwarded target out of its mount.
+_DOT_SEGMENT = re.compile(rb"/(?:\.|%2[eE]){1,2}(?:/|$)")
+
 # -- the handler ----------------------------------------------------------------
 
 
@@ -526,6 +547,12 @@ class ReverseProxy:
             # Absolute-form or asterisk-form: not something a mounted
             # prefix receives; nothing sensible to forward.
             return Response(400, [_TEXT], b"400 Bad Request\n")
+        if _DOT_SEGMENT.search(target.partition(b"?")[0]):
+            # "/api/../secret" matched the /api mount on its raw path; an
+            # upstream that removes dot-segments (RFC 3986 §5.2.4) would
+            # serve /secret, outside the mount.  nginx normalises before it
+            # matches; a proxy that forwards the target unchanged refuses.
+            return Response(400, [_TEXT], b"400 Bad Request\n", note="dot-segment")
         exchange = _ProxyExchange(self)
         headers = self._requestHeaders(request)
         body = _RequestBody(request, exchange) if request.hasBody else None

@@ -226,7 +226,7 @@ def _pagePath(page: str, what: str) -> bytes:
         separator = "" if what.endswith("=") else " "
         raise ValueError(
             f"{what}{separator}{page!r}: expected a file path under the root, "
-            "such as /404.html"
+            + ("such as /index.html" if "fallback" in what else "such as /404.html")
         )
     return page.encode("ascii")
 

@@ -397,7 +397,7 @@ class Supervisor:
             "connserver: {worker} died ({status}){last}",
             worker=str(handle),
             status=status,
-            last=f": {handle.lastLine}" if handle.lastLine else "",
+            last=f"; its last log line: {handle.lastLine}" if handle.lastLine else "",
         )
         if not handle.ready and not self._everReady:
             self._fail(
@@ -413,7 +413,7 @@ class Supervisor:
             self._fail(
                 f"connserver: workers are crash-looping ({len(self._deaths)} deaths "
                 f"within {self.crashWindow:g} s; the last: {handle} {status}"
-                + (f": {handle.lastLine}" if handle.lastLine else "")
+                + (f", its last log line: {handle.lastLine}" if handle.lastLine else "")
                 + "); stopping"
             )
             return
@@ -916,7 +916,7 @@ class SupervisorService(MultiService):
         if not self.supervisor.workers:
             return succeed(None)
         _log.info(
-            "connserver: stopped accepting; draining {count} workers",
+            "connserver: stopped accepting; draining {count} worker(s)",
             count=len(self.supervisor.workers),
         )
         return self.supervisor.stop()

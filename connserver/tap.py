@@ -446,6 +446,10 @@ class Options(usage.Options):
             _pagePath(page, f"--error-page {status}=")
         except ValueError as error:
             raise usage.UsageError(str(error)) from None
+        if int(status) in self["error-pages"]:
+            raise usage.UsageError(
+                f"--error-page {value!r}: {int(status)} already has an error page"
+            )
         self["error-pages"][int(status)] = page
 
     def opt_hsts(self, seconds: str) -> None:

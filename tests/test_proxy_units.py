@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.testing import MemoryReactorClock as Clock
 
-from connserver import Headers, Request, ReverseProxy
+from connserver import Headers, Request, Response, ReverseProxy
 from connserver._proxy import parseUpstreamURL
 
 
@@ -143,3 +144,42 @@ def test_nonOriginFormTargetIs400() -> None:
     proxy = ReverseProxy("http://10.1.2.3:9000", reactor=Clock())
     response = proxy(Request(b"OPTIONS", b"*"))
     assert getattr(response, "code", None) == 400
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/api/../secret",
+        b"/api/..",
+        b"/api/./x",
+        b"/api/%2e%2e/secret",
+        b"/api/%2E./secret",
+        b"/api/.%2e",
+        b"/api/x/../../secret?q=1",
+    ],
+)
+def test_dotSegmentsAre400(target: bytes) -> None:
+    """
+    A dot-segment could take the target out of the mount at the upstream
+    (which removes it, RFC 3986 §5.2.4): refused before anything is sent.
+    """
+    proxy = ReverseProxy("http://10.1.2.3:9000", reactor=Clock())
+    response = proxy(Request(b"GET", target))
+    assert getattr(response, "code", None) == 400
+    assert getattr(response, "note", None) == "dot-segment"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/api/x..y", b"/api/.well-known/x", b"/api/...", b"/api/x?path=/../y"],
+)
+def test_dotsThatAreNotSegmentsAreForwarded(target: bytes) -> None:
+    reactor = MemoryReactorClock()
+    proxy = ReverseProxy("http://10.1.2.3:9000", reactor=reactor)
+    result = proxy(Request(b"GET", target))
+    # Sent on: a connection to the upstream is being made (no 400).
+    assert not isinstance(result, Response)
+    assert [(host, port) for host, port, *_ in reactor.tcpClients] == [
+        ("10.1.2.3", 9000)
+    ]
+    result.cancel()  # type: ignore[union-attr]

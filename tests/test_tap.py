@@ -145,6 +145,8 @@ def test_configValues(args: list[str], changes: dict[str, Any]) -> None:
         pytest.param(["--workers", "2", "--worker-max-requests-jitter", "\u00b3"], "expected a whole number", id="jitter-superscript"),
         pytest.param(["--error-page", "\u00b2=/a.html"], "expected STATUS=/PATH", id="error-page-superscript"),
         pytest.param(["--https", "\u00b2"], "port number", id="https-superscript"),
+        pytest.param(["--error-page", "404=/a.html", "--error-page", "404=/b.html"], "404 already has an error page", id="error-page-twice"),
+        pytest.param(["--fallback", "index.html"], "such as /index.html", id="fallback-relative"),
         pytest.param(["--proxy-idle-timeout", "2"], "--proxy-idle-timeout applies to --proxy", id="proxy-idle-alone"),
         pytest.param(["--proxy", "/api=http://h", "--proxy-idle-timeout", "none"], "expected a positive number of seconds", id="proxy-idle-none"),
         pytest.param(["--proxy", "/api=http://h", "--proxy-idle-timeout", "0"], "expected a positive number of seconds", id="proxy-idle-zero"),

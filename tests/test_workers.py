@@ -215,7 +215,7 @@ def test_sigtermLetsAnInFlightResponseFinish(
     )
     s.waitFor("slow request waiting")
     s.process.send_signal(signal.SIGTERM)
-    s.waitFor("stopped accepting; draining 2 workers")
+    s.waitFor(r"stopped accepting; draining 2 worker\(s\)")
     s.waitFor(r"worker \d+ \(pid \d+\) exited")  # the idle one
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT).close()
