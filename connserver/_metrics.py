@@ -44,10 +44,9 @@ from prometheus_client.core import (
 
 from ._message import Request, Response
 from ._records import RequestRecord
-from ._status import STATE_GROUPS
+from ._status import STATE_GROUPS, StatsView
 
 if TYPE_CHECKING:
-    from collections import Counter
     from collections.abc import Callable
 
 __all__ = [
@@ -96,26 +95,9 @@ REQUESTS_PER_CONNECTION_BUCKETS: tuple[int, ...] = (
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
-class _Stats(Protocol):
-    """What the metrics read from ``ConnectionFactory.stats``."""
-
-    @property
-    def accepted(self) -> int: ...
-    @property
-    def refused(self) -> int: ...
-    @property
-    def draining(self) -> bool: ...
-    @property
-    def closes(self) -> Counter[str]: ...
-    @property
-    def requestsPerConnection(self) -> Counter[int]: ...
-
-    def byState(self) -> dict[str, int]: ...
-
-
 class _Factory(Protocol):
     @property
-    def stats(self) -> _Stats: ...
+    def stats(self) -> StatsView: ...
     @property
     def requestObservers(self) -> list[Callable[[RequestRecord], None]]: ...
 

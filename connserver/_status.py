@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
     from twisted.internet.task import LoopingCall
 
-__all__ = ["STATE_GROUPS", "StatusHandler", "StatusSamplingService"]
+__all__ = ["STATE_GROUPS", "StatsView", "StatusHandler", "StatusSamplingService"]
 
 #: The state groups shown, in the order the chart stacks them.
 STATE_GROUPS = ("waiting", "reading", "handling", "writing", "closing")
@@ -47,8 +47,12 @@ _COLOURS = {
 }
 
 
-class _Stats(Protocol):
-    """What the status page reads from ``ConnectionFactory.stats``."""
+class StatsView(Protocol):
+    """
+    What the status page and the metrics read of connection counters: a
+    ``ConnectionFactory.stats``, or a worker's sum over every worker
+    (``connserver._worker``).
+    """
 
     @property
     def accepted(self) -> int: ...
@@ -56,6 +60,8 @@ class _Stats(Protocol):
     def handled(self) -> int: ...
     @property
     def requests(self) -> int: ...
+    @property
+    def refused(self) -> int: ...
     @property
     def active(self) -> int: ...
     @property
@@ -70,7 +76,7 @@ class _Stats(Protocol):
 
 class _HasStats(Protocol):
     @property
-    def stats(self) -> _Stats: ...
+    def stats(self) -> StatsView: ...
 
 
 @dataclass(frozen=True, slots=True)
