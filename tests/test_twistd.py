@@ -302,15 +302,7 @@ def test_sigtermDrainsASlowResponse(
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT).close()
     assert s.process.poll() is None, "twistd waits for the in-flight response"
-    release.touch()
-    received = b""
-    while chunk := client.recv(65536):
-        received += chunk
-    client.close()
-    head, _, body = received.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 ")
-    assert b"\r\nconnection: close" in head.lower()
-    assert body == b"slow done\n"
+    finishSlowResponse(client, release)
     s.checkExited()
 
 
@@ -332,6 +324,23 @@ def readResponse(client: socket.socket) -> bytes:
         assert chunk, received
         body += chunk
     return head + b"\r\n\r\n" + body
+
+
+def finishSlowResponse(client: socket.socket, release: Path) -> None:
+    """
+    Let tests/_slowapp.py's waiting slow response finish (touch ``release``)
+    and check that it completed, whole, with ``Connection: close``: what a
+    drain owes an in-flight response.
+    """
+    release.touch()
+    received = b""
+    while chunk := client.recv(65536):
+        received += chunk
+    client.close()
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"\r\nconnection: close" in head.lower()
+    assert body == b"slow done\n"
 
 
 @pytest.mark.parametrize("spelling", ["listen-ssl", "https"])

@@ -27,6 +27,7 @@ from .test_twistd import (
     TIMEOUT,
     Server,
     environment,
+    finishSlowResponse,
     readResponse,
     server,
     site,
@@ -220,15 +221,7 @@ def test_sigtermLetsAnInFlightResponseFinish(
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT).close()
     assert s.process.poll() is None, "the parent waits for the last worker"
-    release.touch()
-    received = b""
-    while chunk := client.recv(65536):
-        received += chunk
-    client.close()
-    head, _, body = received.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 ")
-    assert b"\r\nconnection: close" in head.lower()
-    assert body == b"slow done\n"
+    finishSlowResponse(client, release)
     s.checkExited()
 
 
