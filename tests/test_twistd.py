@@ -326,6 +326,16 @@ def readResponse(client: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
+def requestAndCloseLines(log: str) -> tuple[list[str], list[str]]:
+    """
+    An access log's request lines, and its close lines (a connection that
+    ended without a final response carrying its reason: ``"-" - 0``).
+    """
+    lines = log.splitlines()
+    closes = [line for line in lines if '] "-" - 0 ' in line]
+    return [line for line in lines if line not in closes], closes
+
+
 def finishSlowResponse(client: socket.socket, release: Path) -> None:
     """
     Let tests/_slowapp.py's waiting slow response finish (touch ``release``)
@@ -582,11 +592,10 @@ def test_sigusr1ReopensTheAccessLog(
     assert s.process.poll() is None, "SIGUSR1 does not end the process"
     s.stop()
     old, new = rotated.read_text(), log.read_text()
-    lines = (old + new).splitlines()
     # Six requests, and one close line for each of their six connections
     # (each client closed after its request): none lost either.
-    closes = [line for line in lines if '] "-" - 0 ' in line]
-    assert len(lines) - len(closes) == 6, old + new
+    requests, closes = requestAndCloseLines(old + new)
+    assert len(requests) == 6, old + new
     connections = {line.split(" conn=")[1].split()[0] for line in closes}
     assert len(closes) == len(connections) == 6, old + new
     for n in range(3):

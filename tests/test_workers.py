@@ -29,6 +29,7 @@ from .test_twistd import (
     environment,
     finishSlowResponse,
     readResponse,
+    requestAndCloseLines,
     server,
     site,
     tlsClient,
@@ -78,16 +79,6 @@ def pidsServing(port: int, wanted: set[int]) -> set[int]:
         assert status == 200
         seen.add(int(body))
     return seen
-
-
-def requestAndCloseLines(log: Path) -> tuple[list[str], list[str]]:
-    """
-    An access log's request lines, and its close lines (a connection that
-    ended without a final response carrying its reason: ``"-" - 0``).
-    """
-    lines = log.read_text().splitlines()
-    closes = [line for line in lines if '] "-" - 0 ' in line]
-    return [line for line in lines if line not in closes], closes
 
 
 def test_aKilledWorkerIsRestarted(server: Callable[..., Server]) -> None:
@@ -408,7 +399,7 @@ def test_tlsUnixAndAccessLogWithWorkers(
         assert get(s.port, f"/?n={n}")[0] == 200
     s.stop()
     assert not sock.exists()
-    lines, closes = requestAndCloseLines(log)
+    lines, closes = requestAndCloseLines(log.read_text())
     assert len(lines) == 24, lines
     # One connection per request here: 24 ids, unique across the workers
     # and their replacements (each worker numbers from its own range).
@@ -585,6 +576,6 @@ def test_sigusr1ReopensEveryWorkersAccessLog(
     assert reopened == {str(pid) for pid in pids.values()}
     pidsServing(s.port, set(pids.values()))
     s.stop()
-    lines, closes = requestAndCloseLines(log)
+    lines, closes = requestAndCloseLines(log.read_text())
     assert lines and all('"GET /pid HTTP/1.1" 200 ' in line for line in lines)
     assert all(re.search(r" close=[a-z-]+$", line) for line in closes), closes
