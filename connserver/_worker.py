@@ -389,7 +389,7 @@ def main(argv: list[str]) -> None:
     # promises: worker number W (counting every worker started) numbers its
     # connections from W * 10**9 + 1.
     service.factory.numberConnectionsFrom(  # type: ignore[attr-defined]
-        spec.get("number", spec["slot"]) * CONNECTION_IDS_PER_WORKER + 1
+        spec["number"] * CONNECTION_IDS_PER_WORKER + 1
     )
     channel: WorkerChannel
     stopping: list[bool] = []
