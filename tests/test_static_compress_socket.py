@@ -25,6 +25,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from connserver._static import StaticFiles
 
 from ._sockets import Server, bounded, finish, serve
+from .test_static_compress import bigText
 
 pytest_twisted: Any = importlib.import_module("pytest_twisted")
 
@@ -45,18 +46,6 @@ PAGE = b"".join(
     b'<div class="row"><a href="/item/%d">Item number %d</a></div>\n' % (i, i)
     for i in range(400)
 )
-
-
-def bigText(size: int) -> bytes:
-    lines = []
-    total = 0
-    index = 0
-    while total < size:
-        line = b"<li>entry %08d: %s</li>\n" % (index, os.urandom(6).hex().encode())
-        lines.append(line)
-        total += len(line)
-        index += 1
-    return b"".join(lines)[:size]
 
 
 @pytest.fixture
