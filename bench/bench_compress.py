@@ -43,7 +43,7 @@ import _servers
 from _servers import freePort, server, wrk
 from bench_static import connserverArgv
 
-from connserver._compress import GZIP_LEVEL, SUPPORTED_CODINGS
+from connserver._handlers.compress import GZIP_LEVEL, SUPPORTED_CODINGS
 
 PAGE = "page.html"
 PAGE_BYTES = 100 * 1024

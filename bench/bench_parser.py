@@ -17,7 +17,7 @@ import timeit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from connserver._parser import NEED_DATA, RequestParser
+from connserver._http.parser import NEED_DATA, RequestParser
 
 TARGET_US = 10.0
 

@@ -45,9 +45,9 @@ CONNSERVER = textwrap.dedent(
     sys.path.insert(0, {repo!r})
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ServerEndpoint
-    from connserver._config import ServerConfig
-    from connserver._factory import ConnectionFactory
-    from connserver._static import StaticFiles
+    from connserver._http.config import ServerConfig
+    from connserver._connection.factory import ConnectionFactory
+    from connserver._handlers.static import StaticFiles
 
     root, port = sys.argv[1], int(sys.argv[2])
     factory = ConnectionFactory(

@@ -90,9 +90,9 @@ def serve(kind: str, profile: str | None, app: str = "resource") -> None:
 
         factory: Any = Site(resource)
     else:
-        from connserver._config import ServerConfig
-        from connserver._factory import ConnectionFactory
-        from connserver._web import WebResourceHandler, asHandler
+        from connserver._connection.factory import ConnectionFactory
+        from connserver._handlers.web import WebResourceHandler, asHandler
+        from connserver._http.config import ServerConfig
 
         factory = ConnectionFactory(
             asHandler(klein) if klein is not None else WebResourceHandler(resource),
@@ -194,11 +194,11 @@ def inProcessLoops(requests: int) -> dict[str, Any]:
     from twisted.internet.testing import StringTransport
     from twisted.web.server import Site
 
-    from connserver._config import ServerConfig
-    from connserver._factory import ConnectionFactory
-    from connserver._headers import Headers
-    from connserver._message import Request
-    from connserver._web import WebResourceHandler
+    from connserver._connection.factory import ConnectionFactory
+    from connserver._connection.message import Request
+    from connserver._handlers.web import WebResourceHandler
+    from connserver._http.config import ServerConfig
+    from connserver._http.headers import Headers
 
     peer = IPv4Address("TCP", "127.0.0.1", 40000)
 
@@ -233,7 +233,7 @@ def inProcessLoops(requests: int) -> dict[str, Any]:
             data(REQUEST)
 
     def trivial() -> None:
-        from connserver._message import Response
+        from connserver._connection.message import Response
 
         def handler(request: object) -> Response:
             return Response(200, [(b"Content-Type", b"text/plain")], BODY)

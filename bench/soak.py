@@ -902,7 +902,7 @@ def run(args: argparse.Namespace) -> int:
         + (f": {final['timers']}" if final["timerCount"] else ""),
     )
     closes: dict[str, int] = final["closes"]
-    from connserver._persistence import CONNECTION_CLOSE_REASONS
+    from connserver._http.persistence import CONNECTION_CLOSE_REASONS
 
     unknown = sorted(set(closes) - set(CONNECTION_CLOSE_REASONS))
     checks.report(

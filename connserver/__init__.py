@@ -7,34 +7,38 @@ Embedding is one line::
     endpoint.listen(ConnectionFactory(handler, config=ServerConfig(...)))
 """
 
-from ._accesslog import AccessLog
-from ._config import ServerConfig
-from ._errors import (
+from connserver._connection.factory import ConnectionFactory, ConnectionStats
+from connserver._connection.message import Handler, Request, Response
+from connserver._connection.protocol import HTTPServerProtocol
+from connserver._handlers.proxy import ReverseProxy
+from connserver._handlers.routing import HTTPSRedirect, PrefixMount
+from connserver._handlers.static import FileChangedError, StaticFiles
+from connserver._handlers.status import StatusHandler
+from connserver._handlers.web import WebResourceHandler, asHandler
+from connserver._http.config import ServerConfig
+from connserver._http.errors import (
     BodyInterrupted,
     InvalidTransition,
     ProtocolError,
     ResponseFramingError,
 )
-from ._factory import ConnectionFactory, ConnectionStats
-from ._headers import (
+from connserver._http.headers import (
     HOP_BY_HOP,
     Headers,
     connectionOptions,
     removeHopByHop,
     splitList,
 )
-from ._message import Handler, Request, Response
-from ._persistence import CLOSE_REASONS, PersistenceDecision, PersistencePolicy
-from ._protocol import HTTPServerProtocol
-from ._proxy import ReverseProxy
-from ._records import ConnectionRecord, RequestRecord
-from ._routing import HTTPSRedirect, PrefixMount
-from ._service import ConnectionServerService
-from ._state import ConnectionState
-from ._static import FileChangedError, StaticFiles
-from ._status import StatusHandler
-from ._tls import CertificateSource, TLSConfigError, TLSServerOptions
-from ._web import WebResourceHandler, asHandler
+from connserver._http.persistence import (
+    CLOSE_REASONS,
+    PersistenceDecision,
+    PersistencePolicy,
+)
+from connserver._http.records import ConnectionRecord, RequestRecord
+from connserver._http.state import ConnectionState
+from connserver._running.accesslog import AccessLog
+from connserver._running.service import ConnectionServerService
+from connserver._running.tls import CertificateSource, TLSConfigError, TLSServerOptions
 
 __version__ = "0.1.0"
 

@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.python import usage
 
-from ._config import ServerConfig, configFieldDocs
+from connserver._http.config import ServerConfig, configFieldDocs
 
 if TYPE_CHECKING:
     from twisted.application.service import MultiService
     from twisted.internet.interfaces import IStreamServerEndpoint
 
-    from ._message import Handler
-    from ._tls import TLSServerOptions
-    from ._worker import Cluster
+    from connserver._connection.message import Handler
+    from connserver._running.tls import TLSServerOptions
+    from connserver._running.worker import Cluster
 
 __all__ = ["CONFIG_FLAGS", "Options", "flagName", "makeService", "parseConfigValue"]
 
@@ -172,7 +172,7 @@ def _version() -> str:
     try:
         ours = version("connserver")
     except PackageNotFoundError:
-        from . import __version__ as ours
+        from connserver import __version__ as ours
     return f"connserver {ours} (Twisted {twisted.__version__}, Python {sys.version.split()[0]})"
 
 
@@ -376,7 +376,7 @@ class Options(usage.Options):
         )
     del _flag
 
-    #: True in a worker process (``connserver._worker``): the listeners are
+    #: True in a worker process (``connserver._running.worker``): the listeners are
     #: sockets the parent opened, so endpoint strings are not checked again
     #: (a ``systemd:`` one cannot be: the descriptors are the parent's).
     inWorker = False
@@ -440,7 +440,7 @@ class Options(usage.Options):
                 f"--error-page {value!r}: expected STATUS=/PATH with a 4xx or 5xx "
                 "status, such as 404=/404.html"
             )
-        from ._static import _pagePath
+        from connserver._handlers.static import _pagePath
 
         try:
             _pagePath(page, f"--error-page {status}=")
@@ -602,7 +602,7 @@ class Options(usage.Options):
             raise usage.UsageError("--no-compress contradicts --compress")
         fallback = self["fallback"]
         if fallback is not None:
-            from ._static import _pagePath
+            from connserver._handlers.static import _pagePath
 
             try:
                 _pagePath(fallback, "--fallback")
@@ -672,7 +672,7 @@ class Options(usage.Options):
 
     def _checkProxies(self) -> None:
         """``--proxy PREFIX=URL``: a mount path and an http(s) URL each."""
-        from ._proxy import parseUpstreamURL
+        from connserver._handlers.proxy import parseUpstreamURL
 
         taken = {
             p.rstrip("/")
@@ -762,7 +762,11 @@ class Options(usage.Options):
 
     def _sharedCertificates(self) -> TLSServerOptions | None:
         """The certificates of --certificate/--privkey/--certificate-dir, if any."""
-        from ._tls import CertificateSource, TLSConfigError, TLSServerOptions
+        from connserver._running.tls import (
+            CertificateSource,
+            TLSConfigError,
+            TLSServerOptions,
+        )
 
         pairs = self["certificates"]
         directories = self["certificate-dirs"]
@@ -848,7 +852,11 @@ def _sslListener(description: str, shared: TLSServerOptions | None) -> TLSListen
     [:interface=IP][:backlog=N]``, Twisted's syntax, served with connserver's
     TLS.  Without ``privateKey`` it uses the --certificate set.
     """
-    from ._tls import CertificateSource, TLSConfigError, TLSServerOptions
+    from connserver._running.tls import (
+        CertificateSource,
+        TLSConfigError,
+        TLSServerOptions,
+    )
 
     def fail(reason: str) -> usage.UsageError:
         return usage.UsageError(f"--listen {description!r}: {reason}")
@@ -916,7 +924,7 @@ def checkEndpoint(description: str) -> None:
 def loadHandler(spec: str) -> Handler:
     """
     The handler named by ``module:attribute`` (``attribute`` may be dotted),
-    adapted by ``connserver._web.asHandler`` (IResource, Klein app, handler).
+    adapted by ``connserver._handlers.web.asHandler`` (IResource, Klein app, handler).
     The current directory is searched last, as ``python -m`` would.
     """
     moduleName, sep, attribute = spec.partition(":")
@@ -947,7 +955,7 @@ def loadHandler(spec: str) -> Handler:
 def _adapt(spec: str, obj: object) -> Handler:
     asHandler: Callable[[object], Handler] | None
     try:
-        from ._web import asHandler
+        from connserver._handlers.web import asHandler
     except ImportError:  # pragma: no cover - until the twisted.web adapter lands
         asHandler = None
     try:
@@ -995,22 +1003,22 @@ def makeService(
     ``--listen`` around one ``ConnectionFactory``, draining on stop.
 
     With ``--workers`` 2 or more it is the supervisor instead (see
-    ``connserver._supervisor``); a worker passes ``endpoints``, one per
+    ``connserver._running.supervisor``); a worker passes ``endpoints``, one per
     listener (``--listen`` ones, then the TLS ones), adopting the sockets
     its parent opened, and its ``cluster``, whose figures (summed over
     every worker) the status page and the metrics show.
     """
     if endpoints is None and options["workers"] > 1:
-        from ._supervisor import makeSupervisorService
+        from connserver._running.supervisor import makeSupervisorService
 
         return makeSupervisorService(options)
     from twisted.internet import reactor
     from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
     from twisted.logger import Logger
 
-    from ._factory import ConnectionFactory
-    from ._limits import maxConnectionsWarning, raiseOpenFileLimit
-    from ._service import CallbackService, ConnectionServerService
+    from connserver._connection.factory import ConnectionFactory
+    from connserver._http.limits import maxConnectionsWarning, raiseOpenFileLimit
+    from connserver._running.service import CallbackService, ConnectionServerService
 
     config: ServerConfig = options["config"]
     # Descriptors: the soft limit is often 1024 under a far higher hard
@@ -1027,7 +1035,7 @@ def makeService(
     if options["application"] is not None:
         handler = options["application"]
     else:
-        from ._static import StaticFiles
+        from connserver._handlers.static import StaticFiles
 
         handler = StaticFiles(
             options["path"],
@@ -1070,7 +1078,7 @@ def makeService(
         listener.description = description
     mounts: dict[str | bytes, Handler] = {}
     if options["status-path"] is not None:
-        from ._status import StatusHandler, StatusSamplingService
+        from connserver._handlers.status import StatusHandler, StatusSamplingService
 
         status = StatusHandler(cluster or factory, reactor=reactor)
         if cluster is not None:
@@ -1078,7 +1086,7 @@ def makeService(
         mounts[options["status-path"]] = status
         service.addCompanion(StatusSamplingService(status))
     if options["metrics-path"] is not None:
-        from ._metrics import MetricsHandler
+        from connserver._handlers.metrics import MetricsHandler
 
         # Also adds its request observer to the factory.
         metrics = MetricsHandler(factory)
@@ -1086,7 +1094,7 @@ def makeService(
             cluster.instrument(metrics)
         mounts[options["metrics-path"]] = metrics
     for prefix, url in options["proxies"]:
-        from ._proxy import ReverseProxy
+        from connserver._handlers.proxy import ReverseProxy
 
         proxy = ReverseProxy(
             url,
@@ -1098,11 +1106,11 @@ def makeService(
         # At shutdown, after the drain: close the idle upstream connections.
         service.addCompanion(CallbackService(f"proxy {prefix}", onStop=proxy.close))
     if mounts:
-        from ._routing import PrefixMount
+        from connserver._handlers.routing import PrefixMount
 
         factory.handler = PrefixMount(handler, mounts)
     if options["redirect-to-https"]:
-        from ._routing import HTTPSRedirect
+        from connserver._handlers.routing import HTTPSRedirect
 
         httpsPort: int | Callable[[], int] = tls[0].port
         if httpsPort == 0:
@@ -1119,7 +1127,7 @@ def makeService(
             httpsPort,
             exempt=list(mounts),
         )
-    from ._service import SignalService
+    from connserver._running.service import SignalService
 
     log = Logger(namespace="connserver")
     # SIGHUP re-reads every certificate (certbot's renewal hook sends it);
@@ -1140,7 +1148,7 @@ def makeService(
         "SIGUSR1: no access log file to reopen."
     )
     if options["access-log"] is not None:
-        from ._accesslog import AccessLog
+        from connserver._running.accesslog import AccessLog
 
         accessLog = AccessLog(
             options["access-log"],

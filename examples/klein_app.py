@@ -3,7 +3,7 @@
 """
 A small Klein app served by connserver.
 
-From the command line (the app is adapted with ``connserver._web.asHandler``)::
+From the command line (the app is adapted with ``connserver._handlers.web.asHandler``)::
 
     twistd -n connserver --listen tcp:8080:interface=127.0.0.1 \\
         --handler examples.klein_app:app

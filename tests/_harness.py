@@ -19,10 +19,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from connserver._config import ServerConfig
-from connserver._factory import ConnectionFactory
-from connserver._message import Handler, Request, Response
-from connserver._protocol import HTTPServerProtocol
+from connserver._connection.factory import ConnectionFactory
+from connserver._connection.message import Handler, Request, Response
+from connserver._connection.protocol import HTTPServerProtocol
+from connserver._http.config import ServerConfig
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from connserver._message import Request, Response
+from connserver._connection.message import Request, Response
 
 _log = Logger()
 

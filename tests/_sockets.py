@@ -3,7 +3,7 @@ One raw client and one server helper for the real-socket tests (127.0.0.1,
 port 0), over plain TCP or over TLS with the same calls.
 
 * ``serve(handler, tls=False, **config)`` listens with a ``ConnectionFactory``
-  (over TLS: ``connserver._tls.TLSServerOptions`` with a throwaway
+  (over TLS: ``connserver._running.tls.TLSServerOptions`` with a throwaway
   certificate, through ``SSL4ServerEndpoint``, as ``twistd connserver``
   builds it) and records every protocol it builds.
 * ``connect(server)`` returns a ``RawClient``; over TLS it is Twisted's
@@ -41,7 +41,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from connserver import ConnectionFactory, ServerConfig
-from connserver._tls import CertificateSource, TLSServerOptions
+from connserver._running.tls import CertificateSource, TLSServerOptions
 
 from ._certs import CertificateFiles, makeCertificate
 from ._harness import ParsedResponse, parseResponses

@@ -16,8 +16,8 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
-from connserver._accesslog import AccessLog, formatCombined, formatJSON
-from connserver._records import ConnectionRecord, RequestRecord
+from connserver._http.records import ConnectionRecord, RequestRecord
+from connserver._running.accesslog import AccessLog, formatCombined, formatJSON
 
 # 2025-03-05 14:02:07.250 UTC
 T0 = 1741183327.25

@@ -16,9 +16,9 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent
 from twisted.python.failure import Failure
 
-from connserver._config import ServerConfig
-from connserver._factory import OVER_CAPACITY_RESPONSE, ConnectionFactory
-from connserver._message import Request, Response
+from connserver._connection.factory import OVER_CAPACITY_RESPONSE, ConnectionFactory
+from connserver._connection.message import Request, Response
+from connserver._http.config import ServerConfig
 
 from ._harness import (
     PEER,

@@ -30,9 +30,9 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from connserver import AccessLog, ConnectionFactory, Request, Response, ServerConfig
-from connserver._accesslog import formatCombined, formatJSON
-from connserver._persistence import CONNECTION_CLOSE_REASONS
-from connserver._records import ConnectionRecord
+from connserver._http.persistence import CONNECTION_CLOSE_REASONS
+from connserver._http.records import ConnectionRecord
+from connserver._running.accesslog import formatCombined, formatJSON
 
 from ._harness import PEER, Connection, FakePort, TCPStringTransport, hello, openOn
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from connserver._config import ServerConfig, configFieldDocs
+from connserver._http.config import ServerConfig, configFieldDocs
 
 
 def test_defaults() -> None:

@@ -18,7 +18,7 @@ def test_configDocIsCurrent() -> None:
 
 
 def test_closeReasonsAreDocumented() -> None:
-    from connserver._persistence import CONNECTION_CLOSE_REASONS
+    from connserver._http.persistence import CONNECTION_CLOSE_REASONS
 
     text = (ROOT / "docs" / "architecture.md").read_text()
     for reason in CONNECTION_CLOSE_REASONS:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connserver._encoding import IDENTITY, acceptableCodings
+from connserver._http.encoding import IDENTITY, acceptableCodings
 
 BR_GZIP = (b"br", b"gzip")
 ID = IDENTITY

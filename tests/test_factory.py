@@ -7,10 +7,10 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from connserver._config import ServerConfig
-from connserver._factory import OVER_CAPACITY_RESPONSE, ConnectionFactory
-from connserver._message import Request, Response
-from connserver._state import ConnectionState
+from connserver._connection.factory import OVER_CAPACITY_RESPONSE, ConnectionFactory
+from connserver._connection.message import Request, Response
+from connserver._http.config import ServerConfig
+from connserver._http.state import ConnectionState
 
 from ._harness import PEER, Connection, FakePort, hello, openOn
 

@@ -23,7 +23,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyClass, verifyObject
 
 from connserver import _writethrough
-from connserver._fileproducer import (
+from connserver._connection.fileproducer import (
     BLOCK_BYTES,
     BLOCKS_PER_TURN,
     WOULD_BLOCK,

@@ -22,15 +22,15 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request as WebRequest
 
 from connserver import Request, Response, ServerConfig, WebResourceHandler
-from connserver._forwarded import (
+from connserver._http.forwarded import (
     FORWARDED_HEADERS,
     ClientHop,
     isTrusted,
     parseNetworks,
     resolveClient,
 )
-from connserver._headers import Headers
-from connserver._records import RequestRecord
+from connserver._http.headers import Headers
+from connserver._http.records import RequestRecord
 from connserver.tap import Options
 
 from ._harness import connect
@@ -533,7 +533,7 @@ async def test_behindThePROXYProtocolTheNamedPeerIsTheOneTrusted() -> None:
 
 def test_httpsRedirectTrustsTheForwardedScheme() -> None:
     """Behind a TLS-terminating trusted proxy, --redirect-to-https must not loop."""
-    from connserver._routing import HTTPSRedirect
+    from connserver._handlers.routing import HTTPSRedirect
 
     conn = connect(
         HTTPSRedirect(lambda request: Response(200, body=b"in"), 443),

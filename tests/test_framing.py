@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from connserver._errors import ResponseFramingError
-from connserver._framing import (
+from connserver._http.errors import ResponseFramingError
+from connserver._http.framing import (
     BodyFraming,
     ChunkedWriter,
     CloseDelimitedWriter,
@@ -19,7 +19,7 @@ from connserver._framing import (
     statusLine,
     validateResponseField,
 )
-from connserver._headers import Headers
+from connserver._http.headers import Headers
 
 F = BodyFraming
 

@@ -38,9 +38,9 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from connserver._config import ServerConfig
-from connserver._message import Request, Response
-from connserver._state import ConnectionState
+from connserver._connection.message import Request, Response
+from connserver._http.config import ServerConfig
+from connserver._http.state import ConnectionState
 
 from ._harness import Connection, connect
 

@@ -24,16 +24,16 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from connserver._config import ServerConfig
-from connserver._factory import OVER_CAPACITY_RESPONSE, ConnectionFactory
-from connserver._limits import (
+from connserver._connection.factory import OVER_CAPACITY_RESPONSE, ConnectionFactory
+from connserver._connection.message import Request, Response
+from connserver._http.config import ServerConfig
+from connserver._http.limits import (
     DESCRIPTOR_RESERVE,
     connectionBudget,
     maxConnectionsWarning,
     raiseOpenFileLimit,
 )
-from connserver._message import Request, Response
-from connserver._state import ConnectionState
+from connserver._http.state import ConnectionState
 
 from ._harness import (
     PEER,
@@ -1305,7 +1305,7 @@ def test_pushProducerInterfaceIsHonoured() -> None:
     finish(conn, Failure(ConnectionDone()))
 
 
-# -- descriptor limits (connserver._limits) --------------------------------------------
+# -- descriptor limits (connserver._http.limits) --------------------------------------------
 
 
 @pytest.fixture

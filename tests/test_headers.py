@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connserver._headers import (
+from connserver._http.headers import (
     HOP_BY_HOP,
     Headers,
     connectionOptions,

@@ -19,15 +19,15 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 
 from connserver import tap
-from connserver._headers import Headers
-from connserver._message import Request, Response
-from connserver._metrics import (
+from connserver._connection.message import Request, Response
+from connserver._handlers.metrics import (
     DURATION_BUCKETS,
     MetricsHandler,
     RequestMetrics,
 )
-from connserver._records import RequestRecord
-from connserver._routing import PrefixMount
+from connserver._handlers.routing import PrefixMount
+from connserver._http.headers import Headers
+from connserver._http.records import RequestRecord
 
 from ._harness import Connection, connect, hello, openOn, parseResponses
 
@@ -171,7 +171,7 @@ def test_scrapeAfterRequests() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_scrapeOverARealSocket() -> None:
-    from . import _sockets
+    from connserver import _sockets
 
     server = await _sockets.serve(hello)
     metrics = MetricsHandler(server.factory)

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from connserver._config import ServerConfig
-from connserver._errors import ProtocolError
-from connserver._headers import Headers
-from connserver._parser import (
+from connserver._http.config import ServerConfig
+from connserver._http.errors import ProtocolError
+from connserver._http.headers import Headers
+from connserver._http.parser import (
     NEED_DATA,
     BodyData,
     EndOfMessage,

@@ -14,11 +14,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connserver._config import ServerConfig
-from connserver._errors import ProtocolError
-from connserver._framing import ChunkedWriter
-from connserver._headers import Headers
-from connserver._parser import (
+from connserver._http.config import ServerConfig
+from connserver._http.errors import ProtocolError
+from connserver._http.framing import ChunkedWriter
+from connserver._http.headers import Headers
+from connserver._http.parser import (
     _BARE_LF_RE,
     NEED_DATA,
     BodyData,

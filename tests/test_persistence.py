@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from connserver._config import ServerConfig
-from connserver._headers import Headers, connectionOptions
-from connserver._persistence import (
+from connserver._http.config import ServerConfig
+from connserver._http.headers import Headers, connectionOptions
+from connserver._http.persistence import (
     CLOSE_REASONS,
     PersistencePolicy,
     keepAliveTimeout,

@@ -17,11 +17,11 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from connserver._config import ServerConfig
-from connserver._errors import ProtocolError
-from connserver._factory import ConnectionFactory
-from connserver._message import Request, Response
-from connserver._state import ConnectionState
+from connserver._connection.factory import ConnectionFactory
+from connserver._connection.message import Request, Response
+from connserver._http.config import ServerConfig
+from connserver._http.errors import ProtocolError
+from connserver._http.state import ConnectionState
 
 from ._harness import PEER, TCPStringTransport, connect, hello, parseResponses
 
@@ -758,8 +758,8 @@ def test_plainStringTransportWithoutHalfClose() -> None:
     """A transport that cannot half-close (TLS) is closed outright."""
     from twisted.internet.task import Clock
 
-    from connserver._config import ServerConfig
-    from connserver._factory import ConnectionFactory
+    from connserver._connection.factory import ConnectionFactory
+    from connserver._http.config import ServerConfig
 
     clock = Clock()
     factory = ConnectionFactory(hello, ServerConfig(), reactor=clock)

@@ -10,8 +10,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
-from connserver._message import Request, Response
-from connserver._state import ConnectionState
+from connserver._connection.message import Request, Response
+from connserver._http.state import ConnectionState
 
 from ._harness import Connection, connect, hello
 

@@ -28,9 +28,9 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from connserver import ReverseProxy, ServerConfig
-from connserver._message import Request, Response
-from connserver._persistence import keepAliveTimeout
-from connserver._records import RequestRecord
+from connserver._connection.message import Request, Response
+from connserver._http.persistence import keepAliveTimeout
+from connserver._http.records import RequestRecord
 
 from ._harness import ParsedResponse, parseResponses
 from ._sockets import Server, bounded, connect, finish, serve, until

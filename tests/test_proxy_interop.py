@@ -29,8 +29,8 @@ from twisted.internet import protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 
 from connserver import Request, Response
-from connserver._accesslog import formatCombined
-from connserver._records import RequestRecord
+from connserver._http.records import RequestRecord
+from connserver._running.accesslog import formatCombined
 
 from ._proxies import HAPROXY, NGINX, Proxy, startProxy
 from ._sockets import RawClient, Server, bounded, finish, serve

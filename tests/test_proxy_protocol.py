@@ -15,7 +15,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from connserver import ConnectionFactory, Request, Response, ServerConfig
-from connserver._records import RequestRecord
+from connserver._http.records import RequestRecord
 
 from ._sockets import bounded, connect, connserverTimers
 

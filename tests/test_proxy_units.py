@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.testing import MemoryReactorClock as Clock
 
 from connserver import Headers, Request, Response, ReverseProxy
-from connserver._proxy import parseUpstreamURL
+from connserver._handlers.proxy import parseUpstreamURL
 
 
 def test_parseUpstreamURL() -> None:

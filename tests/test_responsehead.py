@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from connserver._errors import ResponseFramingError
-from connserver._framing import BodyFraming
-from connserver._persistence import PersistenceDecision
-from connserver._responsehead import HeadBuilder, finishHead
+from connserver._http.errors import ResponseFramingError
+from connserver._http.framing import BodyFraming
+from connserver._http.persistence import PersistenceDecision
+from connserver._http.responsehead import HeadBuilder, finishHead
 
 DATE = b"Date: Sun, 29 Nov 2026 19:00:00 GMT\r\n"
 KEEP = PersistenceDecision(True, None, None, "http11-default")

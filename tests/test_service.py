@@ -21,8 +21,8 @@ from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.error import CannotListenError
 from twisted.logger import capturedLogs
 
-from connserver._config import ServerConfig
-from connserver._service import (
+from connserver._http.config import ServerConfig
+from connserver._running.service import (
     CallbackService,
     ConnectionServerService,
     ListeningService,
@@ -298,13 +298,13 @@ def test_gracefulStopOnRealSocket() -> Any:
     is refused), the response completes with Connection: close, and the
     Deferred fires once the connection is gone.
     """
-    factoryModule = pytest.importorskip("connserver._factory")
+    factoryModule = pytest.importorskip("connserver._connection.factory")
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
     from twisted.internet.error import ConnectionRefusedError
     from twisted.internet.protocol import Factory
 
-    from connserver._message import Request, Response
+    from connserver._connection.message import Request, Response
     from tests._sockets import RawClient, connect
 
     release: Deferred[Response] = Deferred()
@@ -356,7 +356,7 @@ def test_gracefulStopOnRealSocket() -> Any:
 
 def busyConnection(drainTimeout: float | None) -> tuple[Any, Deferred[Any]]:
     """A connection whose handler has not answered yet (a pending Deferred)."""
-    from connserver._message import Request, Response
+    from connserver._connection.message import Request, Response
     from tests._harness import connect
 
     release: Deferred[Response] = Deferred()
@@ -378,7 +378,7 @@ def test_drainTimeoutNoneWaitsPastTheConfigDeadline() -> None:
     """
     from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
-    from connserver._message import Response
+    from connserver._connection.message import Response
 
     conn, release = busyConnection(drainTimeout=1.0)
     service = ConnectionServerService(conn.factory, [], drainTimeout=None)

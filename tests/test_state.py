@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from connserver._errors import InvalidTransition
-from connserver._state import (
+from connserver._http.errors import InvalidTransition
+from connserver._http.state import (
     STATUS_GROUP,
     TRANSITIONS,
     ConnectionState,

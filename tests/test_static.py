@@ -24,15 +24,15 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from connserver import _static
-from connserver._headers import Headers
-from connserver._message import Request, Response
-from connserver._static import (
+from connserver._connection.message import Request, Response
+from connserver._handlers.static import (
     MAX_PATH_BYTES,
     MAX_RANGES,
     READ_CHUNK_BYTES,
     FileChangedError,
     StaticFiles,
 )
+from connserver._http.headers import Headers
 
 HELLO = b"hello world"
 

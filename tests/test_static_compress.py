@@ -22,8 +22,8 @@ from twisted.python import usage
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from connserver import _static
-from connserver._compress import GZIP_LEVEL, CompressingProducer
-from connserver._static import COMPRESS_BLOCK_BYTES, StaticFiles
+from connserver._handlers.compress import GZIP_LEVEL, CompressingProducer
+from connserver._handlers.static import COMPRESS_BLOCK_BYTES, StaticFiles
 
 from ._harness import connect
 from .test_static import fields, get

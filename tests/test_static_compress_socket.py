@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from twisted.internet.utils import getProcessOutputAndValue
 
-from connserver._static import StaticFiles
+from connserver._handlers.static import StaticFiles
 
 from ._sockets import Server, bounded, finish, serve
 from .test_static_compress import bigText

@@ -18,7 +18,7 @@ import pytest
 from twisted.internet import task
 from twisted.internet.error import ConnectionDone
 
-from connserver._static import READ_CHUNK_BYTES, StaticFiles
+from connserver._handlers.static import READ_CHUNK_BYTES, StaticFiles
 
 from ._harness import parseResponses
 from ._sockets import TRANSPORTS, RawClient, Server, connect, finish, serve, until

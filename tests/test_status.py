@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from connserver._headers import Headers
-from connserver._message import Request, Response
-from connserver._routing import PrefixMount
-from connserver._status import StatusHandler, StatusSamplingService
+from connserver._connection.message import Request, Response
+from connserver._handlers.routing import PrefixMount
+from connserver._handlers.status import StatusHandler, StatusSamplingService
+from connserver._http.headers import Headers
 
 
 class FakeStats:
@@ -293,7 +293,7 @@ def test_countersFollowStubStatus() -> None:
     from twisted.internet.defer import Deferred
 
     from connserver import ConnectionFactory, ServerConfig
-    from connserver._status import renderText
+    from connserver._handlers.status import renderText
 
     from ._harness import PEER, FakePort, TCPStringTransport, openOn
 

@@ -1,5 +1,5 @@
 """
-``connserver._supervisor.Supervisor``: restarts, backoff, crash loops, the
+``connserver._running.supervisor.Supervisor``: restarts, backoff, crash loops, the
 rolling reload and worker recycling, with a ``Clock`` and fake processes.
 """
 
@@ -11,7 +11,7 @@ import signal
 import pytest
 from twisted.internet.task import Clock
 
-from connserver._supervisor import (
+from connserver._running.supervisor import (
     Supervisor,
     WorkerHandle,
     _workerArgv,
@@ -293,9 +293,9 @@ def test_describeExit() -> None:
 
 
 def _cluster() -> tuple[object, object]:
-    from connserver._factory import ConnectionFactory
-    from connserver._message import Response
-    from connserver._worker import Cluster
+    from connserver._connection.factory import ConnectionFactory
+    from connserver._connection.message import Response
+    from connserver._running.worker import Cluster
 
     factory = ConnectionFactory(lambda request: Response(200), reactor=Clock())
     cluster = Cluster(slot=2)
@@ -326,7 +326,7 @@ def _cluster() -> tuple[object, object]:
 
 
 def test_clusterSumsItsOwnLiveFiguresWithTheOthers() -> None:
-    from connserver._status import StatusHandler, renderHTML, renderText
+    from connserver._handlers.status import StatusHandler, renderHTML, renderText
 
     cluster, _ = _cluster()
     status = StatusHandler(cluster, reactor=Clock())  # type: ignore[arg-type]
@@ -348,7 +348,7 @@ def test_clusterSumsItsOwnLiveFiguresWithTheOthers() -> None:
 
 def test_clusterMetricsServeTheSumsAndAWorkerSeries() -> None:
     pytest.importorskip("prometheus_client")
-    from connserver._metrics import MetricsHandler
+    from connserver._handlers.metrics import MetricsHandler
 
     cluster, factory = _cluster()
     metrics = MetricsHandler(factory, process=False)  # type: ignore[arg-type]

@@ -17,9 +17,9 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 
 from connserver import tap
-from connserver._config import ServerConfig
-from connserver._headers import Headers
-from connserver._message import Request
+from connserver._connection.message import Request
+from connserver._http.config import ServerConfig
+from connserver._http.headers import Headers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -238,8 +238,8 @@ def test_handlerIsLoadedAndAdapted() -> None:
 
 
 def test_handlerResource(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An IResource is adapted by connserver._web.asHandler."""
-    pytest.importorskip("connserver._web")
+    """An IResource is adapted by connserver._handlers.web.asHandler."""
+    pytest.importorskip("connserver._handlers.web")
     (tmp_path / "cs_resource_app.py").write_text(
         "from twisted.web.resource import Resource\n"
         "class Hello(Resource):\n"
@@ -268,11 +268,11 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_makeService(tmp_path: Path) -> None:
     from twisted.internet import reactor
 
-    from connserver._accesslog import AccessLog
-    from connserver._routing import PrefixMount
-    from connserver._service import ConnectionServerService
-    from connserver._static import StaticFiles
-    from connserver._status import StatusSamplingService
+    from connserver._handlers.routing import PrefixMount
+    from connserver._handlers.static import StaticFiles
+    from connserver._handlers.status import StatusSamplingService
+    from connserver._running.accesslog import AccessLog
+    from connserver._running.service import ConnectionServerService
 
     options = parse(
         "--path", str(tmp_path),
@@ -301,9 +301,9 @@ def test_makeService(tmp_path: Path) -> None:
 
 
 def test_makeServiceWithProxy(tmp_path: Path) -> None:
-    from connserver._proxy import ReverseProxy
-    from connserver._routing import PrefixMount
-    from connserver._static import StaticFiles
+    from connserver._handlers.proxy import ReverseProxy
+    from connserver._handlers.routing import PrefixMount
+    from connserver._handlers.static import StaticFiles
 
     options = parse(
         "--path", str(tmp_path),

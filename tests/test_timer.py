@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from connserver._timer import Phase, PhaseTimer
+from connserver._connection.timer import Phase, PhaseTimer
 
 
 class Owner:

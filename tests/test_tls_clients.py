@@ -24,8 +24,8 @@ from cryptography import x509
 from twisted.internet import threads
 
 from connserver import Request, Response
-from connserver._routing import HTTPSRedirect
-from connserver._tls import CertificateSource, TLSServerOptions
+from connserver._handlers.routing import HTTPSRedirect
+from connserver._running.tls import CertificateSource, TLSServerOptions
 
 from ._certs import CertificateFiles, makeCertificate
 from ._harness import hello, parseResponses
@@ -285,7 +285,7 @@ async def test_redirectToHTTPS() -> None:
     def status(request: Request) -> Response:
         return Response(200, body=b"status")
 
-    from connserver._routing import PrefixMount
+    from connserver._handlers.routing import PrefixMount
 
     handler = HTTPSRedirect(PrefixMount(hello, {"/status": status}), 8443, ["/status"])
     plain = await serve(handler)

@@ -1,5 +1,5 @@
 """
-The twisted.web adapter (``connserver._web.asHandler``) over real sockets,
+The twisted.web adapter (``connserver._handlers.web.asHandler``) over real sockets,
 plain TCP and TLS with an ALPN-offering client alike: a ``Resource`` and a
 Klein app see ``isSecure()`` as the transport says, keep-alive and a POST
 body work, and the connection closes cleanly (close_notify over TLS).
@@ -17,7 +17,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.web.resource import Resource
 from twisted.web.server import Request as WebRequest
 
-from connserver._web import asHandler
+from connserver._handlers.web import asHandler
 
 from ._harness import parseResponses
 from ._sockets import TRANSPORTS, connect, finish, serve

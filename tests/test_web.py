@@ -1,5 +1,5 @@
 """
-Tests for ``connserver._web``: twisted.web resources as connserver handlers.
+Tests for ``connserver._handlers.web``: twisted.web resources as connserver handlers.
 
 The adapter is tested first on its own, by calling the handler with
 hand-made ``Request`` objects and reading the ``Response`` (through a
@@ -31,13 +31,13 @@ from twisted.web.server import NOT_DONE_YET, Session, Site
 from twisted.web.server import Request as WebRequest
 from zope.interface import implementer
 
-from connserver._errors import ProtocolError
-from connserver._factory import ConnectionFactory
-from connserver._headers import Headers
-from connserver._message import Request, Response
-from connserver._web import WebResourceHandler, asHandler
+from connserver import _sockets as sockets
+from connserver._connection.factory import ConnectionFactory
+from connserver._connection.message import Request, Response
+from connserver._handlers.web import WebResourceHandler, asHandler
+from connserver._http.errors import ProtocolError
+from connserver._http.headers import Headers
 
-from . import _sockets as sockets
 from ._harness import Connection, TCPStringTransport, connect, parseResponses
 
 # twisted.web itself still calls its deprecated _Unsafe* error pages (for
@@ -1661,7 +1661,9 @@ def test_fastPathSameBytes(
     for fast in (True, False):
         if not fast:
             monkeypatch.setattr(
-                "connserver._web._WebRequest._finishWith", _general, raising=True
+                "connserver._handlers.web._WebRequest._finishWith",
+                _general,
+                raising=True,
             )
         clock = Clock()
         conn = serve(Leaf(render), clock)
@@ -1681,7 +1683,9 @@ def test_sessionSameBytes(monkeypatch: pytest.MonkeyPatch) -> None:
     outputs = []
     for fast in (True, False):
         if not fast:
-            monkeypatch.setattr("connserver._web._WebRequest._finishWith", _general)
+            monkeypatch.setattr(
+                "connserver._handlers.web._WebRequest._finishWith", _general
+            )
         clock = Clock()
         handler = WebResourceHandler(Leaf(render), reactor=clock)
         conn = connect(handler, clock=clock)

@@ -509,7 +509,7 @@ def test_systemdSocketShared(server: Callable[..., Server]) -> None:
 
 
 def test_optionsChooseTheSupervisor() -> None:
-    from connserver._supervisor import SupervisorService
+    from connserver._running.supervisor import SupervisorService
     from connserver.tap import Options, makeService
 
     options = Options()

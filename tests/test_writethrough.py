@@ -1,7 +1,7 @@
 """
 ``TransportWriter`` against Twisted's real TCP transport.
 
-``connserver._writethrough`` reads private attributes of
+``connserver._twisted.writethrough`` reads private attributes of
 ``twisted.internet.tcp.Connection`` (its write buffers, disconnect flags,
 ``producerPaused`` and ``socket``).  The tests here build real connections on
 127.0.0.1 through the reactor and check that each of those attributes still
@@ -37,7 +37,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from connserver import _writethrough
-from connserver._writethrough import WOULD_BLOCK, TransportWriter
+from connserver._twisted.writethrough import WOULD_BLOCK, TransportWriter
 
 # Imported by name so that mypy treats it as untyped (it ships no stubs).
 pytest_twisted: Any = importlib.import_module("pytest_twisted")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from connserver._config import ServerConfig, configFieldDocs
+from connserver._http.config import ServerConfig, configFieldDocs
 
 
 def render() -> str:
@@ -17,7 +17,7 @@ def render() -> str:
     lines = [
         "# ServerConfig: every limit and timeout",
         "",
-        "Generated from `connserver/_config.py` by `python tools/gen_config_doc.py`;",
+        "Generated from `connserver/_http/config.py` by `python tools/gen_config_doc.py`;",
         "edit the field documentation there, not this file.",
         "",
         "Seconds are floats, sizes are bytes, and `None` (`none` or `off` on the",

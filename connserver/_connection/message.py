@@ -22,8 +22,8 @@ from twisted.web.client import ResponseDone
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from ._errors import ProtocolError
-from ._headers import Headers, connectionOptions
+from connserver._http.errors import ProtocolError
+from connserver._http.headers import Headers, connectionOptions
 
 __all__ = ["Handler", "HeadersLike", "Request", "Response", "ResponseBody"]
 

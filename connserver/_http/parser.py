@@ -6,7 +6,7 @@ Like h11 this is sans-IO: the protocol pushes bytes with
 :meth:`RequestParser.nextEvent` until it gets :data:`NEED_DATA`.  A request is
 ``RequestHead``, zero or more ``BodyData`` and one ``EndOfMessage``; the next
 pipelined request follows at once.  Anything that breaks the grammar or a
-configured limit raises :class:`~connserver._errors.ProtocolError` carrying the
+configured limit raises :class:`~connserver._http.errors.ProtocolError` carrying the
 status to answer with, and the parser stays dead afterwards: after a framing
 error nothing on the connection can be trusted (RFC 9112 §6.3).
 
@@ -25,9 +25,9 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
-from connserver._config import ServerConfig
-from connserver._errors import ProtocolError
-from connserver._headers import TOKEN_RE, Headers, splitList
+from connserver._http.config import ServerConfig
+from connserver._http.errors import ProtocolError
+from connserver._http.headers import TOKEN_RE, Headers, splitList
 
 __all__ = [
     "NEED_DATA",

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import Service
 
-from ._message import Request, Response
-from ._persistence import CONNECTION_CLOSE_REASONS
+from connserver._connection.message import Request, Response
+from connserver._http.persistence import CONNECTION_CLOSE_REASONS
 
 if TYPE_CHECKING:
     from collections import Counter
@@ -51,7 +51,7 @@ class StatsView(Protocol):
     """
     What the status page and the metrics read of connection counters: a
     ``ConnectionFactory.stats``, or a worker's sum over every worker
-    (``connserver._worker``).
+    (``connserver._running.worker``).
     """
 
     @property

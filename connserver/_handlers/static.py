@@ -26,11 +26,19 @@ from urllib.parse import quote, unquote_to_bytes
 
 from twisted.internet.interfaces import IReactorTime
 
-from ._compress import SUPPORTED_CODINGS, CompressingProducer, compressBytes
-from ._encoding import IDENTITY, acceptableCodings
-from ._fileproducer import BLOCK_BYTES, BLOCKS_PER_TURN, FileBodyProducer
-from ._headers import Headers
-from ._message import Request, Response
+from connserver._connection.fileproducer import (
+    BLOCK_BYTES,
+    BLOCKS_PER_TURN,
+    FileBodyProducer,
+)
+from connserver._connection.message import Request, Response
+from connserver._handlers.compress import (
+    SUPPORTED_CODINGS,
+    CompressingProducer,
+    compressBytes,
+)
+from connserver._http.encoding import IDENTITY, acceptableCodings
+from connserver._http.headers import Headers
 
 __all__ = [
     "COMPRESS_BLOCK_BYTES",

@@ -5,7 +5,7 @@ the worker processes that serve them.
 The parent listens on every endpoint once (in ``privilegedStartService``,
 before ``--uid`` drops root) and never accepts: it stops reading each port
 at once and hands its descriptor to every worker through ``spawnProcess``'s
-``childFDs``; each worker (``python -m connserver._worker``) adopts it with
+``childFDs``; each worker (``python -m connserver._running.worker``) adopts it with
 ``reactor.adoptStreamPort`` and wraps TLS itself, so a worker started by a
 SIGHUP reads the certificates again.  With ``--reuse-port`` the parent only
 binds each TCP address (``SO_REUSEPORT``, not listening, which holds the
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
         IReactorTime,
     )
 
-    from .tap import Options
+    from connserver.tap import Options
 
 __all__ = [
     "COUNTERS",
@@ -709,7 +709,7 @@ class SupervisorService(MultiService):
 
     def privilegedStartService(self) -> None:
         """Open every listener once (before twistd drops privileges)."""
-        from ._service import StartupError, startupErrorMessage
+        from connserver._running.service import StartupError, startupErrorMessage
 
         super().privilegedStartService()  # type: ignore[no-untyped-call]
         reusePort = bool(self.options["reuse-port"])
@@ -743,7 +743,7 @@ class SupervisorService(MultiService):
         except Exception as error:
             message = startupErrorMessage(where, error)
             _log.critical("{message}", message=message)
-            from ._service import _installQuietStartupErrors
+            from connserver._running.service import _installQuietStartupErrors
 
             _installQuietStartupErrors()
             raise StartupError(message) from None
@@ -757,7 +757,7 @@ class SupervisorService(MultiService):
     ) -> ListenerSpec:
         from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
 
-        from ._service import describePort
+        from connserver._running.service import describePort
 
         if description is None:
             assert address is not None
@@ -852,7 +852,7 @@ class SupervisorService(MultiService):
         process = self.reactor.spawnProcess(
             protocol,
             sys.executable,
-            [sys.executable, "-m", "connserver._worker", config],
+            [sys.executable, "-m", "connserver._running.worker", config],
             env=env,
             path=self.options.cwd,
             childFDs=childFDs,
@@ -884,7 +884,7 @@ class SupervisorService(MultiService):
 
     def startService(self) -> None:
         """Install the signal handlers and start the workers."""
-        from ._service import SignalService
+        from connserver._running.service import SignalService
 
         super().startService()  # type: ignore[no-untyped-call]
         for name, signum, action in (

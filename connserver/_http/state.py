@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from ._errors import InvalidTransition
+from connserver._http.errors import InvalidTransition
 
 __all__ = ["STATUS_GROUP", "TRANSITIONS", "ConnectionState", "checkTransition"]
 

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ._forwarded import FORWARDED_HEADERS, Network, parseNetworks
+from connserver._http.forwarded import FORWARDED_HEADERS, Network, parseNetworks
 
 __all__ = ["ServerConfig", "configFieldDocs"]
 

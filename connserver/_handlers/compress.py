@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from ._fileproducer import FileBodyProducer
+from connserver._connection.fileproducer import FileBodyProducer
 
 __all__ = [
     "BROTLI_QUALITY",

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from ._writethrough import WOULD_BLOCK
+from connserver._twisted.writethrough import WOULD_BLOCK
 
 __all__ = [
     "BLOCKS_PER_TURN",
@@ -70,7 +70,7 @@ class ISendfileConsumer(IConsumer):
 
         :return: the bytes sent (between 1 and ``count``; 0 only when the
             file ended at ``offset``);
-            ``WOULD_BLOCK`` (from ``connserver._writethrough``) when nothing
+            ``WOULD_BLOCK`` (from ``connserver._twisted.writethrough``) when nothing
             could be sent now: the consumer has then paused the producer
             (``pauseProducing``) and resumes it when the socket can take
             more, and the producer calls again from the same offset;

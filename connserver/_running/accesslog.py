@@ -43,7 +43,7 @@ from typing import IO, TYPE_CHECKING, Literal
 
 from twisted.logger import Logger
 
-from ._records import ConnectionRecord, RequestRecord
+from connserver._http.records import ConnectionRecord, RequestRecord
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime

@@ -26,14 +26,14 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ._config import ServerConfig
-from ._headers import optionsFromValues
-from ._message import Handler
-from ._persistence import PersistencePolicy
-from ._protocol import HTTPServerProtocol
-from ._records import ConnectionRecord, RequestRecord
-from ._responsehead import HeadBuilder
-from ._state import STATUS_GROUP, ConnectionState
+from connserver._connection.message import Handler
+from connserver._connection.protocol import HTTPServerProtocol
+from connserver._http.config import ServerConfig
+from connserver._http.headers import optionsFromValues
+from connserver._http.persistence import PersistencePolicy
+from connserver._http.records import ConnectionRecord, RequestRecord
+from connserver._http.responsehead import HeadBuilder
+from connserver._http.state import STATUS_GROUP, ConnectionState
 
 __all__ = ["ALPN_PROTOCOLS", "ConnectionFactory", "ConnectionStats"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._config import ServerConfig
+from connserver._http.config import ServerConfig
 
 __all__ = [
     "CLOSE_REASONS",

@@ -29,8 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ._errors import ResponseFramingError
-from ._framing import (
+from connserver._http.errors import ResponseFramingError
+from connserver._http.framing import (
     BodyFraming,
     chooseFraming,
     framingHeaders,
@@ -38,8 +38,8 @@ from ._framing import (
     statusLine,
     validateResponseField,
 )
-from ._headers import splitList
-from ._persistence import PersistenceDecision
+from connserver._http.headers import splitList
+from connserver._http.persistence import PersistenceDecision
 
 __all__ = ["FIELD_CACHE_SIZE", "HeadBuilder", "PreparedHead", "finishHead"]
 

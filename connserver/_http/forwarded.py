@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from ._headers import Headers
+from connserver._http.headers import Headers
 
 __all__ = [
     "FORWARDED_HEADERS",

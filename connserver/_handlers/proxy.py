@@ -50,11 +50,11 @@ from twisted.web.iweb import (
 )
 from zope.interface import implementer
 
-from ._errors import BodyInterrupted, ResponseFramingError
-from ._framing import validateResponseField
-from ._headers import HOP_BY_HOP, isToken, optionsFromValues
-from ._message import Request, Response
-from ._protocol import setNoDelay
+from connserver._connection.message import Request, Response
+from connserver._connection.protocol import setNoDelay
+from connserver._http.errors import BodyInterrupted, ResponseFramingError
+from connserver._http.framing import validateResponseField
+from connserver._http.headers import HOP_BY_HOP, isToken, optionsFromValues
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime

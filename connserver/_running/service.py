@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     )
     from twisted.internet.protocol import Factory
 
-    from ._config import ServerConfig
+    from connserver._http.config import ServerConfig
 
 __all__ = [
     "CallbackService",

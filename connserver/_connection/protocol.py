@@ -32,32 +32,38 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from ._config import ServerConfig
-from ._errors import BodyInterrupted, ProtocolError, ResponseFramingError
-from ._fileproducer import FileBodyProducer, ISendfileConsumer
-from ._forwarded import isTrusted, resolveClient
-from ._framing import (
+from connserver._connection.fileproducer import FileBodyProducer, ISendfileConsumer
+from connserver._connection.message import NO_BODY, Request, Response
+from connserver._connection.timer import Phase, PhaseTimer
+from connserver._http.config import ServerConfig
+from connserver._http.errors import BodyInterrupted, ProtocolError, ResponseFramingError
+from connserver._http.forwarded import isTrusted, resolveClient
+from connserver._http.framing import (
     BodyFraming,
     BodyWriter,
     ContentLengthWriter,
     makeWriter,
     statusLine,
 )
-from ._headers import Headers, splitList
-from ._message import NO_BODY, Request, Response
-from ._parser import NEED_DATA, BodyData, EndOfMessage, RequestHead, RequestParser
-from ._persistence import PersistenceDecision
-from ._records import ConnectionRecord, RequestRecord
-from ._responsehead import finishHead
-from ._state import ConnectionState, checkTransition
-from ._timer import Phase, PhaseTimer
-from ._writethrough import WOULD_BLOCK, TransportWriter
+from connserver._http.headers import Headers, splitList
+from connserver._http.parser import (
+    NEED_DATA,
+    BodyData,
+    EndOfMessage,
+    RequestHead,
+    RequestParser,
+)
+from connserver._http.persistence import PersistenceDecision
+from connserver._http.records import ConnectionRecord, RequestRecord
+from connserver._http.responsehead import finishHead
+from connserver._http.state import ConnectionState, checkTransition
+from connserver._twisted.writethrough import WOULD_BLOCK, TransportWriter
 
 if TYPE_CHECKING:
-    from ._factory import ConnectionStats
-    from ._message import Handler
-    from ._persistence import PersistencePolicy
-    from ._responsehead import HeadBuilder
+    from connserver._connection.factory import ConnectionStats
+    from connserver._connection.message import Handler
+    from connserver._http.persistence import PersistencePolicy
+    from connserver._http.responsehead import HeadBuilder
 
 __all__ = ["ConnectionOwner", "HTTPServerProtocol"]
 

@@ -42,9 +42,9 @@ from prometheus_client.core import (
     Metric,
 )
 
-from ._message import Request, Response
-from ._records import RequestRecord
-from ._status import STATE_GROUPS, StatsView
+from connserver._connection.message import Request, Response
+from connserver._handlers.status import STATE_GROUPS, StatsView
+from connserver._http.records import RequestRecord
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -1,7 +1,7 @@
 """
-A ``--workers`` worker process: ``python -m connserver._worker CONFIG``.
+A ``--workers`` worker process: ``python -m connserver._running.worker CONFIG``.
 
-``CONFIG`` (JSON, from ``connserver._supervisor``) holds the command line
+``CONFIG`` (JSON, from ``connserver._running.supervisor``) holds the command line
 the parent was given (parsed again here, so that a worker started by a
 SIGHUP imports the handler and reads the certificates afresh), the worker's
 slot, and its listeners: a descriptor to adopt, or (``--reuse-port``) an
@@ -13,7 +13,7 @@ standard output (an access log on ``-``) and fd 2 its log, one event per
 line as ``LEVEL|text``, both relayed by the parent.  SIGTERM drains it (the
 same ``ConnectionServerService`` stop as ``twistd``); so does the parent
 going away (its AMP pipe closes).  After the drain it sends a final
-:class:`~connserver._supervisor.Report`, so the parent's totals miss none
+:class:`~connserver._running.supervisor.Report`, so the parent's totals miss none
 of its requests.
 """
 
@@ -34,13 +34,20 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import formatEvent, globalLogBeginner
 from twisted.python.failure import Failure
 
-from ._supervisor import AMP_IN, AMP_OUT, QuietAMP, Ready, Report, addCounters
+from connserver._running.supervisor import (
+    AMP_IN,
+    AMP_OUT,
+    QuietAMP,
+    Ready,
+    Report,
+    addCounters,
+)
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IListeningPort
     from twisted.internet.protocol import Factory
 
-    from ._metrics import MetricsHandler
+    from connserver._handlers.metrics import MetricsHandler
 
 __all__ = ["AdoptedEndpoint", "Cluster", "main"]
 
@@ -238,7 +245,7 @@ class Cluster:
 
     def instrument(self, metrics: MetricsHandler) -> None:
         """Serve the sums from ``metrics``, and the per-worker series."""
-        from ._metrics import ConnectionCollector
+        from connserver._handlers.metrics import ConnectionCollector
 
         self.requestMetrics = metrics.requests
         metrics.registry.unregister(metrics.collector)
@@ -337,7 +344,7 @@ def main(argv: list[str]) -> None:
     from twisted.internet.stdio import StandardIO
     from twisted.python import usage
 
-    from .tap import Options, makeService
+    from connserver.tap import Options, makeService
 
     # Typed as what it is here (posix: adoptStreamPort, callFromThread, ...).
     reactor: Any = _reactor

@@ -41,8 +41,8 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
-from ._headers import splitList
-from ._message import Handler, Request, Response
+from connserver._connection.message import Handler, Request, Response
+from connserver._http.headers import splitList
 
 if TYPE_CHECKING:
     from twisted.web.server import Session, Site

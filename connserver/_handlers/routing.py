@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from twisted.internet.defer import Deferred
 
-from ._message import Handler, Request, Response
+from connserver._connection.message import Handler, Request, Response
 
 __all__ = ["HTTPSRedirect", "PrefixMount"]
 

@@ -45,7 +45,7 @@ from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ._factory import ALPN_PROTOCOLS
+from connserver._connection.factory import ALPN_PROTOCOLS
 
 __all__ = [
     "CertificateSource",

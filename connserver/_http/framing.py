@@ -3,7 +3,7 @@ Response framing: which framing a response gets, the fields that announce
 it, and writers that turn body data into wire bytes.
 
 Sans-IO like h11's ``_writers``: every writer returns the bytes to send and
-raises :class:`~connserver._errors.ResponseFramingError` when the body
+raises :class:`~connserver._http.errors.ResponseFramingError` when the body
 disagrees with the framing already announced, because at that point the only
 safe answer is to close the connection (RFC 9112 §6.3).
 
@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from enum import Enum
 from typing import Protocol
 
-from connserver._errors import ResponseFramingError
-from connserver._headers import TOKEN_RE, Headers
+from connserver._http.errors import ResponseFramingError
+from connserver._http.headers import TOKEN_RE, Headers
 
 __all__ = [
     "BodyFraming",
