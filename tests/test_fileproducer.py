@@ -22,7 +22,6 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 from zope.interface.verify import verifyClass, verifyObject
 
-from connserver import _writethrough
 from connserver._connection.fileproducer import (
     BLOCK_BYTES,
     BLOCKS_PER_TURN,
@@ -30,6 +29,7 @@ from connserver._connection.fileproducer import (
     FileBodyProducer,
     ISendfileConsumer,
 )
+from connserver._twisted import writethrough as _writethrough
 
 
 @implementer(IConsumer)

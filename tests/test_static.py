@@ -23,8 +23,8 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from connserver import _static
 from connserver._connection.message import Request, Response
+from connserver._handlers import static as _static
 from connserver._handlers.static import (
     MAX_PATH_BYTES,
     MAX_RANGES,

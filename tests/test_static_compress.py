@@ -21,7 +21,7 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from connserver import _static
+from connserver._handlers import static as _static
 from connserver._handlers.compress import GZIP_LEVEL, CompressingProducer
 from connserver._handlers.static import COMPRESS_BLOCK_BYTES, StaticFiles
 
@@ -705,7 +705,7 @@ def test_withoutBrotli(
 
 
 def test_compressorsWithoutBrotli(monkeypatch: pytest.MonkeyPatch) -> None:
-    from connserver import _compress
+    from connserver._handlers import compress as _compress
 
     monkeypatch.setattr(_compress, "_brotli", None)
     with pytest.raises(ValueError, match="unsupported content coding"):

@@ -17,11 +17,11 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.server import Request as WebRequest
 
-from connserver import _sockets as sockets
 from connserver._connection.message import Request, Response
 from connserver._handlers.web import WebResourceHandler, asHandler
 from connserver._http.headers import Headers
 
+from . import _sockets as sockets
 from ._harness import connect
 
 

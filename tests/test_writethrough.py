@@ -36,7 +36,7 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from connserver import _writethrough
+from connserver._twisted import writethrough as _writethrough
 from connserver._twisted.writethrough import WOULD_BLOCK, TransportWriter
 
 # Imported by name so that mypy treats it as untyped (it ships no stubs).
