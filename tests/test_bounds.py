@@ -117,7 +117,7 @@ def test_noHandlerTimeoutByDefault() -> None:
     handler, _ = pendingHandler()
     conn = connect(handler)
     conn.send(GET)
-    assert conn.protocol._timer.phase is None
+    assert conn.protocol.timer.phase is None
     conn.clock.advance(3600)
     assert conn.output() == b""
     finish(conn)
@@ -200,8 +200,8 @@ def test_sendTimeoutCutsWithinASecondOfTheLastProgress() -> None:
     (within the 1 s poll), not a whole sendTimeout after a late look.
     """
     conn = connect(lambda request: Response(200, body=b"x" * 1000), sendTimeout=5.0)
-    progress = _Progress(conn.protocol._out)
-    conn.protocol._out = progress  # type: ignore[assignment]
+    progress = _Progress(conn.protocol.flow._out)
+    conn.protocol.flow._out = progress  # type: ignore[assignment]
     conn.send(GET)
     conn.protocol.pauseProducing()
     for _ in range(6):

@@ -197,12 +197,20 @@ def closeEventually(conn: Connection, handlers: Handlers) -> None:
     """
     protocol = conn.protocol
     for _ in range(200):
-        if protocol._lost or conn.transport.disconnecting or conn.transport.aborted:
+        if (
+            protocol.state is ConnectionState.CLOSED
+            or conn.transport.disconnecting
+            or conn.transport.aborted
+        ):
             break
         handlers.settle()
         protocol.resumeProducing()
         conn.clock.advance(30.0)
-    assert protocol._lost or conn.transport.disconnecting or conn.transport.aborted
+    assert (
+        protocol.state is ConnectionState.CLOSED
+        or conn.transport.disconnecting
+        or conn.transport.aborted
+    )
     conn.lose(Failure(ConnectionDone()))
     assert protocol.state is ConnectionState.CLOSED
     assert conn.clock.getDelayedCalls() == []
@@ -292,7 +300,11 @@ class ConnectionMachine(RuleBasedStateMachine):
         return self.conn
 
     def alive(self) -> bool:
-        return self.conn is not None and not self.lost and not self.c.protocol._lost
+        return (
+            self.conn is not None
+            and not self.lost
+            and self.c.protocol.state is not ConnectionState.CLOSED
+        )
 
     @precondition(lambda self: self.alive() and not self.halfClosed)
     @rule(data=streams)
@@ -366,7 +378,7 @@ class ConnectionMachine(RuleBasedStateMachine):
         checkStatuses(conn)
         stats = conn.factory.stats
         assert sum(stats.byState().values()) == stats.active
-        if conn.protocol._lost:
+        if conn.protocol.state is ConnectionState.CLOSED:
             assert conn.protocol.state is ConnectionState.CLOSED
             assert conn.clock.getDelayedCalls() == []
             assert stats.active == 0
@@ -377,7 +389,10 @@ class ConnectionMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             if self.conn is not None:
-                if self.writePaused and not self.c.protocol._lost:
+                if (
+                    self.writePaused
+                    and self.c.protocol.state is not ConnectionState.CLOSED
+                ):
                     # A transport stops calling its producer once it is gone.
                     self.writePaused = False
                     self.c.protocol.resumeProducing()

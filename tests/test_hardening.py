@@ -146,7 +146,7 @@ def test_trickledHeadGets408AtTheHeadDeadline() -> None:
             break
         conn.send(trickle[sent : sent + 1])
         sent += 1
-        parser = conn.protocol._parser
+        parser = conn.protocol.parser
         assert parser is None or parser.bufferedByteCount <= 4 * KiB
         conn.clock.advance(0.5)
     assert conn.clock.seconds() == 10.0
@@ -172,7 +172,7 @@ def test_trickledHeadOverTheLimitIs431AtOnce() -> None:
     assert [r.status for r in conn.responses()] == [431]
     # Whatever else arrives is discarded (lingering read), not buffered.
     conn.send(b"x" * 100_000)
-    assert conn.protocol._parser is None
+    assert conn.protocol.parser is None
     finish(conn)
 
 
@@ -374,7 +374,7 @@ def test_thousandPipelinedRequestsInOneWriteStayBoundedAndInOrder() -> None:
     conn = connect(handler, maxPipelinedRequests=8, maxRequestsPerConnection=None)
     conn.send(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in range(1000)))
     while pending:
-        queueSizes.append(len(conn.protocol._queue))
+        queueSizes.append(len(conn.protocol.pipeline.queue))
         target, d = pending.pop(0)
         d.callback(Response(200, body=target))
     assert max(queueSizes) <= 8
@@ -407,7 +407,7 @@ def test_oversizedHeadIsRefusedAtOnceAndTheRestDiscarded(
     conn.send(prefix)
     for _ in range(256):  # 1 MiB
         conn.send(filler)
-        parser = conn.protocol._parser
+        parser = conn.protocol.parser
         assert parser is None or parser.bufferedByteCount <= 16 * KiB + len(filler)
     [response] = conn.responses()
     assert response.status == status
@@ -1273,7 +1273,7 @@ def test_observerAndHandlerFaultsDoNotLeakAcrossConnections(
     for _ in range(3600):
         clock.advance(1.0)
     for conn in conns:
-        if not conn.protocol._lost:
+        if conn.protocol.state is not ConnectionState.CLOSED:
             assert conn.transport.disconnecting or conn.transport.aborted
             conn.lose()
     assert factory.connections() == []

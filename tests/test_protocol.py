@@ -293,7 +293,7 @@ def test_pipelineQueueBoundPausesReading() -> None:
     # More than the read-ahead limit so that reading must pause.
     many = GET * 5000
     conn.send(many)
-    assert len(conn.protocol._queue) == 2
+    assert len(conn.protocol.pipeline.queue) == 2
     assert conn.transport.producerState == "paused"
     while pending:
         pending.pop(0).callback(Response(200, body=b"ok"))

@@ -135,7 +135,7 @@ def test_noNewResponsesWhileTransportIsFull() -> None:
     conn.transport.clear()
     conn.send(GET * 5000)
     assert conn.output() == b""
-    assert len(conn.protocol._queue) <= 16
+    assert len(conn.protocol.pipeline.queue) <= 16
     assert conn.transport.producerState == "paused"  # reading paused too
     conn.protocol.resumeProducing()
     assert conn.output().count(b"HTTP/1.1 200") >= 1
@@ -262,7 +262,7 @@ def pauseAfterFirstBlock(conn: Any) -> None:
             if len(data) >= 64 * KiB:
                 protocol.pauseProducing()
 
-    protocol._out = PausingWriter(protocol._out)
+    protocol.flow._out = PausingWriter(protocol.flow._out)
 
 
 def test_fileThatGrowsIsSentAsItWas(tmp_path: Any) -> None:

@@ -9,7 +9,6 @@ Embedding connserver is one line::
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
@@ -26,20 +25,20 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from connserver._connection.closer import Closer
 from connserver._connection.message import Handler
 from connserver._connection.protocol import HTTPServerProtocol
+from connserver._connection.timer import Phase, PhaseTimer
 from connserver._http.config import ServerConfig
 from connserver._http.headers import optionsFromValues
 from connserver._http.persistence import PersistencePolicy
 from connserver._http.records import ConnectionRecord, RequestRecord
 from connserver._http.responsehead import HeadBuilder
-from connserver._http.state import STATUS_GROUP, ConnectionState
+from connserver._http.state import ConnectionState
+from connserver._http.stats import ALPN_PROTOCOLS, ConnectionStats
 
 __all__ = ["ALPN_PROTOCOLS", "ConnectionFactory", "ConnectionStats"]
 
-#: The protocols served, by their ALPN names (RFC 7301 §6), preferred first.
-#: HTTP/2 is not among them.
-ALPN_PROTOCOLS: tuple[bytes, ...] = (b"http/1.1", b"http/1.0")
 
 _log = Logger(namespace="connserver")
 _WAITING = ConnectionState.WAITING
@@ -79,17 +78,18 @@ _REFUSAL_LINGER = 1.0
 
 class _OverCapacity(Protocol):
     """
-    Answers 503 at once and closes: the write side first, then the whole
-    connection after at most ``_REFUSAL_LINGER`` seconds of discarding
-    whatever the client sends (its request is never read).  Its close is
-    recorded as ``refused`` when it is gone.
+    Answers 503 at once and closes through a ``Closer``: the write side
+    first, then the whole connection after at most ``_REFUSAL_LINGER``
+    seconds of discarding whatever the client sends (its request is never
+    read).  Its close is recorded as ``refused`` when it is gone.
     """
 
     def __init__(
         self, factory: ConnectionFactory, connectionId: int, peerHost: str
     ) -> None:
         self._owner = factory
-        self._call: Any = None
+        self._timer = PhaseTimer(factory.reactor, self)
+        self._closer: Closer | None = None
         self._connectionId = connectionId
         self._peerHost = peerHost
         self._acceptedAt = factory.reactor.seconds()
@@ -101,86 +101,29 @@ class _OverCapacity(Protocol):
         transport: Any = self.transport
         self._secure = ISSLTransport.providedBy(transport)
         transport.write(OVER_CAPACITY_RESPONSE)
-        # (Over TLS, loseWriteConnection found through Twisted's wrapper would
-        # half-close the TCP connection under it: close_notify instead.)
-        halfClose = getattr(transport, "loseWriteConnection", None)
-        if halfClose is None or ISSLTransport.providedBy(transport):
-            transport.loseConnection()
-            return
-        halfClose()
-        self._call = owner.reactor.callLater(_REFUSAL_LINGER, transport.loseConnection)
+        self._closer = Closer(transport, self._timer, owner.config.abortTimeout)
+        self._closer.close(_REFUSAL_LINGER)
 
     def dataReceived(self, data: bytes) -> None:
         """The request is not read: discarded."""
 
+    def phaseExpired(self, phase: Phase) -> None:
+        """The linger is over (lose the connection), or the loss took too long."""
+        assert self._closer is not None
+        if phase is Phase.LINGER:
+            self._closer.lose()
+        else:
+            self._closer.abort()
+
     def connectionLost(self, reason: object = None) -> None:
         owner = self._owner
         owner._refusing -= 1
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
+        self._timer.cancel()
+        if self._closer is not None:
+            self._closer.gone()
         owner._refusedClosed(
             self._connectionId, self._peerHost, self._acceptedAt, self._secure
         )
-
-
-class ConnectionStats:
-    """
-    Counters that the status page, the logs and tests read.
-
-    The first three are nginx's ``stub_status`` counters: ``accepted``
-    (every connection accepted, refused ones included), ``handled``
-    (accepted and not refused: ``accepted - refused``) and ``requests``
-    (requests received, malformed ones answered with a 4xx included).
-
-    ``closes`` counts closed connections by reason (every key of
-    ``CONNECTION_CLOSE_REASONS``: the policy's reasons, ``idle-timeout``,
-    ``header-timeout``, ``peer-closed``, ``refused``, ...), so that once
-    every connection is gone its values add up to ``accepted``;
-    ``requestsPerConnection`` is a histogram of the handled connections,
-    filled as they close.
-    """
-
-    def __init__(self, connections: dict[HTTPServerProtocol, None]) -> None:
-        #: Connections accepted (a refused one included).
-        self.accepted = 0
-        #: Requests received: every request head, a request that never
-        #: parsed (400, 414, 431, ...) and one cut off by the head timeout
-        #: (408); a request later cut off still counts.
-        self.requests = 0
-        #: Responses completed, error responses included.
-        self.responses = 0
-        #: Connections refused: over ``maxConnections`` with nothing idle to
-        #: shed (503), or accepted while draining.
-        self.refused = 0
-        self.closes: Counter[str] = Counter()
-        self.requestsPerConnection: Counter[int] = Counter()
-        self.draining = False
-        self._connections = connections
-
-    @property
-    def handled(self) -> int:
-        """Connections accepted and served, not refused (nginx's handled)."""
-        return self.accepted - self.refused
-
-    @property
-    def active(self) -> int:
-        """Connections open now (refused ones, still being answered, aside)."""
-        return len(self._connections)
-
-    def byState(self) -> dict[str, int]:
-        """
-        Open connections by status group: reading, handling, writing, ...
-
-        Counted when asked (the status page samples it once a second), so
-        that serving a request costs no registry update.
-        """
-        groups = {"reading": 0, "handling": 0, "writing": 0, "waiting": 0, "closing": 0}
-        for protocol in self._connections:
-            group = STATUS_GROUP[protocol.state]
-            if group in groups:
-                groups[group] += 1
-        return groups
 
 
 @implementer(IProtocolNegotiationFactory)

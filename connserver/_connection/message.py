@@ -256,7 +256,8 @@ class Request:
         self._options = options
         self._maxBodyBytes = connection.maxBodyBytes
         self._consumer = None
-        self._bodyDone = False
+        # No body: nobody reads it yet, so "delivered whole" is a flag.
+        self._bodyDone = bodySource is NO_BODY
         self._bodyFailure = None
         self._source = bodySource
         return self
@@ -318,13 +319,15 @@ class Request:
         self.deliverBody(_Accumulator(limit, done))
         return done
 
-    # Called by the connection.
+    # Called by the body source (the connection's exchange), not by handlers.
 
-    def _deliverData(self, data: bytes) -> None:
+    def receiveBodyData(self, data: bytes) -> None:
+        """The body source has more of the body: to the consumer, if any."""
         if self._consumer is not None:
             self._consumer.dataReceived(data)
 
-    def _deliverEnd(self, failure: Failure | None = None) -> None:
+    def receiveBodyEnd(self, failure: Failure | None = None) -> None:
+        """The body ended (``failure``: it will not come whole); once only."""
         if self._bodyDone:
             return
         self._bodyDone = True
@@ -341,8 +344,8 @@ class _MemoryBody:
 
     def bodyWanted(self, request: Request) -> None:
         if self._body:
-            request._deliverData(self._body)
-        request._deliverEnd()
+            request.receiveBodyData(self._body)
+        request.receiveBodyEnd()
 
     def pauseBody(self) -> None:
         pass
@@ -361,7 +364,7 @@ class _NoBody:
     """
 
     def bodyWanted(self, request: Request) -> None:
-        request._deliverEnd()
+        request.receiveBodyEnd()
 
     def pauseBody(self) -> None:
         pass

@@ -1,11 +1,12 @@
 """
 ``PhaseTimer``: the one timer of a connection.
 
-A connection waits for one thing at a time (DESIGN.md, Timers): a request
-head, body bytes, the client to read, the next request, the end of a
-lingering close, the end of a close.  Each is a :class:`Phase` with its own
-timeout and outcome; the protocol says which phase applies and this object
-keeps the deadline.
+A connection waits for one thing at a time (docs/architecture.md, Timers):
+a request head, body bytes, the client to read, the next request, the end
+of a lingering close, the end of a close.  Each is a :class:`Phase` with its
+own timeout and outcome.  Which phase applies to an open connection is a
+pure function of a few facts (:func:`choosePhase`, tested as a table); this
+object keeps the deadline.
 
 It is lazy, so that a busy keep-alive connection causes no timer churn: at
 most one ``DelayedCall`` is pending; progress only moves the deadline later
@@ -21,7 +22,9 @@ from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-__all__ = ["Phase", "PhaseTimer", "TimerOwner"]
+from connserver._http.state import ConnectionState
+
+__all__ = ["Phase", "PhaseTimer", "TimerOwner", "choosePhase"]
 
 
 class Phase(Enum):
@@ -41,6 +44,49 @@ class Phase(Enum):
     ABORT = "abort"
     #: handlerTimeout: the handler to start its response (503, or an abort).
     HANDLER = "handler"
+
+
+_WAITING = ConnectionState.WAITING
+_READING_HEAD = ConnectionState.READING_HEAD
+_ACCEPTED = ConnectionState.ACCEPTED
+
+
+def choosePhase(
+    state: ConnectionState,
+    writePaused: bool,
+    hasFront: bool,
+    frontReadingBody: bool,
+    frontAwaitingHandler: bool,
+    discardingBody: bool,
+) -> Phase | None:
+    """
+    The phase that applies to an open (not closing) connection now.
+
+    :param state: the connection's state.
+    :param writePaused: the transport asked us to stop writing.
+    :param hasFront: a request is in the pipeline.
+    :param frontReadingBody: the front request's body is wanted, flowing
+        and not complete.
+    :param frontAwaitingHandler: the front request's handler has not
+        answered yet and ``handlerTimeout`` applies.
+    :param discardingBody: an answered request's unread body is drained.
+    """
+    if writePaused and (hasFront or state is _WAITING):
+        # The client does not read what we wrote (sendTimeout).
+        return Phase.SEND
+    if hasFront:
+        if frontReadingBody:
+            return Phase.BODY
+        if frontAwaitingHandler:
+            return Phase.HANDLER
+        return None
+    if discardingBody:
+        return Phase.BODY
+    if state is _READING_HEAD or state is _ACCEPTED:
+        return Phase.HEAD
+    if state is _WAITING:
+        return Phase.IDLE
+    return None
 
 
 class TimerOwner(Protocol):

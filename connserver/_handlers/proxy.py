@@ -51,10 +51,10 @@ from twisted.web.iweb import (
 from zope.interface import implementer
 
 from connserver._connection.message import Request, Response
-from connserver._connection.protocol import setNoDelay
 from connserver._http.errors import BodyInterrupted, ResponseFramingError
 from connserver._http.framing import validateResponseField
 from connserver._http.headers import HOP_BY_HOP, isToken, optionsFromValues
+from connserver._twisted.sockets import setNoDelay
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime

@@ -1,0 +1,129 @@
+"""
+``Closer``: the stages of closing a connection (RFC 9112 §9.6).
+
+A server that closes must not let a client's late bytes turn the close into
+a reset that destroys the response it has not read yet.  So a close goes in
+stages: wait for what is buffered to leave (``FLUSHING``), half-close the
+write side and keep reading and discarding (``HALF_CLOSED``, for at most
+``lingerTimeout``), then ``loseConnection`` (``LOSING``, for at most
+``abortTimeout``), and abort if that does not end it (``ABORTING``).  The
+protocol and the over-capacity answer both close through this object; the
+phase timer they give it bounds each stage.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from twisted.internet.interfaces import ISSLTransport
+
+from connserver._connection.timer import Phase, PhaseTimer
+
+__all__ = ["CloseStage", "Closer"]
+
+
+class CloseStage(Enum):
+    """How far a close has gone."""
+
+    #: Bytes wait in the transport: close once they have left (the send
+    #: phase bounds the wait).
+    FLUSHING = "flushing"
+    #: Our write side is shut; reading and discarding until the client's
+    #: FIN or lingerTimeout.
+    HALF_CLOSED = "half-closed"
+    #: ``loseConnection`` was asked; abortTimeout bounds it.
+    LOSING = "losing"
+    #: ``abortConnection`` was asked.
+    ABORTING = "aborting"
+    #: The transport is gone.
+    CLOSED = "closed"
+
+
+class Closer:
+    """
+    Closes one transport in stages, arming ``timer`` for each: ``LINGER``
+    after the half-close and ``ABORT`` after ``loseConnection``.  The
+    owner's ``phaseExpired`` calls ``lose`` and ``abort`` when they end.
+    """
+
+    __slots__ = (
+        "_abortTimeout",
+        "_linger",
+        "_producing",
+        "_timer",
+        "_transport",
+        "stage",
+    )
+
+    def __init__(
+        self,
+        transport: Any,
+        timer: PhaseTimer,
+        abortTimeout: float | None,
+        producing: bool = False,
+    ) -> None:
+        self._transport = transport
+        #: The owner is the transport's registered producer (unregistered
+        #: at the close, so that the transport does not call it again).
+        self._producing = producing
+        self._timer = timer
+        self._abortTimeout = abortTimeout
+        self.stage: CloseStage | None = None
+        self._linger: float | None = None
+
+    def waitForFlush(self, linger: float | None) -> None:
+        """Close (then as ``close(linger)``) once the transport drains."""
+        self.stage = CloseStage.FLUSHING
+        self._linger = linger
+
+    def flushed(self) -> bool:
+        """The transport drained: go on closing if that was awaited."""
+        if self.stage is not CloseStage.FLUSHING:
+            return False
+        self.close(self._linger)
+        return True
+
+    def close(self, linger: float | None) -> None:
+        """
+        Half-close and linger for ``linger`` seconds when that is possible
+        (a TCP transport, not TLS: over TLS the half-close Twisted's
+        wrapper offers would shut the TCP connection under it, so
+        close_notify instead); otherwise lose the connection now.
+        """
+        transport = self._transport
+        if self._producing:
+            self._producing = False
+            transport.unregisterProducer()
+        halfClose = getattr(transport, "loseWriteConnection", None)
+        if (
+            linger is not None
+            and halfClose is not None
+            and not ISSLTransport.providedBy(transport)
+        ):
+            self.stage = CloseStage.HALF_CLOSED
+            halfClose()
+            self._timer.start(Phase.LINGER, linger)
+        else:
+            self.lose()
+
+    def lose(self) -> None:
+        """``loseConnection``, bounded by abortTimeout."""
+        if self.stage is CloseStage.CLOSED:
+            return
+        self.stage = CloseStage.LOSING
+        self._transport.loseConnection()
+        if self.stage is CloseStage.LOSING:
+            # (Not if the transport went at once, inside loseConnection.)
+            self._timer.start(Phase.ABORT, self._abortTimeout)
+
+    def abort(self) -> None:
+        """Reset the connection now."""
+        if self.stage is CloseStage.CLOSED:
+            return
+        self.stage = CloseStage.ABORTING
+        self._transport.abortConnection()
+
+    def gone(self) -> None:
+        """The transport is gone (``connectionLost``)."""
+        self.stage = CloseStage.CLOSED

@@ -1,0 +1,161 @@
+"""
+``Flow``: a connection's reading and writing pauses, and the batching of
+its writes.
+
+Two kinds of backpressure meet here (RFC 9112 §9.5: rely on flow control).
+Write backpressure comes from the transport, which calls the protocol's
+``pauseProducing`` when its buffer is full; ``writePaused`` records it, and
+while it holds no new request is dispatched, so parsed-ahead requests wait,
+the parser's buffer fills and reading pauses.  Read backpressure is ours:
+reading from the socket pauses while a body consumer paused or too much is
+read ahead (``setReading``), so that an unread body or a pipeline flood
+costs bounded memory.
+
+Writes made while the protocol runs a round are gathered and sent as one
+write at its end (``startGathering``/``stopGathering``), or once
+``BATCH_WRITES`` writes or ``BATCH_BYTES`` are gathered, so that the
+transport's backpressure still bites: a pipeline of small requests is
+answered in one packet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connserver._twisted.writethrough import WOULD_BLOCK, TransportWriter
+
+__all__ = ["BATCH_BYTES", "BATCH_WRITES", "READ_AHEAD_LIMIT", "WOULD_BLOCK", "Flow"]
+
+#: Read no further ahead than this while a handler is not consuming: the
+#: bound on memory per connection for unread bodies and pipelined heads.
+READ_AHEAD_LIMIT = 64 * 1024
+
+#: Bytes and writes gathered from one round of requests before they are
+#: written anyway: one queue of pipelined answers (maxPipelinedRequests'
+#: default) in one packet, and the transport's backpressure at most that
+#: late.
+BATCH_BYTES = 16 * 1024
+BATCH_WRITES = 16
+
+
+class Flow:
+    """
+    The pauses in each direction and the write batch of one connection.
+    ``attach`` gives it the transport; ``detach`` drops it when the
+    connection is gone, after which writes go nowhere.
+    """
+
+    __slots__ = (
+        "_batch",
+        "_batchBytes",
+        "_out",
+        "_transport",
+        "gathering",
+        "readPaused",
+        "writePaused",
+    )
+
+    def __init__(self) -> None:
+        self._out: TransportWriter | None = None
+        self._transport: Any = None
+        #: Reading from the socket is paused (ours: a consumer, read-ahead).
+        self.readPaused = False
+        #: The transport paused us: its buffer is full.
+        self.writePaused = False
+        #: Inside a round: writes are gathered, sent at ``stopGathering``.
+        self.gathering = False
+        # (None between rounds: an idle connection holds no list.)
+        self._batch: list[bytes] | None = None
+        self._batchBytes = 0
+
+    def attach(self, transport: Any) -> TransportWriter:
+        """Write to ``transport`` from now on."""
+        self._transport = transport
+        out = self._out = TransportWriter(transport)
+        return out
+
+    def detach(self) -> None:
+        """The transport is gone: drop the batch, write nothing more."""
+        self._out = None
+        self._transport = None
+        self._batch = None
+        self._batchBytes = 0
+
+    # -- writing -----------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """
+        Queue ``data`` for the client: gathered inside a round (up to
+        ``BATCH_BYTES`` or ``BATCH_WRITES``), otherwise written at once.
+        """
+        if self.gathering:
+            batch = self._batch
+            if batch is None:
+                batch = self._batch = []
+            batch.append(data)
+            self._batchBytes += len(data)
+            if self._batchBytes >= BATCH_BYTES or len(batch) >= BATCH_WRITES:
+                self.flush()
+        else:
+            out = self._out
+            if out is not None:
+                out.write(data)
+
+    def flush(self) -> None:
+        """Write what is gathered now (a head before a sendfile, a close)."""
+        batch = self._batch
+        if batch is None:
+            return
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        self._batch = None
+        self._batchBytes = 0
+        out = self._out
+        if out is not None:
+            out.write(data)
+
+    def startGathering(self) -> None:
+        """A round begins: gather its writes."""
+        self.gathering = True
+
+    def stopGathering(self) -> None:
+        """The round is over: its writes leave as one."""
+        self.gathering = False
+        if self._batch is not None:
+            self.flush()
+
+    def sendFile(self, fd: int, offset: int, count: int) -> int | None:
+        """
+        ``sendfile`` through the transport (``TransportWriter.sendFile``),
+        after whatever is gathered (the head goes first); None when the
+        transport cannot.
+        """
+        out = self._out
+        if out is None:
+            return None
+        if self._batch is not None:
+            self.flush()
+        return out.sendFile(fd, offset, count)
+
+    def waitUntilWritable(self) -> None:
+        """Have the transport resume us once the socket takes more."""
+        if self._out is not None:
+            self._out.waitUntilWritable()
+
+    def delivered(self) -> int:
+        """
+        Bytes written that have left the transport's buffer, or -1 when the
+        transport does not say (then sendTimeout is an absolute deadline).
+        """
+        out = self._out
+        return -1 if out is None else out.delivered()
+
+    # -- reading -----------------------------------------------------------
+
+    def setReading(self, pause: bool) -> None:
+        """Pause or resume reading from the socket (no call if unchanged)."""
+        if pause is not self.readPaused and self._transport is not None:
+            self.readPaused = pause
+            if pause:
+                self._transport.pauseProducing()
+            else:
+                self._transport.resumeProducing()
