@@ -1,21 +1,37 @@
 """
-``Pipeline``: a connection's requests in order (RFC 9112 §9.3.2).
+``Pipeline``: a connection's requests, from the parser's events to their
+turn, in order (RFC 9112 §9.3.2).
 
 Requests may arrive before earlier ones are answered; responses must leave
-in request order.  The pipeline holds the exchanges received and not yet
-answered, front first, bounded by ``maxPipelinedRequests``, and the one
-whose body is still arriving (``incoming``, which may be the front or the
-last).  Only the front runs its handler.
+in request order.  The pipeline pulls the parser's events (``pull``) as far
+as the exchanges allow, holds the exchanges received and not yet answered,
+front first, bounded by ``maxPipelinedRequests``, and the one whose body is
+still arriving (``incoming``, which may be the front or the last).  Only
+the front runs its handler.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-if TYPE_CHECKING:
-    from connserver._connection.exchange import Exchange
+from twisted.internet.error import ConnectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from connserver._connection.exchange import BodyState, Exchange, ExchangeState
+from connserver._http.errors import ProtocolError
+from connserver._http.parser import NEED_DATA, BodyData, RequestHead
+from connserver._http.state import ConnectionState
 
 __all__ = ["Pipeline"]
+
+_log = Logger(namespace="connserver")
+_S = ConnectionState
+_READING = BodyState.READING
+_DISCARDING = BodyState.DISCARDING
+_COMPLETE = BodyState.COMPLETE
+_QUEUED = ExchangeState.QUEUED
+_HANDLING = ExchangeState.HANDLING
 
 # The queue of a pipeline with no request in it: an empty tuple shared by
 # all (typed as the list it stands for; nothing appends to it, a list is made
@@ -28,9 +44,11 @@ _EMPTY: list[Any] = cast(Any, ())
 class Pipeline:
     """The exchanges of one connection, front first, and the incoming one."""
 
-    __slots__ = ("incoming", "limit", "queue")
+    __slots__ = ("_conn", "incoming", "limit", "queue")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, conn: Any, limit: int) -> None:
+        #: The connection (``HTTPServerProtocol``): its parser, its state.
+        self._conn = conn
         #: Exchanges waiting for or writing their response, front first.
         self.queue: list[Exchange] = _EMPTY
         #: The exchange whose body the parser is still reading, if any.
@@ -86,3 +104,138 @@ class Pipeline:
             exchange.markAbandoned()
         for exchange in exchanges:
             exchange.release(error, bodiesFirst)
+
+    # -- from the parser ------------------------------------------------------
+
+    def pull(self) -> None:
+        """
+        Pull parser events as far as the exchanges allow: a new head while
+        the pipeline has room and no body is in the way, body bytes while
+        the front's reader wants them (or they are discarded).
+        """
+        conn = self._conn
+        parser = conn.parser
+        while parser is not None and not conn.closeAfterCurrent:
+            incoming = self.incoming
+            if incoming is not None:
+                body = incoming.body
+                if body is not _DISCARDING and body is not _COMPLETE:
+                    if body is not _READING or incoming is not self.front():
+                        break
+            elif len(self.queue) >= self.limit:
+                break
+            try:
+                event = parser.nextEvent()
+            except ProtocolError as error:
+                self._parseFailed(error)
+                return
+            if event is NEED_DATA:
+                conn.needData()
+                return
+            eventType = type(event)
+            if eventType is RequestHead:
+                exchange = self._headReceived(cast(RequestHead, event))
+                if self.queue[0] is exchange and conn.mayDispatch():
+                    # The common case: nothing ahead of it, so run its
+                    # handler before reading further ahead; a synchronous
+                    # answer is complete when this returns.
+                    exchange.dispatch()
+            elif eventType is BodyData:
+                assert incoming is not None
+                incoming.receiveData(cast(BodyData, event).data)
+            else:
+                self._messageEnded()
+            parser = conn.parser
+
+    def _headReceived(self, head: RequestHead) -> Exchange:
+        conn = self._conn
+        exchange = Exchange(conn, head, conn.clock.seconds())
+        conn.stats.requests += 1
+        if exchange.body is _COMPLETE:
+            # No body: the parser's EndOfMessage is due; skip it so that the
+            # parser is between messages again.
+            conn.parser.skipEndOfMessage()
+        else:
+            self.incoming = exchange
+        self.append(exchange)
+        return exchange
+
+    def _messageEnded(self) -> None:
+        exchange = self.incoming
+        assert exchange is not None
+        self.incoming = None
+        conn = self._conn
+        if exchange.receiveEnd() and conn.state is _S.WAITING:
+            # The unread body is gone: now the connection is really idle.
+            conn.factory.connectionIdle(conn)
+        if conn.state is _S.READING_BODY and exchange is self.front():
+            conn.setState(_S.HANDLING)
+
+    def _parseFailed(self, error: ProtocolError) -> None:
+        conn = self._conn
+        _log.info(
+            "bad request from {peer}: {status} {message}",
+            peer=conn.peerHost,
+            status=error.statusCode,
+            message=error.message,
+        )
+        conn.parser = None
+        incoming = self.incoming
+        self.incoming = None
+        if incoming is not None and incoming.body is not _COMPLETE:
+            # An error inside a body (chunked framing): the request that owns
+            # the body cannot be trusted any more than the connection.
+            if incoming.request is not None:
+                incoming.request.receiveBodyEnd(Failure(error))
+            if incoming.state is not _QUEUED:
+                incoming.body = _COMPLETE
+                conn.closeAfterCurrent = True
+                if incoming.state is _HANDLING:
+                    incoming.error = error
+                return
+        if incoming is None:
+            # A request that never parsed is still a request received (and
+            # answered with a 4xx), as nginx counts it; one cut short inside
+            # its body was counted with its head.
+            conn.stats.requests += 1
+        exchange = Exchange(conn, None, conn.clock.seconds())
+        exchange.error = error
+        self.append(exchange)
+        conn.askAgain()
+
+    def endOfInput(self) -> None:
+        """
+        The parser asked for more bytes after the client's half-close: the
+        message it is inside (if any) can never complete, and once no
+        response is pending the connection closes.
+        """
+        conn = self._conn
+        incoming = self.incoming
+        if incoming is not None and incoming.body is not _COMPLETE:
+            self.incoming = None
+            conn.closeAfterCurrent = True
+            incoming.cutShort(ConnectionDone("the client closed mid-body"))
+        if not self.queue:
+            conn.startClose("peer-closed")
+
+    def advance(self, exchange: Exchange) -> None:
+        """
+        The front's response is complete and the connection stays: drain
+        its unread body, and the connection waits, or reads the next head.
+        """
+        self.popFront()
+        if exchange.body is not _COMPLETE:
+            exchange.startDiscarding()
+        if self.queue:
+            return
+        conn = self._conn
+        incoming = self.incoming
+        parser = conn.parser
+        if incoming is not None and incoming.body is _DISCARDING:
+            # Only an unread body is left to discard: idle as far as
+            # requests go (the body timer bounds the discard).
+            conn.setState(_S.WAITING)
+        elif parser is not None and (parser.inMessage or parser.bufferedByteCount):
+            conn.setState(_S.READING_HEAD)
+        else:
+            conn.setState(_S.WAITING)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
-from typing import Any, cast
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
@@ -47,13 +47,8 @@ from connserver._connection.message import Handler
 from connserver._connection.pipeline import Pipeline
 from connserver._connection.timer import Phase
 from connserver._http.config import ServerConfig
-from connserver._http.errors import ProtocolError
 from connserver._http.forwarded import isTrusted
 from connserver._http.parser import (
-    NEED_DATA,
-    BodyData,
-    EndOfMessage,
-    RequestHead,
     RequestParser,
 )
 from connserver._http.persistence import PersistencePolicy
@@ -157,7 +152,6 @@ class HTTPServerProtocol(Protocol):
     # with this many attributes would not share its keys).
     __slots__ = (
         "_closer",
-        "_input",
         "_peerKnown",
         "_round",
         "acceptedAt",
@@ -179,6 +173,7 @@ class HTTPServerProtocol(Protocol):
         "parser",
         "peer",
         "peerHost",
+        "peerInput",
         "peerTrusted",
         "pipeline",
         "scheme",
@@ -225,7 +220,7 @@ class HTTPServerProtocol(Protocol):
         #: client).
         self.peerTrusted = False
         self.parser: RequestParser | None = RequestParser(config)
-        self.pipeline = Pipeline(config.maxPipelinedRequests)
+        self.pipeline = Pipeline(self, config.maxPipelinedRequests)
         self.flow = Flow()
         # Created when a close begins.
         self._closer: Closer | None = None
@@ -237,7 +232,7 @@ class HTTPServerProtocol(Protocol):
         #: accounted for, and no ConnectionRecord follows.
         self.closeLogged = False
         self.draining = False
-        self._input = InputState.OPEN
+        self.peerInput = InputState.OPEN
         self._round = _IDLE_ROUND
         # The single lazy timer: one phase at a time, a deadline, and at
         # most one pending DelayedCall that re-arms itself when the deadline
@@ -295,29 +290,14 @@ class HTTPServerProtocol(Protocol):
         complete requests are still answered (RFC 9112 §9.6 note), and the
         connection closes once nothing more can arrive to answer.
         """
-        self._input = InputState.HALF_CLOSED
+        self.peerInput = InputState.HALF_CLOSED
         if self.state is _CLOSING:
             # The lingering read is over.
             self.closer().lose()
             return
         # Pulling on the parser reaches NEED_DATA once every byte before the
-        # half-close is consumed; _endOfInput acts from there.
+        # half-close is consumed; Pipeline.endOfInput acts from there.
         self.processEvents()
-
-    def _endOfInput(self) -> None:
-        """
-        The parser asked for more bytes after the client's half-close: the
-        message it is inside (if any) can never complete, and once no
-        response is pending the connection closes.
-        """
-        pipeline = self.pipeline
-        incoming = pipeline.incoming
-        if incoming is not None and incoming.body is not _COMPLETE:
-            pipeline.incoming = None
-            self.closeAfterCurrent = True
-            incoming.cutShort(ConnectionDone("the client closed mid-body"))
-        if not pipeline.queue:
-            self.startClose("peer-closed")
 
     def writeConnectionLost(self) -> None:
         """Our write side is shut; nothing to do until the read side ends."""
@@ -392,7 +372,7 @@ class HTTPServerProtocol(Protocol):
             if new is _WAITING:
                 self.factory.connectionIdle(self)
 
-    def _mayDispatch(self) -> bool:
+    def mayDispatch(self) -> bool:
         """The front request may run its handler now."""
         state = self.state
         return (
@@ -419,19 +399,19 @@ class HTTPServerProtocol(Protocol):
         try:
             while True:
                 queue = self.pipeline.queue
-                if queue and queue[0].state is _QUEUED and self._mayDispatch():
+                if queue and queue[0].state is _QUEUED and self.mayDispatch():
                     queue[0].dispatch()
-                self._pullEvents()
+                self.pipeline.pull()
                 if self._round is not _AGAIN:
                     break
                 self._round = _RUNNING
         finally:
             self._round = _IDLE_ROUND
             flow.stopGathering()
-        if self._input is InputState.EXHAUSTED:
-            self._input = InputState.HALF_CLOSED
+        if self.peerInput is InputState.EXHAUSTED:
+            self.peerInput = InputState.HALF_CLOSED
             if self.state is not _CLOSING and self.state is not _CLOSED:
-                self._endOfInput()
+                self.pipeline.endOfInput()
             if self.state is _CLOSING or self.state is _CLOSED:
                 return
         state = self.state
@@ -455,43 +435,6 @@ class HTTPServerProtocol(Protocol):
             self.updateReading()
         self.timer.refreshTimer()
 
-    def _pullEvents(self) -> None:
-        parser = self.parser
-        pipeline = self.pipeline
-        while parser is not None and not self.closeAfterCurrent:
-            incoming = pipeline.incoming
-            if incoming is not None:
-                body = incoming.body
-                if body is not _DISCARDING and body is not _COMPLETE:
-                    if body is not _READING or incoming is not pipeline.front():
-                        break
-            elif pipeline.isFull():
-                break
-            try:
-                event = parser.nextEvent()
-            except ProtocolError as error:
-                self._parseFailed(error)
-                return
-            if event is NEED_DATA:
-                if self._input is InputState.HALF_CLOSED:
-                    self._input = InputState.EXHAUSTED
-                return
-            eventType = type(event)
-            if eventType is RequestHead:
-                exchange = self._headReceived(cast(RequestHead, event))
-                if pipeline.queue[0] is exchange and self._mayDispatch():
-                    # The common case: nothing ahead of it, so run its
-                    # handler before reading further ahead; a synchronous
-                    # answer is complete when this returns.
-                    exchange.dispatch()
-            elif eventType is BodyData:
-                incoming = pipeline.incoming
-                assert incoming is not None
-                incoming.receiveData(cast(BodyData, event).data)
-            else:
-                self._messageEnded(cast(EndOfMessage, event))
-            parser = self.parser
-
     def updateReading(self) -> None:
         """Pause reading when a consumer paused or too much is read ahead."""
         if self.state is _CLOSED:
@@ -506,102 +449,41 @@ class HTTPServerProtocol(Protocol):
                 pause = True
         self.flow.setReading(pause)
 
-    # -- requests ------------------------------------------------------------
-
-    def _headReceived(self, head: RequestHead) -> Exchange:
-        exchange = Exchange(self, head, self.clock.seconds())
-        self.stats.requests += 1
-        if exchange.body is _COMPLETE:
-            # No body: the parser's EndOfMessage is due; skip it so that the
-            # parser is between messages again.
-            parser = self.parser
-            assert parser is not None
-            parser.skipEndOfMessage()
-        else:
-            self.pipeline.incoming = exchange
-        self.pipeline.append(exchange)
-        return exchange
-
-    def _messageEnded(self, event: EndOfMessage) -> None:
-        pipeline = self.pipeline
-        exchange = pipeline.incoming
-        assert exchange is not None
-        pipeline.incoming = None
-        if exchange.receiveEnd() and self.state is _WAITING:
-            # The unread body is gone: now the connection is really idle.
-            self.factory.connectionIdle(self)
-        if self.state is _S.READING_BODY and exchange is pipeline.front():
-            self.setState(_S.HANDLING)
-
-    def _parseFailed(self, error: ProtocolError) -> None:
-        _log.info(
-            "bad request from {peer}: {status} {message}",
-            peer=self.peerHost,
-            status=error.statusCode,
-            message=error.message,
-        )
-        self.parser = None
-        pipeline = self.pipeline
-        incoming = pipeline.incoming
-        pipeline.incoming = None
-        if incoming is not None and incoming.body is not _COMPLETE:
-            # An error inside a body (chunked framing): the request that owns
-            # the body cannot be trusted any more than the connection.
-            if incoming.request is not None:
-                incoming.request.receiveBodyEnd(Failure(error))
-            if incoming.state is not _QUEUED:
-                incoming.body = _COMPLETE
-                self.closeAfterCurrent = True
-                if incoming.state is _HANDLING:
-                    incoming.error = error
-                return
-        if incoming is None:
-            # A request that never parsed is still a request received (and
-            # answered with a 4xx), as nginx counts it; one cut short inside
-            # its body was counted with its head.
-            self.stats.requests += 1
-        exchange = Exchange(self, None, self.clock.seconds())
-        exchange.error = error
-        pipeline.append(exchange)
-        self._round = _AGAIN
-
     def responseFinished(self, exchange: Exchange, closeReason: str | None) -> None:
         """
         The front exchange's response is complete: close for
-        ``closeReason``, or drain its unread body and move on to the next
-        request in the pipeline (``processEvents`` dispatches it), or to
-        idle.
+        ``closeReason``, or move on to the next request in the pipeline
+        (``processEvents`` dispatches it), or to idle.
         """
-        pipeline = self.pipeline
-        pipeline.popFront()
         if closeReason is not None:
+            self.pipeline.popFront()
             self.startClose(closeReason)
             return
-        if exchange.body is not _COMPLETE:
-            exchange.startDiscarding()
-        if not pipeline.queue:
-            incoming = pipeline.incoming
-            parser = self.parser
-            if incoming is not None and incoming.body is _DISCARDING:
-                # Only an unread body is left to discard: idle as far as
-                # requests go (the body timer bounds the discard).
-                self.setState(_WAITING)
-            elif parser is not None and (parser.inMessage or parser.bufferedByteCount):
-                self.setState(_S.READING_HEAD)
-            else:
-                self.setState(_WAITING)
+        self.pipeline.advance(exchange)
         if self.state is _CLOSING or self.state is _CLOSED:
             return
         if self._round is not _IDLE_ROUND:
             # Inside processEvents: its loop goes on pulling events; a
             # pipelined request already queued is dispatched by its next
             # round.
-            if pipeline.queue:
+            if self.pipeline.queue:
                 self._round = _AGAIN
             return
         # A response finished outside processEvents (an asynchronous
         # handler, a body producer): go on from here, and arm the timers.
         self.processEvents()
+
+    def needData(self) -> None:
+        """
+        The parser needs more bytes: after the client's half-close that is
+        the end of the input (acted on at the end of the round).
+        """
+        if self.peerInput is InputState.HALF_CLOSED:
+            self.peerInput = InputState.EXHAUSTED
+
+    def askAgain(self) -> None:
+        """Inside a round: run another (a request was queued meanwhile)."""
+        self._round = _AGAIN
 
     def _recordClose(self) -> None:
         """
@@ -648,7 +530,7 @@ class HTTPServerProtocol(Protocol):
         flow.setReading(False)
         lingerFor = (
             self.config.lingerTimeout
-            if linger and self._input is InputState.OPEN
+            if linger and self.peerInput is InputState.OPEN
             else None
         )
         closer = self.closer()
