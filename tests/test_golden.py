@@ -12,6 +12,9 @@ After an intended change of behaviour, regenerate and review the diff::
 
     python -m tests.golden.record          # all groups (twistd too)
     git diff --stat tests/golden
+
+For triage, ``GOLDEN_IGNORE=timers,log pytest tests/test_golden.py`` leaves
+those keys out of the comparison (see ``tests/golden/store.py``).
 """
 
 from __future__ import annotations

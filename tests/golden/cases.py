@@ -632,6 +632,9 @@ MALFORMED: dict[str, bytes] = {
     "chunk-size-line-too-long": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;"
     + b"a" * 5000
     + b"\r\nabc\r\n0\r\n\r\n",
+    "chunk-size-line-long-but-allowed": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;"
+    + b"a" * 4000
+    + b"\r\nabc\r\n0\r\n\r\n",
     "last-chunk-no-final-crlf-then-request": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
     "trailer-content-length": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nContent-Length: 3\r\n\r\n",
     "trailer-host": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nHost: y\r\n\r\n",
@@ -1242,6 +1245,17 @@ def lifecycleCases() -> Iterator[Case]:
         f"{group}/read-ahead/pipeline-flood",
         send(http(b"/never") + hello * 3000),
     )
+    for kib in (60, 70):
+        flood = hello * (kib * 1024 // len(hello))
+        yield case(
+            f"{group}/read-ahead/pipeline-{kib}-kib", send(http(b"/never") + flood)
+        )
+        yield case(
+            f"{group}/read-ahead/unread-body-{kib}-kib",
+            send(post(b"/slow", b"x" * kib * 1024)),
+            advance(2.0),
+            maxBodyBytes=200_000,
+        )
     yield case(
         f"{group}/read-ahead/unread-body",
         send(post(b"/slow", b"x" * 100_000)),

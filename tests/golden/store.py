@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,23 @@ def _firstDifference(expected: Any, actual: Any, path: str) -> str | None:
     return None if expected == actual else path
 
 
+def ignoredKeys() -> frozenset[str]:
+    """
+    Keys left out of every comparison, from ``GOLDEN_IGNORE`` (comma-separated,
+    empty by default): a triage aid, e.g. ``GOLDEN_IGNORE=timers,log`` to see
+    whether anything but the delayed-call counts and log lines differs.
+    """
+    return frozenset(k for k in os.environ.get("GOLDEN_IGNORE", "").split(",") if k)
+
+
+def _without(value: Any, keys: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _without(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [_without(v, keys) for v in value]
+    return value
+
+
 def difference(
     expected: Transcript | None, actual: Transcript, source: str = "golden file"
 ) -> str | None:
@@ -138,6 +156,10 @@ def difference(
             f"{caseId}: no golden transcript in the {source} "
             "(a new case? record it: python -m tests.golden.record)"
         )
+    ignored = ignoredKeys()
+    if ignored:
+        expected = _without(expected, ignored)
+        actual = _without(actual, ignored)
     if expected == actual:
         return None
     where = _firstDifference(expected, actual, "") or "?"
