@@ -12,7 +12,8 @@ promises to keep across Python versions).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from .runner import (
     Case,
@@ -664,7 +665,11 @@ MALFORMED: dict[str, bytes] = {
     + b"\r\n",
 }
 
-SMALL_LIMITS = {"maxRequestLineBytes": 40, "maxHeadBytes": 120, "maxHeaderCount": 3}
+SMALL_LIMITS: dict[str, Any] = {
+    "maxRequestLineBytes": 40,
+    "maxHeadBytes": 120,
+    "maxHeaderCount": 3,
+}
 
 MALFORMED_SMALL: dict[str, bytes] = {
     "request-line-41": b"GET /" + b"a" * 26 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -1299,6 +1304,9 @@ def splitCases(sources: list[Case]) -> Iterator[Case]:
 # -- pseudo-random cases ------------------------------------------------------------
 
 
+T = TypeVar("T")
+
+
 class Dice:
     """Choices made with ``random()`` only (stable across Python versions)."""
 
@@ -1311,9 +1319,7 @@ class Dice:
     def between(self, low: int, high: int) -> int:
         return low + self.below(high - low + 1)
 
-    def pick(
-        self, items: list[bytes] | tuple[bytes, ...] | list[dict[str, object]]
-    ) -> object:
+    def pick(self, items: Sequence[T]) -> T:
         return items[self.below(len(items))]
 
     def chance(self, p: float) -> bool:
@@ -1367,7 +1373,7 @@ RANDOM_FIELDS = (
     b"X-Empty:",
     b"Accept-Encoding: gzip",
 )
-RANDOM_CONFIGS: list[dict[str, object]] = [
+RANDOM_CONFIGS: list[dict[str, Any]] = [
     {},
     {},
     {},
@@ -1416,8 +1422,8 @@ FRAGMENTS = (
 
 
 def randomRequest(dice: Dice) -> bytes:
-    method: bytes = dice.pick(RANDOM_METHODS)  # type: ignore[assignment]
-    target: bytes = dice.pick(RANDOM_TARGETS)  # type: ignore[assignment]
+    method = dice.pick(RANDOM_METHODS)
+    target = dice.pick(RANDOM_TARGETS)
     version = b"1.0" if dice.chance(0.25) else b"1.1"
     fields = [dice.pick(RANDOM_FIELDS) for _ in range(dice.below(4))]
     kind = dice.below(3) if method in (b"POST", b"PUT") else 0
@@ -1434,7 +1440,7 @@ def randomRequest(dice: Dice) -> bytes:
             body += b"%x\r\n%s\r\n" % (len(rest[:size]), rest[:size])
             rest = rest[size:]
         body += b"0\r\n\r\n"
-    return http(target, version, fields, body, method=method)  # type: ignore[arg-type]
+    return http(target, version, fields, body, method=method)
 
 
 def randomCuts(dice: Dice, length: int) -> list[int]:
@@ -1454,7 +1460,7 @@ def randomValidCases(count: int) -> Iterator[Case]:
     for seed in range(count):
         dice = Dice(seed)
         data = b"".join(randomRequest(dice) for _ in range(dice.between(1, 4)))
-        config: dict[str, object] = dice.pick(RANDOM_CONFIGS)  # type: ignore[assignment]
+        config = dice.pick(RANDOM_CONFIGS)
         yield case(f"random-valid/seed-{seed}", *randomSteps(dice, data), **config)
 
 
@@ -1462,7 +1468,7 @@ def mutate(dice: Dice, data: bytes) -> bytes:
     for _ in range(dice.between(1, 3)):
         action = dice.below(6)
         at = dice.below(len(data)) if data else 0
-        byte: bytes = dice.pick(MUTATION_BYTES)  # type: ignore[assignment]
+        byte = dice.pick(MUTATION_BYTES)
         if action == 0:
             data = data[:at] + byte + data[at:]
         elif action == 1:
@@ -1490,7 +1496,7 @@ def randomMutatedCases(count: int) -> Iterator[Case]:
         dice = Dice(10_000 + seed)
         data = b"".join(randomRequest(dice) for _ in range(dice.between(1, 3)))
         data = mutate(dice, data)
-        config: dict[str, object] = dice.pick(RANDOM_CONFIGS)  # type: ignore[assignment]
+        config = dice.pick(RANDOM_CONFIGS)
         yield case(f"random-mutated/seed-{seed}", *randomSteps(dice, data), **config)
 
 
@@ -1503,8 +1509,8 @@ def randomFragmentCases(count: int) -> Iterator[Case]:
                 pieces.append(dice.pick(FRAGMENTS))
             else:
                 pieces.append(bytes(dice.below(256) for _ in range(dice.between(1, 8))))
-        data = b"".join(pieces)  # type: ignore[arg-type]
-        config: dict[str, object] = dice.pick(RANDOM_CONFIGS)  # type: ignore[assignment]
+        data = b"".join(pieces)
+        config = dice.pick(RANDOM_CONFIGS)
         yield case(f"random-fragments/seed-{seed}", *randomSteps(dice, data), **config)
 
 
