@@ -195,7 +195,11 @@ class Server:
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
-        match = self.waitFor(r"connserver listening on ipv4 127\.0\.0\.1:(\d+)")
+        try:
+            match = self.waitFor(r"connserver listening on ipv4 127\.0\.0\.1:(\d+)")
+        except BaseException:
+            self.kill()
+            raise
         self.port = int(match.group(1))
 
     def _read(self) -> None:
