@@ -440,10 +440,10 @@ class Options(usage.Options):
                 f"--error-page {value!r}: expected STATUS=/PATH with a 4xx or 5xx "
                 "status, such as 404=/404.html"
             )
-        from connserver._handlers.static import _pagePath
+        from connserver._handlers.static import pagePath
 
         try:
-            _pagePath(page, f"--error-page {status}=")
+            pagePath(page, f"--error-page {status}=")
         except ValueError as error:
             raise usage.UsageError(str(error)) from None
         if int(status) in self["error-pages"]:
@@ -602,10 +602,10 @@ class Options(usage.Options):
             raise usage.UsageError("--no-compress contradicts --compress")
         fallback = self["fallback"]
         if fallback is not None:
-            from connserver._handlers.static import _pagePath
+            from connserver._handlers.static import pagePath
 
             try:
-                _pagePath(fallback, "--fallback")
+                pagePath(fallback, "--fallback")
             except ValueError as error:
                 raise usage.UsageError(str(error)) from None
         self["application"] = None

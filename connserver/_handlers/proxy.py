@@ -55,6 +55,7 @@ from connserver._connection.protocol import setNoDelay
 from connserver._http.errors import BodyInterrupted, ResponseFramingError
 from connserver._http.framing import validateResponseField
 from connserver._http.headers import HOP_BY_HOP, isToken, optionsFromValues
+from connserver._twisted.reactor import defaultReactor
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -508,9 +509,7 @@ class ReverseProxy:
         if responseTimeout is not None and responseTimeout <= 0:
             raise ValueError("responseTimeout must be positive or None")
         if reactor is None:
-            from twisted.internet import reactor as defaultReactor
-
-            reactor = defaultReactor
+            reactor = defaultReactor()
         assert reactor is not None
         self._reactor = reactor
         #: The upstream's scheme, host and port, and the path prepended.

@@ -43,6 +43,7 @@ from zope.interface import implementer
 
 from connserver._connection.message import Handler, Request, Response
 from connserver._http.headers import splitList
+from connserver._twisted.reactor import defaultReactor
 
 if TYPE_CHECKING:
     from twisted.web.server import Session, Site
@@ -145,9 +146,7 @@ class WebResourceHandler:
         if not IResource.providedBy(resource):
             raise TypeError(f"{resource!r} does not provide IResource")
         if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor
+            reactor = defaultReactor()
         assert reactor is not None
         self.resource = resource
         self.reactor = reactor
