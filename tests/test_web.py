@@ -31,7 +31,7 @@ from twisted.web.server import NOT_DONE_YET, Session, Site
 from twisted.web.server import Request as WebRequest
 from zope.interface import implementer
 
-from connserver import _sockets as sockets
+from tests import _sockets as sockets
 from connserver._connection.factory import ConnectionFactory
 from connserver._connection.message import Request, Response
 from connserver._handlers.web import WebResourceHandler, asHandler
