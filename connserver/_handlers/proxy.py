@@ -34,7 +34,6 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
@@ -55,6 +54,11 @@ from connserver._connection.protocol import setNoDelay
 from connserver._http.errors import BodyInterrupted, ResponseFramingError
 from connserver._http.framing import validateResponseField
 from connserver._http.headers import HOP_BY_HOP, isToken, optionsFromValues
+from connserver._twisted.privates import (
+    HTTP11ClientProtocol,
+    clientParser,
+    setPoolProtocolFactory,
+)
 from connserver._twisted.reactor import defaultReactor
 
 if TYPE_CHECKING:
@@ -160,7 +164,7 @@ class _UpstreamProtocol(HTTP11ClientProtocol):
 
     def request(self, request: Any) -> Deferred[Any]:
         d: Deferred[Any] = super().request(request)
-        parser = getattr(self, "_parser", None)
+        parser = clientParser(self)
         if parser is not None:
             d.addCallback(_noteOptions, parser)
         return d
@@ -525,7 +529,7 @@ class ReverseProxy:
             pool.cachedConnectionTimeout = upstreamIdleTimeout  # type: ignore[assignment]
         # Twisted's client with a protocol that keeps the upstream's
         # Connection options (see _UpstreamProtocol).
-        pool._factory = _UpstreamFactory  # type: ignore[assignment]
+        setPoolProtocolFactory(pool, _UpstreamFactory)
         pool.retryAutomatically = True
         #: The connection pool (``closeCachedConnections()`` at shutdown).
         self.pool = pool

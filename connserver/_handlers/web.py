@@ -43,6 +43,12 @@ from zope.interface import implementer
 
 from connserver._connection.message import Handler, Request, Response
 from connserver._http.headers import splitList
+from connserver._twisted.privates import (
+    encodeHeaderName,
+    encoderFor,
+    rawHeaders,
+    sanitizeFieldValue,
+)
 from connserver._twisted.reactor import defaultReactor
 
 if TYPE_CHECKING:
@@ -195,22 +201,25 @@ class _OnFirstUse:
         return value
 
 
-_encodeName = http_headers._nameEncoder.encode
+_encodeName = encodeHeaderName
 
 
 def _sanitized(value: bytes) -> bytes:
     """A field value as twisted.web stores it: CR and LF become spaces."""
     if b"\n" in value or b"\r" in value:
-        return http_headers._sanitizeLinearWhitespace(value)
+        return sanitizeFieldValue(value)
     return value
 
 
 def _requestHeaders(web: _WebRequest) -> http_headers.Headers:
     """twisted.web's ``requestHeaders``, built only if a resource asks."""
     headers = http_headers.Headers()
-    raw = headers._rawHeaders
+    raw = rawHeaders(headers)
     for _, name, value in web._requestFields._fields:
-        raw.setdefault(_encodeName(name), []).append(_sanitized(value))
+        if raw is None:
+            headers.addRawHeader(name, value)
+        else:
+            raw.setdefault(_encodeName(name), []).append(_sanitized(value))
     return headers
 
 
@@ -324,12 +333,13 @@ class _WebRequest(server.Request):
 
     def setHeader(self, name: Any, value: Any) -> None:
         """``setRawHeaders(name, [value])``, with less work for bytes."""
-        headers = self.responseHeaders
-        if type(value) is bytes and type(headers) is http_headers.Headers:
+        raw = rawHeaders(self.responseHeaders)
+        if type(value) is bytes and raw is not None:
             if b"\n" in value or b"\r" in value:
-                value = http_headers._sanitizeLinearWhitespace(value)
-            headers._rawHeaders[_encodeName(name)] = [value]
+                value = sanitizeFieldValue(value)
+            raw[_encodeName(name)] = [value]
         else:
+            headers = self.responseHeaders
             headers.setRawHeaders(name, [value])
 
     def process(self) -> None:
@@ -353,10 +363,9 @@ class _WebRequest(server.Request):
                 resrc = resource.getChildForRequest(site.resource, self)  # type: ignore[no-untyped-call]
             else:
                 resrc = site.getResourceFor(self)  # type: ignore[no-untyped-call]
-            if resource._IEncodingResource.providedBy(resrc):
-                encoder = resrc.getEncoder(self)  # type: ignore[no-untyped-call]
-                if encoder is not None:
-                    self._encoder = encoder
+            encoder = encoderFor(resrc, self)
+            if encoder is not None:
+                self._encoder = encoder
             self.render(resrc)
         except BaseException:
             self.processingFailed(Failure())  # type: ignore[no-untyped-call]
@@ -395,15 +404,18 @@ class _WebRequest(server.Request):
         Last-Modified, ETag, Set-Cookie), then handed to the exchange.
         """
         headers = self.responseHeaders
-        raw = headers._rawHeaders
         size = len(body)
-        raw[b"Content-Length"] = [b"%d" % size]
-        if (
-            size
-            and not raw.get(b"Content-Type")
-            and self.defaultContentType is not None
-        ):
-            raw[b"Content-Type"] = [self.defaultContentType]
+        length = [b"%d" % size]
+        defaultType = self.defaultContentType if size else None
+        raw = rawHeaders(headers)
+        if raw is not None:
+            raw[b"Content-Length"] = length
+            if defaultType is not None and not raw.get(b"Content-Type"):
+                raw[b"Content-Type"] = [defaultType]
+        else:
+            headers.setRawHeaders(b"Content-Length", length)
+            if defaultType is not None and not headers.getRawHeaders(b"Content-Type"):
+                headers.setRawHeaders(b"Content-Type", [defaultType])
         state = self.__dict__
         if (
             self.lastModified is not None
@@ -662,7 +674,9 @@ class _Exchange:
         close = self._closeAfter
         length: int | None = None
         kinds = _FIELD_KINDS
-        for name, values in headers._rawHeaders.items():
+        raw = rawHeaders(headers)
+        fields = raw.items() if raw is not None else headers.getAllRawHeaders()
+        for name, values in fields:
             lowered = kinds.get(name)
             if lowered is None:
                 lowered = name.lower()
