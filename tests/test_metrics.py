@@ -171,7 +171,7 @@ def test_scrapeAfterRequests() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_scrapeOverARealSocket() -> None:
-    from tests import _sockets
+    from . import _sockets
 
     server = await _sockets.serve(hello)
     metrics = MetricsHandler(server.factory)

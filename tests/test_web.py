@@ -31,13 +31,13 @@ from twisted.web.server import NOT_DONE_YET, Session, Site
 from twisted.web.server import Request as WebRequest
 from zope.interface import implementer
 
-from tests import _sockets as sockets
 from connserver._connection.factory import ConnectionFactory
 from connserver._connection.message import Request, Response
 from connserver._handlers.web import WebResourceHandler, asHandler
 from connserver._http.errors import ProtocolError
 from connserver._http.headers import Headers
 
+from . import _sockets as sockets
 from ._harness import Connection, TCPStringTransport, connect, parseResponses
 
 # twisted.web itself still calls its deprecated _Unsafe* error pages (for
