@@ -485,6 +485,48 @@ class _WebRequest(server.Request):
             headers.setRawHeaders(b"Set-Cookie", self.cookies)
 
 
+def _keptFields(
+    headers: http_headers.Headers, close: bool
+) -> tuple[list[tuple[bytes, bytes]], bool, int | None]:
+    """
+    The response fields ``_Exchange._capture`` keeps, whether a ``close``
+    option was among them (or ``close`` already), and the Content-Length.
+    """
+    kept: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    kinds = _FIELD_KINDS
+    raw = rawHeaders(headers)
+    fields = raw.items() if raw is not None else headers.getAllRawHeaders()
+    for name, values in fields:
+        lowered = kinds.get(name)
+        if lowered is None:
+            lowered = name.lower()
+            if lowered not in _SPECIAL_FIELDS:
+                lowered = b""
+            if len(kinds) < _FIELD_KINDS_MAX:
+                kinds[name] = lowered
+        if lowered:
+            if lowered == b"content-length":
+                # RFC 9110 §8.6: Content-Length = 1*DIGIT; anything else
+                # (or several values) leaves the length unknown.
+                if len(values) == 1 and values[0].isdigit():
+                    length = int(values[0])
+                    kept.append((name, values[0]))
+                continue
+            if lowered == b"server":
+                if values != _TWISTED_SERVER:
+                    kept.extend((name, value) for value in values)
+                continue
+            if lowered == b"connection" and not close:
+                close = any(option.lower() == b"close" for option in splitList(values))
+            continue
+        if len(values) == 1:
+            kept.append((name, values[0]))
+        else:
+            kept.extend((name, value) for value in values)
+    return kept, close, length
+
+
 class _Exchange:
     """
     One request as a resource renders it: what ``twisted.web.http.Request``
@@ -670,41 +712,7 @@ class _Exchange:
         # The standard phrase goes as None, so the protocol uses its
         # prebuilt status line.
         self._reason = None if reason == RESPONSES.get(code) else reason
-        kept: list[tuple[bytes, bytes]] = []
-        close = self._closeAfter
-        length: int | None = None
-        kinds = _FIELD_KINDS
-        raw = rawHeaders(headers)
-        fields = raw.items() if raw is not None else headers.getAllRawHeaders()
-        for name, values in fields:
-            lowered = kinds.get(name)
-            if lowered is None:
-                lowered = name.lower()
-                if lowered not in _SPECIAL_FIELDS:
-                    lowered = b""
-                if len(kinds) < _FIELD_KINDS_MAX:
-                    kinds[name] = lowered
-            if lowered:
-                if lowered == b"content-length":
-                    # RFC 9110 §8.6: Content-Length = 1*DIGIT; anything else
-                    # (or several values) leaves the length unknown.
-                    if len(values) == 1 and values[0].isdigit():
-                        length = int(values[0])
-                        kept.append((name, values[0]))
-                    continue
-                if lowered == b"server":
-                    if values != _TWISTED_SERVER:
-                        kept.extend((name, value) for value in values)
-                    continue
-                if lowered == b"connection" and not close:
-                    close = any(
-                        option.lower() == b"close" for option in splitList(values)
-                    )
-                continue
-            if len(values) == 1:
-                kept.append((name, values[0]))
-            else:
-                kept.extend((name, value) for value in values)
+        kept, close, length = _keptFields(headers, self._closeAfter)
         if close:
             kept.append(_CLOSE)
         self._fields = kept
