@@ -355,6 +355,16 @@ class TLSServerOptions:
         self._contexts = _Contexts(self._loadAll())
 
     @property
+    def sources(self) -> tuple[CertificateSource, ...]:
+        """The certificates given (not those found in the directories)."""
+        return self._sources
+
+    @property
+    def directories(self) -> tuple[str, ...]:
+        """The directories of certificates, as absolute paths."""
+        return self._directories
+
+    @property
     def names(self) -> dict[str, str]:
         """Each certificate's file and the names it serves, default first."""
         return {
