@@ -6,36 +6,47 @@ This is the only module that knows about the command line.  Every
 field and documentation, so a new limit is on the command line as soon as it
 is in the config.  ``postOptions`` checks everything it can before the
 reactor runs, so that a bad value is a one-line usage error (and a non-zero
-exit), never a traceback.  The reactor is imported inside functions only.
+exit), never a traceback.  The options become one
+:class:`~connserver._running.settings.ServeSettings`, from which
+``connserver._running.assembly`` builds the server.  The reactor is imported
+inside functions only.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import os
 import re
-import signal
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.python import usage
 
 from connserver._http.config import ServerConfig, configFieldDocs
+from connserver._running.listeners import (
+    DEFAULT_LISTEN,
+    ListenerError,
+    TLSListener,
+    checkEndpoint,
+    endpointType,
+    parseSSLListener,
+    splitEndpointDescription,
+)
+from connserver._running.settings import ServeSettings
 
 if TYPE_CHECKING:
     from twisted.application.service import MultiService
-    from twisted.internet.interfaces import IStreamServerEndpoint
 
-    from connserver._connection.message import Handler
     from connserver._running.tls import TLSServerOptions
-    from connserver._running.worker import Cluster
 
-__all__ = ["CONFIG_FLAGS", "Options", "flagName", "makeService", "parseConfigValue"]
-
-DEFAULT_LISTEN = "tcp:8080"
+__all__ = [
+    "CONFIG_FLAGS",
+    "Options",
+    "flagName",
+    "makeService",
+    "parseConfigValue",
+]
 _OFF_WORDS = frozenset({"none", "off", "unlimited"})
 _TRUE_WORDS = frozenset({"on", "yes", "true", "1"})
 _FALSE_WORDS = frozenset({"off", "no", "false", "0"})
@@ -174,14 +185,6 @@ def _version() -> str:
     except PackageNotFoundError:
         from connserver import __version__ as ours
     return f"connserver {ours} (Twisted {twisted.__version__}, Python {sys.version.split()[0]})"
-
-
-class _NoReactor:
-    """
-    Stands in for the reactor while ``postOptions`` parses endpoint strings:
-    the endpoint constructors only store it, and the real reactor must not be
-    imported (installed) while twistd is still parsing its options.
-    """
 
 
 def _proxySeconds(flag: str, text: str, optional: bool) -> float | None:
@@ -376,15 +379,9 @@ class Options(usage.Options):
         )
     del _flag
 
-    #: True in a worker process (``connserver._running.worker``): the listeners are
-    #: sockets the parent opened, so endpoint strings are not checked again
-    #: (a ``systemd:`` one cannot be: the descriptors are the parent's).
-    inWorker = False
-
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        #: The arguments as given, for the worker processes (``--workers``).
-        self.argv: list[str] = []
+        #: The directory relative paths are relative to (see parseOptions).
         self.cwd = os.getcwd()
         # The opt_ methods' docstrings are the help text: one line each, so
         # that their indentation does not end up inside --help's sentences.
@@ -440,10 +437,10 @@ class Options(usage.Options):
                 f"--error-page {value!r}: expected STATUS=/PATH with a 4xx or 5xx "
                 "status, such as 404=/404.html"
             )
-        from connserver._handlers.static import _pagePath
+        from connserver._handlers.static import pagePath
 
         try:
-            _pagePath(page, f"--error-page {status}=")
+            pagePath(page, f"--error-page {status}=")
         except ValueError as error:
             raise usage.UsageError(str(error)) from None
         if int(status) in self["error-pages"]:
@@ -483,8 +480,7 @@ class Options(usage.Options):
         sys.exit(0)
 
     def parseOptions(self, options: list[str] | None = None) -> None:
-        """Parse ``options`` (``sys.argv[1:]`` by default), keeping a copy."""
-        self.argv = list(sys.argv[1:] if options is None else options)
+        """Parse ``options`` (``sys.argv[1:]`` by default)."""
         # Relative paths in them are relative to this directory, whatever
         # directory twistd moves to (--rundir) before the workers start.
         self.cwd = os.getcwd()
@@ -500,6 +496,38 @@ class Options(usage.Options):
         self._checkMetricsPath()
         self._checkProxies()
         self._buildEndpoints()
+
+    def settings(self) -> ServeSettings:
+        """What these options, once parsed, ask for: typed, for the assembly."""
+        return ServeSettings(
+            config=self["config"],
+            listen=tuple(self["listen"]),
+            tls=tuple(self["tls"]),
+            handlerSpec=self["handler"],
+            application=self["application"],
+            path=self["path"],
+            listing=bool(self["listing"]),
+            followSymlinks=bool(self["follow-symlinks"]),
+            showHidden=bool(self["show-hidden"]),
+            precompressed=bool(self["precompressed"]),
+            compress=not self["no-compress"],
+            cacheControl=self["cache-control"],
+            errorPages=dict(self["error-pages"]),
+            fallback=self["fallback"],
+            accessLog=self["access-log"],
+            accessLogFormat=self["access-log-format"],
+            statusPath=self["status-path"],
+            metricsPath=self["metrics-path"],
+            proxies=tuple(self["proxies"]),
+            proxyIdleTimeout=self["proxy-idle-timeout"],
+            proxyTimeout=self["proxy-timeout"],
+            redirectToHTTPS=bool(self["redirect-to-https"]),
+            workers=self["workers"],
+            workerMaxRequests=self["worker-max-requests"],
+            workerMaxRequestsJitter=self["worker-max-requests-jitter"] or 0,
+            reusePort=bool(self["reuse-port"]),
+            cwd=self.cwd,
+        )
 
     def _checkWorkers(self) -> None:
         text = str(self["workers"]).strip().lower()
@@ -524,7 +552,7 @@ class Options(usage.Options):
                     + (" of at least 1" if flag == "worker-max-requests" else "")
                 )
             self[flag] = int(value)
-        if workers == 1 and not self.inWorker:
+        if workers == 1:
             for flag in ("reuse-port", "worker-max-requests"):
                 if self[flag]:
                     raise usage.UsageError(f"--{flag} needs --workers 2 or more")
@@ -581,7 +609,12 @@ class Options(usage.Options):
                     raise usage.UsageError(
                         f"--{flag} applies to --path (static files), not to --handler"
                     )
-            self["application"] = loadHandler(self["handler"])
+            from connserver._running.apploading import HandlerLoadError, loadHandler
+
+            try:
+                self["application"] = loadHandler(self["handler"])
+            except HandlerLoadError as error:
+                raise usage.UsageError(str(error)) from None
             return
         path = self["path"] if self["path"] is not None else "."
         if not os.path.isdir(path):
@@ -602,10 +635,10 @@ class Options(usage.Options):
             raise usage.UsageError("--no-compress contradicts --compress")
         fallback = self["fallback"]
         if fallback is not None:
-            from connserver._handlers.static import _pagePath
+            from connserver._handlers.static import pagePath
 
             try:
-                _pagePath(fallback, "--fallback")
+                pagePath(fallback, "--fallback")
             except ValueError as error:
                 raise usage.UsageError(str(error)) from None
         self["application"] = None
@@ -636,12 +669,7 @@ class Options(usage.Options):
         statusPath = self["status-path"]
         if statusPath is None:
             return
-        if (
-            not statusPath.startswith("/")
-            or not statusPath.isascii()
-            or any(c in statusPath for c in "?# ")
-            or statusPath.rstrip("/") == ""
-        ):
+        if not _isMountPath(statusPath):
             raise usage.UsageError(
                 f"--status-path {statusPath!r}: expected an absolute path such as /status"
             )
@@ -715,7 +743,7 @@ class Options(usage.Options):
         """
         listen: list[str] = []
         tls: list[TLSListener] = []
-        sslDescriptions = [d for d in self["listen"] if _endpointType(d) == "ssl"]
+        sslDescriptions = [d for d in self["listen"] if endpointType(d) == "ssl"]
         wantShared = self["https"] is not None or any(
             "privateKey" not in splitEndpointDescription(d)[1] for d in sslDescriptions
         )
@@ -725,11 +753,14 @@ class Options(usage.Options):
                 "or a --listen ssl:PORT without privateKey="
             )
         shared = self._sharedCertificates() if wantShared else None
-        for description in self["listen"]:
-            if _endpointType(description) == "ssl":
-                tls.append(_sslListener(description, shared))
-            else:
-                listen.append(description)
+        try:
+            for description in self["listen"]:
+                if endpointType(description) == "ssl":
+                    tls.append(parseSSLListener(description, shared))
+                else:
+                    listen.append(description)
+        except ListenerError as error:
+            raise usage.UsageError(str(error)) from None
         if self["https"] is not None:
             port = self["https"]
             if not _wholeNumber(port) or not 0 <= int(port) <= 65535:
@@ -742,12 +773,14 @@ class Options(usage.Options):
         if not listen and not tls:
             listen = [DEFAULT_LISTEN]
         for description in listen:
-            if not self.inWorker:
+            try:
                 checkEndpoint(description)
+            except ListenerError as error:
+                raise usage.UsageError(str(error)) from None
         if (
             self["reuse-port"]
             and not tls
-            and not {_endpointType(d) for d in listen} & {"tcp", "tcp6", "haproxy"}
+            and not {endpointType(d) for d in listen} & {"tcp", "tcp6", "haproxy"}
         ):
             raise usage.UsageError(
                 "--reuse-port applies to tcp: (and ssl:, haproxy:tcp:) listeners; "
@@ -784,18 +817,6 @@ class Options(usage.Options):
             raise usage.UsageError(f"TLS: {error}") from None
 
 
-@dataclasses.dataclass(frozen=True)
-class TLSListener:
-    """A TLS listener with connserver's own TLS: ``ssl:`` or ``--https``."""
-
-    port: int
-    interface: str
-    backlog: int
-    options: TLSServerOptions
-    #: As given on the command line (for messages).
-    description: str
-
-
 def _isMountPath(path: str) -> bool:
     """An absolute path (no query, fragment or space) other than ``/``."""
     return (
@@ -806,364 +827,12 @@ def _isMountPath(path: str) -> bool:
     )
 
 
-def _endpointType(description: str) -> str:
-    return description.split(":", 1)[0].strip().lower()
-
-
-def splitEndpointDescription(description: str) -> tuple[list[str], dict[str, str]]:
+def makeService(options: Options) -> MultiService:
     """
-    The positional and keyword arguments of a Twisted endpoint string, with
-    Twisted's quoting (``\\:`` is a colon, ``\\=`` an equals sign; see
-    ``quoteStringArgument``); the endpoint type is the first positional.
+    twistd's entry point: the server ``options`` describe, built by
+    ``connserver._running.assembly`` (the supervisor with ``--workers`` 2
+    or more).
     """
-    args: list[str] = []
-    kwargs: dict[str, str] = {}
-    key: str | None = None
-    current: list[str] = []
-    escaped = False
-    for char in description + ":":
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == "=" and key is None:
-            key = "".join(current)
-            current = []
-        elif char == ":":
-            if key is None:
-                args.append("".join(current))
-            else:
-                kwargs[key] = "".join(current)
-            key, current = None, []
-        else:
-            current.append(char)
-    return args, kwargs
+    from connserver._running.assembly import makeServerService
 
-
-_SSL_KEYWORDS = frozenset(
-    {"port", "privateKey", "certKey", "extraCertChain", "interface", "backlog"}
-)
-
-
-def _sslListener(description: str, shared: TLSServerOptions | None) -> TLSListener:
-    """
-    ``ssl:PORT[:privateKey=KEY][:certKey=CERT][:extraCertChain=CHAIN]
-    [:interface=IP][:backlog=N]``, Twisted's syntax, served with connserver's
-    TLS.  Without ``privateKey`` it uses the --certificate set.
-    """
-    from connserver._running.tls import (
-        CertificateSource,
-        TLSConfigError,
-        TLSServerOptions,
-    )
-
-    def fail(reason: str) -> usage.UsageError:
-        return usage.UsageError(f"--listen {description!r}: {reason}")
-
-    args, kwargs = splitEndpointDescription(description)
-    unknown = sorted(set(kwargs) - _SSL_KEYWORDS)
-    if unknown:
-        raise fail(
-            f"connserver's TLS listener does not take {', '.join(unknown)} "
-            f"(it takes {', '.join(sorted(_SSL_KEYWORDS))})"
-        )
-    positional = args[1:]
-    if "port" in kwargs:
-        positional = [kwargs["port"], *positional]
-    if len(positional) != 1 or not _wholeNumber(positional[0]):
-        raise fail("expected ssl:PORT with a port number")
-    port = int(positional[0])
-    if port > 65535:
-        raise fail("expected ssl:PORT with a port number")
-    backlog = kwargs.get("backlog", "50")
-    if not _wholeNumber(backlog):
-        raise fail(f"backlog={backlog!r}: expected a whole number")
-    interface = kwargs.get("interface", "")
-    if "privateKey" in kwargs:
-        try:
-            options = TLSServerOptions(
-                [
-                    CertificateSource.fromFiles(
-                        kwargs.get("certKey", kwargs["privateKey"]),
-                        kwargs["privateKey"],
-                        kwargs.get("extraCertChain"),
-                    )
-                ]
-            )
-        except TLSConfigError as error:
-            raise fail(str(error)) from None
-    elif "certKey" in kwargs or "extraCertChain" in kwargs:
-        raise fail("certKey= and extraCertChain= need privateKey=")
-    elif shared is not None:
-        options = shared
-    else:
-        raise fail("needs privateKey=KEY (and certKey=CERT), or --certificate")
-    return TLSListener(port, interface, int(backlog), options, description)
-
-
-def checkEndpoint(description: str) -> None:
-    """Raise ``UsageError`` unless ``description`` is a usable server endpoint."""
-    from twisted.internet.endpoints import serverFromString
-
-    try:
-        serverFromString(_NoReactor(), description)  # type: ignore[no-untyped-call]
-    except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        reason = reason or type(error).__name__
-        if description.startswith("systemd:") and isinstance(
-            error, IndexError | KeyError
-        ):
-            reason = (
-                f"no such socket from systemd ({reason}); run under a .socket "
-                "unit (LISTEN_FDS, LISTEN_FDNAMES)"
-            )
-        raise usage.UsageError(f"--listen {description!r}: {reason}") from None
-
-
-def loadHandler(spec: str) -> Handler:
-    """
-    The handler named by ``module:attribute`` (``attribute`` may be dotted),
-    adapted by ``connserver._handlers.web.asHandler`` (IResource, Klein app, handler).
-    The current directory is searched last, as ``python -m`` would.
-    """
-    moduleName, sep, attribute = spec.partition(":")
-    if not sep or not moduleName or not attribute:
-        raise usage.UsageError(
-            f"--handler {spec!r}: expected MODULE:ATTRIBUTE, e.g. myapp:app"
-        )
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(moduleName)
-    except Exception as error:
-        raise usage.UsageError(
-            f"--handler {spec!r}: cannot import {moduleName}: "
-            f"{type(error).__name__}: {error}"
-        ) from None
-    obj: Any = module
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise usage.UsageError(
-                f"--handler {spec!r}: {moduleName} has no attribute {attribute}"
-            ) from None
-    return _adapt(spec, obj)
-
-
-def _adapt(spec: str, obj: object) -> Handler:
-    asHandler: Callable[[object], Handler] | None
-    try:
-        from connserver._handlers.web import asHandler
-    except ImportError:  # pragma: no cover - until the twisted.web adapter lands
-        asHandler = None
-    try:
-        if asHandler is not None:
-            return asHandler(obj)
-        if callable(obj):
-            return obj
-        raise TypeError(f"{type(obj).__name__} is not callable")
-    except TypeError as error:
-        raise usage.UsageError(
-            f"--handler {spec!r}: not a handler, IResource or Klein app ({error})"
-        ) from None
-
-
-def _warnMissingPages(options: Options) -> None:
-    """
-    One warning line per --error-page or --fallback file missing at start:
-    the server still starts (the file may appear later; meanwhile an error
-    page falls back to the built-in text, and the fallback is a 404), but a
-    typo should not go unnoticed.
-    """
-    from twisted.logger import Logger
-
-    root = options["path"]
-    pages = [
-        (f"--error-page {status}={page}", page)
-        for status, page in options["error-pages"].items()
-    ]
-    if options["fallback"]:
-        pages.append((f"--fallback {options['fallback']}", options["fallback"]))
-    for flag, page in pages:
-        if not os.path.isfile(os.path.join(root, page.lstrip("/"))):
-            Logger().warn(
-                "{flag}: no such file under {root} (yet)", flag=flag, root=root
-            )
-
-
-def makeService(
-    options: Options,
-    endpoints: list[IStreamServerEndpoint] | None = None,
-    cluster: Cluster | None = None,
-) -> MultiService:
-    """
-    The server described by ``options``: one listening service per
-    ``--listen`` around one ``ConnectionFactory``, draining on stop.
-
-    With ``--workers`` 2 or more it is the supervisor instead (see
-    ``connserver._running.supervisor``); a worker passes ``endpoints``, one per
-    listener (``--listen`` ones, then the TLS ones), adopting the sockets
-    its parent opened, and its ``cluster``, whose figures (summed over
-    every worker) the status page and the metrics show.
-    """
-    if endpoints is None and options["workers"] > 1:
-        from connserver._running.supervisor import makeSupervisorService
-
-        return makeSupervisorService(options)
-    from twisted.internet import reactor
-    from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
-    from twisted.logger import Logger
-
-    from connserver._connection.factory import ConnectionFactory
-    from connserver._http.limits import maxConnectionsWarning, raiseOpenFileLimit
-    from connserver._running.service import CallbackService, ConnectionServerService
-
-    config: ServerConfig = options["config"]
-    # Descriptors: the soft limit is often 1024 under a far higher hard
-    # limit; raise it (no privilege needed) so maxConnections can be
-    # reached before EMFILE, and say so when it still does not fit.
-    raiseOpenFileLimit()
-    warning = maxConnectionsWarning(
-        config.maxConnections,
-        descriptorsPerConnection=1 if options["application"] is not None else 2,
-    )
-    if warning is not None:
-        Logger(namespace="connserver").warn("{warning}", warning=warning)
-    handler: Handler
-    if options["application"] is not None:
-        handler = options["application"]
-    else:
-        from connserver._handlers.static import StaticFiles
-
-        handler = StaticFiles(
-            options["path"],
-            listing=bool(options["listing"]),
-            followSymlinks=bool(options["follow-symlinks"]),
-            showHidden=bool(options["show-hidden"]),
-            cacheControl=options["cache-control"],
-            precompressed=bool(options["precompressed"]),
-            reactor=reactor,
-            compress=not options["no-compress"],
-            errorPages=options["error-pages"],
-            fallback=options["fallback"],
-        )
-        if not options.inWorker:
-            _warnMissingPages(options)
-    factory = ConnectionFactory(handler, config=config, reactor=reactor)
-    tls: list[TLSListener] = options["tls"]
-    if endpoints is None:
-        endpoints = [
-            serverFromString(reactor, description)  # type: ignore[no-untyped-call]
-            for description in options["listen"]
-        ] + [
-            SSL4ServerEndpoint(  # type: ignore[no-untyped-call]
-                reactor,
-                listener.port,
-                listener.options,
-                backlog=listener.backlog,
-                interface=listener.interface,
-            )
-            for listener in tls
-        ]
-    service = ConnectionServerService(factory, endpoints)
-    # A port in use, a bad address, permission denied: one line, exit 1.
-    service.oneLineStartupErrors = True
-    for listener, description in zip(
-        service.listeners,
-        [*options["listen"], *(t.description for t in tls)],
-        strict=True,
-    ):
-        listener.description = description
-    mounts: dict[str | bytes, Handler] = {}
-    if options["status-path"] is not None:
-        from connserver._handlers.status import StatusHandler, StatusSamplingService
-
-        status = StatusHandler(cluster or factory, reactor=reactor)
-        if cluster is not None:
-            status.workers = cluster.workerRows
-        mounts[options["status-path"]] = status
-        service.addCompanion(StatusSamplingService(status))
-    if options["metrics-path"] is not None:
-        from connserver._handlers.metrics import MetricsHandler
-
-        # Also adds its request observer to the factory.
-        metrics = MetricsHandler(factory)
-        if cluster is not None:
-            cluster.instrument(metrics)
-        mounts[options["metrics-path"]] = metrics
-    for prefix, url in options["proxies"]:
-        from connserver._handlers.proxy import ReverseProxy
-
-        proxy = ReverseProxy(
-            url,
-            reactor=reactor,
-            upstreamIdleTimeout=options["proxy-idle-timeout"],
-            responseTimeout=options["proxy-timeout"],
-        )
-        mounts[prefix] = proxy
-        # At shutdown, after the drain: close the idle upstream connections.
-        service.addCompanion(CallbackService(f"proxy {prefix}", onStop=proxy.close))
-    if mounts:
-        from connserver._handlers.routing import PrefixMount
-
-        factory.handler = PrefixMount(handler, mounts)
-    if options["redirect-to-https"]:
-        from connserver._handlers.routing import HTTPSRedirect
-
-        httpsPort: int | Callable[[], int] = tls[0].port
-        if httpsPort == 0:
-            # Port 0: the number the kernel chose, once listening (the TLS
-            # listeners come after the --listen ones).
-            listener = service.listeners[len(options["listen"])]
-
-            def httpsPort() -> int:
-                port = listener.port
-                return int(getattr(port.getHost(), "port", 0)) if port else 0
-
-        factory.handler = HTTPSRedirect(
-            factory.handler,
-            httpsPort,
-            exempt=list(mounts),
-        )
-    from connserver._running.service import SignalService
-
-    log = Logger(namespace="connserver")
-    # SIGHUP re-reads every certificate (certbot's renewal hook sends it);
-    # one set of options may serve several listeners.  Without TLS it only
-    # says so: SIGHUP never ends the server.
-    certificateSets = list({id(t.options): t.options for t in tls}.values())
-    service.addCompanion(
-        SignalService(
-            "tls-reload" if tls else "reload",
-            signal.SIGHUP,
-            (lambda: [certificates.reload() for certificates in certificateSets])
-            if tls
-            else (lambda: log.info("SIGHUP: nothing to reload (no TLS listener).")),
-            reactor,  # type: ignore[arg-type]
-        )
-    )
-    reopen: Callable[[], object] = lambda: log.info(  # noqa: E731
-        "SIGUSR1: no access log file to reopen."
-    )
-    if options["access-log"] is not None:
-        from connserver._running.accesslog import AccessLog
-
-        accessLog = AccessLog(
-            options["access-log"],
-            options["access-log-format"],
-            reactor=reactor,
-        )
-        factory.requestObservers.append(accessLog)
-        # And one line for each connection that no response said the
-        # close reason of: every close is in the log once.
-        factory.closeObservers.append(accessLog)
-        service.addCompanion(CallbackService("access-log", onStop=accessLog.close))
-        reopen = accessLog.reopen
-    # SIGUSR1 reopens the access log after logrotate renamed it (nginx's
-    # USR1); a handler twistd installed for its own --logfile runs too.
-    service.addCompanion(
-        SignalService("access-log-reopen", signal.SIGUSR1, reopen, reactor)  # type: ignore[arg-type]
-    )
-    return service
+    return makeServerService(options.settings())

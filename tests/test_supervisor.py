@@ -5,18 +5,20 @@ rolling reload and worker recycling, with a ``Clock`` and fake processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
+from pathlib import Path
 
 import pytest
 from twisted.internet.task import Clock
 
+from connserver._running.settings import workerSettings
+from connserver._running.spawn import describeExit
 from connserver._running.supervisor import (
     Supervisor,
     WorkerHandle,
-    _workerArgv,
     addCounters,
-    describeExit,
 )
 
 
@@ -266,15 +268,38 @@ def test_addCounters() -> None:
     ("argv", "expected"),
     [
         (["--workers", "2", "--path", "www"], ["--path", "www"]),
-        (["--workers=auto", "--reuse-port", "-p", "x"], ["-p", "x"]),
+        (["--workers=auto", "--reuse-port", "-p", "www"], ["-p", "www"]),
         (
-            ["--worker-max-requests", "5", "--worker-max-requests-jitter=2", "--x"],
-            ["--x"],
+            [
+                "--workers",
+                "2",
+                "--worker-max-requests",
+                "5",
+                "--worker-max-requests-jitter=2",
+                "--path=www",
+            ],
+            ["--path=www"],
         ),
     ],
 )
-def test_workerArgvDropsTheParentsFlags(argv: list[str], expected: list[str]) -> None:
-    assert _workerArgv(argv) == expected
+def test_workerSettingsDropTheParentsFlags(
+    argv: list[str],
+    expected: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker runs the parent's settings without the parent's own flags."""
+    from connserver.tap import Options
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "www").mkdir()
+    parent, alone = Options(), Options()
+    parent.parseOptions(argv)
+    alone.parseOptions(expected)
+    worker = workerSettings(parent.settings())
+    assert worker == dataclasses.replace(alone.settings(), inWorker=True)
+    assert (worker.workers, worker.workerMaxRequests) == (1, None)
+    assert (worker.workerMaxRequestsJitter, worker.reusePort) == (0, False)
 
 
 def test_describeExit() -> None:
@@ -295,7 +320,7 @@ def test_describeExit() -> None:
 def _cluster() -> tuple[object, object]:
     from connserver._connection.factory import ConnectionFactory
     from connserver._connection.message import Response
-    from connserver._running.worker import Cluster
+    from connserver._running.cluster import Cluster
 
     factory = ConnectionFactory(lambda request: Response(200), reactor=Clock())
     cluster = Cluster(slot=2)

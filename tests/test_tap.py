@@ -210,7 +210,7 @@ def test_sslListenerQuotesColons(tmp_path: Path) -> None:
     """Twisted's quoting (quoteStringArgument) is read back as Twisted reads it."""
     from twisted.internet.endpoints import quoteStringArgument
 
-    from connserver.tap import splitEndpointDescription
+    from connserver._running.listeners import splitEndpointDescription
     from tests._certs import makeCertificate
 
     directory = tmp_path / "a:b=c"

@@ -36,6 +36,7 @@ from connserver._http.records import ConnectionRecord, RequestRecord
 from connserver._http.responsehead import HeadBuilder
 from connserver._http.state import ConnectionState
 from connserver._http.stats import ALPN_PROTOCOLS, ConnectionStats
+from connserver._twisted.reactor import defaultReactor
 
 __all__ = ["ALPN_PROTOCOLS", "ConnectionFactory", "ConnectionStats"]
 
@@ -156,9 +157,7 @@ class ConnectionFactory(Factory):
         policy: PersistencePolicy | None = None,
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor
+            reactor = defaultReactor()
         assert reactor is not None
         self.handler = handler
         self.config = config if config is not None else ServerConfig()

@@ -43,7 +43,7 @@ from prometheus_client.core import (
 )
 
 from connserver._connection.message import Request, Response
-from connserver._handlers.status import STATE_GROUPS, StatsView
+from connserver._handlers.status import STATE_GROUPS, StatsView, refuseUnlessRead
 from connserver._http.records import RequestRecord
 
 if TYPE_CHECKING:
@@ -286,12 +286,9 @@ class MetricsHandler:
         return generate_latest(self.registry)
 
     def __call__(self, request: Request) -> Response:
-        if request.method not in (b"GET", b"HEAD"):
-            return Response(
-                405,
-                {"Allow": "GET, HEAD", "Content-Type": "text/plain; charset=utf-8"},
-                b"405 Method Not Allowed: the metrics are read-only.\n",
-            )
+        refusal = refuseUnlessRead(request, b"the metrics are read-only.")
+        if refusal is not None:
+            return refusal
         return Response(
             200,
             {"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"},

@@ -34,7 +34,6 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
@@ -54,6 +53,12 @@ from connserver._connection.message import Request, Response
 from connserver._http.errors import BodyInterrupted, ResponseFramingError
 from connserver._http.framing import validateResponseField
 from connserver._http.headers import HOP_BY_HOP, isToken, optionsFromValues
+from connserver._twisted.privates import (
+    HTTP11ClientProtocol,
+    clientParser,
+    setPoolProtocolFactory,
+)
+from connserver._twisted.reactor import defaultReactor
 from connserver._twisted.sockets import setNoDelay
 
 if TYPE_CHECKING:
@@ -159,7 +164,7 @@ class _UpstreamProtocol(HTTP11ClientProtocol):
 
     def request(self, request: Any) -> Deferred[Any]:
         d: Deferred[Any] = super().request(request)
-        parser = getattr(self, "_parser", None)
+        parser = clientParser(self)
         if parser is not None:
             d.addCallback(_noteOptions, parser)
         return d
@@ -508,9 +513,7 @@ class ReverseProxy:
         if responseTimeout is not None and responseTimeout <= 0:
             raise ValueError("responseTimeout must be positive or None")
         if reactor is None:
-            from twisted.internet import reactor as defaultReactor
-
-            reactor = defaultReactor
+            reactor = defaultReactor()
         assert reactor is not None
         self._reactor = reactor
         #: The upstream's scheme, host and port, and the path prepended.
@@ -526,7 +529,7 @@ class ReverseProxy:
             pool.cachedConnectionTimeout = upstreamIdleTimeout  # type: ignore[assignment]
         # Twisted's client with a protocol that keeps the upstream's
         # Connection options (see _UpstreamProtocol).
-        pool._factory = _UpstreamFactory  # type: ignore[assignment]
+        setPoolProtocolFactory(pool, _UpstreamFactory)
         pool.retryAutomatically = True
         #: The connection pool (``closeCachedConnections()`` at shutdown).
         self.pool = pool

@@ -39,6 +39,7 @@ from connserver._handlers.compress import (
 )
 from connserver._http.encoding import IDENTITY, acceptableCodings
 from connserver._http.headers import Headers
+from connserver._twisted.reactor import defaultReactor
 
 __all__ = [
     "COMPRESS_BLOCK_BYTES",
@@ -52,6 +53,7 @@ __all__ = [
     "READ_CHUNK_BYTES",
     "FileChangedError",
     "StaticFiles",
+    "pagePath",
 ]
 
 #: Longest request path (percent-encoded) served; longer gets 414.  The
@@ -220,8 +222,12 @@ def _varyOf(entry: _Entry) -> list[tuple[bytes, bytes]]:
     return [(b"Vary", b"Accept-Encoding")] if entry.vary else []
 
 
-def _pagePath(page: str, what: str) -> bytes:
-    """A configured page (``/404.html``) as a request path, or ValueError."""
+def pagePath(page: str, what: str) -> bytes:
+    """
+    A configured page (``/404.html``) as a request path, or ValueError
+    naming ``what``: the command line checks ``--error-page`` and
+    ``--fallback`` with it before the server starts.
+    """
     if (
         not isinstance(page, str)
         or not page.startswith("/")
@@ -591,12 +597,10 @@ class StaticFiles:
                 raise ValueError(f"error page status {code!r} is not a number")
             if not 400 <= code <= 599:
                 raise ValueError(f"error page status {code} is not 4xx or 5xx")
-            pages[code] = _pagePath(page, f"error page for {code}")
-        fallbackPath = None if fallback is None else _pagePath(fallback, "fallback")
+            pages[code] = pagePath(page, f"error page for {code}")
+        fallbackPath = None if fallback is None else pagePath(fallback, "fallback")
         if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor
+            reactor = defaultReactor()
         assert reactor is not None
         self.root = realRoot
         self.listing = listing

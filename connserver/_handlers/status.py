@@ -25,6 +25,7 @@ from twisted.application.service import Service
 
 from connserver._connection.message import Request, Response
 from connserver._http.persistence import CONNECTION_CLOSE_REASONS
+from connserver._twisted.reactor import defaultReactor
 
 if TYPE_CHECKING:
     from collections import Counter
@@ -33,7 +34,29 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
     from twisted.internet.task import LoopingCall
 
-__all__ = ["STATE_GROUPS", "StatsView", "StatusHandler", "StatusSamplingService"]
+__all__ = [
+    "STATE_GROUPS",
+    "StatsView",
+    "StatusHandler",
+    "StatusSamplingService",
+    "refuseUnlessRead",
+]
+
+
+def refuseUnlessRead(request: Request, why: bytes) -> Response | None:
+    """
+    None for GET and HEAD; else 405 with the ``Allow`` field RFC 9110
+    §15.5.6 requires, and ``why`` in its text body.  The status page and the metrics are read-only, and
+    say so the same way.
+    """
+    if request.method in (b"GET", b"HEAD"):
+        return None
+    return Response(
+        405,
+        {"Allow": "GET, HEAD", "Content-Type": "text/plain; charset=utf-8"},
+        b"405 Method Not Allowed: " + why + b"\n",
+    )
+
 
 #: The state groups shown, in the order the chart stacks them.
 STATE_GROUPS = ("waiting", "reading", "handling", "writing", "closing")
@@ -125,9 +148,7 @@ class StatusHandler:
 
     def _clock(self) -> IReactorTime:
         if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
+            self._reactor = defaultReactor()
         assert self._reactor is not None
         return self._reactor
 
@@ -193,12 +214,9 @@ class StatusHandler:
         }
 
     def __call__(self, request: Request) -> Response:
-        if request.method not in (b"GET", b"HEAD"):
-            return Response(
-                405,
-                {"Allow": "GET, HEAD", "Content-Type": "text/plain; charset=utf-8"},
-                b"405 Method Not Allowed: the status page is read-only.\n",
-            )
+        refusal = refuseUnlessRead(request, b"the status page is read-only.")
+        if refusal is not None:
+            return refusal
         if not self.sampling:
             self.startSampling()
         kind = _chooseFormat(request)

@@ -43,6 +43,13 @@ from zope.interface import implementer
 
 from connserver._connection.message import Handler, Request, Response
 from connserver._http.headers import splitList
+from connserver._twisted.privates import (
+    encodeHeaderName,
+    encoderFor,
+    rawHeaders,
+    sanitizeFieldValue,
+)
+from connserver._twisted.reactor import defaultReactor
 
 if TYPE_CHECKING:
     from twisted.web.server import Session, Site
@@ -145,9 +152,7 @@ class WebResourceHandler:
         if not IResource.providedBy(resource):
             raise TypeError(f"{resource!r} does not provide IResource")
         if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor
+            reactor = defaultReactor()
         assert reactor is not None
         self.resource = resource
         self.reactor = reactor
@@ -196,22 +201,25 @@ class _OnFirstUse:
         return value
 
 
-_encodeName = http_headers._nameEncoder.encode
+_encodeName = encodeHeaderName
 
 
 def _sanitized(value: bytes) -> bytes:
     """A field value as twisted.web stores it: CR and LF become spaces."""
     if b"\n" in value or b"\r" in value:
-        return http_headers._sanitizeLinearWhitespace(value)
+        return sanitizeFieldValue(value)
     return value
 
 
 def _requestHeaders(web: _WebRequest) -> http_headers.Headers:
     """twisted.web's ``requestHeaders``, built only if a resource asks."""
     headers = http_headers.Headers()
-    raw = headers._rawHeaders
+    raw = rawHeaders(headers)
     for _, name, value in web._requestFields._fields:
-        raw.setdefault(_encodeName(name), []).append(_sanitized(value))
+        if raw is None:
+            headers.addRawHeader(name, value)
+        else:
+            raw.setdefault(_encodeName(name), []).append(_sanitized(value))
     return headers
 
 
@@ -325,12 +333,13 @@ class _WebRequest(server.Request):
 
     def setHeader(self, name: Any, value: Any) -> None:
         """``setRawHeaders(name, [value])``, with less work for bytes."""
-        headers = self.responseHeaders
-        if type(value) is bytes and type(headers) is http_headers.Headers:
+        raw = rawHeaders(self.responseHeaders)
+        if type(value) is bytes and raw is not None:
             if b"\n" in value or b"\r" in value:
-                value = http_headers._sanitizeLinearWhitespace(value)
-            headers._rawHeaders[_encodeName(name)] = [value]
+                value = sanitizeFieldValue(value)
+            raw[_encodeName(name)] = [value]
         else:
+            headers = self.responseHeaders
             headers.setRawHeaders(name, [value])
 
     def process(self) -> None:
@@ -354,10 +363,9 @@ class _WebRequest(server.Request):
                 resrc = resource.getChildForRequest(site.resource, self)  # type: ignore[no-untyped-call]
             else:
                 resrc = site.getResourceFor(self)  # type: ignore[no-untyped-call]
-            if resource._IEncodingResource.providedBy(resrc):
-                encoder = resrc.getEncoder(self)  # type: ignore[no-untyped-call]
-                if encoder is not None:
-                    self._encoder = encoder
+            encoder = encoderFor(resrc, self)
+            if encoder is not None:
+                self._encoder = encoder
             self.render(resrc)
         except BaseException:
             self.processingFailed(Failure())  # type: ignore[no-untyped-call]
@@ -396,15 +404,18 @@ class _WebRequest(server.Request):
         Last-Modified, ETag, Set-Cookie), then handed to the exchange.
         """
         headers = self.responseHeaders
-        raw = headers._rawHeaders
         size = len(body)
-        raw[b"Content-Length"] = [b"%d" % size]
-        if (
-            size
-            and not raw.get(b"Content-Type")
-            and self.defaultContentType is not None
-        ):
-            raw[b"Content-Type"] = [self.defaultContentType]
+        length = [b"%d" % size]
+        defaultType = self.defaultContentType if size else None
+        raw = rawHeaders(headers)
+        if raw is not None:
+            raw[b"Content-Length"] = length
+            if defaultType is not None and not raw.get(b"Content-Type"):
+                raw[b"Content-Type"] = [defaultType]
+        else:
+            headers.setRawHeaders(b"Content-Length", length)
+            if defaultType is not None and not headers.getRawHeaders(b"Content-Type"):
+                headers.setRawHeaders(b"Content-Type", [defaultType])
         state = self.__dict__
         if (
             self.lastModified is not None
@@ -472,6 +483,48 @@ class _WebRequest(server.Request):
             headers.setRawHeaders(b"ETag", [self.etag])
         if self.cookies:
             headers.setRawHeaders(b"Set-Cookie", self.cookies)
+
+
+def _keptFields(
+    headers: http_headers.Headers, close: bool
+) -> tuple[list[tuple[bytes, bytes]], bool, int | None]:
+    """
+    The response fields ``_Exchange._capture`` keeps, whether a ``close``
+    option was among them (or ``close`` already), and the Content-Length.
+    """
+    kept: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    kinds = _FIELD_KINDS
+    raw = rawHeaders(headers)
+    fields = raw.items() if raw is not None else headers.getAllRawHeaders()
+    for name, values in fields:
+        lowered = kinds.get(name)
+        if lowered is None:
+            lowered = name.lower()
+            if lowered not in _SPECIAL_FIELDS:
+                lowered = b""
+            if len(kinds) < _FIELD_KINDS_MAX:
+                kinds[name] = lowered
+        if lowered:
+            if lowered == b"content-length":
+                # RFC 9110 §8.6: Content-Length = 1*DIGIT; anything else
+                # (or several values) leaves the length unknown.
+                if len(values) == 1 and values[0].isdigit():
+                    length = int(values[0])
+                    kept.append((name, values[0]))
+                continue
+            if lowered == b"server":
+                if values != _TWISTED_SERVER:
+                    kept.extend((name, value) for value in values)
+                continue
+            if lowered == b"connection" and not close:
+                close = any(option.lower() == b"close" for option in splitList(values))
+            continue
+        if len(values) == 1:
+            kept.append((name, values[0]))
+        else:
+            kept.extend((name, value) for value in values)
+    return kept, close, length
 
 
 class _Exchange:
@@ -659,39 +712,7 @@ class _Exchange:
         # The standard phrase goes as None, so the protocol uses its
         # prebuilt status line.
         self._reason = None if reason == RESPONSES.get(code) else reason
-        kept: list[tuple[bytes, bytes]] = []
-        close = self._closeAfter
-        length: int | None = None
-        kinds = _FIELD_KINDS
-        for name, values in headers._rawHeaders.items():
-            lowered = kinds.get(name)
-            if lowered is None:
-                lowered = name.lower()
-                if lowered not in _SPECIAL_FIELDS:
-                    lowered = b""
-                if len(kinds) < _FIELD_KINDS_MAX:
-                    kinds[name] = lowered
-            if lowered:
-                if lowered == b"content-length":
-                    # RFC 9110 §8.6: Content-Length = 1*DIGIT; anything else
-                    # (or several values) leaves the length unknown.
-                    if len(values) == 1 and values[0].isdigit():
-                        length = int(values[0])
-                        kept.append((name, values[0]))
-                    continue
-                if lowered == b"server":
-                    if values != _TWISTED_SERVER:
-                        kept.extend((name, value) for value in values)
-                    continue
-                if lowered == b"connection" and not close:
-                    close = any(
-                        option.lower() == b"close" for option in splitList(values)
-                    )
-                continue
-            if len(values) == 1:
-                kept.append((name, values[0]))
-            else:
-                kept.extend((name, value) for value in values)
+        kept, close, length = _keptFields(headers, self._closeAfter)
         if close:
             kept.append(_CLOSE)
         self._fields = kept

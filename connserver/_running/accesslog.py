@@ -44,6 +44,7 @@ from typing import IO, TYPE_CHECKING, Literal
 from twisted.logger import Logger
 
 from connserver._http.records import ConnectionRecord, RequestRecord
+from connserver._twisted.reactor import defaultReactor
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -303,9 +304,7 @@ class AccessLog:
 
     def _clock(self) -> IReactorTime:
         if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
+            self._reactor = defaultReactor()
         assert self._reactor is not None
         return self._reactor
 

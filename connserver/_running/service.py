@@ -48,6 +48,8 @@ __all__ = [
     "ListeningService",
     "SignalService",
     "StartupError",
+    "describePort",
+    "installQuietStartupErrors",
     "startupErrorMessage",
 ]
 
@@ -87,7 +89,7 @@ class StartupError(Exception):
     ``twistd`` lets an exception from ``privilegedStartService`` reach the
     interpreter after it has removed its pid file (and, daemonized, told the
     waiting parent, which prints the message): the exit status is 1.  The
-    hook :func:`_installQuietStartupErrors` puts on ``sys.excepthook`` prints
+    hook :func:`installQuietStartupErrors` puts on ``sys.excepthook`` prints
     no traceback for this one, since the log already holds its line.
     """
 
@@ -122,7 +124,7 @@ def startupErrorMessage(where: str, error: BaseException) -> str:
     return f"connserver cannot listen on {where}: {reason}"
 
 
-def _installQuietStartupErrors() -> None:
+def installQuietStartupErrors() -> None:
     """Make ``sys.excepthook`` print nothing for a :class:`StartupError`."""
     previous = sys.excepthook
     if getattr(previous, "connserverQuiet", False):
@@ -388,7 +390,7 @@ class ConnectionServerService(MultiService):
                     where = child.name or type(child).__name__
                 message = startupErrorMessage(where, error)
                 self._log.critical("{message}", message=message)
-                _installQuietStartupErrors()
+                installQuietStartupErrors()
                 raise StartupError(message) from None
 
     def stopService(self) -> Deferred[None]:

@@ -2,21 +2,11 @@
 ``--workers N``: the parent process that opens the sockets and supervises
 the worker processes that serve them.
 
-The parent listens on every endpoint once (in ``privilegedStartService``,
-before ``--uid`` drops root) and never accepts: it stops reading each port
-at once and hands its descriptor to every worker through ``spawnProcess``'s
-``childFDs``; each worker (``python -m connserver._running.worker``) adopts it with
-``reactor.adoptStreamPort`` and wraps TLS itself, so a worker started by a
-SIGHUP reads the certificates again.  With ``--reuse-port`` the parent only
-binds each TCP address (``SO_REUSEPORT``, not listening, which holds the
-port) and every worker opens its own listening socket on it.
-
-Each worker talks to the parent over AMP (``twisted.protocols.amp``) on two
-pipes, the parent's end of its fd 0 and fd 3: :class:`Ready` once it accepts,
-:class:`Report` every second with its counters (answered with the figures of
-every other worker, for the status page and the metrics).  Its fd 1 (an
-access log on ``-``) and fd 2 (its log, one event per line) come back to
-the parent, which writes whole lines only, so that workers never interleave.
+The parent opens every listener once (in ``privilegedStartService``,
+before ``--uid`` drops root; see ``connserver._running.listeners``) and
+never accepts; each worker adopts the sockets and wraps TLS itself, so a
+worker started by a SIGHUP reads the certificates again.  Spawning a worker,
+its pipes and the AMP commands it sends are ``connserver._running.spawn``'s.
 
 :class:`Supervisor` holds the policy, with a clock, and is tested with
 ``twisted.internet.task.Clock``: a dead worker is restarted after a backoff
@@ -34,7 +24,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -43,39 +32,29 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
-from twisted.logger import Logger, LogLevel
-from twisted.protocols import amp
-from twisted.python.failure import Failure
+from twisted.logger import Logger
+
+from connserver._running.listeners import ListenerOpenError, ParentSockets
+from connserver._running.spawn import spawnWorker
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import (
         IDelayedCall,
-        IListeningPort,
         IProcessTransport,
         IReactorTime,
     )
 
-    from connserver.tap import Options
+    from connserver._running.settings import ServeSettings
 
 __all__ = [
     "COUNTERS",
-    "Ready",
-    "Report",
     "Supervisor",
     "SupervisorService",
     "WorkerHandle",
     "addCounters",
-    "describeExit",
-    "makeSupervisorService",
 ]
 
 _log = Logger(namespace="connserver")
-
-#: The child's descriptors: the parent writes AMP to the worker's fd 0 and
-#: reads it from fd 3; fd 1 and 2 are the worker's output and log; the
-#: listening sockets follow from fd 4 on.
-AMP_IN, AMP_OUT, FIRST_SOCKET = 0, 3, 4
 
 #: The fields of a report that are counters (summed over every worker that
 #: ever ran); the others (``active``, ``states``) are gauges of live ones.
@@ -92,24 +71,6 @@ COUNTERS = (
     "bodyBytes",
 )
 _GAUGES = ("active", "states")
-
-
-class Ready(amp.Command):
-    """Worker to parent: every socket is adopted; the worker accepts."""
-
-    arguments = [(b"pid", amp.Integer())]  # type: ignore[no-untyped-call]
-    response: list[tuple[bytes, amp.Argument]] = []  # type: ignore[misc]
-
-
-class Report(amp.Command):
-    """
-    Worker to parent, every second and once more after its drain: its
-    figures (JSON, see :data:`COUNTERS`).  The answer is the sum of every
-    other worker's (retired ones included) and the list of live workers.
-    """
-
-    arguments = [(b"stats", amp.Unicode()), (b"final", amp.Boolean())]  # type: ignore[no-untyped-call]
-    response = [(b"cluster", amp.Unicode())]  # type: ignore[no-untyped-call]
 
 
 def addCounters(total: dict[str, Any], part: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,19 +90,6 @@ def addCounters(total: dict[str, Any], part: Mapping[str, Any]) -> dict[str, Any
         elif isinstance(value, int | float):
             total[key] = total.get(key, 0) + value
     return total
-
-
-def describeExit(reason: Failure | None) -> str:
-    """``exit status 1`` or ``killed by SIGKILL`` for a ``processEnded`` reason."""
-    value = getattr(reason, "value", None)
-    number = getattr(value, "signal", None)
-    if number:
-        try:
-            name = signal.Signals(number).name
-        except ValueError:
-            name = f"signal {number}"
-        return f"killed by {name}"
-    return f"exit status {getattr(value, 'exitCode', None)}"
 
 
 @dataclass(eq=False)
@@ -364,7 +312,10 @@ class Supervisor:
     # -- exits ------------------------------------------------------------
 
     def workerExited(self, handle: WorkerHandle, status: str) -> None:
-        """``handle``'s process has ended (``status``: :func:`describeExit`)."""
+        """
+        ``handle``'s process has ended (``status``: ``describeExit`` of
+        ``connserver._running.spawn``).
+        """
         if handle not in self.workers:
             return
         self.workers.remove(handle)
@@ -392,7 +343,10 @@ class Supervisor:
                 handle.replacedBy.replaces = None
             self._reloadNext()
             return
-        # An unexpected death.
+        self._died(handle, status)
+
+    def _died(self, handle: WorkerHandle, status: str) -> None:
+        """An unexpected death: fail, or restart after the backoff."""
         _log.error(
             "connserver: {worker} died ({status}){last}",
             worker=str(handle),
@@ -535,327 +489,48 @@ class Supervisor:
             handle.signal(signum)
 
 
-# -- the process side ------------------------------------------------------
-
-
-class _ChildTransport:
-    """AMP's transport: writes go to the worker's fd 0."""
-
-    def __init__(self, process: IProcessTransport) -> None:
-        self._process = process
-        self.disconnecting = False
-
-    def write(self, data: bytes) -> None:
-        self._process.writeToChild(AMP_IN, data)
-
-    def writeSequence(self, data: list[bytes]) -> None:
-        self._process.writeToChild(AMP_IN, b"".join(data))
-
-    def loseConnection(self) -> None:
-        self.disconnecting = True
-        self._process.closeChildFD(AMP_IN)
-
-    def getPeer(self) -> object:
-        return self._process
-
-    def getHost(self) -> object:
-        return self._process
-
-
-class QuietAMP(amp.AMP):
-    """AMP without its two log lines per connection (one per worker start)."""
-
-    def makeConnection(self, transport: Any) -> None:
-        """Connect without AMP's log line."""
-        amp.BinaryBoxProtocol.makeConnection(self, transport)  # type: ignore[no-untyped-call]
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """Disconnect without AMP's log line."""
-        amp.BinaryBoxProtocol.connectionLost(self, reason)  # type: ignore[no-untyped-call]
-        self.transport = None
-
-
-class _ParentChannel(QuietAMP):
-    """The parent's end of one worker's AMP channel."""
-
-    def __init__(self, supervisor: Supervisor, handle: WorkerHandle) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self._supervisor = supervisor
-        self._handle = handle
-
-    @Ready.responder
-    def ready(self, pid: int) -> dict[str, Any]:
-        self._supervisor.workerReady(self._handle)
-        return {}
-
-    @Report.responder
-    def report(self, stats: str, final: bool) -> dict[str, Any]:
-        return {
-            "cluster": self._supervisor.workerReported(self._handle, json.loads(stats))
-        }
-
-
-_LEVELS = {level.name: level for level in LogLevel.iterconstants()}
-
-
-class WorkerProcess(ProcessProtocol):
-    """One worker's pipes: AMP, its output relayed by line, its log."""
-
-    def __init__(self, supervisor: Supervisor, handle: WorkerHandle) -> None:
-        self.supervisor = supervisor
-        self.handle = handle
-        self.channel = _ParentChannel(supervisor, handle)
-        self._partial = {1: b"", 2: b""}
-
-    def connectionMade(self) -> None:
-        """Start AMP on the worker's pipes."""
-        assert self.transport is not None
-        self.channel.makeConnection(_ChildTransport(self.transport))
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        """AMP bytes, or output to relay by whole lines."""
-        if childFD == AMP_OUT:
-            self.channel.dataReceived(data)  # type: ignore[no-untyped-call]
-            return
-        buffered = self._partial.get(childFD, b"") + data
-        lines, _, rest = buffered.rpartition(b"\n")
-        self._partial[childFD] = rest
-        if lines:
-            self._emit(childFD, lines + b"\n")
-
-    def _emit(self, childFD: int, lines: bytes) -> None:
-        if childFD == 1:
-            # Access log lines on '-': whole lines, in one write.
-            out = sys.__stdout__ or sys.stdout
-            buffer = getattr(out, "buffer", None)
-            if buffer is not None:
-                buffer.write(lines)
-                buffer.flush()
-            else:
-                out.write(lines.decode("utf-8", "replace"))
-                out.flush()
-            return
-        for raw in lines.decode("utf-8", "replace").splitlines():
-            levelName, sep, text = raw.partition("|")
-            level = _LEVELS.get(levelName) if sep else None
-            if level is None:
-                level, text = LogLevel.info, raw
-            if text.strip():
-                self.handle.lastLine = text.strip()
-            _log.emit(
-                level,
-                "[worker {slot} pid {pid}] {line}",
-                slot=self.handle.slot,
-                pid=self.handle.pid,
-                line=text,
-            )
-
-    def processEnded(self, reason: Failure) -> None:
-        """Relay what is left, then tell the supervisor."""
-        for fd, rest in self._partial.items():
-            if rest:
-                self._emit(fd, rest + b"\n")
-        self._partial = {1: b"", 2: b""}
-        self.channel.connectionLost(reason)
-        self.supervisor.workerExited(self.handle, describeExit(reason))
-
-
-class _NoConnections(Factory):
-    """The parent's ports never accept (they are paused), but need a factory."""
-
-    noisy = False
-
-    def buildProtocol(self, addr: object) -> Protocol | None:  # pragma: no cover
-        return None
-
-
-@dataclass
-class ListenerSpec:
-    """How a worker gets one listener: a descriptor, or its address to bind."""
-
-    kind: str  # "plain", "tls" or "haproxy"
-    index: int  # TLS: which TLS listener; else which --listen
-    fd: int | None = None
-    family: int = socket.AF_INET
-    #: --reuse-port: (host, port, backlog) for the worker's own socket.
-    bind: tuple[str, int, int] | None = None
-
-
 class SupervisorService(MultiService):
     """
     The parent: the listening sockets (opened before privileges drop), the
     supervisor, and the signals (SIGHUP: rolling reload; SIGUSR1: forwarded).
     """
 
-    def __init__(self, options: Options, reactor: Any) -> None:
+    def __init__(self, settings: ServeSettings, reactor: Any) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.options = options
+        self.settings = settings
         self.reactor = reactor
-        config = options["config"]
         self.supervisor = Supervisor(
-            options["workers"],
+            settings.workers,
             self._spawn,
             reactor,
             self._fatal,
-            maxRequests=options["worker-max-requests"],
-            maxRequestsJitter=options["worker-max-requests-jitter"] or 0,
-            drainTimeout=config.drainTimeout,
+            maxRequests=settings.workerMaxRequests,
+            maxRequestsJitter=settings.workerMaxRequestsJitter,
+            drainTimeout=settings.config.drainTimeout,
         )
-        self.specs: list[ListenerSpec] = []
-        self._sockets: list[socket.socket] = []
-        self._ports: list[IListeningPort] = []
-
-    # Listening, once.
+        self.sockets = ParentSockets(reactor)
 
     def privilegedStartService(self) -> None:
         """Open every listener once (before twistd drops privileges)."""
-        from connserver._running.service import StartupError, startupErrorMessage
+        from connserver._running.service import (
+            StartupError,
+            installQuietStartupErrors,
+            startupErrorMessage,
+        )
 
         super().privilegedStartService()  # type: ignore[no-untyped-call]
-        reusePort = bool(self.options["reuse-port"])
-        listeners: list[tuple[str, str, int]] = [
-            (d, "plain", i) for i, d in enumerate(self.options["listen"])
-        ]
-        listeners += [
-            (t.description, "tls", i) for i, t in enumerate(self.options["tls"])
-        ]
+        settings = self.settings
         try:
-            for description, kind, index in listeners:
-                where = description
-                if kind == "tls":
-                    tls = self.options["tls"][index]
-                    address: tuple[str, int, int] | None = (
-                        tls.interface,
-                        tls.port,
-                        tls.backlog,
-                    )
-                    inner = None
-                else:
-                    inner = description
-                    if description.split(":", 1)[0].strip().lower() == "haproxy":
-                        kind, inner = "haproxy", description.split(":", 1)[1]
-                    address = _tcpAddress(self.reactor, inner)
-                if reusePort and address is not None:
-                    spec = self._bindReusePort(kind, index, address)
-                else:
-                    spec = self._listen(kind, index, inner, address)
-                self.specs.append(spec)
-        except Exception as error:
-            message = startupErrorMessage(where, error)
+            self.sockets.open(settings.listen, settings.tls, settings.reusePort)
+        except ListenerOpenError as failed:
+            message = startupErrorMessage(failed.where, failed.error)
             _log.critical("{message}", message=message)
-            from connserver._running.service import _installQuietStartupErrors
-
-            _installQuietStartupErrors()
+            installQuietStartupErrors()
             raise StartupError(message) from None
 
-    def _listen(
-        self,
-        kind: str,
-        index: int,
-        description: str | None,
-        address: tuple[str, int, int] | None,
-    ) -> ListenerSpec:
-        from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
-
-        from connserver._running.service import describePort
-
-        if description is None:
-            assert address is not None
-            endpoint = TCP4ServerEndpoint(  # type: ignore[no-untyped-call]
-                self.reactor, address[1], address[2], address[0]
-            )
-        else:
-            endpoint = serverFromString(self.reactor, description)  # type: ignore[no-untyped-call]
-        failures: list[Failure] = []
-        ports: list[IListeningPort] = []
-        listening = endpoint.listen(_NoConnections())  # type: ignore[no-untyped-call]
-        listening.addCallbacks(ports.append, failures.append)
-        if failures:
-            failures[0].raiseException()
-        port = ports[0]
-        # The parent never accepts: the workers do.
-        port.stopReading()  # type: ignore[attr-defined]
-        _log.info("connserver listening on {where}", where=describePort(port))
-        self._ports.append(port)
-        sock = port.socket  # type: ignore[attr-defined]
-        return ListenerSpec(kind, index, fd=sock.fileno(), family=sock.family)
-
-    def _bindReusePort(
-        self, kind: str, index: int, address: tuple[str, int, int]
-    ) -> ListenerSpec:
-        host, port, backlog = address
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            # Bound, never listening: it holds the port (and, with port 0,
-            # chooses it) while the workers' sockets come and go.
-            sock.bind(
-                (host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port)
-            )
-        except OSError:
-            sock.close()
-            raise
-        self._sockets.append(sock)
-        boundHost, boundPort = sock.getsockname()[:2]
-        kindName = "ipv6" if family == socket.AF_INET6 else "ipv4"
-        _log.info(
-            "connserver listening on {where} (SO_REUSEPORT, a socket per worker)",
-            where=f"{kindName} {boundHost}:{boundPort}",
-        )
-        return ListenerSpec(
-            kind, index, family=family, bind=(boundHost, boundPort, backlog)
-        )
-
-    # Workers.
-
     def _spawn(self, handle: WorkerHandle) -> None:
-        childFDs: dict[int, int | str] = {AMP_IN: "w", 1: "r", 2: "r", AMP_OUT: "r"}
-        listeners = []
-        fd = FIRST_SOCKET
-        for spec in self.specs:
-            entry: dict[str, Any] = {
-                "kind": spec.kind,
-                "index": spec.index,
-                "family": int(spec.family),
-            }
-            if spec.bind is not None:
-                entry["bind"] = list(spec.bind)
-            else:
-                assert spec.fd is not None
-                childFDs[fd] = spec.fd
-                entry["fd"] = fd
-                fd += 1
-            listeners.append(entry)
-        argv = _workerArgv(self.options.argv)
-        config = json.dumps(
-            {
-                "argv": argv,
-                "slot": handle.slot,
-                # Every worker started has its own number, hence its own
-                # range of connection ids.
-                "number": handle.number,
-                "listeners": listeners,
-                # twistd --reactor: the workers run the same one.
-                "reactor": type(self.reactor).__module__,
-            }
-        )
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
-        }
-        env["CONNSERVER_WORKER"] = str(handle.slot)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        protocol = WorkerProcess(self.supervisor, handle)
-        process = self.reactor.spawnProcess(
-            protocol,
-            sys.executable,
-            [sys.executable, "-m", "connserver._running.worker", config],
-            env=env,
-            path=self.options.cwd,
-            childFDs=childFDs,
+        process = spawnWorker(
+            self.reactor, self.supervisor, handle, self.sockets.specs, self.settings
         )
         handle.process = process
         handle.pid = process.pid or 0
@@ -904,12 +579,7 @@ class SupervisorService(MultiService):
         """Stop accepting, then drain every worker; fires after the last exits."""
         Service.stopService(self)  # type: ignore[no-untyped-call]
         # Stop accepting first: the workers' copies close as they drain.
-        for port in self._ports:
-            port.stopListening()
-        self._ports = []
-        for sock in self._sockets:
-            sock.close()
-        self._sockets = []
+        self.sockets.close()
         for child in list(self):
             if child.running:
                 child.stopService()
@@ -920,45 +590,3 @@ class SupervisorService(MultiService):
             count=len(self.supervisor.workers),
         )
         return self.supervisor.stop()
-
-
-_WORKER_FLAGS = ("--workers", "--worker-max-requests", "--worker-max-requests-jitter")
-
-
-def _workerArgv(argv: list[str]) -> list[str]:
-    """``argv`` without the flags only the parent uses."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in _WORKER_FLAGS:
-            skip = "=" not in arg
-            continue
-        if arg == "--reuse-port":
-            continue
-        out.append(arg)
-    return out
-
-
-def _tcpAddress(reactor: Any, description: str) -> tuple[str, int, int] | None:
-    """(interface, port, backlog) of a ``tcp:`` description, else None."""
-    from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
-
-    endpoint = serverFromString(reactor, description)  # type: ignore[no-untyped-call]
-    if not isinstance(endpoint, TCP4ServerEndpoint):  # TCP6ServerEndpoint too
-        return None
-    return (
-        endpoint._interface,
-        endpoint._port,
-        endpoint._backlog,
-    )
-
-
-def makeSupervisorService(options: Options) -> MultiService:
-    """The ``--workers N`` parent for ``options`` (N >= 2)."""
-    from twisted.internet import reactor
-
-    return SupervisorService(options, reactor)

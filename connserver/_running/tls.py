@@ -45,7 +45,7 @@ from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from connserver._connection.factory import ALPN_PROTOCOLS
+from connserver._http.stats import ALPN_PROTOCOLS
 
 __all__ = [
     "CertificateSource",
@@ -353,6 +353,16 @@ class TLSServerOptions:
         self._sources = tuple(certificates)
         self._directories = tuple(os.path.abspath(d) for d in directories)
         self._contexts = _Contexts(self._loadAll())
+
+    @property
+    def sources(self) -> tuple[CertificateSource, ...]:
+        """The certificates given (not those found in the directories)."""
+        return self._sources
+
+    @property
+    def directories(self) -> tuple[str, ...]:
+        """The directories of certificates, as absolute paths."""
+        return self._directories
 
     @property
     def names(self) -> dict[str, str]:

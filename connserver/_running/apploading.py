@@ -1,0 +1,66 @@
+"""
+``--handler MODULE:ATTRIBUTE``: the application, imported and adapted.
+
+The command line loads it once to check it (a bad name is a one-line usage
+error); each ``--workers`` worker loads it again in its own process, so
+that a worker started by a SIGHUP runs the code as it is now.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from connserver._connection.message import Handler
+
+__all__ = ["HandlerLoadError", "loadHandler"]
+
+
+class HandlerLoadError(ValueError):
+    """The handler cannot be loaded; the message is the one-line reason."""
+
+
+def loadHandler(spec: str) -> Handler:
+    """
+    The handler named by ``module:attribute`` (``attribute`` may be dotted),
+    adapted by ``connserver._handlers.web.asHandler`` (IResource, Klein app,
+    handler).  The current directory is searched last, as ``python -m``
+    would.
+    """
+    moduleName, sep, attribute = spec.partition(":")
+    if not sep or not moduleName or not attribute:
+        raise HandlerLoadError(
+            f"--handler {spec!r}: expected MODULE:ATTRIBUTE, e.g. myapp:app"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(moduleName)
+    except Exception as error:
+        raise HandlerLoadError(
+            f"--handler {spec!r}: cannot import {moduleName}: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    obj: Any = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise HandlerLoadError(
+                f"--handler {spec!r}: {moduleName} has no attribute {attribute}"
+            ) from None
+    return _adapt(spec, obj)
+
+
+def _adapt(spec: str, obj: object) -> Handler:
+    from connserver._handlers.web import asHandler
+
+    try:
+        return asHandler(obj)
+    except TypeError as error:
+        raise HandlerLoadError(
+            f"--handler {spec!r}: not a handler, IResource or Klein app ({error})"
+        ) from None
