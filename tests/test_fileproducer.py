@@ -16,7 +16,6 @@ from typing import Any, BinaryIO
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IPushProducer
-from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
@@ -30,6 +29,8 @@ from connserver._connection.fileproducer import (
     FileBodyProducer,
     ISendfileConsumer,
 )
+
+from ._helpers import TurnClock
 
 
 @implementer(IConsumer)
@@ -110,23 +111,6 @@ def result(deferred: Deferred[Any]) -> object:
 
 def fired(deferred: Deferred[Any]) -> bool:
     return bool(_peek(deferred))
-
-
-class TurnClock(Clock):
-    """A Clock whose ``turn`` runs only the calls already due (one turn)."""
-
-    def turn(self) -> None:
-        due = [c for c in self.calls if c.getTime() <= self.seconds()]
-        for call in due:
-            if call in self.calls:
-                self.calls.remove(call)
-                call.called = 1
-                call.func(*call.args, **call.kw)
-
-
-@pytest.fixture
-def clock() -> TurnClock:
-    return TurnClock()
 
 
 @pytest.fixture

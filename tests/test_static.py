@@ -38,10 +38,9 @@ HELLO = b"hello world"
 
 
 @pytest.fixture
-def clock() -> Clock:
-    c = Clock()
-    c.advance(time.time())
-    return c
+def clockStart() -> float:
+    """The files' mtimes are wall-clock times: the shared clock starts now."""
+    return time.time()
 
 
 @pytest.fixture

@@ -40,10 +40,9 @@ ROUTE_INDEX = b"<!doctype html><title>app</title><div id=root></div>"
 
 
 @pytest.fixture
-def clock() -> Clock:
-    c = Clock()
-    c.advance(time.time())
-    return c
+def clockStart() -> float:
+    """The files' mtimes are wall-clock times: the shared clock starts now."""
+    return time.time()
 
 
 @pytest.fixture
