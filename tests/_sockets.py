@@ -45,6 +45,7 @@ from connserver._running.tls import CertificateSource, TLSServerOptions
 
 from ._certs import CertificateFiles, makeCertificate
 from ._harness import ParsedResponse, parseResponses
+from ._helpers import realReactor as _reactor
 
 __all__ = [
     "BROWSER_ALPN",
@@ -69,12 +70,6 @@ BROWSER_ALPN = (b"h2", b"http/1.1")
 TRANSPORTS = ["tcp", "tls"]
 
 _certificates: dict[str, CertificateFiles] = {}
-
-
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
 
 
 def bounded(d: defer.Deferred[Any], timeout: float = TIMEOUT) -> defer.Deferred[Any]:

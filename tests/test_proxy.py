@@ -10,14 +10,13 @@ they wait on real sockets, so they are marked slow.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,27 +32,13 @@ from connserver._http.persistence import keepAliveTimeout
 from connserver._http.records import RequestRecord
 
 from ._harness import ParsedResponse, parseResponses
+from ._helpers import ensureDeferred
+from ._helpers import realReactor as _reactor
 from ._sockets import Server, bounded, connect, finish, serve, until
-
-pytest_twisted: Any = importlib.import_module("pytest_twisted")
 
 pytestmark = pytest.mark.slow
 
 NGINX = "/usr/sbin/nginx"
-
-
-def ensureDeferred(
-    test: Callable[..., Coroutine[Any, Any, None]],
-) -> Callable[..., Any]:
-    """pytest-twisted's decorator, typed."""
-    wrapped: Callable[..., Any] = pytest_twisted.ensureDeferred(test)
-    return wrapped
-
-
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
 
 
 # -- upstreams ------------------------------------------------------------------

@@ -8,9 +8,7 @@ two large-file tests wait on the kernel's buffers, and are marked slow.
 
 from __future__ import annotations
 
-import importlib
 import os
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +19,8 @@ from twisted.internet.error import ConnectionDone
 from connserver._handlers.static import READ_CHUNK_BYTES, StaticFiles
 
 from ._harness import parseResponses
+from ._helpers import ensureDeferred
 from ._sockets import TRANSPORTS, RawClient, Server, connect, finish, serve, until
-
-# Imported by name so that mypy treats it as untyped (it ships no stubs).
-pytest_twisted: Any = importlib.import_module("pytest_twisted")
-
-
-def ensureDeferred(
-    test: Callable[..., Coroutine[Any, Any, None]],
-) -> Callable[..., Any]:
-    """pytest-twisted's decorator, typed."""
-    wrapped: Callable[..., Any] = pytest_twisted.ensureDeferred(test)
-    return wrapped
-
 
 SIZE = 32 * 1024 * 1024
 
