@@ -30,31 +30,8 @@ from connserver._connection.fileproducer import (
     ISendfileConsumer,
 )
 
+from ._helpers import FakeConsumer as WritingConsumer  # a consumer without sendfile
 from ._helpers import TurnClock
-
-
-@implementer(IConsumer)
-class WritingConsumer:
-    """A consumer without sendfile: records writes, may pause on each."""
-
-    def __init__(self, pauseEveryWrite: bool = False) -> None:
-        self.data: list[bytes] = []
-        self.pauseEveryWrite = pauseEveryWrite
-        self.producer: Any = None
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self.producer = producer
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-
-    def write(self, data: bytes) -> None:
-        self.data.append(data)
-        if self.pauseEveryWrite and self.producer is not None:
-            self.producer.pauseProducing()
-
-    def received(self) -> bytes:
-        return b"".join(self.data)
 
 
 @implementer(ISendfileConsumer)

@@ -17,11 +17,9 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
 
 from connserver import _static
 from connserver._connection.message import Request, Response
@@ -33,6 +31,8 @@ from connserver._handlers.static import (
     StaticFiles,
 )
 from connserver._http.headers import Headers
+
+from ._helpers import FakeConsumer
 
 HELLO = b"hello world"
 
@@ -84,27 +84,6 @@ def get(
 
 def fields(response: Response) -> dict[bytes, bytes]:
     return {name.lower(): value for name, value in response.headers}
-
-
-@implementer(IConsumer)
-class FakeConsumer:
-    """Collects what a body producer writes; can pause it on every write."""
-
-    def __init__(self, pauseEveryWrite: bool = False) -> None:
-        self.data: list[bytes] = []
-        self.producer: Any = None
-        self.pauseEveryWrite = pauseEveryWrite
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self.producer = producer
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-
-    def write(self, data: bytes) -> None:
-        self.data.append(data)
-        if self.pauseEveryWrite and self.producer is not None:
-            self.producer.pauseProducing()
 
 
 def drain(response: Response, clock: Clock) -> bytes:

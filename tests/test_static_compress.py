@@ -377,7 +377,7 @@ def test_largeFileStreamsCompressed(root: Path, clock: Clock) -> None:
 
 
 def drainUnknown(body: Any, clock: Clock) -> bytes:
-    from .test_static import FakeConsumer
+    from ._helpers import FakeConsumer
 
     consumer = FakeConsumer()
     done = body.startProducing(consumer)
