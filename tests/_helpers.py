@@ -123,13 +123,13 @@ def recordOsCalls(
     monkeypatch: pytest.MonkeyPatch,
     *names: str,
     record: Callable[[str, tuple[Any, ...]], object] = callName,
-) -> list[object]:
+) -> list[Any]:
     """
     Wrap the ``os`` functions ``names`` so that each call appends
     ``record(name, args)`` to the returned list, then does the real call:
     a test counts the system calls a code path makes.
     """
-    calls: list[object] = []
+    calls: list[Any] = []
     for name in names:
         real = getattr(os, name)
 

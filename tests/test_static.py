@@ -32,7 +32,7 @@ from connserver._handlers.static import (
 )
 from connserver._http.headers import Headers
 
-from ._helpers import FakeConsumer
+from ._helpers import FakeConsumer, recordOsCalls
 
 HELLO = b"hello world"
 
@@ -195,14 +195,7 @@ def test_headLargeFileDoesNotOpenIt(
 ) -> None:
     handler = StaticFiles(root, reactor=clock, maxCachedFileBytes=4)
     full = get(handler, b"/thousand.bin")
-    opened: list[object] = []
-    realOpen = os.open
-
-    def spyOpen(*args: Any, **kwargs: Any) -> int:
-        opened.append(args[0])
-        return realOpen(*args, **kwargs)
-
-    monkeypatch.setattr(os, "open", spyOpen)
+    opened = recordOsCalls(monkeypatch, "open", record=lambda name, args: args[0])
     head = get(handler, b"/thousand.bin", method=b"HEAD")
     assert opened == []
     assert head.code == 200
@@ -246,15 +239,7 @@ def test_cacheHitCostsOneStat(
 ) -> None:
     handler = StaticFiles(root, reactor=clock)
     get(handler, b"/hello.txt")
-    calls: list[str] = []
-    for name in ("stat", "lstat", "open", "fstat", "read"):
-        real = getattr(os, name)
-
-        def spy(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
-            calls.append(_name)
-            return _real(*args, **kw)
-
-        monkeypatch.setattr(os, name, spy)
+    calls = recordOsCalls(monkeypatch, "stat", "lstat", "open", "fstat", "read")
     monkeypatch.setattr(os.path, "realpath", lambda *a, **k: pytest.fail("realpath"))
     response = get(handler, b"/hello.txt")
     assert response.body == HELLO
@@ -350,15 +335,7 @@ def test_cacheHitByAnotherSpellingCostsOneStat(
     handler = StaticFiles(root, reactor=clock)
     get(handler, b"/hello.txt")
     get(handler, b"/%68ello.txt")
-    calls: list[str] = []
-    for name in ("stat", "lstat", "open", "fstat", "read"):
-        real = getattr(os, name)
-
-        def spy(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
-            calls.append(_name)
-            return _real(*args, **kw)
-
-        monkeypatch.setattr(os, name, spy)
+    calls = recordOsCalls(monkeypatch, "stat", "lstat", "open", "fstat", "read")
     monkeypatch.setattr(os.path, "realpath", lambda *a, **k: pytest.fail("realpath"))
     for target in (b"/%68ello.txt", b"/hello.txt"):
         del calls[:]
