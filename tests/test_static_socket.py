@@ -19,8 +19,8 @@ from twisted.internet.error import ConnectionDone
 from connserver._handlers.static import READ_CHUNK_BYTES, StaticFiles
 
 from ._harness import parseResponses
-from ._helpers import ensureDeferred
-from ._sockets import TRANSPORTS, RawClient, Server, connect, finish, serve, until
+from ._helpers import ensureDeferred, eventuallyDeferred
+from ._sockets import TRANSPORTS, RawClient, Server, connect, finish, serve
 
 SIZE = 32 * 1024 * 1024
 
@@ -65,7 +65,9 @@ async def test_largeFileStreamsWithFlatMemory(bigRoot: Path) -> None:
         )
         transport: Any = client.transport
         transport.pauseProducing()  # the client stops reading
-        await until(lambda: protocols and protocols[0]._writePaused)
+        await eventuallyDeferred(
+            lambda: protocols and protocols[0]._writePaused, timeout=5
+        )
         # Let the reactor run a while: the server stays paused, and what it
         # holds in memory is bounded by one turn of blocks, not the file.
         for _ in range(5):
@@ -92,7 +94,9 @@ async def test_truncatedDuringSendAborts(bigRoot: Path) -> None:
         client = await request(server, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         transport: Any = client.transport
         transport.pauseProducing()
-        await until(lambda: protocols and protocols[0]._writePaused)
+        await eventuallyDeferred(
+            lambda: protocols and protocols[0]._writePaused, timeout=5
+        )
         os.truncate(bigRoot / "big.bin", SIZE // 2)
         transport.resumeProducing()
         await client.waitClosed()
@@ -102,7 +106,9 @@ async def test_truncatedDuringSendAborts(bigRoot: Path) -> None:
         assert len(body) <= SIZE // 2
         assert client.reason is not None
         assert not client.reason.check(ConnectionDone)
-        await until(lambda: server.factory.stats.closes.get("response-error"))
+        await eventuallyDeferred(
+            lambda: server.factory.stats.closes.get("response-error"), timeout=5
+        )
     finally:
         await finish(server)
 

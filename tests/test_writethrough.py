@@ -38,7 +38,7 @@ from zope.interface import implementer
 from connserver import _writethrough
 from connserver._twisted.writethrough import WOULD_BLOCK, TransportWriter
 
-from ._helpers import ensureDeferred
+from ._helpers import ensureDeferred, eventuallyDeferred
 from ._helpers import realReactor as _reactor
 
 TIMEOUT = 10.0
@@ -50,11 +50,8 @@ async def turn(seconds: float = 0.01) -> None:
 
 
 async def until(condition: Callable[[], object], what: str) -> None:
-    for _ in range(int(TIMEOUT / 0.01)):
-        if condition():
-            return
-        await turn()
-    raise AssertionError(f"timed out waiting for {what}")
+    """``condition()`` within ``TIMEOUT``, checked every reactor turn."""
+    await eventuallyDeferred(condition, timeout=TIMEOUT, interval=0.01, message=what)
 
 
 class _Kept(Protocol):
