@@ -12,9 +12,10 @@ import contextlib
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from ._helpers import eventually
 
 __all__ = [
     "HAPROXY",
@@ -237,19 +238,24 @@ def startProxy(
     )
     stderr.close()
     proxy = Proxy(process, ports, directory)
-    deadline = time.monotonic() + START_TIMEOUT
     waiting = list(ports)
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{kind} exited {process.returncode}: {proxy.log()}")
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.5),
-        ):
-            waiting.pop(0)
-            if not waiting:
-                return proxy
-            continue
-        time.sleep(0.05)
-    proxy.stop()
-    raise RuntimeError(f"{kind} did not listen on {ports}: {proxy.log()}")
+
+    def listening() -> bool:
+        while waiting:
+            if process.poll() is not None:
+                raise RuntimeError(f"{kind} exited {process.returncode}: {proxy.log()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.5),
+            ):
+                waiting.pop(0)
+                continue
+            return False
+        return True
+
+    try:
+        eventually(listening, timeout=START_TIMEOUT, interval=0.05)
+    except AssertionError:
+        proxy.stop()
+        raise RuntimeError(f"{kind} did not listen on {ports}: {proxy.log()}") from None
+    return proxy

@@ -13,9 +13,9 @@ port 0), over plain TCP or over TLS with the same calls.
 * ``finish(server)`` stops listening, drains, and checks that no
   connserver timer is left.
 
-Every wait is bounded (``bounded``, ``until``).  The client's waits
-(``waitFor``, ``waitUntil``, ``waitResponses``, ``waitClosed``) wake on
-what arrives, never on the clock; ``until`` polls in 10 ms steps, a
+Every wait is bounded (``bounded``; ``_helpers.eventuallyDeferred`` for a
+poll).  The client's waits (``waitFor``, ``waitUntil``, ``waitResponses``,
+``waitClosed``) wake on what arrives, never on the clock; a poll is a
 wall-clock wait, so only tests marked ``slow`` use it.
 """
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, protocol, task
+from twisted.internet import defer, protocol
 from twisted.internet.endpoints import (
     SSL4ServerEndpoint,
     TCP4ClientEndpoint,
@@ -45,6 +45,7 @@ from connserver._running.tls import CertificateSource, TLSServerOptions
 
 from ._certs import CertificateFiles, makeCertificate
 from ._harness import ParsedResponse, parseResponses
+from ._helpers import realReactor as _reactor
 
 __all__ = [
     "BROWSER_ALPN",
@@ -58,7 +59,6 @@ __all__ = [
     "defaultCertificate",
     "finish",
     "serve",
-    "until",
 ]
 
 #: The longest any single wait of a real-socket test may take.
@@ -71,28 +71,9 @@ TRANSPORTS = ["tcp", "tls"]
 _certificates: dict[str, CertificateFiles] = {}
 
 
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
 def bounded(d: defer.Deferred[Any], timeout: float = TIMEOUT) -> defer.Deferred[Any]:
     """``d``, failing with ``TimeoutError`` if it has not fired in ``timeout``."""
     return d.addTimeout(timeout, _reactor())
-
-
-async def until(condition: Callable[[], object], tries: int = 500) -> None:
-    """
-    Let the reactor run (10 ms steps, bounded) until ``condition()``: a
-    wall-clock wait, for tests marked ``slow`` (the kernel's state has no
-    event to wait on).
-    """
-    for _ in range(tries):
-        if condition():
-            return
-        await task.deferLater(_reactor(), 0.01, lambda: None)
-    raise AssertionError("condition not reached in time")
 
 
 def defaultCertificate() -> CertificateFiles:

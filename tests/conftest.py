@@ -14,12 +14,29 @@ from hypothesis import settings
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from zope.interface import implementer
 
+from ._helpers import TurnClock, makeClock
+
 # CI runs the property tests on a fixed sequence of examples, so that a run
 # is repeatable; a developer's run explores new examples every time (and
 # bench/fuzz_long.py explores many more).
 settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+@pytest.fixture
+def clockStart() -> float:
+    """
+    Where the ``clock`` fixture starts: 0, unless a module overrides this
+    fixture (its code compares the clock with files' wall-clock mtimes).
+    """
+    return 0.0
+
+
+@pytest.fixture
+def clock(clockStart: float) -> TurnClock:
+    """A fresh ``Clock`` (one that can also run a single turn) per test."""
+    return makeClock(clockStart)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from typing import Any, BinaryIO
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IPushProducer
-from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
@@ -31,29 +30,8 @@ from connserver._connection.fileproducer import (
 )
 from connserver._twisted import writethrough as _writethrough
 
-
-@implementer(IConsumer)
-class WritingConsumer:
-    """A consumer without sendfile: records writes, may pause on each."""
-
-    def __init__(self, pauseEveryWrite: bool = False) -> None:
-        self.data: list[bytes] = []
-        self.pauseEveryWrite = pauseEveryWrite
-        self.producer: Any = None
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self.producer = producer
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-
-    def write(self, data: bytes) -> None:
-        self.data.append(data)
-        if self.pauseEveryWrite and self.producer is not None:
-            self.producer.pauseProducing()
-
-    def received(self) -> bytes:
-        return b"".join(self.data)
+from ._helpers import FakeConsumer as WritingConsumer  # a consumer without sendfile
+from ._helpers import TurnClock
 
 
 @implementer(ISendfileConsumer)
@@ -110,23 +88,6 @@ def result(deferred: Deferred[Any]) -> object:
 
 def fired(deferred: Deferred[Any]) -> bool:
     return bool(_peek(deferred))
-
-
-class TurnClock(Clock):
-    """A Clock whose ``turn`` runs only the calls already due (one turn)."""
-
-    def turn(self) -> None:
-        due = [c for c in self.calls if c.getTime() <= self.seconds()]
-        for call in due:
-            if call in self.calls:
-                self.calls.remove(call)
-                call.called = 1
-                call.func(*call.args, **call.kw)
-
-
-@pytest.fixture
-def clock() -> TurnClock:
-    return TurnClock()
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ from twisted.internet.task import deferLater
 from connserver import Request, Response
 
 from ._harness import ZeroFile
-from ._sockets import bounded, connect, finish, serve, until
+from ._helpers import eventually, eventuallyDeferred
+from ._sockets import bounded, connect, finish, serve
 
 pytestmark = pytest.mark.slow
 
@@ -52,10 +53,9 @@ async def test_clientResetMidResponse() -> None:
         await bounded(defer.ensureDeferred(client.waitFor(b"\0" * 1000)))
         client.transport.abortConnection()  # type: ignore[union-attr]
         await bounded(client.closed)
-        for _ in range(100):
-            if server.factory.stats.active == 0:
-                break
-            await sleep(0.02)
+        await eventuallyDeferred(
+            lambda: server.factory.stats.active == 0, timeout=2.0, interval=0.02
+        )
         assert server.factory.stats.active == 0
         assert server.factory.stats.closes == {"peer-reset": 1}
         assert files[0].closed
@@ -83,10 +83,9 @@ async def test_neverReadingClientIsCutAtSendTimeout() -> None:
         client.transport.pauseProducing()  # type: ignore[union-attr]
         client.transport.write(GET)  # type: ignore[union-attr]
         started = time.monotonic()
-        for _ in range(100):  # bounded: 5 s
-            if server.factory.stats.closes:
-                break
-            await sleep(0.05)
+        await eventuallyDeferred(
+            lambda: server.factory.stats.closes, timeout=5.0, interval=0.05
+        )
         elapsed = time.monotonic() - started
         # A client that does not read does not see the reset until it reads.
         client.transport.resumeProducing()  # type: ignore[union-attr]
@@ -119,6 +118,7 @@ async def test_slowSteadyReaderIsNotCutAtSendTimeout() -> None:
         transport: Any = client.transport
         transport.write(GET)
         started = time.monotonic()
+        # Not a poll: the client's own pace, stalls shorter than sendTimeout.
         while time.monotonic() - started < 4.0:  # four times sendTimeout
             transport.pauseProducing()
             await sleep(0.3)
@@ -127,10 +127,9 @@ async def test_slowSteadyReaderIsNotCutAtSendTimeout() -> None:
         assert not client.closed.called
         assert server.factory.stats.closes["send-timeout"] == 0
         await bounded(defer.ensureDeferred(client.waitFor(b"\0" * 1000)))
-        for _ in range(200):  # bounded: 10 s for the rest at full speed
-            if len(client.received) > size:
-                break
-            await sleep(0.05)
+        await eventuallyDeferred(  # bounded: 10 s for the rest at full speed
+            lambda: len(client.received) > size, timeout=10.0, interval=0.05
+        )
         assert len(client.received) > size
         transport.loseConnection()
         await bounded(client.closed)
@@ -142,7 +141,8 @@ async def pollAnswers(sockets: list[socket.socket], marker: bytes) -> list[bytes
     """Read non-blocking sockets until each has ``marker``, closed or reset."""
     received = [b""] * len(sockets)
     done = [False] * len(sockets)
-    for _ in range(100):  # bounded: 5 s
+
+    def readEach() -> bool:
         for i, s in enumerate(sockets):
             if done[i]:
                 continue
@@ -156,9 +156,11 @@ async def pollAnswers(sockets: list[socket.socket], marker: bytes) -> list[bytes
                 continue
             received[i] += chunk
             done[i] = not chunk or marker in received[i]
-        if all(done):
-            break
-        await sleep(0.05)
+        return all(done)
+
+    await eventuallyDeferred(  # bounded: 5 s
+        readEach, timeout=5.0, interval=0.05, message=lambda: received
+    )
     return received
 
 
@@ -214,7 +216,7 @@ async def test_slowlorisFillingMaxConnectionsDelaysButDoesNotLoseClients() -> No
             client = await connect(server)
             client.transport.write(b"GET / HTTP/1.1\r\n")  # type: ignore[union-attr]
             slow.append(client)
-        await sleep(0.05)
+        await sleep(0.05)  # not a poll: the slowloris reach the server first
         late = await connect(server)  # accepted by the kernel, waits in the backlog
         late.transport.write(GET)  # type: ignore[union-attr]
         started = time.monotonic()
@@ -228,7 +230,9 @@ async def test_slowlorisFillingMaxConnectionsDelaysButDoesNotLoseClients() -> No
         # A close is counted when the server's side of it ends, which can
         # come just after the client saw its 408 and the server's FIN (the
         # lingering close waits for the client's FIN): wait for the count.
-        await until(lambda: server.factory.stats.closes["header-timeout"] >= 5)
+        await eventuallyDeferred(
+            lambda: server.factory.stats.closes["header-timeout"] >= 5, timeout=5
+        )
         assert server.factory.stats.closes["header-timeout"] == 5
     finally:
         await finish(server)
@@ -323,15 +327,13 @@ def test_fileDescriptorExhaustionIsSurvived(
         for s in clients:
             s.close()
         clients.clear()
-        deadline = time.monotonic() + 5.0
-        while True:
-            try:
-                if get(port, timeout=1.0).startswith(b"HTTP/1.1 200 "):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "not serving after the flood"
-            time.sleep(0.1)
+        eventually(
+            lambda: get(port, timeout=1.0).startswith(b"HTTP/1.1 200 "),
+            timeout=5.0,
+            interval=0.1,
+            message="not serving after the flood",
+            ignoring=(OSError,),
+        )
     finally:
         for s in clients:
             s.close()

@@ -10,14 +10,12 @@ they wait on real sockets, so they are marked slow.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,27 +31,13 @@ from connserver._http.persistence import keepAliveTimeout
 from connserver._http.records import RequestRecord
 
 from ._harness import ParsedResponse, parseResponses
-from ._sockets import Server, bounded, connect, finish, serve, until
-
-pytest_twisted: Any = importlib.import_module("pytest_twisted")
+from ._helpers import ensureDeferred, eventually, eventuallyDeferred
+from ._helpers import realReactor as _reactor
+from ._sockets import Server, bounded, connect, finish, serve
 
 pytestmark = pytest.mark.slow
 
 NGINX = "/usr/sbin/nginx"
-
-
-def ensureDeferred(
-    test: Callable[..., Coroutine[Any, Any, None]],
-) -> Callable[..., Any]:
-    """pytest-twisted's decorator, typed."""
-    wrapped: Callable[..., Any] = pytest_twisted.ensureDeferred(test)
-    return wrapped
-
-
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
 
 
 # -- upstreams ------------------------------------------------------------------
@@ -192,18 +176,27 @@ def runNginx(directory: Path, server: str, http: str = "") -> Iterator[int]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
+
+        def listening() -> bool:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
             except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
+                if process.poll() is not None:
                     raise AssertionError(
                         "nginx did not start: "
                         + (directory / "error.log").read_text(errors="replace")
                     ) from None
-                time.sleep(0.05)
+                return False
+            return True
+
+        eventually(
+            listening,
+            timeout=10,
+            message=lambda: (
+                "nginx did not start: "
+                + (directory / "error.log").read_text(errors="replace")
+            ),
+        )
         yield port
     finally:
         process.send_signal(signal.SIGQUIT)
@@ -569,7 +562,9 @@ async def test_upstreamIdleTimeoutShorterThanUpstreamsAvoidsRace() -> None:
             client.write(b"GET /r HTTP/1.1\r\nHost: h\r\n\r\n")
             await client.waitResponses(i + 1)
             # The proxy closes its idle upstream connection first.
-            await until(lambda: upstream.factory.stats.active == 0)
+            await eventuallyDeferred(
+                lambda: upstream.factory.stats.active == 0, timeout=5
+            )
         client.close()
     finally:
         await closeProxy(front, proxy, upstream)
@@ -706,7 +701,7 @@ class BigBody:
 
 async def settled(condition: Callable[[], bool], seconds: float = 0.3) -> None:
     """``condition`` holds now and still after ``seconds`` of reactor time."""
-    await until(condition)
+    await eventuallyDeferred(condition, timeout=5)
     await task.deferLater(_reactor(), seconds, lambda: None)
     assert condition()
 

@@ -19,7 +19,8 @@ from twisted.internet.error import ConnectionDone
 from connserver import Request, Response
 
 from ._harness import hello, parseResponses
-from ._sockets import TRANSPORTS, bounded, connect, finish, serve, until
+from ._helpers import eventuallyDeferred
+from ._sockets import TRANSPORTS, bounded, connect, finish, serve
 
 
 @pytest.fixture(params=TRANSPORTS)
@@ -219,7 +220,9 @@ async def test_sendTimeoutAbortsAClientThatNeverReads(transport: str) -> None:
         client = await connect(server)
         client.transport.pauseProducing()  # type: ignore[union-attr]
         client.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        await until(lambda: server.factory.stats.closes.get("send-timeout"))
+        await eventuallyDeferred(
+            lambda: server.factory.stats.closes.get("send-timeout"), timeout=5
+        )
         client.transport.resumeProducing()  # type: ignore[union-attr]
         received = await client.waitClosed()
         assert len(received) < len(body)

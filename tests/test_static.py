@@ -17,11 +17,9 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
 
 from connserver._connection.message import Request, Response
 from connserver._handlers import static as _static
@@ -34,14 +32,15 @@ from connserver._handlers.static import (
 )
 from connserver._http.headers import Headers
 
+from ._helpers import FakeConsumer, recordOsCalls
+
 HELLO = b"hello world"
 
 
 @pytest.fixture
-def clock() -> Clock:
-    c = Clock()
-    c.advance(time.time())
-    return c
+def clockStart() -> float:
+    """The files' mtimes are wall-clock times: the shared clock starts now."""
+    return time.time()
 
 
 @pytest.fixture
@@ -85,27 +84,6 @@ def get(
 
 def fields(response: Response) -> dict[bytes, bytes]:
     return {name.lower(): value for name, value in response.headers}
-
-
-@implementer(IConsumer)
-class FakeConsumer:
-    """Collects what a body producer writes; can pause it on every write."""
-
-    def __init__(self, pauseEveryWrite: bool = False) -> None:
-        self.data: list[bytes] = []
-        self.producer: Any = None
-        self.pauseEveryWrite = pauseEveryWrite
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self.producer = producer
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-
-    def write(self, data: bytes) -> None:
-        self.data.append(data)
-        if self.pauseEveryWrite and self.producer is not None:
-            self.producer.pauseProducing()
 
 
 def drain(response: Response, clock: Clock) -> bytes:
@@ -217,14 +195,7 @@ def test_headLargeFileDoesNotOpenIt(
 ) -> None:
     handler = StaticFiles(root, reactor=clock, maxCachedFileBytes=4)
     full = get(handler, b"/thousand.bin")
-    opened: list[object] = []
-    realOpen = os.open
-
-    def spyOpen(*args: Any, **kwargs: Any) -> int:
-        opened.append(args[0])
-        return realOpen(*args, **kwargs)
-
-    monkeypatch.setattr(os, "open", spyOpen)
+    opened = recordOsCalls(monkeypatch, "open", record=lambda name, args: args[0])
     head = get(handler, b"/thousand.bin", method=b"HEAD")
     assert opened == []
     assert head.code == 200
@@ -268,15 +239,7 @@ def test_cacheHitCostsOneStat(
 ) -> None:
     handler = StaticFiles(root, reactor=clock)
     get(handler, b"/hello.txt")
-    calls: list[str] = []
-    for name in ("stat", "lstat", "open", "fstat", "read"):
-        real = getattr(os, name)
-
-        def spy(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
-            calls.append(_name)
-            return _real(*args, **kw)
-
-        monkeypatch.setattr(os, name, spy)
+    calls = recordOsCalls(monkeypatch, "stat", "lstat", "open", "fstat", "read")
     monkeypatch.setattr(os.path, "realpath", lambda *a, **k: pytest.fail("realpath"))
     response = get(handler, b"/hello.txt")
     assert response.body == HELLO
@@ -372,15 +335,7 @@ def test_cacheHitByAnotherSpellingCostsOneStat(
     handler = StaticFiles(root, reactor=clock)
     get(handler, b"/hello.txt")
     get(handler, b"/%68ello.txt")
-    calls: list[str] = []
-    for name in ("stat", "lstat", "open", "fstat", "read"):
-        real = getattr(os, name)
-
-        def spy(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
-            calls.append(_name)
-            return _real(*args, **kw)
-
-        monkeypatch.setattr(os, name, spy)
+    calls = recordOsCalls(monkeypatch, "stat", "lstat", "open", "fstat", "read")
     monkeypatch.setattr(os.path, "realpath", lambda *a, **k: pytest.fail("realpath"))
     for target in (b"/%68ello.txt", b"/hello.txt"):
         del calls[:]

@@ -26,6 +26,7 @@ from connserver._handlers.compress import GZIP_LEVEL, CompressingProducer
 from connserver._handlers.static import COMPRESS_BLOCK_BYTES, StaticFiles
 
 from ._harness import connect
+from ._helpers import recordOsCalls
 from .test_static import fields, get
 
 brotli: Any = importlib.import_module("brotli")
@@ -40,10 +41,9 @@ ROUTE_INDEX = b"<!doctype html><title>app</title><div id=root></div>"
 
 
 @pytest.fixture
-def clock() -> Clock:
-    c = Clock()
-    c.advance(time.time())
-    return c
+def clockStart() -> float:
+    """The files' mtimes are wall-clock times: the shared clock starts now."""
+    return time.time()
 
 
 @pytest.fixture
@@ -378,7 +378,7 @@ def test_largeFileStreamsCompressed(root: Path, clock: Clock) -> None:
 
 
 def drainUnknown(body: Any, clock: Clock) -> bytes:
-    from .test_static import FakeConsumer
+    from ._helpers import FakeConsumer
 
     consumer = FakeConsumer()
     done = body.startProducing(consumer)
@@ -395,14 +395,7 @@ def test_streamedCompressionFollowsBackpressure(
 ) -> None:
     content = bigText(40 * COMPRESS_BLOCK_BYTES)
     (root / "big.txt").write_bytes(content)
-    reads: list[int] = []
-    realPread = os.pread
-
-    def countingPread(fd: int, n: int, offset: int) -> bytes:
-        reads.append(n)
-        return realPread(fd, n, offset)
-
-    monkeypatch.setattr(os, "pread", countingPread)
+    reads = recordOsCalls(monkeypatch, "pread", record=lambda name, args: args[1])
     conn = connect(handler(root, clock, maxCachedFileBytes=1000), clock=clock)
     conn.send(b"GET /big.txt HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
     # One turn: a bounded number of blocks, never the whole file.

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +23,13 @@ from twisted.internet.utils import getProcessOutputAndValue
 
 from connserver._handlers.static import StaticFiles
 
+from ._helpers import ensureDeferred
 from ._sockets import Server, bounded, finish, serve
 from .test_static_compress import bigText
-
-pytest_twisted: Any = importlib.import_module("pytest_twisted")
 
 CURL = shutil.which("curl") or "/usr/bin/curl"
 HAVE_CURL = os.path.exists(CURL)
 HERE = Path(__file__).resolve().parent
-
-
-def ensureDeferred(
-    test: Callable[..., Coroutine[Any, Any, None]],
-) -> Callable[..., Any]:
-    """pytest-twisted's decorator, typed."""
-    wrapped: Callable[..., Any] = pytest_twisted.ensureDeferred(test)
-    return wrapped
 
 
 PAGE = b"".join(

@@ -8,9 +8,7 @@ two large-file tests wait on the kernel's buffers, and are marked slow.
 
 from __future__ import annotations
 
-import importlib
 import os
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +19,8 @@ from twisted.internet.error import ConnectionDone
 from connserver._handlers.static import READ_CHUNK_BYTES, StaticFiles
 
 from ._harness import parseResponses
-from ._sockets import TRANSPORTS, RawClient, Server, connect, finish, serve, until
-
-# Imported by name so that mypy treats it as untyped (it ships no stubs).
-pytest_twisted: Any = importlib.import_module("pytest_twisted")
-
-
-def ensureDeferred(
-    test: Callable[..., Coroutine[Any, Any, None]],
-) -> Callable[..., Any]:
-    """pytest-twisted's decorator, typed."""
-    wrapped: Callable[..., Any] = pytest_twisted.ensureDeferred(test)
-    return wrapped
-
+from ._helpers import ensureDeferred, eventuallyDeferred
+from ._sockets import TRANSPORTS, RawClient, Server, connect, finish, serve
 
 SIZE = 32 * 1024 * 1024
 
@@ -78,7 +65,9 @@ async def test_largeFileStreamsWithFlatMemory(bigRoot: Path) -> None:
         )
         transport: Any = client.transport
         transport.pauseProducing()  # the client stops reading
-        await until(lambda: protocols and protocols[0]._writePaused)
+        await eventuallyDeferred(
+            lambda: protocols and protocols[0]._writePaused, timeout=5
+        )
         # Let the reactor run a while: the server stays paused, and what it
         # holds in memory is bounded by one turn of blocks, not the file.
         for _ in range(5):
@@ -105,7 +94,9 @@ async def test_truncatedDuringSendAborts(bigRoot: Path) -> None:
         client = await request(server, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         transport: Any = client.transport
         transport.pauseProducing()
-        await until(lambda: protocols and protocols[0]._writePaused)
+        await eventuallyDeferred(
+            lambda: protocols and protocols[0]._writePaused, timeout=5
+        )
         os.truncate(bigRoot / "big.bin", SIZE // 2)
         transport.resumeProducing()
         await client.waitClosed()
@@ -115,7 +106,9 @@ async def test_truncatedDuringSendAborts(bigRoot: Path) -> None:
         assert len(body) <= SIZE // 2
         assert client.reason is not None
         assert not client.reason.check(ConnectionDone)
-        await until(lambda: server.factory.stats.closes.get("response-error"))
+        await eventuallyDeferred(
+            lambda: server.factory.stats.closes.get("response-error"), timeout=5
+        )
     finally:
         await finish(server)
 

@@ -61,11 +61,6 @@ def get(
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def status(clock: Clock) -> Any:
     handler = StatusHandler(
         FakeFactory(), reactor=clock, historySeconds=60, sampleInterval=5

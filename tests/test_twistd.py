@@ -23,7 +23,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import pytest
 
 from ._certs import CertificateFiles, makeCertificate
+from ._helpers import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -574,10 +574,11 @@ def test_sigusr1ReopensTheAccessLog(
     rotated = tmp_path / "access.log.1"
     s = server("--access-log", str(log))
     assert get(s.port, "/?before=0") == 200
-    deadline = time.monotonic() + TIMEOUT
-    while not (log.exists() and log.read_text()):  # written within a second
-        assert time.monotonic() < deadline, "no access log line"
-        time.sleep(0.05)
+    eventually(  # written within a second
+        lambda: log.exists() and log.read_text(),
+        timeout=TIMEOUT,
+        message="no access log line",
+    )
     for n in (1, 2):
         assert get(s.port, f"/?before={n}") == 200
     log.rename(rotated)  # the last lines are most likely still buffered

@@ -20,7 +20,7 @@ import pytest_twisted
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IConsumer, IPullProducer, IPushProducer
+from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web import http_headers
@@ -39,6 +39,7 @@ from connserver._http.headers import Headers
 
 from . import _sockets as sockets
 from ._harness import Connection, TCPStringTransport, connect, parseResponses
+from ._helpers import FakeConsumer
 
 # twisted.web itself still calls its deprecated _Unsafe* error pages (for
 # 404, 405 and at import of static); that is twisted.web's behaviour, not ours.
@@ -111,39 +112,13 @@ def fields(response: Response) -> dict[bytes, list[bytes]]:
     return out
 
 
-@implementer(IConsumer)
-class Sink:
-    """A consumer that records writes and can pause its producer on each."""
-
-    def __init__(self, pauseEachWrite: bool = False) -> None:
-        self.chunks: list[bytes] = []
-        self.pauseEachWrite = pauseEachWrite
-        self.producer: Any = None
-
-    def attach(self, producer: Any) -> None:
-        self.producer = producer
-
-    def write(self, data: bytes) -> None:
-        self.chunks.append(data)
-        if self.pauseEachWrite and self.producer is not None:
-            self.producer.pauseProducing()
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        pass
-
-    def unregisterProducer(self) -> None:
-        pass
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(self.chunks)
-
-
-def stream(response: Response, sink: Sink | None = None) -> tuple[Sink, Deferred[None]]:
+def stream(
+    response: Response, sink: FakeConsumer | None = None
+) -> tuple[FakeConsumer, Deferred[None]]:
     body = response.body
     assert IBodyProducer.providedBy(body)
-    sink = sink or Sink()
-    sink.attach(body)
+    sink = sink or FakeConsumer()
+    sink.registerProducer(body, True)
     return sink, body.startProducing(sink)  # type: ignore[attr-defined]
 
 
@@ -475,9 +450,9 @@ def test_notDoneYetStreams() -> None:
     assert response.body.length is UNKNOWN_LENGTH
     assert b"transfer-encoding" not in fields(response)
     sink, done = stream(response)
-    assert sink.data == b"one "
+    assert sink.received() == b"one "
     clock.advance(1)
-    assert sink.data == b"one two"
+    assert sink.received() == b"one two"
     assert not fired(done)
     clock.advance(1)
     assert result(done) is None
@@ -500,7 +475,7 @@ def test_streamWithContentLength() -> None:
     assert fields(response)[b"content-length"] == [b"6"]
     sink, done = stream(response)
     clock.advance(1)
-    assert (sink.data, result(done)) == (b"abcdef", None)
+    assert (sink.received(), result(done)) == (b"abcdef", None)
 
 
 def test_writtenBeforeConsumerIsBuffered() -> None:
@@ -519,7 +494,7 @@ def test_writtenBeforeConsumerIsBuffered() -> None:
     sink, done = stream(response)
     requests[0].write(b"c")
     requests[0].finish()
-    assert (sink.data, result(done)) == (b"abc", None)
+    assert (sink.received(), result(done)) == (b"abc", None)
     assert clock.getDelayedCalls() == []
 
 
@@ -544,17 +519,17 @@ def test_staticFileBackpressure(bigFile: Path) -> None:
     size = bigFile.stat().st_size
     assert response.code == 200
     assert response.body.length == size
-    sink = Sink(pauseEachWrite=True)
+    sink = FakeConsumer(pauseEveryWrite=True)
     _, done = stream(response, sink)
-    assert len(sink.chunks) == 1  # what was prefetched; then paused
+    assert len(sink.data) == 1  # what was prefetched; then paused
     resumes = 0
     while not fired(done):
-        before = len(sink.chunks)
+        before = len(sink.data)
         response.body.resumeProducing()
         resumes += 1
-        assert len(sink.chunks) - before <= 1
+        assert len(sink.data) - before <= 1
         assert resumes < 100
-    assert sink.data == bigFile.read_bytes()
+    assert sink.received() == bigFile.read_bytes()
     assert clock.getDelayedCalls() == []
 
 
@@ -566,7 +541,7 @@ def test_staticFileUnpausedConsumer(bigFile: Path) -> None:
     sink, done = stream(response)
     while not fired(done):
         clock.advance(0)
-    assert sink.data == bigFile.read_bytes()
+    assert sink.received() == bigFile.read_bytes()
     assert clock.getDelayedCalls() == []
 
 
@@ -664,20 +639,20 @@ def test_pushProducerPauseResume() -> None:
     clock.advance(1)
     clock.advance(0)
     response = result(d)
-    sink = Sink(pauseEachWrite=True)
+    sink = FakeConsumer(pauseEveryWrite=True)
     _, done = stream(response, sink)
     ticker = tickers[0]
-    assert sink.data == b"tick 3;"
+    assert sink.received() == b"tick 3;"
     assert ticker.log == ["pause"]
     clock.advance(5)
-    assert sink.data == b"tick 3;"  # paused: nothing more
+    assert sink.received() == b"tick 3;"  # paused: nothing more
     response.body.resumeProducing()
     clock.advance(1)
-    assert sink.data == b"tick 3;tick 2;"
+    assert sink.received() == b"tick 3;tick 2;"
     response.body.resumeProducing()
     clock.advance(1)
     assert result(done) is None
-    assert sink.data == b"tick 3;tick 2;tick 1;"
+    assert sink.received() == b"tick 3;tick 2;tick 1;"
     assert ticker.log == ["pause", "resume", "pause", "resume", "pause"]
     assert clock.getDelayedCalls() == []
 
@@ -711,7 +686,7 @@ def test_pushProducerPausedWithoutConsumer() -> None:
     response = result(respond(Leaf(render), clock)[0])
     assert flood.paused == 1
     sink, done = stream(response)
-    assert flood.paused == 0 and len(sink.data) == 70000
+    assert flood.paused == 0 and len(sink.received()) == 70000
     requests[0].unregisterProducer()
     requests[0].finish()
     assert result(done) is None
@@ -758,11 +733,11 @@ def test_asyncPullProducer() -> None:
     clock.advance(1)
     response = result(d)
     sink, done = stream(response)
-    assert sink.data == b"3;"
+    assert sink.received() == b"3;"
     clock.advance(1)
     clock.advance(1)
     assert result(done) is None
-    assert sink.data == b"3;2;1;"
+    assert sink.received() == b"3;2;1;"
     assert asked == [3, 2, 1]
     assert clock.getDelayedCalls() == []
 
@@ -811,12 +786,12 @@ def test_disconnectWhileStreaming() -> None:
     response = result(respond(Leaf(render), clock)[0])
     sink, done = stream(response)
     clock.advance(1)
-    assert sink.data == b"head;tick 5;"
+    assert sink.received() == b"head;tick 5;"
     response.body.stopProducing()
     assert tickers[0].log == ["stop"]
     assert len(notified) == 1 and notified[0].check(ConnectionLost)
     clock.advance(10)
-    assert sink.data == b"head;tick 5;"
+    assert sink.received() == b"head;tick 5;"
     assert not fired(done)  # IBodyProducer: never fires after stopProducing
     assert clock.getDelayedCalls() == []
 
@@ -835,7 +810,7 @@ def test_stoppedBeforeStarted() -> None:
     response.body.stopProducing()
     assert notified[0].check(ConnectionLost)
     sink, done = stream(response)
-    assert sink.data == b"" and not fired(done)
+    assert sink.received() == b"" and not fired(done)
     assert clock.getDelayedCalls() == []
 
 

@@ -86,11 +86,6 @@ def result(d: Deferred[Any] | Response) -> Any:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def events() -> list[Any]:
     return []
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from ._certs import CertificateFiles, makeCertificate
+from ._helpers import eventually
 from .test_twistd import (
     TIMEOUT,
     Server,
@@ -72,12 +73,16 @@ def statusJSON(port: int) -> dict[str, object]:
 def pidsServing(port: int, wanted: set[int]) -> set[int]:
     """Ask /pid until every pid of ``wanted`` answered (bounded)."""
     seen: set[int] = set()
-    deadline = time.monotonic() + TIMEOUT
-    while not wanted <= seen:
-        assert time.monotonic() < deadline, (seen, wanted)
+
+    def askOnce() -> bool:
+        if wanted <= seen:
+            return True
         status, body = get(port, "/pid")
         assert status == 200
         seen.add(int(body))
+        return False
+
+    eventually(askOnce, timeout=TIMEOUT, interval=0, message=lambda: (seen, wanted))
     return seen
 
 
@@ -167,27 +172,28 @@ def test_sighupUnderLoadReplacesEveryWorkerWithoutAFailure(
     old = set(waitReady(s, 2).values())
     load = Load(s.port)
     try:
-        deadline = time.monotonic() + TIMEOUT
-        while load.ok < 50:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        eventually(lambda: load.ok >= 50, timeout=TIMEOUT, interval=0.01)
         s.process.send_signal(signal.SIGHUP)
         s.waitFor("reload done: every worker replaced")
         reloaded = time.monotonic()
-        while not any(t > reloaded for t, _ in load.pids):
-            assert time.monotonic() < reloaded + TIMEOUT
-            time.sleep(0.01)
+        eventually(
+            lambda: any(t > reloaded for t, _ in load.pids),
+            timeout=TIMEOUT,
+            interval=0.01,
+        )
     finally:
         load.stop()
     assert load.failures == [], load.failures[:5]
     # The rows of the other workers are at most a report interval old.
-    deadline = time.monotonic() + TIMEOUT
-    while True:
+    new: set[int] = set()
+
+    def bothReport() -> bool:
+        nonlocal new
         workers = statusJSON(s.port)["workers"]
         new = {row["pid"] for row in workers}  # type: ignore[attr-defined]
-        if len(new) == 2 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+        return len(new) == 2
+
+    eventually(bothReport, timeout=TIMEOUT, interval=0.1, message=lambda: (new, old))
     assert len(new) == 2 and not new & old, (new, old)
     after = {pid for t, pid in load.pids if t > reloaded}
     assert after <= new, "only new workers serve once the reload is done"
@@ -234,28 +240,38 @@ def test_statusAndMetricsSumEveryWorker(server: Callable[..., Server]) -> None:
     # The other worker's figures arrive within two report intervals (its
     # report to the parent, then the parent's answer to this one's report).
     deadline = time.monotonic() + TIMEOUT
-    while True:
+    data: dict[str, object] = {}
+
+    def everyWorkerCounted() -> bool:
+        nonlocal data
         data = statusJSON(s.port)
         rows = data["workers"]
-        if all(row["requests"] > 0 for row in rows) and int(data["requests"]) >= 13:  # type: ignore[attr-defined, call-overload]
-            break
-        assert time.monotonic() < deadline, data
-        time.sleep(0.2)
+        return all(row["requests"] > 0 for row in rows) and int(data["requests"]) >= 13  # type: ignore[attr-defined, call-overload]
+
+    eventually(everyWorkerCounted, timeout=TIMEOUT, interval=0.2, message=lambda: data)
+    rows = data["workers"]
     assert {row["pid"] for row in rows} == set(pids.values())  # type: ignore[attr-defined]
     perWorker = sum(row["requests"] for row in rows)  # type: ignore[attr-defined]
     # Every request so far, whichever worker served it (this one included).
     assert data["requests"] == perWorker >= 13
-    status, text = get(s.port, "/st")
+    _status, text = get(s.port, "/st")
     assert b"Workers (worker pid uptime connections requests):" in text
-    while True:  # the same staleness as above, on whichever worker answers
+    metrics = b""
+
+    def everyRequestCounted() -> bool:
+        nonlocal metrics
         status, metrics = get(s.port, "/metrics")
         assert status == 200
         match = re.search(rb'connserver_requests_total\{code="2xx"\} ([\d.]+)', metrics)
         assert match is not None
-        if float(match.group(1)) >= 13:
-            break
-        assert time.monotonic() < deadline, metrics
-        time.sleep(0.2)
+        return float(match.group(1)) >= 13
+
+    eventually(  # the same staleness as above, on whichever worker answers
+        everyRequestCounted,
+        timeout=deadline - time.monotonic(),  # the bound is shared with the rows'
+        interval=0.2,
+        message=lambda: metrics,
+    )
     assert b"connserver_workers 2.0" in metrics
     for pid in pids.values():
         assert f'pid="{pid}"'.encode() in metrics
@@ -267,7 +283,7 @@ def test_statusAndMetricsSumEveryWorker(server: Callable[..., Server]) -> None:
     waitReady(s, 1)
     for _ in range(10):  # reports come and go: the total never drops
         assert int(statusJSON(s.port)["requests"]) >= before  # type: ignore[call-overload]
-        time.sleep(0.2)
+        time.sleep(0.2)  # not a poll: the check must hold for two seconds
     s.stop()
 
 
@@ -565,10 +581,11 @@ def test_sigusr1ReopensEveryWorkersAccessLog(
     )
     pids = waitReady(s, 2)
     pidsServing(s.port, set(pids.values()))  # both have the file open now
-    deadline = time.monotonic() + TIMEOUT
-    while not (log.exists() and log.read_text()):  # flushed within a second
-        assert time.monotonic() < deadline, "no access log line"
-        time.sleep(0.05)
+    eventually(  # flushed within a second
+        lambda: log.exists() and log.read_text(),
+        timeout=TIMEOUT,
+        message="no access log line",
+    )
     log.rename(tmp_path / "access.log.1")
     s.process.send_signal(signal.SIGUSR1)
     reopened = {s.waitFor(r"\[worker \d+ pid (\d+)\] Access log .* reopened").group(1)}

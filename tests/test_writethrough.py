@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import fcntl
-import importlib
 import inspect
 import os
 import socket
@@ -39,24 +38,10 @@ from zope.interface import implementer
 from connserver._twisted import writethrough as _writethrough
 from connserver._twisted.writethrough import WOULD_BLOCK, TransportWriter
 
-# Imported by name so that mypy treats it as untyped (it ships no stubs).
-pytest_twisted: Any = importlib.import_module("pytest_twisted")
+from ._helpers import ensureDeferred, eventuallyDeferred
+from ._helpers import realReactor as _reactor
 
 TIMEOUT = 10.0
-
-
-def ensureDeferred(
-    test: Callable[..., Coroutine[Any, Any, None]],
-) -> Callable[..., Any]:
-    """pytest-twisted's decorator, typed."""
-    wrapped: Callable[..., Any] = pytest_twisted.ensureDeferred(test)
-    return wrapped
-
-
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
 
 
 async def turn(seconds: float = 0.01) -> None:
@@ -65,11 +50,8 @@ async def turn(seconds: float = 0.01) -> None:
 
 
 async def until(condition: Callable[[], object], what: str) -> None:
-    for _ in range(int(TIMEOUT / 0.01)):
-        if condition():
-            return
-        await turn()
-    raise AssertionError(f"timed out waiting for {what}")
+    """``condition()`` within ``TIMEOUT``, checked every reactor turn."""
+    await eventuallyDeferred(condition, timeout=TIMEOUT, interval=0.01, message=what)
 
 
 class _Kept(Protocol):
