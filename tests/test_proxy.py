@@ -779,8 +779,8 @@ async def test_uploadStreamsWithBackpressure() -> None:
         await bounded(reader.pausedOnce)
         proxyConnection = front.protocols[0]
         # The upstream stopped reading: the proxy stops reading the client.
-        await settled(lambda: proxyConnection._readPaused)
-        received = proxyConnection._queue[0].bodyReceived
+        await settled(lambda: proxyConnection.flow.readPaused)
+        received = proxyConnection.pipeline.queue[0].bodyReceived
         assert received < BIG // 2, received
         reader.producer.resumeProducing()
         [response] = await client.waitResponses(1, [b"PUT"])

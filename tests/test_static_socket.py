@@ -66,13 +66,13 @@ async def test_largeFileStreamsWithFlatMemory(bigRoot: Path) -> None:
         transport: Any = client.transport
         transport.pauseProducing()  # the client stops reading
         await eventuallyDeferred(
-            lambda: protocols and protocols[0]._writePaused, timeout=5
+            lambda: protocols and protocols[0].flow.writePaused, timeout=5
         )
         # Let the reactor run a while: the server stays paused, and what it
         # holds in memory is bounded by one turn of blocks, not the file.
         for _ in range(5):
             await task.deferLater(reactor, 0.01, lambda: None)
-        assert protocols[0]._writePaused
+        assert protocols[0].flow.writePaused
         assert buffered(protocols[0]) <= 8 * READ_CHUNK_BYTES
         transport.resumeProducing()
         await client.waitClosed()
@@ -95,7 +95,7 @@ async def test_truncatedDuringSendAborts(bigRoot: Path) -> None:
         transport: Any = client.transport
         transport.pauseProducing()
         await eventuallyDeferred(
-            lambda: protocols and protocols[0]._writePaused, timeout=5
+            lambda: protocols and protocols[0].flow.writePaused, timeout=5
         )
         os.truncate(bigRoot / "big.bin", SIZE // 2)
         transport.resumeProducing()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from twisted.internet.task import Clock
 
-from connserver._connection.timer import Phase, PhaseTimer
+from connserver._connection.timer import Phase, PhaseTimer, choosePhase
+from connserver._http.state import ConnectionState
 
 
 class Owner:
@@ -71,3 +73,120 @@ def test_noTimeoutMeansNoPhase() -> None:
     clock, timer, _ = make()
     timer.start(Phase.IDLE, None)
     assert timer.phase is None and clock.getDelayedCalls() == []
+
+
+# choosePhase: which phase applies to an open connection, as a table.
+# Columns: state, writePaused, hasFront, frontReadingBody,
+# frontAwaitingHandler, discardingBody -> phase.
+_ST = ConnectionState
+CHOOSE_PHASE_TABLE = [
+    pytest.param(
+        _ST.ACCEPTED, False, False, False, False, False, Phase.HEAD, id="accepted-head"
+    ),
+    pytest.param(
+        _ST.READING_HEAD,
+        False,
+        False,
+        False,
+        False,
+        False,
+        Phase.HEAD,
+        id="reading-head",
+    ),
+    pytest.param(
+        _ST.WAITING, False, False, False, False, False, Phase.IDLE, id="waiting-idle"
+    ),
+    pytest.param(
+        _ST.WAITING,
+        True,
+        False,
+        False,
+        False,
+        False,
+        Phase.SEND,
+        id="waiting-unread-response-send",
+    ),
+    pytest.param(
+        _ST.WRITING,
+        True,
+        True,
+        False,
+        False,
+        False,
+        Phase.SEND,
+        id="writing-paused-send",
+    ),
+    pytest.param(
+        _ST.WRITING, True, True, True, False, False, Phase.SEND, id="send-beats-body"
+    ),
+    pytest.param(
+        _ST.READING_HEAD,
+        True,
+        False,
+        False,
+        False,
+        False,
+        Phase.HEAD,
+        id="paused-no-front-head",
+    ),
+    pytest.param(
+        _ST.READING_BODY, False, True, True, False, False, Phase.BODY, id="front-body"
+    ),
+    pytest.param(
+        _ST.READING_BODY,
+        False,
+        True,
+        True,
+        True,
+        False,
+        Phase.BODY,
+        id="body-beats-handler",
+    ),
+    pytest.param(
+        _ST.HANDLING, False, True, False, True, False, Phase.HANDLER, id="handler"
+    ),
+    pytest.param(
+        _ST.HANDLING, False, True, False, False, False, None, id="handling-no-limit"
+    ),
+    pytest.param(
+        _ST.WRITING, False, True, False, False, False, None, id="writing-none"
+    ),
+    pytest.param(
+        _ST.WRITING, False, True, False, False, True, None, id="front-beats-discard"
+    ),
+    pytest.param(
+        _ST.WAITING, False, False, False, False, True, Phase.BODY, id="discarding-body"
+    ),
+    pytest.param(
+        _ST.READING_HEAD,
+        False,
+        False,
+        False,
+        False,
+        True,
+        Phase.BODY,
+        id="discard-beats-head",
+    ),
+    pytest.param(
+        _ST.WRITING, False, False, False, False, False, None, id="writing-empty-none"
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "state,writePaused,hasFront,reading,awaiting,discarding,expected",
+    CHOOSE_PHASE_TABLE,
+)
+def test_choosePhase(
+    state: ConnectionState,
+    writePaused: bool,
+    hasFront: bool,
+    reading: bool,
+    awaiting: bool,
+    discarding: bool,
+    expected: Phase | None,
+) -> None:
+    assert (
+        choosePhase(state, writePaused, hasFront, reading, awaiting, discarding)
+        is expected
+    )
