@@ -424,7 +424,7 @@ class Exchange:
         )
         self.request = request
         if owner.peerTrusted:
-            self._applyForwarded(request)
+            self.clientHost = applyForwarded(request, owner.config)
         try:
             result = factory.handler(request)
         except Exception:
@@ -730,23 +730,6 @@ class Exchange:
 
     # -- records ---------------------------------------------------------------
 
-    def _applyForwarded(self, request: Request) -> None:
-        """
-        A trusted proxy's ``Forwarded`` / ``X-Forwarded-*`` fields name the
-        client (``forwarded``); malformed ones are ignored (the peer stays).
-        """
-        config = self.owner.config
-        hop = resolveClient(
-            request.headers, config.trustedProxies, config.forwardedHeader
-        )
-        if hop is None:
-            return
-        if hop.host is not None:
-            request.clientAddress = _hopAddress(hop.host, hop.port or 0)
-            self.clientHost = hop.host
-        if hop.scheme is not None:
-            request.scheme = hop.scheme
-
     def _record(self, closeReason: str | None) -> None:
         owner = self.owner
         head = self.head
@@ -782,6 +765,23 @@ def notify(observers: list[Callable[[Any], None]], record: object, failed: str) 
             observer(record)
         except Exception:
             _log.failure(failed)
+
+
+def applyForwarded(request: Request, config: ServerConfig) -> str | None:
+    """
+    A trusted proxy's ``Forwarded`` / ``X-Forwarded-*`` fields name the
+    client and scheme of ``request`` (``_http.forwarded``); malformed ones
+    are ignored (the peer stays).  Returns the client's host for the log.
+    """
+    hop = resolveClient(request.headers, config.trustedProxies, config.forwardedHeader)
+    if hop is None:
+        return None
+    if hop.scheme is not None:
+        request.scheme = hop.scheme
+    if hop.host is None:
+        return None
+    request.clientAddress = _hopAddress(hop.host, hop.port or 0)
+    return hop.host
 
 
 def _cancel(deferred: Deferred[Any]) -> None:
