@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
+from connserver._twisted.reactor import defaultReactor
 from connserver._twisted.writethrough import WOULD_BLOCK
 
 __all__ = [
@@ -81,6 +82,30 @@ class ISendfileConsumer(IConsumer):
 
 
 _Part = tuple[bytes, int, int]
+
+
+def _partsAndLength(
+    offset: int | None,
+    length: int | None,
+    parts: Sequence[_Part] | None,
+    trailer: bytes,
+) -> tuple[list[_Part], int | str]:
+    """
+    The parts to send and the body length, from either ``parts`` or
+    ``offset``/``length`` (see :class:`FileBodyProducer`), or ValueError;
+    a part's offset or count of -1 means "where the file stands" or "to
+    its end".
+    """
+    if parts is not None:
+        if offset is not None or length is not None:
+            raise ValueError("give parts, or offset and length, not both")
+        parts = list(parts)
+        total = sum(len(prefix) + count for prefix, _, count in parts)
+        return parts, total + len(trailer)
+    if (offset is not None and offset < 0) or (length is not None and length < 0):
+        raise ValueError("offset and length must be >= 0")
+    whole = (b"", -1 if offset is None else offset, -1 if length is None else length)
+    return [whole], UNKNOWN_LENGTH if length is None else length
 
 
 @implementer(IBodyProducer, IPushProducer)
@@ -140,26 +165,7 @@ class FileBodyProducer:
         self._fd: int | None = None
         self._blockBytes = blockBytes
         self._blocksPerTurn = blocksPerTurn
-        if parts is not None:
-            if offset is not None or length is not None:
-                raise ValueError("give parts, or offset and length, not both")
-            self._parts = list(parts)
-            self.length: int | str = sum(
-                len(prefix) + count for prefix, _, count in self._parts
-            ) + len(trailer)
-        else:
-            if (offset is not None and offset < 0) or (
-                length is not None and length < 0
-            ):
-                raise ValueError("offset and length must be >= 0")
-            self._parts = [
-                (
-                    b"",
-                    -1 if offset is None else offset,
-                    -1 if length is None else length,
-                )
-            ]
-            self.length = UNKNOWN_LENGTH if length is None else length
+        self._parts, self.length = _partsAndLength(offset, length, parts, trailer)
         self._file: BinaryIO | None = None
         if isinstance(file, int):
             self._fd = file
@@ -175,9 +181,7 @@ class FileBodyProducer:
         self._trailer = trailer
         self._check = check
         if clock is None:
-            from twisted.internet import reactor as globalReactor
-
-            clock = globalReactor
+            clock = defaultReactor()
         assert clock is not None
         self._clock: IReactorTime = clock
         self._paused = paused

@@ -164,6 +164,7 @@ class ConnectionCollector:
         return self._families(empty=False)
 
     def _families(self, *, empty: bool) -> list[Metric]:
+        """The families this collector exports, with samples unless ``empty``."""
         connections = GaugeMetricFamily(
             "connserver_connections",
             "Open connections by state.",
@@ -214,8 +215,23 @@ class ConnectionCollector:
             duration,
             bodyBytes,
         ]
-        if empty:
-            return families
+        if not empty:
+            self._addConnectionSamples(
+                connections, accepted, refused, closed, draining, perConnection
+            )
+            self._addRequestSamples(requests, duration, bodyBytes)
+        return families
+
+    def _addConnectionSamples(
+        self,
+        connections: GaugeMetricFamily,
+        accepted: CounterMetricFamily,
+        refused: CounterMetricFamily,
+        closed: CounterMetricFamily,
+        draining: GaugeMetricFamily,
+        perConnection: HistogramMetricFamily,
+    ) -> None:
+        """Fill the connection families from ``factory.stats``, read now."""
         stats = self.factory.stats
         byState = stats.byState()
         for group in STATE_GROUPS:
@@ -227,6 +243,14 @@ class ConnectionCollector:
         draining.add_metric([], 1 if stats.draining else 0)
         buckets, total = _perConnection(stats.requestsPerConnection)
         perConnection.add_metric([], buckets, total)
+
+    def _addRequestSamples(
+        self,
+        requests: CounterMetricFamily,
+        duration: HistogramMetricFamily,
+        bodyBytes: CounterMetricFamily,
+    ) -> None:
+        """Fill the request families from the observed ``requests`` counters."""
         observed = self.requests
         for index, name in enumerate(_CLASSES, start=1):
             requests.add_metric([name], observed.byClass[index])
@@ -235,7 +259,6 @@ class ConnectionCollector:
         )
         duration.add_metric([], buckets, total)
         bodyBytes.add_metric([], observed.bodyBytes)
-        return families
 
 
 def _perConnection(

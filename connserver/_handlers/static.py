@@ -11,18 +11,15 @@ protocol's backpressure.  See ``docs/static.md`` for every choice.
 from __future__ import annotations
 
 import copy
-import html
 import mimetypes
 import os
 import re
-import secrets
 import stat
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from email.utils import formatdate, parsedate_to_datetime
+from email.utils import formatdate
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -37,6 +34,17 @@ from connserver._handlers.compress import (
     CompressingProducer,
     compressBytes,
 )
+from connserver._handlers.static_conditional import (
+    MAX_RANGES,
+    NOT_MODIFIED,
+    PRECONDITION_FAILED,
+    RANGE_COALESCE_GAP,
+    UNSATISFIABLE,
+    WHOLE,
+    Preconditions,
+    byterangesParts,
+)
+from connserver._handlers.static_listing import listingPage, scanDirectory
 from connserver._http.encoding import IDENTITY, acceptableCodings
 from connserver._http.headers import Headers
 from connserver._twisted.reactor import defaultReactor
@@ -60,12 +68,8 @@ __all__ = [
 #: protocol's request-line limit (8 KiB) is the outer bound; this one keeps
 #: every path well under Linux's PATH_MAX (4096) after joining the root.
 MAX_PATH_BYTES = 4096
-#: More range-specs than this in one Range field: the field is ignored and
-#: the whole file is sent (RFC 9110 §14.2 lets a server ignore it).
-MAX_RANGES = 50
-#: Satisfiable ranges closer than this are merged into one part: a gap this
-#: small costs less than a multipart header (RFC 9110 §14.6 allows it).
-RANGE_COALESCE_GAP = 80
+# MAX_RANGES and RANGE_COALESCE_GAP are defined with the Range parsing, in
+# static_conditional, and exported here too.
 #: Default bound on the bytes held by the small-file cache (content + headers).
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
 #: Default bound on the number of cache entries (small and large files).
@@ -169,13 +173,6 @@ _SLOW_FIELDS = frozenset(
     }
 )
 
-# RFC 9110 §8.8.3: entity-tag = [ weak ] opaque-tag; opaque-tag = DQUOTE
-# *etagc DQUOTE.  etagc may contain a comma, so a list is parsed by this
-# pattern rather than split on commas.
-_ETAG_LIST_RE = re.compile(rb'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
-# RFC 9110 §14.1.2: int-range = first-pos "-" [ last-pos ]; suffix-range =
-# "-" suffix-length.
-_RANGE_SPEC_RE = re.compile(rb"(\d*)-(\d*)")
 _ABSOLUTE_FORM_RE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://[^/]*")
 
 
@@ -243,6 +240,62 @@ def pagePath(page: str, what: str) -> bytes:
             + ("such as /index.html" if "fallback" in what else "such as /404.html")
         )
     return page.encode("ascii")
+
+
+def _checkedRoot(root: str | os.PathLike[str]) -> str:
+    """The real path of a static root, or ValueError if it cannot be served."""
+    realRoot = os.path.realpath(os.fspath(root))
+    if not os.path.isdir(realRoot):
+        raise ValueError(f"static root {os.fspath(root)!r} is not a directory")
+    if not os.access(realRoot, os.R_OK | os.X_OK):
+        raise ValueError(f"static root {os.fspath(root)!r} is not readable")
+    return realRoot
+
+
+def _cacheControlFields(cacheControl: str | None) -> list[tuple[bytes, bytes, bytes]]:
+    """The configured Cache-Control as file response fields, or ValueError."""
+    if cacheControl is None:
+        return []
+    if not cacheControl.isascii() or not cacheControl.isprintable():
+        raise ValueError("cacheControl must be printable ASCII")
+    return [(b"cache-control", b"Cache-Control", cacheControl.encode("ascii"))]
+
+
+def _checkWholeNumbers(**values: int) -> None:
+    """Refuse a size or count option that is not a whole number (bools too)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a whole number >= 0")
+
+
+def _errorPagePaths(errorPages: Mapping[int, str]) -> dict[int, bytes]:
+    """The configured error pages as request paths, or ValueError."""
+    pages: dict[int, bytes] = {}
+    for code, page in errorPages.items():
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise ValueError(f"error page status {code!r} is not a number")
+        if not 400 <= code <= 599:
+            raise ValueError(f"error page status {code} is not 4xx or 5xx")
+        pages[code] = pagePath(page, f"error page for {code}")
+    return pages
+
+
+def _withPageBody(response: Response, page: Response) -> Response:
+    """
+    An error response with an error page's body: the original status and
+    its own fields (Allow, Content-Range, Retry-After, Vary...), with the
+    page's Content-Type and body; no validators, which would describe the
+    page, not the target.
+    """
+    fields = [
+        (name, value)
+        for name, value in response.headers
+        if name.lower() != b"content-type"
+    ]
+    contentType = page.headers.get(b"content-type")
+    if contentType is not None:
+        fields.insert(0, (b"Content-Type", contentType))
+    return Response(response.code, Headers(fields), page.body)
 
 
 class FileChangedError(Exception):
@@ -575,29 +628,15 @@ class StaticFiles:
         errorPages: Mapping[int, str] | None = None,
         fallback: str | None = None,
     ) -> None:
-        realRoot = os.path.realpath(os.fspath(root))
-        if not os.path.isdir(realRoot):
-            raise ValueError(f"static root {os.fspath(root)!r} is not a directory")
-        if not os.access(realRoot, os.R_OK | os.X_OK):
-            raise ValueError(f"static root {os.fspath(root)!r} is not readable")
-        if cacheControl is not None:
-            if not cacheControl.isascii() or not cacheControl.isprintable():
-                raise ValueError("cacheControl must be printable ASCII")
-        for name, value in (
-            ("maxCacheBytes", maxCacheBytes),
-            ("maxCacheEntries", maxCacheEntries),
-            ("maxCachedFileBytes", maxCachedFileBytes),
-            ("minCompressBytes", minCompressBytes),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a whole number >= 0")
-        pages: dict[int, bytes] = {}
-        for code, page in (errorPages or {}).items():
-            if isinstance(code, bool) or not isinstance(code, int):
-                raise ValueError(f"error page status {code!r} is not a number")
-            if not 400 <= code <= 599:
-                raise ValueError(f"error page status {code} is not 4xx or 5xx")
-            pages[code] = pagePath(page, f"error page for {code}")
+        realRoot = _checkedRoot(root)
+        extraFields = _cacheControlFields(cacheControl)
+        _checkWholeNumbers(
+            maxCacheBytes=maxCacheBytes,
+            maxCacheEntries=maxCacheEntries,
+            maxCachedFileBytes=maxCachedFileBytes,
+            minCompressBytes=minCompressBytes,
+        )
+        pages = _errorPagePaths(errorPages or {})
         fallbackPath = None if fallback is None else pagePath(fallback, "fallback")
         if reactor is None:
             reactor = defaultReactor()
@@ -621,12 +660,8 @@ class StaticFiles:
         self._rootBytes = os.fsencode(realRoot)
         self._rootPrefix = self._rootBytes.rstrip(b"/") + b"/"
         self._cache = _Cache(maxCacheBytes, maxCacheEntries)
-        self._extraFields: list[tuple[bytes, bytes, bytes]] = []
-        if cacheControl is not None:
-            self._extraFields.append(
-                (b"cache-control", b"Cache-Control", cacheControl.encode("ascii"))
-            )
-        self._dates: dict[bytes, int | None] = {}
+        self._extraFields = extraFields
+        self._preconditions = Preconditions(reactor)
         self._lastModified: dict[int, bytes] = {}
 
     # The request path -------------------------------------------------
@@ -701,18 +736,7 @@ class StaticFiles:
         if answer.code != 200:
             # A missing (or unreadable) error page: the built-in text.
             return response
-        # The original status and its own fields (Allow, Content-Range,
-        # Retry-After, Vary...), with the page's Content-Type and body; no
-        # validators, which would describe the page, not the target.
-        fields = [
-            (name, value)
-            for name, value in response.headers
-            if name.lower() != b"content-type"
-        ]
-        contentType = answer.headers.get(b"content-type")
-        if contentType is not None:
-            fields.insert(0, (b"Content-Type", contentType))
-        return Response(code, Headers(fields), answer.body)
+        return _withPageBody(response, answer)
 
     def _accepted(self, headers: Headers) -> tuple[tuple[bytes, ...], bool]:
         """
@@ -970,86 +994,27 @@ class StaticFiles:
 
     # Validators, conditionals and ranges -------------------------------
 
-    def _parseDate(self, value: bytes) -> int | None:
-        """An HTTP-date as epoch seconds, or None when invalid (cached)."""
-        try:
-            return self._dates[value]
-        except KeyError:
-            pass
-        seconds: int | None
-        try:
-            parsed: datetime = parsedate_to_datetime(value.decode("latin-1"))
-            seconds = None if parsed.tzinfo is None else int(parsed.timestamp())
-        except (TypeError, ValueError, IndexError, OverflowError):
-            seconds = None
-        if len(self._dates) > 256:
-            self._dates.clear()
-        self._dates[value] = seconds
-        return seconds
-
     def _conditional(self, request: Request, entry: _Entry) -> Response:
-        """RFC 9110 §13.2.2: evaluate preconditions in order, then ranges."""
-        headers = request.headers
-        mtime = entry.mtime
-        # Step 1: If-Match; step 2 (only without If-Match): If-Unmodified-Since.
-        ifMatch = headers.getAll(b"if-match")
-        if ifMatch:
-            if not _etagMatches(ifMatch, entry.etag, strong=True):
-                return self._preconditionFailed(entry)
-        else:
-            ifUnmodified = headers.getAll(b"if-unmodified-since")
-            if len(ifUnmodified) == 1:
-                since = self._parseDate(ifUnmodified[0])
-                if since is not None and mtime > since:
-                    return self._preconditionFailed(entry)
-        # Step 3: If-None-Match; step 4 (only without it): If-Modified-Since.
-        # Both give 304 for GET and HEAD (the only methods that get here).
-        ifNoneMatch = headers.getAll(b"if-none-match")
-        if ifNoneMatch:
-            if _etagMatches(ifNoneMatch, entry.etag, strong=False):
-                return self._notModified(entry)
-        else:
-            ifModified = headers.getAll(b"if-modified-since")
-            if len(ifModified) == 1:
-                since = self._parseDate(ifModified[0])
-                if since is not None and mtime <= since:
-                    return self._notModified(entry)
-        # Step 5: Range (and If-Range), for GET only (RFC 9110 §14.2).
-        rangeValues = headers.getAll(b"range")
-        if (
-            request.method == b"GET"
-            and len(rangeValues) == 1
-            and entry.size > 0
-            and entry.encoding is None
-        ):
-            ranges = _parseRanges(rangeValues[0], entry.size)
-            if ranges is not None and self._ifRangeHolds(headers, entry):
-                if not ranges:
-                    return self._unsatisfiable(entry)
-                return self._partial(request, entry, ranges)
+        """The response that RFC 9110 §13.2.2 preconditions and Range decide."""
+        outcome = self._preconditions.evaluate(
+            request.headers,
+            request.method == b"GET",
+            entry.etag,
+            entry.mtime,
+            entry.size if entry.encoding is None else 0,
+        )
+        if isinstance(outcome, list):
+            return self._partial(request, entry, outcome)
+        if outcome == PRECONDITION_FAILED:
+            return self._preconditionFailed(entry)
+        if outcome == NOT_MODIFIED:
+            return self._notModified(entry)
+        if outcome == UNSATISFIABLE:
+            return self._unsatisfiable(entry)
+        assert outcome == WHOLE
         if entry.body is not None:
             return Response(200, entry.pairs, entry.body)
         return self._streamed(request, entry, None)
-
-    def _ifRangeHolds(self, headers: Headers, entry: _Entry) -> bool:
-        """RFC 9110 §13.1.5: Range applies only if If-Range (when sent) matches."""
-        values = headers.getAll(b"if-range")
-        if not values:
-            return True
-        if len(values) != 1:
-            return False
-        value = values[0].strip()
-        if value.startswith(b'"') or value.startswith(b"W/"):
-            # A strong comparison: a weak tag never matches.
-            return value == entry.etag
-        since = self._parseDate(value)
-        # An HTTP-date matches only an exactly equal, strong Last-Modified:
-        # one at least a second older than now (RFC 9110 §8.8.2.2).
-        return (
-            since is not None
-            and since == entry.mtime
-            and entry.mtime <= self.reactor.seconds() - 1
-        )
 
     def _preconditionFailed(self, entry: _Entry) -> Response:
         return _plain(412, b"412 Precondition Failed\n", _varyOf(entry))
@@ -1102,21 +1067,8 @@ class StaticFiles:
             return self._streamed(
                 request, entry, [(b"", first, last - first + 1)], b"", 206, fields
             )
-        # RFC 9110 §14.6: multipart/byteranges, one part per range, each with
-        # its own Content-Type and Content-Range.
-        boundary = secrets.token_hex(12).encode("ascii")
-        parts: list[tuple[bytes, int, int]] = []
-        for index, (first, last) in enumerate(ranges):
-            parts.append(
-                (
-                    (b"\r\n" if index else b"")
-                    + b"--%s\r\nContent-Type: %s\r\nContent-Range: bytes %d-%d/%d\r\n\r\n"
-                    % (boundary, entry.contentType, first, last, size),
-                    first,
-                    last - first + 1,
-                )
-            )
-        trailer = b"\r\n--%s--\r\n" % boundary
+        # RFC 9110 §14.6: multipart/byteranges, one part per range.
+        boundary, parts, trailer = byterangesParts(ranges, entry.contentType, size)
         fields = [
             (
                 b"content-type",
@@ -1201,47 +1153,15 @@ class StaticFiles:
     ) -> Response:
         """An HTML page of the directory's entries, sorted, names escaped."""
         try:
-            with os.scandir(fsPath) as scanner:
-                items = []
-                for item in scanner:
-                    name = os.fsencode(item.name)
-                    if name.startswith(b".") and not self.showHidden:
-                        continue
-                    if item.is_symlink() and not self._contained(
-                        os.fsencode(item.path)
-                    ):
-                        continue
-                    try:
-                        isDir = item.is_dir()
-                    except OSError:
-                        continue
-                    items.append((name, isDir))
+            items = scanDirectory(fsPath, self.showHidden, self._contained)
         except PermissionError:
             return _plain(403, b"403 Forbidden\n")
         except OSError:
             return _notFound()
-        items.sort()
-        shown = "/" + "/".join(s.decode("utf-8", "replace") for s in segments)
-        title = html.escape(shown)
-        lines = [
-            "<!DOCTYPE html>",
-            '<html><head><meta charset="utf-8">',
-            f"<title>Index of {title}</title></head>",
-            f"<body><h1>Index of {title}</h1><ul>",
-        ]
-        if len(segments) > 1:
-            lines.append('<li><a href="../">../</a></li>')
-        for name, isDir in items:
-            slash = "/" if isDir else ""
-            href = html.escape(quote(name, safe="") + slash)
-            text = html.escape(name.decode("utf-8", "replace") + slash)
-            lines.append(f'<li><a href="{href}">{text}</a></li>')
-        lines.append("</ul></body></html>\n")
-        body = "\n".join(lines).encode("utf-8")
         return Response(
             200,
             Headers([(b"Content-Type", _HTML), (b"Cache-Control", b"no-cache")]),
-            body,
+            listingPage(segments, items),
         )
 
 
@@ -1256,88 +1176,3 @@ def _readAll(fd: int, limit: int) -> bytes:
         pieces.append(data)
         total += len(data)
     return b"".join(pieces)
-
-
-def _etagMatches(values: list[bytes], etag: bytes, strong: bool) -> bool:
-    """
-    Whether an If-Match / If-None-Match list matches ``etag``.
-
-    RFC 9110 §13.1.1: If-Match uses the strong comparison (a weak tag never
-    matches); §13.1.2: If-None-Match uses the weak comparison.  ``*``
-    matches any current representation, and this one exists.  A malformed
-    list matches nothing.
-    """
-    for value in values:
-        value = value.strip()
-        if value == b"*":
-            return True
-        position = 0
-        while position < len(value):
-            match = _ETAG_LIST_RE.match(value, position)
-            if match is None:
-                break
-            if match.end() == position:
-                break
-            position = match.end()
-            weak, opaque = match.group(1), match.group(2)
-            if opaque == etag and not (strong and weak):
-                return True
-    return False
-
-
-def _parseRanges(value: bytes, size: int) -> list[tuple[int, int]] | None:
-    """
-    The satisfiable ranges of a Range value, sorted and coalesced.
-
-    ``None`` means "ignore the field" (another unit, bad syntax, or more
-    than ``MAX_RANGES`` specs: RFC 9110 §14.2 lets a server ignore Range);
-    an empty list means unsatisfiable (416).  Ranges are inclusive.
-    """
-    unit, sep, rangeSet = value.partition(b"=")
-    # RFC 9110 §14.2: a server MUST ignore a range unit it does not understand.
-    if not sep or unit.strip().lower() != b"bytes":
-        return None
-    specs = [spec.strip(b" \t") for spec in rangeSet.split(b",")]
-    specs = [spec for spec in specs if spec]
-    if not specs or len(specs) > MAX_RANGES:
-        return None
-    ranges: list[tuple[int, int]] = []
-    for spec in specs:
-        match = _RANGE_SPEC_RE.fullmatch(spec)
-        if match is None:
-            return None
-        firstText, lastText = match.group(1), match.group(2)
-        if firstText:
-            first = _bigInt(firstText)
-            if lastText:
-                last = _bigInt(lastText)
-                if last < first:
-                    return None  # §14.1.1: an invalid range-spec
-                last = min(last, size - 1)
-            else:
-                last = size - 1
-            # §14.1.1: satisfiable when first-pos is less than the length.
-            if first < size:
-                ranges.append((first, last))
-        elif lastText:
-            suffix = _bigInt(lastText)
-            # §14.1.1: a suffix-range is satisfiable when its length is > 0.
-            if suffix > 0:
-                ranges.append((max(0, size - suffix), size - 1))
-        else:
-            return None
-    ranges.sort()
-    merged: list[tuple[int, int]] = []
-    for first, last in ranges:
-        if merged and first <= merged[-1][1] + 1 + RANGE_COALESCE_GAP:
-            if last > merged[-1][1]:
-                merged[-1] = (merged[-1][0], last)
-        else:
-            merged.append((first, last))
-    return merged
-
-
-def _bigInt(digits: bytes) -> int:
-    # Python refuses int() of more than 4300 digits; anything past 18 digits
-    # is beyond any file size anyway.
-    return int(digits) if len(digits) <= 18 else 10**18

@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 import json
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -377,7 +377,28 @@ def renderChart(data: Mapping[str, Any]) -> str:
     def y(value: float) -> float:
         return height - height * value / top
 
-    parts = [
+    parts = _chartFrame(top, span)
+    for s in samples:
+        if s["draining"]:
+            parts.append(
+                f'<line x1="{x(s["time"]):.1f}" y1="0" x2="{x(s["time"]):.1f}" '
+                f'y2="{height}" stroke="#000" stroke-opacity="0.15"/>'
+            )
+    if len(samples) >= 1:
+        parts.extend(_chartAreas(samples, x, y))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _chartFrame(top: int, span: float) -> list[str]:
+    """
+    The opening of the chart's SVG: the plot area and its axis labels
+    (``top`` connections, the history ``span`` in seconds), apart from the
+    data so that each piece of the drawing reads on its own.
+    """
+    width = _CHART_WIDTH - _MARGIN_LEFT
+    height = _CHART_HEIGHT - _MARGIN_BOTTOM
+    return [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_CHART_WIDTH}" '
         f'height="{_CHART_HEIGHT}" viewBox="0 0 {_CHART_WIDTH} {_CHART_HEIGHT}" '
         'role="img" aria-label="connections by state">',
@@ -392,40 +413,45 @@ def renderChart(data: Mapping[str, Any]) -> str:
         f'<text x="{_CHART_WIDTH}" y="{_CHART_HEIGHT - 5}" text-anchor="end" '
         'font-size="10">now</text>',
     ]
-    for s in samples:
-        if s["draining"]:
+
+
+def _chartAreas(
+    samples: Sequence[Mapping[str, Any]],
+    x: Callable[[float], float],
+    y: Callable[[float], float],
+) -> list[str]:
+    """
+    One stacked area per state group over at least one sample, placed by
+    the chart's ``x`` (time) and ``y`` (count) scales; a single sample is
+    drawn as thin bars so that the first view is not empty.
+    """
+    parts: list[str] = []
+    below = [0] * len(samples)
+    for group in STATE_GROUPS:
+        above = [b + s[group] for b, s in zip(below, samples, strict=True)]
+        upper = [
+            f"{x(s['time']):.1f},{y(v):.1f}"
+            for s, v in zip(samples, above, strict=True)
+        ]
+        lower = [
+            f"{x(s['time']):.1f},{y(v):.1f}"
+            for s, v in zip(reversed(samples), reversed(below), strict=True)
+        ]
+        if len(samples) == 1:
+            # One sample: draw a thin bar so the first view is not empty.
+            s = samples[0]
             parts.append(
-                f'<line x1="{x(s["time"]):.1f}" y1="0" x2="{x(s["time"]):.1f}" '
-                f'y2="{height}" stroke="#000" stroke-opacity="0.15"/>'
+                f'<rect x="{x(s["time"]) - 3:.1f}" y="{y(above[0]):.1f}" '
+                f'width="3" height="{y(below[0]) - y(above[0]):.1f}" '
+                f'fill="{_COLOURS[group]}"><title>{group}</title></rect>'
             )
-    if len(samples) >= 1:
-        below = [0] * len(samples)
-        for group in STATE_GROUPS:
-            above = [b + s[group] for b, s in zip(below, samples, strict=True)]
-            upper = [
-                f"{x(s['time']):.1f},{y(v):.1f}"
-                for s, v in zip(samples, above, strict=True)
-            ]
-            lower = [
-                f"{x(s['time']):.1f},{y(v):.1f}"
-                for s, v in zip(reversed(samples), reversed(below), strict=True)
-            ]
-            if len(samples) == 1:
-                # One sample: draw a thin bar so the first view is not empty.
-                s = samples[0]
-                parts.append(
-                    f'<rect x="{x(s["time"]) - 3:.1f}" y="{y(above[0]):.1f}" '
-                    f'width="3" height="{y(below[0]) - y(above[0]):.1f}" '
-                    f'fill="{_COLOURS[group]}"><title>{group}</title></rect>'
-                )
-            else:
-                parts.append(
-                    f'<polygon points="{" ".join(upper + lower)}" '
-                    f'fill="{_COLOURS[group]}"><title>{group}</title></polygon>'
-                )
-            below = above
-    parts.append("</svg>")
-    return "".join(parts)
+        else:
+            parts.append(
+                f'<polygon points="{" ".join(upper + lower)}" '
+                f'fill="{_COLOURS[group]}"><title>{group}</title></polygon>'
+            )
+        below = above
+    return parts
 
 
 def renderHTML(data: Mapping[str, Any]) -> str:

@@ -401,6 +401,44 @@ def _validHost(value: bytes) -> bool:
     return True
 
 
+def _checkUnusualHost(hosts: list[bytes], version: tuple[int, int]) -> None:
+    """
+    Refuse a missing, repeated or invalid Host; the common single reg-name
+    Host is accepted by the caller without this call.
+
+    RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
+    code to any HTTP/1.1 request message that lacks a Host header field and
+    to any request message that contains more than one Host header field
+    line or a Host header field with an invalid field value."
+    """
+    if len(hosts) == 1:
+        if not _validHost(hosts[0]):
+            raise _error("invalid Host")
+    elif hosts:
+        raise _error("more than one Host field line")
+    elif version != (1, 0):
+        raise _error("missing Host in an HTTP/1.1 request")
+
+
+def _checkChunkedFraming(
+    version: tuple[int, int], lengths: list[bytes], codings: list[bytes]
+) -> None:
+    """
+    Refuse a Transfer-Encoding that cannot frame this request; kept out of
+    the head's validation because most requests carry none.
+    """
+    if version == (1, 0):
+        # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding
+        # MUST be treated as having faulty framing.
+        raise _error("Transfer-Encoding in an HTTP/1.0 request")
+    if lengths:
+        # RFC 9112 §6.1: Content-Length with Transfer-Encoding "ought
+        # to be handled as an error", and the server MUST close the
+        # connection after responding.
+        raise _error("Content-Length with Transfer-Encoding; the connection must close")
+    _checkTransferEncoding(codings)
+
+
 def _contentLength(values: list[bytes]) -> int:
     """
     The body length from the ``Content-Length`` field lines.
@@ -644,7 +682,20 @@ class RequestParser:
                     last,
                     _parseRequestLine(head, lineEnd, self._requestLineRe),
                 )
+        return self._parseHeadIncrementally(found)
 
+    def _parseHeadIncrementally(
+        self, found: re.Match[bytes] | None
+    ) -> RequestHead | NeedData:
+        """
+        The head so far, when it did not arrive whole with a short request
+        line: apply the limits in the order the bytes decide them, and
+        finish the head once its end (``found``) is buffered.  Kept out of
+        :meth:`_parseHead` so that a head arriving at once takes no extra
+        call.
+        """
+        buf = self._buf
+        maxHead = self._maxHeadBytes
         size = len(buf)
         if found is None:
             tooBig = size >= maxHead
@@ -731,12 +782,12 @@ class RequestParser:
         self, head: bytes, lineEnd: int, last: int, startLine: _StartLine
     ) -> RequestHead:
         """
-        Validate the fields of a consumed ``head`` (the request line ends at
-        ``lineEnd``, the last field line at ``last``) and set up the body.
+        Validate the fields of a consumed ``head`` and set up the body.
+
+        The field lines run from after the request line's LF (at ``lineEnd``)
+        to the LF at ``last`` (inclusive), none if the head ends right there;
+        the empty line after ``last`` is a CRLF or, unless allowed, a 400.
         """
-        # The field lines run from after the request line's LF to the LF at
-        # ``last`` (inclusive); there are none if the head ends right there.
-        # The empty line after ``last`` is a CRLF or, unless allowed, a 400.
         strict = self._strict
         if strict and head[last + 1] != 13:
             raise _error(_BARE_LF_MESSAGE)
@@ -761,35 +812,12 @@ class RequestParser:
                     connection += (value,)
                 else:
                     expect += (value,)
-
         method, target, version = startLine
-        # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request)
-        # status code to any HTTP/1.1 request message that lacks a Host
-        # header field and to any request message that contains more than
-        # one Host header field line or a Host header field with an invalid
-        # field value."
-        if len(hosts) == 1:
-            if _HOST_RE.fullmatch(hosts[0]) is None and not _validHost(hosts[0]):
-                raise _error("invalid Host")
-        elif hosts:
-            raise _error("more than one Host field line")
-        elif version != (1, 0):
-            raise _error("missing Host in an HTTP/1.1 request")
-
+        if len(hosts) != 1 or _HOST_RE.fullmatch(hosts[0]) is None:
+            _checkUnusualHost(hosts, version)
         contentLength: int | None
         if codings:
-            if version == (1, 0):
-                # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding
-                # MUST be treated as having faulty framing.
-                raise _error("Transfer-Encoding in an HTTP/1.0 request")
-            if lengths:
-                # RFC 9112 §6.1: Content-Length with Transfer-Encoding "ought
-                # to be handled as an error", and the server MUST close the
-                # connection after responding.
-                raise _error(
-                    "Content-Length with Transfer-Encoding; the connection must close"
-                )
-            _checkTransferEncoding(codings)
+            _checkChunkedFraming(version, lengths, codings)
             contentLength = None
             self._phase = _Phase.CHUNK_SIZE
         elif lengths:

@@ -194,27 +194,45 @@ class PersistencePolicy:
             # RFC 9112 §9.3: HTTP/1.1 persists unless told otherwise; a
             # response of unknown length is chunked, so it still delimits.
             return self._keep11
+        return self._decideHttp10(requestOptions, responseLengthKnown, requestsServed)
+
+    def _decideHttp10(
+        self,
+        requestOptions: frozenset[bytes],
+        responseLengthKnown: bool,
+        requestsServed: int,
+    ) -> PersistenceDecision:
+        """
+        The end of :meth:`decide` for an HTTP/1.0 request that nothing else
+        closes, kept apart because HTTP/1.1 is the common case.
+        """
         # HTTP/1.0: persistent only when asked with "keep-alive" (RFC 9112
         # §9.3, and Appendix C.2.2) and when the response has a length.
         if _KEEP_ALIVE not in requestOptions:
             return _CLOSE_DECISIONS["http10-default"]
         if not responseLengthKnown:
             return _CLOSE_DECISIONS["unknown-length-http10"]
+        maxRequests = self._config.maxRequestsPerConnection
         remaining = None if maxRequests is None else maxRequests - requestsServed
-        return self._keepAlive10Decision(remaining)
-
-    def _keepAlive10Decision(self, remaining: int | None) -> PersistenceDecision:
         decision = self._keepAlive10.get(remaining)
         if decision is None:
-            parts = []
-            timeout = keepAliveTimeout(self._config.idleTimeout)
-            if timeout is not None:
-                parts.append(b"timeout=%d" % timeout)
-            if remaining is not None:
-                parts.append(b"max=%d" % remaining)
-            keepAliveHeader = b", ".join(parts) if parts else None
-            decision = PersistenceDecision(
-                True, _KEEP_ALIVE, keepAliveHeader, "http10-keep-alive"
-            )
-            self._keepAlive10[remaining] = decision
+            decision = self._newKeepAlive10(remaining)
+        return decision
+
+    def _newKeepAlive10(self, remaining: int | None) -> PersistenceDecision:
+        """
+        Build and remember the HTTP/1.0 keep-alive decision for a remaining
+        request budget, so that each budget's ``Keep-Alive`` value is made once.
+        """
+        parts = []
+        timeout = keepAliveTimeout(self._config.idleTimeout)
+        if timeout is not None:
+            parts.append(b"timeout=%d" % timeout)
+        if remaining is not None:
+            parts.append(b"max=%d" % remaining)
+        keepAliveHeader = b", ".join(parts) if parts else None
+        decision = PersistenceDecision(
+            True, _KEEP_ALIVE, keepAliveHeader, "http10-keep-alive"
+        )
+        self._keepAlive10[remaining] = decision
         return decision
