@@ -83,6 +83,10 @@ class ExchangeState(Enum):
     #: Nobody will read its response: the connection closes or is gone.
     ABANDONED = "abandoned"
 
+    # Set below from the table (annotations only, so not members).
+    bit: int
+    allowed: int
+
 
 _Q = ExchangeState
 #: The transitions an exchange may make.  An error is answered from QUEUED
@@ -94,6 +98,19 @@ _NEXT: dict[ExchangeState, frozenset[ExchangeState]] = {
     _Q.DONE: frozenset(),
     _Q.ABANDONED: frozenset(),
 }
+# The table as bits on the members (as ``ConnectionState`` has them): a
+# check is an attribute and a bit test, with no hashing of Enum members.
+for _index, _member in enumerate(ExchangeState):
+    _member.bit = 1 << _index
+for _member, _allowedStates in _NEXT.items():
+    _member.allowed = sum(s.bit for s in _allowedStates)
+_TO_HANDLING = _Q.HANDLING.bit
+_TO_RESPONDING = _Q.RESPONDING.bit
+_TO_DONE = _Q.DONE.bit
+
+
+def _refuse(current: ExchangeState, new: ExchangeState) -> None:
+    raise InvalidTransition(f"exchange {current.value} -> {new.value}")
 
 
 class BodyState(Enum):
@@ -234,8 +251,9 @@ class Exchange:
     # -- states ------------------------------------------------------------
 
     def _enter(self, new: ExchangeState) -> None:
-        if new not in _NEXT[self.state]:
-            raise InvalidTransition(f"exchange {self.state.value} -> {new.value}")
+        """Move to ``new``, which the table must allow (the rare paths)."""
+        if not self.state.allowed & new.bit:
+            _refuse(self.state, new)
         self.state = new
 
     @property
@@ -395,7 +413,9 @@ class Exchange:
 
     def dispatch(self) -> None:
         """Run the handler (this exchange is at the front of the pipeline)."""
-        self._enter(_Q.HANDLING)
+        if not self.state.allowed & _TO_HANDLING:
+            _refuse(self.state, _Q.HANDLING)
+        self.state = _Q.HANDLING
         owner = self.owner
         # A request is in: whatever timer ran (idle, head) is over; the next
         # refresh arms what applies from now (body, send, idle).
@@ -544,7 +564,9 @@ class Exchange:
             closeBody(response)
             self.handlerFailed(Failure())
             return
-        self._enter(_Q.RESPONDING)
+        if not self.state.allowed & _TO_RESPONDING:
+            _refuse(self.state, _Q.RESPONDING)
+        self.state = _Q.RESPONDING
         owner.setState(_S.WRITING)
         flow = owner.flow
         body = response.body
@@ -640,7 +662,9 @@ class Exchange:
         Count the complete response and write its record (a final one
         carries the connection's close reason, and no other record follows).
         """
-        self._enter(_Q.DONE)
+        if not self.state.allowed & _TO_DONE:
+            _refuse(self.state, _Q.DONE)
+        self.state = _Q.DONE
         owner = self.owner
         owner.served += 1
         owner.stats.responses += 1

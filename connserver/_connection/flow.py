@@ -11,8 +11,8 @@ reading from the socket pauses while a body consumer paused or too much is
 read ahead (``setReading``), so that an unread body or a pipeline flood
 costs bounded memory.
 
-Writes made while the protocol runs a round are gathered and sent as one
-write at its end (``startGathering``/``stopGathering``), or once
+Writes made while the protocol runs a round are gathered (``gathering``)
+and sent as one write at its end (``flush``), or once
 ``BATCH_WRITES`` writes or ``BATCH_BYTES`` are gathered, so that the
 transport's backpressure still bites: a pipeline of small requests is
 answered in one packet.
@@ -46,10 +46,10 @@ class Flow:
     """
 
     __slots__ = (
-        "_batch",
         "_batchBytes",
         "_out",
         "_transport",
+        "batch",
         "gathering",
         "readPaused",
         "writePaused",
@@ -62,10 +62,12 @@ class Flow:
         self.readPaused = False
         #: The transport paused us: its buffer is full.
         self.writePaused = False
-        #: Inside a round: writes are gathered, sent at ``stopGathering``.
+        #: Inside a round (the protocol sets it): writes are gathered, and
+        #: leave at the round's end.
         self.gathering = False
-        # (None between rounds: an idle connection holds no list.)
-        self._batch: list[bytes] | None = None
+        #: Writes gathered in this round (None between rounds: an idle
+        #: connection holds no list).
+        self.batch: list[bytes] | None = None
         self._batchBytes = 0
 
     def attach(self, transport: Any) -> TransportWriter:
@@ -78,7 +80,7 @@ class Flow:
         """The transport is gone: drop the batch, write nothing more."""
         self._out = None
         self._transport = None
-        self._batch = None
+        self.batch = None
         self._batchBytes = 0
 
     # -- writing -----------------------------------------------------------
@@ -89,9 +91,9 @@ class Flow:
         ``BATCH_BYTES`` or ``BATCH_WRITES``), otherwise written at once.
         """
         if self.gathering:
-            batch = self._batch
+            batch = self.batch
             if batch is None:
-                batch = self._batch = []
+                batch = self.batch = []
             batch.append(data)
             self._batchBytes += len(data)
             if self._batchBytes >= BATCH_BYTES or len(batch) >= BATCH_WRITES:
@@ -103,25 +105,15 @@ class Flow:
 
     def flush(self) -> None:
         """Write what is gathered now (a head before a sendfile, a close)."""
-        batch = self._batch
+        batch = self.batch
         if batch is None:
             return
         data = batch[0] if len(batch) == 1 else b"".join(batch)
-        self._batch = None
+        self.batch = None
         self._batchBytes = 0
         out = self._out
         if out is not None:
             out.write(data)
-
-    def startGathering(self) -> None:
-        """A round begins: gather its writes."""
-        self.gathering = True
-
-    def stopGathering(self) -> None:
-        """The round is over: its writes leave as one."""
-        self.gathering = False
-        if self._batch is not None:
-            self.flush()
 
     def sendFile(self, fd: int, offset: int, count: int) -> int | None:
         """
@@ -132,7 +124,7 @@ class Flow:
         out = self._out
         if out is None:
             return None
-        if self._batch is not None:
+        if self.batch is not None:
             self.flush()
         return out.sendFile(fd, offset, count)
 

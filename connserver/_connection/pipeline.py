@@ -12,6 +12,7 @@ the front runs its handler.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, cast
 
 from twisted.internet.error import ConnectionDone
@@ -23,7 +24,7 @@ from connserver._http.errors import ProtocolError
 from connserver._http.parser import NEED_DATA, BodyData, RequestHead
 from connserver._http.state import ConnectionState
 
-__all__ = ["Pipeline"]
+__all__ = ["InputState", "Pipeline"]
 
 _log = Logger(namespace="connserver")
 _S = ConnectionState
@@ -32,6 +33,22 @@ _DISCARDING = BodyState.DISCARDING
 _COMPLETE = BodyState.COMPLETE
 _QUEUED = ExchangeState.QUEUED
 _HANDLING = ExchangeState.HANDLING
+
+
+class InputState(Enum):
+    """What the client's side of the connection still brings."""
+
+    #: Bytes may still arrive.
+    OPEN = "open"
+    #: The client half-closed; what it sent before is still being parsed.
+    HALF_CLOSED = "half-closed"
+    #: Half-closed, and the parser asked for more: the end of the input is
+    #: reached (acted on at the end of the round).
+    EXHAUSTED = "exhausted"
+
+
+_HALF_CLOSED = InputState.HALF_CLOSED
+_EXHAUSTED = InputState.EXHAUSTED
 
 # The queue of a pipeline with no request in it: an empty tuple shared by
 # all (typed as the list it stands for; nothing appends to it, a list is made
@@ -130,12 +147,21 @@ class Pipeline:
                 self._parseFailed(error)
                 return
             if event is NEED_DATA:
-                conn.needData()
+                if conn.peerInput is _HALF_CLOSED:
+                    # After the client's half-close: the end of the input
+                    # (acted on at the end of the round).
+                    conn.peerInput = _EXHAUSTED
                 return
             eventType = type(event)
             if eventType is RequestHead:
                 exchange = self._headReceived(cast(RequestHead, event))
-                if self.queue[0] is exchange and conn.mayDispatch():
+                state = conn.state
+                if (
+                    self.queue[0] is exchange
+                    and not conn.flow.writePaused
+                    and state is not _S.CLOSING
+                    and state is not _S.CLOSED
+                ):
                     # The common case: nothing ahead of it, so run its
                     # handler before reading further ahead; a synchronous
                     # answer is complete when this returns.
@@ -223,7 +249,11 @@ class Pipeline:
         The front's response is complete and the connection stays: drain
         its unread body, and the connection waits, or reads the next head.
         """
-        self.popFront()
+        queue = self.queue
+        if len(queue) == 1:
+            self.queue = _EMPTY
+        else:
+            queue.pop(0)
         if exchange.body is not _COMPLETE:
             exchange.startDiscarding()
         if self.queue:

@@ -44,7 +44,7 @@ from connserver._connection.deadlines import ConnectionTimer
 from connserver._connection.exchange import BodyState, Exchange, ExchangeState, notify
 from connserver._connection.flow import READ_AHEAD_LIMIT, Flow
 from connserver._connection.message import Handler
-from connserver._connection.pipeline import Pipeline
+from connserver._connection.pipeline import InputState, Pipeline
 from connserver._connection.timer import Phase
 from connserver._http.config import ServerConfig
 from connserver._http.forwarded import isTrusted
@@ -96,18 +96,6 @@ class ConnectionOwner(TypingProtocol):
 
     def sharedAddress(self, address: IAddress) -> IAddress:
         """One object for equal addresses (a listener's own address)."""
-
-
-class InputState(Enum):
-    """What the client's side of the connection still brings."""
-
-    #: Bytes may still arrive.
-    OPEN = "open"
-    #: The client half-closed; what it sent before is still being parsed.
-    HALF_CLOSED = "half-closed"
-    #: Half-closed, and the parser asked for more: the end of the input is
-    #: reached (acted on at the end of the round).
-    EXHAUSTED = "exhausted"
 
 
 class RoundState(Enum):
@@ -395,7 +383,7 @@ class HTTPServerProtocol(Protocol):
             return
         self._round = _RUNNING
         flow = self.flow
-        flow.startGathering()
+        flow.gathering = True
         try:
             while True:
                 queue = self.pipeline.queue
@@ -407,7 +395,9 @@ class HTTPServerProtocol(Protocol):
                 self._round = _RUNNING
         finally:
             self._round = _IDLE_ROUND
-            flow.stopGathering()
+            flow.gathering = False
+            if flow.batch is not None:
+                flow.flush()
         if self.peerInput is InputState.EXHAUSTED:
             self.peerInput = InputState.HALF_CLOSED
             if self.state is not _CLOSING and self.state is not _CLOSED:
@@ -472,14 +462,6 @@ class HTTPServerProtocol(Protocol):
         # A response finished outside processEvents (an asynchronous
         # handler, a body producer): go on from here, and arm the timers.
         self.processEvents()
-
-    def needData(self) -> None:
-        """
-        The parser needs more bytes: after the client's half-close that is
-        the end of the input (acted on at the end of the round).
-        """
-        if self.peerInput is InputState.HALF_CLOSED:
-            self.peerInput = InputState.EXHAUSTED
 
     def askAgain(self) -> None:
         """Inside a round: run another (a request was queued meanwhile)."""
