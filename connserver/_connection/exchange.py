@@ -233,7 +233,7 @@ class Exchange:
             return
         hasBody = head.contentLength != 0 or head.chunked
         if hasBody:
-            self.body = _B.UNREAD
+            self.body = _BODY_UNREAD
         if head.version >= (1, 1):
             expect = head.expect
             if expect:
@@ -260,26 +260,26 @@ class Exchange:
     def finished(self) -> bool:
         """Its response is complete, or nobody will read it."""
         state = self.state
-        return state is _Q.DONE or state is _Q.ABANDONED
+        return state is _X_DONE or state is _X_ABANDONED
 
     @property
     def bodyComplete(self) -> bool:
         """All of the body arrived, or none more will (or there is none)."""
-        return self.body is _B.COMPLETE
+        return self.body is _BODY_COMPLETE
 
     @property
     def bodyFlowing(self) -> bool:
         """The reader wants the body now and it is not complete."""
-        return self.body is _B.READING
+        return self.body is _BODY_READING
 
     def awaitingHandler(self) -> bool:
         """The handler runs asynchronously and has not answered yet."""
-        return self.pending is not None and self.state is _Q.HANDLING
+        return self.pending is not None and self.state is _X_HANDLING
 
     def markAbandoned(self) -> None:
         """Nobody will read the response (a complete one stays DONE)."""
-        if self.state is not _Q.DONE:
-            self.state = _Q.ABANDONED
+        if self.state is not _X_DONE:
+            self.state = _X_ABANDONED
 
     # -- the request body: parser side --------------------------------------
 
@@ -289,15 +289,15 @@ class Exchange:
         owner = self.owner
         timer = owner.timer
         config = owner.config
-        if self.body is _B.DISCARDING:
+        if self.body is _BODY_DISCARDING:
             # Bounded by construction: only a known remainder of at most
             # maxBodyBytes is discarded (bodyConsumable); bodyTimeout runs.
-            if timer.phase is Phase.BODY:
+            if timer.phase is _PH_BODY:
                 timer.bump(config.bodyTimeout)
             return
-        if self.request is not None and self.body is not _B.STOPPED:
+        if self.request is not None and self.body is not _BODY_STOPPED:
             self.request.receiveBodyData(data)
-        if timer.phase is Phase.BODY:
+        if timer.phase is _PH_BODY:
             rate = config.minBodyRate
             timeout = config.bodyTimeout
             if rate is None or timeout is None:
@@ -320,8 +320,8 @@ class Exchange:
         The body is complete.  True if it was being discarded (then the
         connection is really idle now).
         """
-        discarded = self.body is _B.DISCARDING
-        self.body = _B.COMPLETE
+        discarded = self.body is _BODY_DISCARDING
+        self.body = _BODY_COMPLETE
         if self.request is not None and not discarded:
             self.request.receiveBodyEnd()
         return discarded
@@ -331,8 +331,8 @@ class Exchange:
         The body will never complete (the client half-closed mid-body, the
         connection closes): the reader, if it is still reading, learns it.
         """
-        wasDiscarding = self.body is _B.DISCARDING
-        self.body = _B.COMPLETE
+        wasDiscarding = self.body is _BODY_DISCARDING
+        self.body = _BODY_COMPLETE
         if self.request is not None and not wasDiscarding:
             self.failBody(error)
 
@@ -344,7 +344,7 @@ class Exchange:
 
     def bodyConsumable(self) -> bool:
         """RFC 9112 §9.3: can the rest of the request body be read and dropped?"""
-        if self.body is _B.COMPLETE:
+        if self.body is _BODY_COMPLETE:
             return True
         head = self.head
         if head is None or head.contentLength is None:
@@ -367,15 +367,15 @@ class Exchange:
 
     def bodyWanted(self, request: Request) -> None:
         """The handler asked for the body (``readBody``, ``deliverBody``)."""
-        if self.body is _B.UNREAD:
-            self.body = _B.READING
+        if self.body is _BODY_UNREAD:
+            self.body = _BODY_READING
         self._startBodyClock()
         owner = self.owner
         if (
             self.expectContinue
             and not self.continueSent
-            and self.state is _Q.HANDLING
-            and owner.state is not _S.CLOSED
+            and self.state is _X_HANDLING
+            and owner.state is not _C_CLOSED
         ):
             # RFC 9110 §10.1.1: send 100 Continue when the body is wanted.
             self.continueSent = True
@@ -384,16 +384,16 @@ class Exchange:
 
     def pauseBody(self) -> None:
         """The reader paused: reading from the socket pauses."""
-        if self.body is _B.READING or self.body is _B.UNREAD:
-            self.body = _B.PAUSED
+        if self.body is _BODY_READING or self.body is _BODY_UNREAD:
+            self.body = _BODY_PAUSED
         owner = self.owner
         owner.updateReading()
         owner.timer.refreshTimer()
 
     def resumeBody(self) -> None:
         """The reader resumed: the rate counts from here."""
-        if self.body is _B.PAUSED:
-            self.body = _B.READING
+        if self.body is _BODY_PAUSED:
+            self.body = _BODY_READING
             # The pause was the server's: the rate counts from here.
             self._startBodyClock()
             self.owner.processEvents()
@@ -403,8 +403,8 @@ class Exchange:
         The reader wants no more: what remains is discarded (within the
         drain limits) or the connection closes after the response.
         """
-        if self.body is not _B.COMPLETE and self.body is not _B.DISCARDING:
-            self.body = _B.STOPPED
+        if self.body is not _BODY_COMPLETE and self.body is not _BODY_DISCARDING:
+            self.body = _BODY_STOPPED
         owner = self.owner
         owner.updateReading()
         owner.timer.refreshTimer()
@@ -414,8 +414,8 @@ class Exchange:
     def dispatch(self) -> None:
         """Run the handler (this exchange is at the front of the pipeline)."""
         if not self.state.allowed & _TO_HANDLING:
-            _refuse(self.state, _Q.HANDLING)
-        self.state = _Q.HANDLING
+            _refuse(self.state, _X_HANDLING)
+        self.state = _X_HANDLING
         owner = self.owner
         # A request is in: whatever timer ran (idle, head) is over; the next
         # refresh arms what applies from now (body, send, idle).
@@ -425,8 +425,8 @@ class Exchange:
             return
         head = self.head
         assert head is not None
-        bodyComplete = self.body is _B.COMPLETE
-        owner.setState(_S.HANDLING if bodyComplete else _S.READING_BODY)
+        bodyComplete = self.body is _BODY_COMPLETE
+        owner.setState(_C_HANDLING if bodyComplete else _C_READING_BODY)
         factory = owner.factory
         request = Request._fromConnection(
             head.method,
@@ -490,7 +490,7 @@ class Exchange:
     def handlerFailed(self, failure: Failure) -> None:
         """The handler raised or failed: 500 (or its ProtocolError's status)."""
         owner = self.owner
-        if self.finished or owner.state is _S.CLOSING or owner.state is _S.CLOSED:
+        if self.finished or owner.state is _C_CLOSING or owner.state is _C_CLOSED:
             # Nobody is left to answer, but a bug that shows only when
             # clients go away must still be seen: log it once, unless it is
             # the cancellation (or the body failure) the server caused.
@@ -549,7 +549,7 @@ class Exchange:
     def respond(self, response: object) -> None:
         """The handler's answer: write its head, then its body."""
         owner = self.owner
-        if self.state is not _Q.HANDLING or owner.state is _S.CLOSING:
+        if self.state is not _X_HANDLING or owner.state is _C_CLOSING:
             if isinstance(response, Response):
                 closeBody(response)
             return
@@ -565,13 +565,13 @@ class Exchange:
             self.handlerFailed(Failure())
             return
         if not self.state.allowed & _TO_RESPONDING:
-            _refuse(self.state, _Q.RESPONDING)
-        self.state = _Q.RESPONDING
-        owner.setState(_S.WRITING)
+            _refuse(self.state, _X_RESPONDING)
+        self.state = _X_RESPONDING
+        owner.setState(_C_WRITING)
         flow = owner.flow
         body = response.body
         if type(body) is bytes:
-            if framing is BodyFraming.CONTENT_LENGTH:
+            if framing is _FR_CONTENT_LENGTH:
                 self.bodyBytes = len(body)
                 flow.send(headBytes + body if body else headBytes)
             else:
@@ -581,7 +581,7 @@ class Exchange:
                 flow.send(headBytes + data)
             self.responseDone()
             return
-        if framing is BodyFraming.NONE:
+        if framing is _FR_NONE:
             # HEAD, 204, 304: the body is never started (RFC 9110 §9.3.2).
             flow.send(headBytes)
             closeBody(response)
@@ -617,11 +617,11 @@ class Exchange:
             head.version,  # version
             request.connectionOptions if request is not None else _NO_OPTIONS,
             responseOptions,
-            framing is not BodyFraming.CLOSE_DELIMITED,  # responseLengthKnown
+            framing is not _FR_CLOSE_DELIMITED,  # responseLengthKnown
             owner.served + 1,  # requestsServed
             now - owner.acceptedAt,  # connectionAge
             owner.draining,
-            self.body is _B.COMPLETE or self.bodyConsumable(),
+            self.body is _BODY_COMPLETE or self.bodyConsumable(),
             not owner.closeAfterCurrent,  # framingSafe
         )
         self.decision = decision
@@ -648,7 +648,7 @@ class Exchange:
         keepAlive = decision is not None and decision.keepAlive
         closeReason = None if keepAlive or decision is None else decision.reason
         self._complete(closeReason)
-        if self.body is _B.COMPLETE:
+        if self.body is _BODY_COMPLETE:
             # Done with its request.  (With a body, request -> body source ->
             # exchange -> request is a cycle: cut here, it is freed now and
             # not by the cycle collector.)
@@ -663,8 +663,8 @@ class Exchange:
         carries the connection's close reason, and no other record follows).
         """
         if not self.state.allowed & _TO_DONE:
-            _refuse(self.state, _Q.DONE)
-        self.state = _Q.DONE
+            _refuse(self.state, _X_DONE)
+        self.state = _X_DONE
         owner = self.owner
         owner.served += 1
         owner.stats.responses += 1
@@ -678,7 +678,7 @@ class Exchange:
         The response is complete before the body: drain the rest (RFC 9112
         §9.3, bounded by maxBodyBytes), and the reader learns it ends here.
         """
-        self.body = _B.DISCARDING
+        self.body = _BODY_DISCARDING
         if self.request is not None:
             self.failBody(ConnectionDone("the response ended before the body"))
 
@@ -690,9 +690,9 @@ class Exchange:
         an abort.
         """
         owner = self.owner
-        if owner.state is _S.CLOSING or owner.state is _S.CLOSED:
+        if owner.state is _C_CLOSING or owner.state is _C_CLOSED:
             return
-        if self.state is _Q.RESPONDING or self.finished:
+        if self.state is _X_RESPONDING or self.finished:
             self.abortResponse(f"error {status} after response start")
             return
         phrase = statusLine(status)
@@ -708,12 +708,12 @@ class Exchange:
                 b"Connection: close\r\n\r\n",
             ]
         )
-        self._enter(_Q.RESPONDING)
+        self._enter(_X_RESPONDING)
         self.status = status
         self.bodyBytes = 0 if isHead else len(body)
         self.decision = None
         owner.closeAfterCurrent = True
-        owner.setState(_S.WRITING)
+        owner.setState(_C_WRITING)
         owner.flow.send(head if isHead else head + body)
         reason = owner.closeReason = owner.closeReason or reason
         self._complete(reason)
@@ -731,8 +731,8 @@ class Exchange:
         """
         if not bodyFirst:
             self._letGo()
-        if self.request is not None and self.body is not _B.COMPLETE:
-            self.body = _B.COMPLETE
+        if self.request is not None and self.body is not _BODY_COMPLETE:
+            self.body = _BODY_COMPLETE
             try:
                 self.failBody(error)
             except Exception:
@@ -847,3 +847,27 @@ def closeBody(response: Response) -> None:
             close()
         except OSError:
             pass
+
+
+# Enum members as module globals: looking a member up on its Enum class
+# costs a descriptor call (about 70 ns), and the request path reads these
+# several times per request.
+_BODY_COMPLETE = BodyState.COMPLETE
+_BODY_DISCARDING = BodyState.DISCARDING
+_BODY_PAUSED = BodyState.PAUSED
+_BODY_READING = BodyState.READING
+_BODY_STOPPED = BodyState.STOPPED
+_BODY_UNREAD = BodyState.UNREAD
+_C_CLOSED = ConnectionState.CLOSED
+_C_CLOSING = ConnectionState.CLOSING
+_C_HANDLING = ConnectionState.HANDLING
+_C_READING_BODY = ConnectionState.READING_BODY
+_C_WRITING = ConnectionState.WRITING
+_FR_CLOSE_DELIMITED = BodyFraming.CLOSE_DELIMITED
+_FR_CONTENT_LENGTH = BodyFraming.CONTENT_LENGTH
+_FR_NONE = BodyFraming.NONE
+_PH_BODY = Phase.BODY
+_X_ABANDONED = ExchangeState.ABANDONED
+_X_DONE = ExchangeState.DONE
+_X_HANDLING = ExchangeState.HANDLING
+_X_RESPONDING = ExchangeState.RESPONDING

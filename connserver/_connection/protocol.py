@@ -182,7 +182,7 @@ class HTTPServerProtocol(Protocol):
         self.connected = 0
         self.factory = factory
         self.connectionId = connectionId
-        self.state = _S.ACCEPTED
+        self.state = _C_ACCEPTED
         self.closeReason: str | None = None
         self.acceptedAt = 0.0
         config = self.config = factory.config
@@ -220,7 +220,7 @@ class HTTPServerProtocol(Protocol):
         #: accounted for, and no ConnectionRecord follows.
         self.closeLogged = False
         self.draining = False
-        self.peerInput = InputState.OPEN
+        self.peerInput = _IN_OPEN
         self._round = _IDLE_ROUND
         # The single lazy timer: one phase at a time, a deadline, and at
         # most one pending DelayedCall that re-arms itself when the deadline
@@ -246,7 +246,7 @@ class HTTPServerProtocol(Protocol):
         self.factory.registerConnection(self)
         # The head deadline runs from accept for the first request (it also
         # bounds a TLS handshake that never finishes).
-        self.timer.arm(Phase.HEAD)
+        self.timer.arm(_PH_HEAD)
 
     def dataReceived(self, data: bytes) -> None:
         parser = self.parser
@@ -278,7 +278,7 @@ class HTTPServerProtocol(Protocol):
         complete requests are still answered (RFC 9112 §9.6 note), and the
         connection closes once nothing more can arrive to answer.
         """
-        self.peerInput = InputState.HALF_CLOSED
+        self.peerInput = _IN_HALF_CLOSED
         if self.state is _CLOSING:
             # The lingering read is over.
             self.closer().lose()
@@ -329,7 +329,7 @@ class HTTPServerProtocol(Protocol):
         if not flow.writePaused or self.state is _CLOSED:
             return
         flow.writePaused = False
-        if self.timer.phase is Phase.SEND:
+        if self.timer.phase is _PH_SEND:
             # Progress: a pause that follows (even at once, inside the
             # producer's next write) starts a fresh sendTimeout.
             self.timer.clear()
@@ -398,15 +398,15 @@ class HTTPServerProtocol(Protocol):
             flow.gathering = False
             if flow.batch is not None:
                 flow.flush()
-        if self.peerInput is InputState.EXHAUSTED:
-            self.peerInput = InputState.HALF_CLOSED
+        if self.peerInput is _IN_EXHAUSTED:
+            self.peerInput = _IN_HALF_CLOSED
             if self.state is not _CLOSING and self.state is not _CLOSED:
                 self.pipeline.endOfInput()
             if self.state is _CLOSING or self.state is _CLOSED:
                 return
         state = self.state
         parser = self.parser
-        if state is _WAITING or state is _S.ACCEPTED:
+        if state is _WAITING or state is _C_ACCEPTED:
             # Bytes of a request that is not complete yet (a request that
             # arrives whole goes straight to HANDLING).
             if (
@@ -414,7 +414,7 @@ class HTTPServerProtocol(Protocol):
                 and self.pipeline.incoming is None
                 and (parser.inMessage or parser.bufferedByteCount)
             ):
-                self.setState(_S.READING_HEAD)
+                self.setState(_C_READING_HEAD)
         if flow.readPaused or (
             parser is not None
             and (
@@ -511,16 +511,14 @@ class HTTPServerProtocol(Protocol):
         flow = self.flow
         flow.setReading(False)
         lingerFor = (
-            self.config.lingerTimeout
-            if linger and self.peerInput is InputState.OPEN
-            else None
+            self.config.lingerTimeout if linger and self.peerInput is _IN_OPEN else None
         )
         closer = self.closer()
         if flow.writePaused:
             # Bytes wait in the transport: close once they drain, bounded by
             # sendTimeout (the send phase stays armed).
             closer.waitForFlush(lingerFor)
-            self.timer.arm(Phase.SEND)
+            self.timer.arm(_PH_SEND)
             return
         flow.flush()
         closer.close(lingerFor)
@@ -554,10 +552,10 @@ class HTTPServerProtocol(Protocol):
         self.draining = True
         parser = self.parser
         if self.state is _WAITING or (
-            self.state is _S.ACCEPTED
+            self.state is _C_ACCEPTED
             and (parser is None or not parser.bufferedByteCount)
         ):
-            self.timer.start(Phase.IDLE, self.config.drainGraceTimeout)
+            self.timer.start(_PH_IDLE, self.config.drainGraceTimeout)
 
     @property
     def requestsServed(self) -> int:
@@ -602,3 +600,16 @@ def _lostReason(reason: Failure) -> str:
         # transport's abortConnection.
         return "aborted"
     return "peer-reset"
+
+
+# Enum members as module globals: looking a member up on its Enum class
+# costs a descriptor call (about 70 ns), and the request path reads these
+# several times per request.
+_C_ACCEPTED = ConnectionState.ACCEPTED
+_C_READING_HEAD = ConnectionState.READING_HEAD
+_IN_EXHAUSTED = InputState.EXHAUSTED
+_IN_HALF_CLOSED = InputState.HALF_CLOSED
+_IN_OPEN = InputState.OPEN
+_PH_HEAD = Phase.HEAD
+_PH_IDLE = Phase.IDLE
+_PH_SEND = Phase.SEND
