@@ -16,11 +16,14 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport
 
+from connserver._connection.pipeline import InputState
 from connserver._connection.timer import Phase, PhaseTimer
+from connserver._http.state import ConnectionState
 
-__all__ = ["CloseStage", "Closer"]
+__all__ = ["CloseStage", "Closer", "ConnectionCloser"]
 
 
 class CloseStage(Enum):
@@ -129,6 +132,55 @@ class Closer:
         self.stage = _STAGE_CLOSED
 
 
+class ConnectionCloser(Closer):
+    """
+    The close of one ``HTTPServerProtocol`` (``conn``): it stops reading
+    requests, abandons the exchanges in flight, and closes the transport in
+    stages once what was written has left.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Any) -> None:
+        super().__init__(
+            conn.transport, conn.timer, conn.config.abortTimeout, producing=True
+        )
+        self._conn = conn
+
+    def begin(self, reason: str, linger: bool) -> None:
+        """
+        Close for ``reason``: after the last byte, half-close our write side
+        and keep reading and discarding for up to lingerTimeout (unless
+        ``linger`` is false, or the client already half-closed), so that a
+        client still sending reads the response rather than a reset; then
+        close, and abort if that takes longer than abortTimeout.
+        """
+        conn = self._conn
+        if conn.closeReason is None:
+            conn.closeReason = reason
+        conn.parser = None
+        # The state changes first: what runs below (a handler told that its
+        # body will not come) may answer at once, and must find every
+        # exchange abandoned and the connection closing.
+        conn.setState(_C_CLOSING)
+        conn.pipeline.abandonAll(ConnectionDone("the connection is closing"), False)
+        if conn.state is _C_CLOSED:
+            return
+        flow = conn.flow
+        flow.setReading(False)
+        lingerFor = (
+            conn.config.lingerTimeout if linger and conn.peerInput is _IN_OPEN else None
+        )
+        if flow.writePaused:
+            # Bytes wait in the transport: close once they drain, bounded by
+            # sendTimeout (the send phase stays armed).
+            self.waitForFlush(lingerFor)
+            conn.timer.arm(_PH_SEND)
+            return
+        flow.flush()
+        self.close(lingerFor)
+
+
 # Enum members as module globals: looking a member up on its Enum class
 # costs a descriptor call (about 70 ns), and the request path reads these
 # several times per request.
@@ -139,3 +191,7 @@ _STAGE_CLOSED = CloseStage.CLOSED
 _STAGE_FLUSHING = CloseStage.FLUSHING
 _STAGE_HALF_CLOSED = CloseStage.HALF_CLOSED
 _STAGE_LOSING = CloseStage.LOSING
+_C_CLOSING = ConnectionState.CLOSING
+_C_CLOSED = ConnectionState.CLOSED
+_IN_OPEN = InputState.OPEN
+_PH_SEND = Phase.SEND

@@ -23,7 +23,6 @@ creating one is cheap.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from enum import Enum
 from inspect import iscoroutine
 from typing import Any
@@ -39,6 +38,7 @@ from twisted.web.iweb import IBodyProducer
 
 from connserver._connection.flow import Flow
 from connserver._connection.message import NO_BODY, Request, Response
+from connserver._connection.observers import recordRequest
 from connserver._connection.responsebody import ResponseBody
 from connserver._connection.timer import Phase
 from connserver._http.config import ServerConfig
@@ -56,7 +56,6 @@ from connserver._http.framing import (
 from connserver._http.headers import splitList
 from connserver._http.parser import RequestHead
 from connserver._http.persistence import PersistenceDecision, PersistencePolicy
-from connserver._http.records import RequestRecord
 from connserver._http.responsehead import HeadBuilder, finishHead
 from connserver._http.state import ConnectionState
 from connserver._http.stats import ConnectionStats
@@ -146,6 +145,7 @@ class ExchangeOwner(TypingProtocol):
     heads: HeadBuilder
     stats: ConnectionStats
     flow: Flow
+    pipeline: Any
     timer: Any
     state: ConnectionState
     peer: Any
@@ -168,9 +168,6 @@ class ExchangeOwner(TypingProtocol):
 
     def processEvents(self) -> None:
         """Run a round: dispatch, pull parser events, arm the timer."""
-
-    def updateReading(self) -> None:
-        """Pause or resume reading from the socket as consumers need."""
 
     def pauseProducing(self) -> None:
         """Stop response producers until the transport drains."""
@@ -387,7 +384,7 @@ class Exchange:
         if self.body is _BODY_READING or self.body is _BODY_UNREAD:
             self.body = _BODY_PAUSED
         owner = self.owner
-        owner.updateReading()
+        owner.pipeline.updateReading()
         owner.timer.refreshTimer()
 
     def resumeBody(self) -> None:
@@ -406,7 +403,7 @@ class Exchange:
         if self.body is not _BODY_COMPLETE and self.body is not _BODY_DISCARDING:
             self.body = _BODY_STOPPED
         owner = self.owner
-        owner.updateReading()
+        owner.pipeline.updateReading()
         owner.timer.refreshTimer()
 
     # -- handling ------------------------------------------------------------
@@ -671,7 +668,7 @@ class Exchange:
         if closeReason is not None:
             owner.closeLogged = True
         if owner.factory.requestObservers:
-            self._record(closeReason)
+            recordRequest(self, closeReason)
 
     def startDiscarding(self) -> None:
         """
@@ -753,42 +750,6 @@ class Exchange:
             streamed.stop()
 
     # -- records ---------------------------------------------------------------
-
-    def _record(self, closeReason: str | None) -> None:
-        owner = self.owner
-        head = self.head
-        now = owner.clock.seconds()
-        headers = head.headers if head is not None else None
-        record = RequestRecord(
-            timestamp=self.startedAt,
-            peerHost=self.clientHost or owner.peerHost,
-            # No head (a request that never parsed): empty, which the access
-            # log writes as "-" (combined) or null (JSON).
-            method=head.method if head is not None else b"",
-            target=head.target if head is not None else b"",
-            version=head.version if head is not None else (1, 1),
-            status=self.status,
-            bodyBytes=self.bodyBytes,
-            referer=headers.get(b"referer") if headers is not None else None,
-            userAgent=headers.get(b"user-agent") if headers is not None else None,
-            connectionId=owner.connectionId,
-            requestIndex=owner.served,
-            connectionAge=now - owner.acceptedAt,
-            duration=now - self.startedAt,
-            closeReason=closeReason,
-            secure=owner.isSecure,
-            note=self.note,
-        )
-        notify(owner.factory.requestObservers, record, "a request observer failed")
-
-
-def notify(observers: list[Callable[[Any], None]], record: object, failed: str) -> None:
-    """Give ``record`` to each observer; one that raises is logged, not fatal."""
-    for observer in observers:
-        try:
-            observer(record)
-        except Exception:
-            _log.failure(failed)
 
 
 def applyForwarded(request: Request, config: ServerConfig) -> str | None:

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from connserver._connection.exchange import BodyState, Exchange, ExchangeState
+from connserver._connection.flow import READ_AHEAD_LIMIT
 from connserver._http.errors import ProtocolError
 from connserver._http.parser import NEED_DATA, BodyData, RequestHead
 from connserver._http.state import ConnectionState
@@ -244,6 +245,24 @@ class Pipeline:
         if not self.queue:
             conn.startClose("peer-closed")
 
+    def updateReading(self) -> None:
+        """
+        Pause reading from the socket while the incoming body's reader
+        paused it, or while more than ``READ_AHEAD_LIMIT`` is read ahead.
+        """
+        conn = self._conn
+        if conn.state is _C_CLOSED:
+            return
+        parser = conn.parser
+        pause = False
+        if parser is not None:
+            incoming = self.incoming
+            if incoming is not None and incoming.body is _BODY_PAUSED:
+                pause = True
+            elif parser.bufferedByteCount > READ_AHEAD_LIMIT:
+                pause = True
+        conn.flow.setReading(pause)
+
     def advance(self, exchange: Exchange) -> None:
         """
         The front's response is complete and the connection stays: drain
@@ -280,3 +299,4 @@ _C_HANDLING = ConnectionState.HANDLING
 _C_READING_BODY = ConnectionState.READING_BODY
 _C_READING_HEAD = ConnectionState.READING_HEAD
 _C_WAITING = ConnectionState.WAITING
+_BODY_PAUSED = BodyState.PAUSED

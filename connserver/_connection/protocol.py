@@ -39,11 +39,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from connserver._connection.closer import Closer
+from connserver._connection.closer import ConnectionCloser
 from connserver._connection.deadlines import ConnectionTimer
-from connserver._connection.exchange import BodyState, Exchange, ExchangeState, notify
+from connserver._connection.exchange import BodyState, Exchange, ExchangeState
 from connserver._connection.flow import READ_AHEAD_LIMIT, Flow
 from connserver._connection.message import Handler
+from connserver._connection.observers import recordClose
 from connserver._connection.pipeline import InputState, Pipeline
 from connserver._connection.timer import Phase
 from connserver._http.config import ServerConfig
@@ -115,7 +116,6 @@ _RUNNING = RoundState.RUNNING
 _AGAIN = RoundState.AGAIN
 _IDLE_ROUND = RoundState.IDLE
 _READING = BodyState.READING
-_PAUSED = BodyState.PAUSED
 _DISCARDING = BodyState.DISCARDING
 _COMPLETE = BodyState.COMPLETE
 _QUEUED = ExchangeState.QUEUED
@@ -211,7 +211,7 @@ class HTTPServerProtocol(Protocol):
         self.pipeline = Pipeline(self, config.maxPipelinedRequests)
         self.flow = Flow()
         # Created when a close begins.
-        self._closer: Closer | None = None
+        self._closer: ConnectionCloser | None = None
         #: Responses completed on this connection.
         self.served = 0
         #: RFC 9112 §9.6: no further request is processed on this connection.
@@ -307,7 +307,7 @@ class HTTPServerProtocol(Protocol):
             # Whatever handler code did above, the factory must learn that
             # this connection is gone (its slot, drain()).
             if not self.closeLogged and self.factory.closeObservers:
-                self._recordClose()
+                recordClose(self)
             self.factory.unregisterConnection(self)
 
     # -- IPushProducer: the transport's write backpressure ----------------
@@ -360,13 +360,6 @@ class HTTPServerProtocol(Protocol):
             if new is _WAITING:
                 self.factory.connectionIdle(self)
 
-    def mayDispatch(self) -> bool:
-        """The front request may run its handler now."""
-        state = self.state
-        return (
-            not self.flow.writePaused and state is not _CLOSING and state is not _CLOSED
-        )
-
     # -- the round loop ------------------------------------------------------
 
     def processEvents(self) -> None:
@@ -387,7 +380,15 @@ class HTTPServerProtocol(Protocol):
         try:
             while True:
                 queue = self.pipeline.queue
-                if queue and queue[0].state is _QUEUED and self.mayDispatch():
+                if (
+                    queue
+                    and queue[0].state is _QUEUED
+                    and not flow.writePaused
+                    and self.state is not _CLOSING
+                    and self.state is not _CLOSED
+                ):
+                    # (The front may run its handler: the transport has not
+                    # paused us, and the connection is not closing.)
                     queue[0].dispatch()
                 self.pipeline.pull()
                 if self._round is not _AGAIN:
@@ -422,22 +423,8 @@ class HTTPServerProtocol(Protocol):
                 or self.pipeline.incoming is not None
             )
         ):
-            self.updateReading()
+            self.pipeline.updateReading()
         self.timer.refreshTimer()
-
-    def updateReading(self) -> None:
-        """Pause reading when a consumer paused or too much is read ahead."""
-        if self.state is _CLOSED:
-            return
-        parser = self.parser
-        pause = False
-        if parser is not None:
-            incoming = self.pipeline.incoming
-            if incoming is not None and incoming.body is _PAUSED:
-                pause = True
-            elif parser.bufferedByteCount > READ_AHEAD_LIMIT:
-                pause = True
-        self.flow.setReading(pause)
 
     def responseFinished(self, exchange: Exchange, closeReason: str | None) -> None:
         """
@@ -467,69 +454,21 @@ class HTTPServerProtocol(Protocol):
         """Inside a round: run another (a request was queued meanwhile)."""
         self._round = _AGAIN
 
-    def _recordClose(self) -> None:
-        """
-        The connection ended without a final response carrying its reason:
-        one ``ConnectionRecord`` for the close observers (the access log).
-        """
-        reason = self.closeReason
-        assert reason is not None
-        now = self.clock.seconds()
-        record = ConnectionRecord(
-            timestamp=now,
-            peerHost=self.peerHost,
-            connectionId=self.connectionId,
-            requestsServed=self.served,
-            connectionAge=now - self.acceptedAt,
-            closeReason=reason,
-            secure=self.isSecure,
-        )
-        notify(self.factory.closeObservers, record, "a close observer failed")
-
     # -- closing -------------------------------------------------------------
 
     def startClose(self, reason: str, linger: bool = True) -> None:
         """
-        Close in stages (RFC 9112 §9.6, ``Closer``): after the last byte,
-        half-close our write side and keep reading and discarding for up to
-        lingerTimeout (unless ``linger`` is false), so that a client still
-        sending reads the response rather than a reset; then close, and
-        abort if that takes longer than abortTimeout.
+        Close for ``reason``, in stages (RFC 9112 §9.6, ``ConnectionCloser``),
+        lingering after the half-close unless ``linger`` is false.
         """
-        if self.state is _CLOSING or self.state is _CLOSED:
-            return
-        if self.closeReason is None:
-            self.closeReason = reason
-        self.parser = None
-        # The state changes first: what runs below (a handler told that its
-        # body will not come) may answer at once, and must find every
-        # exchange abandoned and the connection closing.
-        self.setState(_CLOSING)
-        self.pipeline.abandonAll(ConnectionDone("the connection is closing"), False)
-        if self.state is _CLOSED:
-            return
-        flow = self.flow
-        flow.setReading(False)
-        lingerFor = (
-            self.config.lingerTimeout if linger and self.peerInput is _IN_OPEN else None
-        )
-        closer = self.closer()
-        if flow.writePaused:
-            # Bytes wait in the transport: close once they drain, bounded by
-            # sendTimeout (the send phase stays armed).
-            closer.waitForFlush(lingerFor)
-            self.timer.arm(_PH_SEND)
-            return
-        flow.flush()
-        closer.close(lingerFor)
+        if self.state is not _CLOSING and self.state is not _CLOSED:
+            self.closer().begin(reason, linger)
 
-    def closer(self) -> Closer:
-        """The connection's ``Closer`` (made when a close begins)."""
+    def closer(self) -> ConnectionCloser:
+        """The connection's closer (made when a close begins)."""
         closer = self._closer
         if closer is None:
-            closer = self._closer = Closer(
-                self.transport, self.timer, self.config.abortTimeout, producing=True
-            )
+            closer = self._closer = ConnectionCloser(self)
         return closer
 
     def abort(self) -> None:
