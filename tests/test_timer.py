@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from connserver._connection.timer import Phase, PhaseTimer, choosePhase
+from connserver._connection.timer import Phase, PhaseTimer, TimerQueue, choosePhase
 from connserver._http.state import ConnectionState
 
 
@@ -20,7 +20,7 @@ class Owner:
 def make() -> tuple[Clock, PhaseTimer, list[Phase]]:
     clock = Clock()
     owner = Owner()
-    return clock, PhaseTimer(clock, owner), owner.expired
+    return clock, PhaseTimer(TimerQueue(clock), owner), owner.expired
 
 
 def test_expiresAtTheDeadline() -> None:

@@ -43,7 +43,7 @@ class ConnectionTimer(PhaseTimer):
     __slots__ = ("_conn", "_sendMark", "_sendProgressAt")
 
     def __init__(self, conn: Any) -> None:
-        super().__init__(conn.clock, self)
+        super().__init__(conn.factory.timers, self)
         self._conn = conn
         # Bytes delivered when the send phase began, and when bytes were
         # last seen leaving (for sendTimeout).

@@ -28,7 +28,7 @@ from zope.interface import implementer
 from connserver._connection.closer import Closer
 from connserver._connection.message import Handler
 from connserver._connection.protocol import HTTPServerProtocol
-from connserver._connection.timer import Phase, PhaseTimer
+from connserver._connection.timer import Phase, PhaseTimer, TimerQueue
 from connserver._http.config import ServerConfig
 from connserver._http.headers import optionsFromValues
 from connserver._http.persistence import PersistencePolicy
@@ -89,7 +89,7 @@ class _OverCapacity(Protocol):
         self, factory: ConnectionFactory, connectionId: int, peerHost: str
     ) -> None:
         self._owner = factory
-        self._timer = PhaseTimer(factory.reactor, self)
+        self._timer = PhaseTimer(factory.timers, self)
         self._closer: Closer | None = None
         self._connectionId = connectionId
         self._peerHost = peerHost
@@ -162,6 +162,8 @@ class ConnectionFactory(Factory):
         self.handler = handler
         self.config = config if config is not None else ServerConfig()
         self.reactor: IReactorTime = reactor
+        #: Every connection's deadlines, behind one DelayedCall.
+        self.timers = TimerQueue(reactor)
         self.policy = policy if policy is not None else PersistencePolicy(self.config)
         #: Called with each response's record (the access log, metrics).
         self.requestObservers: list[Callable[[RequestRecord], None]] = []

@@ -46,7 +46,7 @@ from connserver._connection.flow import READ_AHEAD_LIMIT, Flow
 from connserver._connection.message import Handler
 from connserver._connection.observers import recordClose
 from connserver._connection.pipeline import InputState, Pipeline
-from connserver._connection.timer import Phase
+from connserver._connection.timer import Phase, TimerQueue
 from connserver._http.config import ServerConfig
 from connserver._http.forwarded import isTrusted
 from connserver._http.parser import (
@@ -73,6 +73,7 @@ class ConnectionOwner(TypingProtocol):
 
     config: ServerConfig
     reactor: IReactorTime
+    timers: TimerQueue
     policy: PersistencePolicy
     stats: ConnectionStats
     handler: Handler

@@ -18,13 +18,14 @@ pending call then fires into nothing.
 from __future__ import annotations
 
 from enum import Enum
+from heapq import heappop, heappush
 from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from connserver._http.state import ConnectionState
 
-__all__ = ["Phase", "PhaseTimer", "TimerOwner", "choosePhase"]
+__all__ = ["Phase", "PhaseTimer", "TimerOwner", "TimerQueue", "choosePhase"]
 
 
 class Phase(Enum):
@@ -96,23 +97,102 @@ class TimerOwner(Protocol):
         """The deadline of ``phase`` was reached: its outcome."""
 
 
+class TimerQueue:
+    """
+    The deadlines of many ``PhaseTimer``s behind one ``DelayedCall``.
+
+    A reactor's ``DelayedCall`` costs about 450 bytes (an instance dict, the
+    bound method, an args tuple and a kwargs dict); a factory with 10,000
+    idle keep-alive connections would hold 10,000 of them.  Here each
+    pending deadline is one tuple in a heap, and one call is armed for the
+    earliest.  When it fires, the entries due by its time are run in order
+    of deadline (then of scheduling); a later one is left to the next call,
+    so that calls the reactor holds for other work keep their order.  An
+    entry that a sooner deadline replaced stays in the heap until its time
+    and is skipped then; once no timer has a live entry the call is
+    cancelled and the heap emptied, so nothing is left pending.
+    """
+
+    __slots__ = ("_call", "_callAt", "_firing", "_heap", "_live", "_seq", "clock")
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._heap: list[tuple[float, int, PhaseTimer]] = []
+        self._seq = 0
+        #: Timers with a live entry.
+        self._live = 0
+        self._call: IDelayedCall | None = None
+        self._callAt = 0.0
+        self._firing = False
+
+    def add(self, timer: PhaseTimer, due: float) -> int:
+        """An entry for ``timer`` at ``due``; its number (``timer._seq``)."""
+        seq = self._seq = self._seq + 1
+        heappush(self._heap, (due, seq, timer))
+        if timer._seq is None:
+            self._live += 1
+        call = self._call
+        if not self._firing and (call is None or due < self._callAt):
+            # (While firing, the call for the next entry is armed after.)
+            if call is not None:
+                call.cancel()
+            self._arm(due)
+        return seq
+
+    def drop(self) -> None:
+        """A timer let go of its entry: with none live, nothing stays armed."""
+        self._live -= 1
+        if self._live == 0:
+            self._heap.clear()
+            call, self._call = self._call, None
+            if call is not None and call.active():
+                call.cancel()
+
+    def _arm(self, due: float) -> None:
+        self._callAt = due
+        self._call = self.clock.callLater(
+            max(0.0, due - self.clock.seconds()), self._fire
+        )
+
+    def _fire(self) -> None:
+        self._call = None
+        heap = self._heap
+        limit = self._callAt
+        self._firing = True
+        try:
+            while heap and heap[0][0] <= limit:
+                _, seq, timer = heappop(heap)
+                if timer._seq == seq:
+                    timer._seq = None
+                    self._live -= 1
+                    timer._fired()
+        finally:
+            self._firing = False
+            while heap and heap[0][2]._seq != heap[0][1]:
+                heappop(heap)  # replaced or cancelled: nothing to arm for
+            if heap and self._call is None:
+                self._arm(heap[0][0])
+
+
 class PhaseTimer:
     """
-    One phase at a time, its deadline, and at most one pending call;
-    ``owner.phaseExpired(phase)`` runs when the deadline of the phase is
-    reached.  (The owner, not a bound method, is kept: one object less for
-    each of thousands of idle connections.)
+    One phase at a time, its deadline, and at most one live entry in the
+    ``TimerQueue``; ``owner.phaseExpired(phase)`` runs when the deadline of
+    the phase is reached.  (The owner, not a bound method, is kept: one
+    object less for each of thousands of idle connections.)
     """
 
-    __slots__ = ("_call", "_clock", "_deadline", "_due", "_owner", "phase")
+    __slots__ = ("_clock", "_deadline", "_due", "_owner", "_queue", "_seq", "phase")
 
-    def __init__(self, clock: IReactorTime, owner: TimerOwner) -> None:
-        self._clock = clock
+    def __init__(self, queue: TimerQueue, owner: TimerOwner) -> None:
+        self._queue = queue
+        self._clock = queue.clock
         self._owner = owner
         #: The running phase, or None.
         self.phase: Phase | None = None
         self._deadline = 0.0
-        self._call: IDelayedCall | None = None
+        #: The number of this timer's live queue entry, and its time.
+        self._seq: int | None = None
         self._due = 0.0
 
     def start(self, phase: Phase, timeout: float | None) -> None:
@@ -122,16 +202,10 @@ class PhaseTimer:
             return
         self.phase = phase
         deadline = self._deadline = self._clock.seconds() + timeout
-        call = self._call
-        if call is None:
-            self._call = self._clock.callLater(timeout, self._fired)
-            self._due = deadline
-        elif self._due > deadline:
-            # Sooner: a new call.  (DelayedCall.reset to an earlier time makes
-            # the reactor scan every pending call: with 10,000 idle
-            # connections that is most of the cost of closing one.)
-            call.cancel()
-            self._call = self._clock.callLater(timeout, self._fired)
+        if self._seq is None or self._due > deadline:
+            # None pending, or sooner: a new entry (a later deadline only
+            # moves _deadline, and the entry re-arms when it comes).
+            self._seq = self._queue.add(self, deadline)
             self._due = deadline
 
     def bump(self, timeout: float | None) -> None:
@@ -142,37 +216,33 @@ class PhaseTimer:
     def extendTo(self, deadline: float) -> None:
         """
         The running phase is due at ``deadline`` (an absolute time): later
-        costs nothing, as with :meth:`bump`; sooner than the pending call
-        makes a new call.
+        costs nothing, as with :meth:`bump`; sooner than the pending entry
+        makes a new entry.
         """
         self._deadline = deadline
-        call = self._call
-        if call is not None and deadline < self._due:
-            call.cancel()
-            delay = max(0.0, deadline - self._clock.seconds())
-            self._call = self._clock.callLater(delay, self._fired)
+        if self._seq is not None and deadline < self._due:
+            self._seq = self._queue.add(self, deadline)
             self._due = deadline
 
     def clear(self) -> None:
-        """No phase runs now (a pending call fires into nothing, re-arms none)."""
+        """No phase runs now (a pending entry fires into nothing, re-arms none)."""
         self.phase = None
 
     def cancel(self) -> None:
-        """No phase, and no pending call: the connection is gone."""
+        """No phase, and no pending entry: the connection is gone."""
         self.phase = None
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
+        if self._seq is not None:
+            self._seq = None
+            self._queue.drop()
 
     def _fired(self) -> None:
-        self._call = None
         phase = self.phase
         if phase is None:
             return
         now = self._clock.seconds()
         if now < self._deadline:
-            # The deadline moved later since the call was made.
-            self._call = self._clock.callLater(self._deadline - now, self._fired)
+            # The deadline moved later since the entry was made.
+            self._seq = self._queue.add(self, self._deadline)
             self._due = self._deadline
             return
         self.phase = None
