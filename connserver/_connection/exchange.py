@@ -63,7 +63,6 @@ from connserver._http.stats import ConnectionStats
 __all__ = ["BodyState", "Exchange", "ExchangeOwner", "ExchangeState"]
 
 _log = Logger(namespace="connserver")
-_S = ConnectionState
 _NO_OPTIONS: frozenset[bytes] = frozenset()
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -127,9 +126,6 @@ class BodyState(Enum):
     DISCARDING = "discarding"
     #: All of it arrived, or it never will.
     COMPLETE = "complete"
-
-
-_B = BodyState
 
 
 class ExchangeOwner(TypingProtocol):

@@ -28,7 +28,6 @@ from connserver._http.state import ConnectionState
 __all__ = ["InputState", "Pipeline"]
 
 _log = Logger(namespace="connserver")
-_S = ConnectionState
 _READING = BodyState.READING
 _DISCARDING = BodyState.DISCARDING
 _COMPLETE = BodyState.COMPLETE

@@ -41,7 +41,7 @@ from zope.interface import implementer
 
 from connserver._connection.closer import ConnectionCloser
 from connserver._connection.deadlines import ConnectionTimer
-from connserver._connection.exchange import BodyState, Exchange, ExchangeState
+from connserver._connection.exchange import Exchange, ExchangeState
 from connserver._connection.flow import READ_AHEAD_LIMIT, Flow
 from connserver._connection.message import Handler
 from connserver._connection.observers import recordClose
@@ -116,11 +116,7 @@ _CLOSED = _S.CLOSED
 _RUNNING = RoundState.RUNNING
 _AGAIN = RoundState.AGAIN
 _IDLE_ROUND = RoundState.IDLE
-_READING = BodyState.READING
-_DISCARDING = BodyState.DISCARDING
-_COMPLETE = BodyState.COMPLETE
 _QUEUED = ExchangeState.QUEUED
-_HANDLING = ExchangeState.HANDLING
 _CONNECTION_DONE = Failure(ConnectionDone())
 _log = Logger(namespace="connserver")
 
