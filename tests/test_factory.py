@@ -323,3 +323,34 @@ def test_raisingCancellerDoesNotKeepTheConnectionRegistered() -> None:
     fired: list[object] = []
     factory.drain(1.0).addCallback(fired.append)
     assert fired == [None]
+
+
+def test_aRequestAbortedAtTheDrainDeadlineIsLoggedWithItsReason() -> None:
+    """
+    One record for the request the deadline cut (its handler still
+    running: no status), with close=drain-timeout, and no close record.
+    """
+    from connserver._http.records import ConnectionRecord, RequestRecord
+    from connserver._running.accesslog import formatCombined, formatJSON
+
+    clock = Clock()
+    factory = ConnectionFactory(
+        lambda request: Deferred(), ServerConfig(), reactor=clock
+    )
+    records: list[RequestRecord | ConnectionRecord] = []
+    factory.requestObservers.append(records.append)
+    factory.closeObservers.append(records.append)
+    first = open_(factory, clock)
+    first.send(GET.replace(b"GET /", b"GET /first"))
+    cut = open_(factory, clock)
+    cut.send(GET.replace(b"GET /", b"GET /slow"))
+    factory.drain(5)
+    clock.advance(5)
+    for conn in (first, cut):
+        conn.lose(Failure(ConnectionDone()))
+    assert len(records) == 2
+    assert all(isinstance(r, RequestRecord) for r in records)
+    assert [r.closeReason for r in records] == ["drain-timeout"] * 2
+    line = formatCombined(records[1])
+    assert '"GET /slow HTTP/1.1" - 0 ' in line and "close=drain-timeout" in line
+    assert '"status":null' in formatJSON(records[1])

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from connserver._connection.closer import Closer, CloseStage
+from connserver._connection.exchange import ExchangeState
 from connserver._connection.message import Handler
 from connserver._connection.protocol import HTTPServerProtocol
 from connserver._connection.timer import Phase, PhaseTimer
@@ -543,7 +544,53 @@ class ConnectionFactory(Factory):
             count=len(remaining),
         )
         for protocol in remaining:
+            self._recordCutShort(protocol, "drain-timeout")
             protocol.abortNow("drain-timeout")
+
+    def _recordCutShort(self, protocol: HTTPServerProtocol, reason: str) -> None:
+        """
+        The request ``protocol`` is answering (its handler running, or its
+        response part-written) is aborted: one request record for it, with
+        ``reason`` as the close reason and the status and body bytes sent so
+        far (status 0 when no response byte was), as for a request the
+        other aborts cut.  It is the connection's record: no close record
+        follows.
+        """
+        exchange = protocol.pipeline.front()
+        if (
+            exchange is None
+            or exchange.head is None
+            or exchange.state not in (ExchangeState.HANDLING, ExchangeState.RESPONDING)
+            or protocol.closeLogged
+            or not self.requestObservers
+        ):
+            return
+        head = exchange.head
+        now = self.reactor.seconds()
+        protocol.closeLogged = True
+        record = RequestRecord(
+            timestamp=exchange.startedAt,
+            peerHost=exchange.clientHost or protocol.peerHost,
+            method=head.method,
+            target=head.target,
+            version=head.version,
+            status=exchange.status,
+            bodyBytes=exchange.bodyBytes,
+            referer=head.headers.get(b"referer"),
+            userAgent=head.headers.get(b"user-agent"),
+            connectionId=protocol.connectionId,
+            requestIndex=protocol.served + 1,
+            connectionAge=now - protocol.acceptedAt,
+            duration=now - exchange.startedAt,
+            closeReason=reason,
+            secure=protocol.isSecure,
+            note=exchange.note,
+        )
+        for observer in self.requestObservers:
+            try:
+                observer(record)
+            except Exception:
+                _log.failure("a request observer failed")
 
     def _finishDrain(self) -> None:
         call, self._drainCall = self._drainCall, None
