@@ -320,6 +320,10 @@ class _NoConnections(Factory):
 
     noisy = False
 
+    def logPrefix(self) -> str:
+        """The name the port's "starting on" line gives (not this class's)."""
+        return "connserver (the workers' shared socket)"
+
     def buildProtocol(self, addr: object) -> Protocol | None:  # pragma: no cover
         return None
 
