@@ -484,7 +484,22 @@ class Options(usage.Options):
         # Relative paths in them are relative to this directory, whatever
         # directory twistd moves to (--rundir) before the workers start.
         self.cwd = os.getcwd()
-        super().parseOptions(options)  # type: ignore[no-untyped-call]
+        try:
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
+        except usage.UsageError:
+            # twistd prints this object's usage before the error: a pointer
+            # to --help then, not the 200 lines of it (as git and curl do).
+            self.failed = True
+            raise
+
+    failed = False
+
+    def getUsage(self, width: int | None = None) -> str:
+        """Every flag (``--help``); after a usage error, a pointer to them."""
+        if self.failed:
+            return "Run 'twistd connserver --help' for every flag.\n"
+        usageText: str = super().getUsage(width)
+        return usageText
 
     def postOptions(self) -> None:
         """Check every value and build the config, handler and endpoints."""
@@ -669,6 +684,11 @@ class Options(usage.Options):
         statusPath = self["status-path"]
         if statusPath is None:
             return
+        if statusPath.rstrip("/") == "" and statusPath:
+            raise usage.UsageError(
+                f"--status-path {statusPath!r}: the status page cannot take the "
+                "whole site (every request would get it); use a path such as /status"
+            )
         if not _isMountPath(statusPath):
             raise usage.UsageError(
                 f"--status-path {statusPath!r}: expected an absolute path such as /status"
@@ -678,6 +698,12 @@ class Options(usage.Options):
         metricsPath = self["metrics-path"]
         if metricsPath is None:
             return
+        if metricsPath.rstrip("/") == "" and metricsPath:
+            raise usage.UsageError(
+                f"--metrics-path {metricsPath!r}: the metrics cannot take the "
+                "whole site (every request would get them); use a path such as "
+                "/metrics"
+            )
         if not _isMountPath(metricsPath):
             raise usage.UsageError(
                 f"--metrics-path {metricsPath!r}: expected an absolute path such as "

@@ -61,31 +61,106 @@ def test_maxConnectionsPausesAcceptingAndShedsIdleOldestFirst() -> None:
     second.send(GET)  # idle second
     third = open_(factory, clock)  # reaches the limit
     assert not port.reading
-    # The longest-idle connection is closed at once, without lingering.
+    # Nobody waits: every connection keeps its slot ("above this many").
+    assert not first.closing and not second.closing
+    # A client waits in the backlog: the longest-idle connection is closed
+    # at once, without lingering.
+    factory.clientWaiting()
     assert first.transport.disconnecting
     assert first.protocol.closeReason == "max-connections"
     assert not second.closing
-    # One accepted in the same reactor turn takes the next idle one's slot...
+    # The client takes the slot (shed connections no longer hold one)...
     fourth = open_(factory, clock)
-    assert second.transport.disconnecting
-    # ...shed connections no longer hold a slot...
+    assert not second.closing
+    # ...one more accepted in the same reactor turn takes the next idle
+    # one's slot...
     fifth = open_(factory, clock)
+    assert second.transport.disconnecting
     # ...and with nothing idle left, the next is refused (with a 503).
     refused = open_(factory, clock)
     assert refused.output() == OVER_CAPACITY_RESPONSE
     refused.lose()
     assert factory.stats.refused == 1
-    # A connection that goes idle while clients wait gives up its slot, on
-    # the next reactor turn (never from inside its own state change).
+    # A client waits and nothing can give up its slot: looked at again
+    # shortly, and when a connection becomes idle.
+    factory.clientWaiting()
+    assert not third.closing
     third.send(GET)
     assert third.protocol.state is ConnectionState.WAITING
-    clock.advance(0)
+    assert not third.closing  # nobody is known to wait any more
+    factory.clientWaiting()
     assert third.transport.disconnecting
     for conn in (first, second, third):
         conn.lose()
     assert port.reading
     fourth.lose()
     fifth.lose()
+    assert clock.getDelayedCalls() == []
+
+
+def test_atMaxConnectionsNobodyIsShedUnlessAClientWaits() -> None:
+    """Two keep-alive clients and two slots: both keep their connection."""
+    clock = Clock()
+    factory = ConnectionFactory(hello, ServerConfig(maxConnections=2), reactor=clock)
+    factory.addListeningPort(FakePort())  # type: ignore[arg-type]
+    a, b = open_(factory, clock), open_(factory, clock)
+    for _ in range(3):
+        for conn in (a, b):
+            conn.send(GET)
+        clock.advance(1)
+    assert [len(conn.responses()) for conn in (a, b)] == [3, 3]
+    assert not a.closing and not b.closing
+    assert factory.stats.closes == {}
+
+
+def test_aWaitingClientTakesTheSlotOfALingeringConnectionFirst() -> None:
+    """
+    Every slot held: one connection answered 408 lingers for its peer's FIN
+    (lingerTimeout), one is idle.  A waiting client gets the lingering one's
+    slot at once, not after the linger; the idle one stays.
+    """
+    clock = Clock()
+    factory = ConnectionFactory(
+        hello,
+        ServerConfig(maxConnections=2, requestHeadTimeout=2.0, lingerTimeout=5.0),
+        reactor=clock,
+    )
+    port = FakePort()
+    factory.addListeningPort(port)  # type: ignore[arg-type]
+    slow = open_(factory, clock)
+    idle = open_(factory, clock)
+    slow.send(b"GET / HTTP/1.1\r\n")
+    idle.send(GET)
+    clock.advance(2.0)
+    assert [r.status for r in slow.responses()] == [408]
+    assert not slow.transport.disconnecting  # half-closed: lingering
+    # No client waits: the linger runs its course.
+    assert not port.reading
+    factory.clientWaiting()
+    assert slow.transport.disconnecting
+    assert not idle.closing
+    slow.lose()
+    assert port.reading
+    assert slow.protocol.closeReason == "header-timeout"
+
+
+def test_aWaitingClientIsLookedAfterWhileNoSlotCanBeFreed() -> None:
+    """Every slot busy: looked at again every 0.1 s, until one lingers."""
+    clock = Clock()
+    factory = ConnectionFactory(
+        hello,
+        ServerConfig(maxConnections=1, requestHeadTimeout=2.0),
+        reactor=clock,
+    )
+    factory.addListeningPort(FakePort())  # type: ignore[arg-type]
+    slow = open_(factory, clock)
+    slow.send(b"GET / HTTP/1.1\r\n")
+    factory.clientWaiting()
+    assert not slow.closing
+    calls = [c for c in clock.getDelayedCalls() if c.getTime() == 0.1]
+    assert len(calls) == 1
+    clock.advance(0.1)  # watched again (a FakePort has no socket to watch)
+    slow.lose()
     assert clock.getDelayedCalls() == []
 
 
@@ -208,10 +283,10 @@ def test_oneConnectionOverTheLimitShedsOneIdleConnection() -> None:
     a, b, c = (open_(factory, clock) for _ in range(3))
     for conn in (a, b, c):
         conn.send(GET)
-    open_(factory, clock)  # reaches the limit: sheds a
-    assert a.closing and not b.closing and not c.closing
-    open_(factory, clock)  # same reactor turn, over the limit: sheds one more
-    assert [conn.closing for conn in (b, c)] == [True, False]
+    open_(factory, clock)  # reaches the limit: nobody waits, nobody is shed
+    assert not a.closing
+    open_(factory, clock)  # same reactor turn, over the limit: sheds one
+    assert [conn.closing for conn in (a, b, c)] == [True, False, False]
 
 
 def test_aConnectionStillReceivingABodyIsNotShed() -> None:
@@ -224,11 +299,13 @@ def test_aConnectionStillReceivingABodyIsNotShed() -> None:
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"a" * 10
     )
     assert conn.responses(b"POST")[0].status == 200
+    factory.clientWaiting()
     assert not conn.closing
     conn.send(b"a" * 99_990)  # the discard ends: now it is idle, and shed
-    clock.advance(0)
+    factory.clientWaiting()
     assert conn.transport.disconnecting
     assert conn.protocol.closeReason == "max-connections"
+    clock.advance(1)
 
 
 def test_raisingCancellerDoesNotKeepTheConnectionRegistered() -> None:
@@ -246,3 +323,34 @@ def test_raisingCancellerDoesNotKeepTheConnectionRegistered() -> None:
     fired: list[object] = []
     factory.drain(1.0).addCallback(fired.append)
     assert fired == [None]
+
+
+def test_aRequestAbortedAtTheDrainDeadlineIsLoggedWithItsReason() -> None:
+    """
+    One record for the request the deadline cut (its handler still
+    running: no status), with close=drain-timeout, and no close record.
+    """
+    from connserver._http.records import ConnectionRecord, RequestRecord
+    from connserver._running.accesslog import formatCombined, formatJSON
+
+    clock = Clock()
+    factory = ConnectionFactory(
+        lambda request: Deferred(), ServerConfig(), reactor=clock
+    )
+    records: list[RequestRecord | ConnectionRecord] = []
+    factory.requestObservers.append(records.append)
+    factory.closeObservers.append(records.append)
+    first = open_(factory, clock)
+    first.send(GET.replace(b"GET /", b"GET /first"))
+    cut = open_(factory, clock)
+    cut.send(GET.replace(b"GET /", b"GET /slow"))
+    factory.drain(5)
+    clock.advance(5)
+    for conn in (first, cut):
+        conn.lose(Failure(ConnectionDone()))
+    assert len(records) == 2
+    assert all(isinstance(r, RequestRecord) for r in records)
+    assert [r.closeReason for r in records] == ["drain-timeout"] * 2
+    line = formatCombined(records[1])
+    assert '"GET /slow HTTP/1.1" - 0 ' in line and "close=drain-timeout" in line
+    assert '"status":null' in formatJSON(records[1])

@@ -199,6 +199,79 @@ async def test_connectionsOverMaxConnectionsShedIdleAndServeNewClients() -> None
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_maxConnectionsShedsOnlyForAClientThatWaits() -> None:
+    """
+    Two slots, two keep-alive clients: both keep their connection for a
+    second request ("above this many").  A third client, waiting in the
+    backlog, gets the longest-idle one's slot.
+    """
+    server = await serve(lambda request: Response(200, body=b"ok"), maxConnections=2)
+    server.factory.addListeningPort(server.port)
+    address = ("127.0.0.1", server.portNumber)
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            s = socket.create_connection(address, timeout=3.0)
+            s.setblocking(False)
+            sockets.append(s)
+        for _ in range(2):
+            for s in sockets:
+                s.sendall(GET)
+            answers = await pollAnswers(sockets, b"\r\n\r\nok")
+            assert [a[:15] for a in answers] == [b"HTTP/1.1 200 OK"] * 2
+        await sleep(0.1)  # not a poll: a wrong shed would happen by now
+        assert server.factory.stats.closes == {}
+        third = socket.create_connection(address, timeout=3.0)
+        third.setblocking(False)
+        third.sendall(GET)
+        sockets.append(third)
+        (answer,) = await pollAnswers([third], b"\r\n\r\nok")
+        assert answer.startswith(b"HTTP/1.1 200 OK")
+        assert server.factory.stats.closes == {"max-connections": 1}
+    finally:
+        for s in sockets:
+            s.close()
+        await finish(server)
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_aWaitingClientDoesNotWaitOutTheLinger() -> None:
+    """
+    Every slot held by a slowloris that never closes (nor answers the
+    server's FIN): the head timeout answers 408 and the connections linger
+    for lingerTimeout (5 s).  A waiting client gets a lingering one's slot
+    at once, not after the linger.
+    """
+    server = await serve(
+        lambda request: Response(200, body=b"ok"),
+        maxConnections=2,
+        requestHeadTimeout=0.3,
+        lingerTimeout=5.0,
+    )
+    server.factory.addListeningPort(server.port)
+    address = ("127.0.0.1", server.portNumber)
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            s = socket.create_connection(address, timeout=3.0)
+            s.sendall(b"GET / HTTP/1.1\r\n")
+            sockets.append(s)
+        await sleep(0.05)  # not a poll: the slowloris reach the server first
+        late = socket.create_connection(address, timeout=3.0)
+        late.setblocking(False)
+        late.sendall(GET)
+        sockets.append(late)
+        started = time.monotonic()
+        (answer,) = await pollAnswers([late], b"\r\n\r\nok")
+        assert answer.startswith(b"HTTP/1.1 200 OK")
+        assert time.monotonic() - started < 2.0
+    finally:
+        for s in sockets:
+            s.close()
+        await finish(server)
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
 async def test_slowlorisFillingMaxConnectionsDelaysButDoesNotLoseClients() -> None:
     """
     Every slot held by a slowloris: new clients wait in the accept backlog

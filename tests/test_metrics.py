@@ -344,7 +344,7 @@ def test_noMetricsPathNoObserver(tmp_path: Path) -> None:
     ("args", "message"),
     [
         pytest.param(["--metrics-path", "metrics"], "absolute path", id="relative"),
-        pytest.param(["--metrics-path", "/"], "absolute path", id="root"),
+        pytest.param(["--metrics-path", "/"], "cannot take the whole site", id="root"),
         pytest.param(["--metrics-path", "/m?x"], "absolute path", id="query"),
         pytest.param(
             ["--metrics-path", "/s/", "--status-path", "/s"],

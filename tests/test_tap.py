@@ -121,7 +121,7 @@ def test_configValues(args: list[str], changes: dict[str, Any]) -> None:
         pytest.param(["--access-log-format", "xml"], "combined or json", id="log-format"),
         pytest.param(["--access-log", "/nonexistent/dir/log"], "cannot create", id="log-dir"),
         pytest.param(["--status-path", "status"], "absolute path", id="status-relative"),
-        pytest.param(["--status-path", "/"], "absolute path", id="status-root"),
+        pytest.param(["--status-path", "/"], "cannot take the whole site", id="status-root"),
         pytest.param(["--https", "x"], "port number", id="https-port"),
         pytest.param(["--https", "8443"], "needs --certificate", id="https-cert"),
         pytest.param(["--https", "8443", "-c", "/nonexistent.pem"], "/nonexistent.pem: cannot read the certificate", id="https-file"),

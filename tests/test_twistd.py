@@ -213,6 +213,24 @@ def test_help(site: Path, tmp_path: Path) -> None:
         pytest.param(
             ["--handler", "no_such_module:app"], "cannot import", id="handler"
         ),
+        pytest.param(
+            ["--listen", "tcp:99999"], "port 99999 is out of range", id="port-range"
+        ),
+        pytest.param(
+            ["--listen", "tcp:0:interface=nosuchhost.invalid"],
+            "the interface name 'nosuchhost.invalid' does not resolve",
+            id="unresolvable-interface",
+        ),
+        pytest.param(
+            ["--status-path", "/"],
+            "--status-path '/': the status page cannot take the whole site",
+            id="status-path-root",
+        ),
+        pytest.param(
+            ["--metrics-path", "/"],
+            "--metrics-path '/': the metrics cannot take the whole site",
+            id="metrics-path-root",
+        ),
     ],
 )
 def test_usageErrors(site: Path, tmp_path: Path, args: list[str], message: str) -> None:
@@ -220,8 +238,11 @@ def test_usageErrors(site: Path, tmp_path: Path, args: list[str], message: str) 
     assert result.returncode != 0
     assert "Traceback" not in result.stdout + result.stderr
     # twistd prints the usage, then one line: "twistd ...: <the error>".
+    # The usage is a pointer to --help, not the 200 lines of it.
     output = result.stdout + result.stderr
     assert message in output.rstrip().splitlines()[-1], output
+    assert "Run 'twistd connserver --help' for every flag." in output
+    assert len(output.splitlines()) <= 5, output
 
 
 def test_servesADirectory(tmp_path: Path, server: Callable[..., Server]) -> None:

@@ -285,6 +285,7 @@ def test_statusAndMetricsSumEveryWorker(server: Callable[..., Server]) -> None:
         assert int(statusJSON(s.port)["requests"]) >= before  # type: ignore[call-overload]
         time.sleep(0.2)  # not a poll: the check must hold for two seconds
     s.stop()
+    assert "_NoConnections" not in s.output()  # no internal class name
 
 
 def test_aHandlerThatFailsInTheWorkersStopsTheServerWithOneLine(

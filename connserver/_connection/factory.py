@@ -18,14 +18,17 @@ from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
     IProtocolNegotiationFactory,
+    IReactorFDSet,
     IReactorTime,
+    IReadDescriptor,
     ISSLTransport,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from connserver._connection.closer import Closer
+from connserver._connection.closer import Closer, CloseStage
+from connserver._connection.exchange import ExchangeState
 from connserver._connection.message import Handler
 from connserver._connection.protocol import HTTPServerProtocol
 from connserver._connection.timer import Phase, PhaseTimer, TimerQueue
@@ -75,6 +78,34 @@ _MAX_REFUSING = 64
 #: the client sent, so that the close does not turn into a reset that
 #: destroys the answer), at most.
 _REFUSAL_LINGER = 1.0
+#: While a client waits and no connection can give up its slot yet: seconds
+#: between two looks (a connection may begin to linger meanwhile).
+_ROOM_RECHECK = 0.1
+
+
+@implementer(IReadDescriptor)
+class _BacklogWatch:
+    """
+    A paused listening port's socket, watched for readability: a listening
+    socket is readable when a client waits in its accept backlog.  Accepting
+    stays paused; the factory makes room for that client.
+    """
+
+    def __init__(self, port: Any, factory: ConnectionFactory) -> None:
+        self.port = port
+        self.factory = factory
+
+    def fileno(self) -> int:
+        return int(self.port.fileno())
+
+    def doRead(self) -> None:
+        self.factory.clientWaiting()
+
+    def connectionLost(self, reason: object) -> None:
+        pass
+
+    def logPrefix(self) -> str:
+        return "connserver-backlog"
 
 
 class _OverCapacity(Protocol):
@@ -179,13 +210,15 @@ class ConnectionFactory(Factory):
         # (most clients send the same one or two): bounded, per factory.
         self._connectionOptions: dict[tuple[bytes, ...], frozenset[bytes]] = {}
         self._addresses: dict[IAddress, IAddress] = {}
-        # Connections that became idle while accepting was paused, to be
-        # shed on the next reactor turn.
-        self._newlyIdle: list[HTTPServerProtocol] = []
         # Connections closed to make room, until they are gone.
         self._shed: dict[HTTPServerProtocol, None] = {}
         self._ports: list[IListeningPort] = []
         self._acceptPaused = False
+        # While accepting is paused: the ports' sockets, watched for a
+        # client waiting in the backlog (see clientWaiting).
+        self._watches: list[_BacklogWatch] = []
+        self._watching = False
+        self._recheck: Any = None
         self._nextId = 0
         # Over-capacity answers still being sent (bounded: _MAX_REFUSING).
         self._refusing = 0
@@ -239,10 +272,11 @@ class ConnectionFactory(Factory):
             return None
         if limit is not None and self._counted() >= limit:
             # Over the limit despite the paused ports (connections accepted
-            # in the same reactor turn).  An idle keep-alive connection is
-            # the cheapest to drop (its client retries, RFC 9112 §9.3.1):
-            # shed one and serve this client; with none idle, refuse it.
-            if not self._shedIdle():
+            # in the same reactor turn).  A connection that only lingers for
+            # its peer's FIN, then an idle keep-alive connection, are the
+            # cheapest to drop (its client retries, RFC 9112 §9.3.1): close
+            # one and serve this client; with neither, refuse it.
+            if not self._makeRoom():
                 stats.refused += 1
                 _log.info(
                     "refused a connection: maxConnections ({limit}) reached",
@@ -285,32 +319,43 @@ class ConnectionFactory(Factory):
         self._connections[protocol] = None
         limit = self.config.maxConnections
         if limit is not None and self._counted() >= limit:
+            # At the limit: accept no more.  Nobody is closed yet: only a
+            # client that actually waits gets a slot made for it.
             self._pauseAccepting()
-            self._shedIdle()
 
     def connectionIdle(self, protocol: HTTPServerProtocol) -> None:
         """
         ``protocol`` waits for its next request now.  It is stamped, so that
         shedding closes the longest-idle first; and while accepting is
-        paused (clients wait in the backlog) it gives its slot to one, shed
-        from the reactor, never from inside the protocol's state change.
+        paused, the backlog is looked at again: a client waiting there gets
+        this slot (closed from the reactor, never from inside the
+        protocol's state change).
         """
         self._idleCount += 1
         protocol.idleSince = self._idleCount
-        if not self._acceptPaused:
-            return
-        self._newlyIdle.append(protocol)
-        if len(self._newlyIdle) == 1:
-            self.reactor.callLater(0, self._shedNewlyIdle)
+        if self._acceptPaused:
+            self._watchBacklog()
 
-    def _shedNewlyIdle(self) -> None:
-        newlyIdle, self._newlyIdle = self._newlyIdle, []
-        if not self._acceptPaused:
+    def clientWaiting(self) -> None:
+        """
+        A client waits in the backlog while accepting is paused at
+        ``maxConnections``: make room for it, by closing a connection that
+        only lingers for its peer's FIN, else the longest-idle keep-alive
+        connection; accepting resumes when it is gone.  With neither, look
+        again shortly (a connection may begin to linger) or when one
+        becomes idle.
+        """
+        self._unwatchBacklog()
+        if not self._acceptPaused or self.stats.draining:
             return
-        for protocol in newlyIdle:
-            # closeIdle refuses one that is busy again (or gone) by now.
-            if protocol.closeIdle("max-connections"):
-                self._shed[protocol] = None
+        if self._makeRoom():
+            return
+        if self._recheck is None:
+            self._recheck = self.reactor.callLater(_ROOM_RECHECK, self._lookAgain)
+
+    def _lookAgain(self) -> None:
+        self._recheck = None
+        self._watchBacklog()
 
     def unregisterConnection(self, protocol: HTTPServerProtocol) -> None:
         """A connection is gone (the protocol tells, from connectionLost)."""
@@ -360,8 +405,31 @@ class ConnectionFactory(Factory):
     def addListeningPort(self, port: IListeningPort) -> None:
         """Let the connection limit pause and resume accepting on ``port``."""
         self._ports.append(port)
+        if IReactorFDSet.providedBy(self.reactor) and hasattr(port, "fileno"):
+            self._watches.append(_BacklogWatch(port, self))
         if self._acceptPaused:
             port.stopReading()  # type: ignore[attr-defined]
+            if self._watching and self._watches:
+                self._watching = False
+                self._watchBacklog()
+
+    def _watchBacklog(self) -> None:
+        """Look (through the reactor) for a client waiting in the backlog."""
+        if self._watching or not self._acceptPaused or self.stats.draining:
+            return
+        self._watching = True
+        reactor: Any = self.reactor
+        for watch in self._watches:
+            if watch.port.fileno() >= 0:
+                reactor.addReader(watch)
+
+    def _unwatchBacklog(self) -> None:
+        if not self._watching:
+            return
+        self._watching = False
+        reactor: Any = self.reactor
+        for watch in self._watches:
+            reactor.removeReader(watch)
 
     def _pauseAccepting(self) -> None:
         if not self._acceptPaused:
@@ -372,9 +440,14 @@ class ConnectionFactory(Factory):
             )
             for port in self._ports:
                 port.stopReading()  # type: ignore[attr-defined]
+            self._watchBacklog()
 
     def _resumeAccepting(self) -> None:
         self._acceptPaused = False
+        self._unwatchBacklog()
+        call, self._recheck = self._recheck, None
+        if call is not None and call.active():
+            call.cancel()
         if self.stats.draining:
             return
         for port in self._ports:
@@ -389,6 +462,25 @@ class ConnectionFactory(Factory):
         ]
         idle.sort(key=_idleSince)
         return idle
+
+    def _makeRoom(self) -> bool:
+        """
+        Close a connection to make room for a client that waits: one that
+        only lingers for its peer's FIN first (its response is sent), else
+        the longest-idle keep-alive connection.  True if one was closed.
+        """
+        for protocol in self._connections:
+            # (The Closer's stage: HALF_CLOSED is the lingering read.)
+            closer = protocol._closer
+            if (
+                closer is not None
+                and closer.stage is CloseStage.HALF_CLOSED
+                and protocol not in self._shed
+            ):
+                self._shed[protocol] = None
+                closer.lose()
+                return True
+        return self._shedIdle()
 
     def _shedIdle(self) -> bool:
         """Close the longest-idle keep-alive connection to make room."""
@@ -430,6 +522,10 @@ class ConnectionFactory(Factory):
         self._drainDone.append(done)
         if not self.stats.draining:
             self.stats.draining = True
+            self._unwatchBacklog()
+            call, self._recheck = self._recheck, None
+            if call is not None and call.active():
+                call.cancel()
             for protocol in list(self._connections):
                 protocol.startDrain()
             if timeout is ...:
@@ -450,7 +546,53 @@ class ConnectionFactory(Factory):
             count=len(remaining),
         )
         for protocol in remaining:
+            self._recordCutShort(protocol, "drain-timeout")
             protocol.abortNow("drain-timeout")
+
+    def _recordCutShort(self, protocol: HTTPServerProtocol, reason: str) -> None:
+        """
+        The request ``protocol`` is answering (its handler running, or its
+        response part-written) is aborted: one request record for it, with
+        ``reason`` as the close reason and the status and body bytes sent so
+        far (status 0 when no response byte was), as for a request the
+        other aborts cut.  It is the connection's record: no close record
+        follows.
+        """
+        exchange = protocol.pipeline.front()
+        if (
+            exchange is None
+            or exchange.head is None
+            or exchange.state not in (ExchangeState.HANDLING, ExchangeState.RESPONDING)
+            or protocol.closeLogged
+            or not self.requestObservers
+        ):
+            return
+        head = exchange.head
+        now = self.reactor.seconds()
+        protocol.closeLogged = True
+        record = RequestRecord(
+            timestamp=exchange.startedAt,
+            peerHost=exchange.clientHost or protocol.peerHost,
+            method=head.method,
+            target=head.target,
+            version=head.version,
+            status=exchange.status,
+            bodyBytes=exchange.bodyBytes,
+            referer=head.headers.get(b"referer"),
+            userAgent=head.headers.get(b"user-agent"),
+            connectionId=protocol.connectionId,
+            requestIndex=protocol.served + 1,
+            connectionAge=now - protocol.acceptedAt,
+            duration=now - exchange.startedAt,
+            closeReason=reason,
+            secure=protocol.isSecure,
+            note=exchange.note,
+        )
+        for observer in self.requestObservers:
+            try:
+                observer(record)
+            except Exception:
+                _log.failure("a request observer failed")
 
     def _finishDrain(self) -> None:
         call, self._drainCall = self._drainCall, None

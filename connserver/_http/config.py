@@ -160,9 +160,12 @@ class ServerConfig:
     maxConnections: int | None = field(
         default=4096,
         metadata=_doc(
-            "Above this many open connections, stop accepting and close idle "
-            "keep-alive connections oldest first.  Protects file descriptors "
-            "and memory.  nginx worker_connections 512-1024."
+            "At most this many open connections: at the limit, stop accepting; "
+            "when a client then waits, close a connection that only lingers "
+            "for its peer's FIN, else the longest-idle keep-alive one, to "
+            "make room for it (nobody is closed while nobody waits).  "
+            "Protects file descriptors and memory.  nginx worker_connections "
+            "512-1024."
         ),
     )
     maxPipelinedRequests: int = field(

@@ -17,7 +17,8 @@ status ``-``, ``req=`` the requests it served and ``dur=-``::
     127.0.0.1 - - [05/Mar/2025:14:03:07 +0000] "-" - 0 "-" "-" conn=7 req=3 age=62.041 dur=- close=idle-timeout
 
 The ``json`` format writes one JSON object per line with the same facts
-(``status`` and ``dur`` are null on a close line).
+(``status`` and ``dur`` are null on a close line).  A request the drain
+deadline aborts before any response byte has status ``-`` (null).
 
 Writing never blocks the reactor for long: lines are buffered and written
 by a reactor timer (every ``flushInterval`` seconds, or at once when the
@@ -151,7 +152,7 @@ def formatCombined(record: RequestRecord | ConnectionRecord) -> str:
         )
     return (
         f"{_host(record.peerHost or '-')} - - [{_clfTime(record.timestamp)}] "
-        f'"{_requestLine(record)}" {record.status} {record.bodyBytes} '
+        f'"{_requestLine(record)}" {record.status or "-"} {record.bodyBytes} '
         f'"{_optional(record.referer)}" "{_optional(record.userAgent)}" '
         f"conn={record.connectionId} req={record.requestIndex} "
         f"age={record.connectionAge:.3f} dur={record.duration:.6f} "
@@ -201,7 +202,7 @@ def formatJSON(record: RequestRecord | ConnectionRecord) -> str:
         "method": _text(record.method) or None,
         "target": _text(record.target) if record.method else None,
         "version": f"HTTP/{major}.{minor}" if record.method else None,
-        "status": record.status,
+        "status": record.status or None,
         "bytes": record.bodyBytes,
         "referer": _text(record.referer),
         "userAgent": _text(record.userAgent),

@@ -173,18 +173,21 @@ def _mounts(
         from connserver._handlers.status import StatusHandler, StatusSamplingService
 
         status = StatusHandler(cluster or factory, reactor=reactor)
+        mounts[settings.statusPath] = status
         if cluster is not None:
             status.workers = cluster.workerRows
-        mounts[settings.statusPath] = status
+            # Never less than an earlier page showed (see Cluster.fresh).
+            mounts[settings.statusPath] = cluster.fresh(status)
         service.addCompanion(StatusSamplingService(status))
     if settings.metricsPath is not None:
         from connserver._handlers.metrics import MetricsHandler
 
         # Also adds its request observer to the factory.
         metrics = MetricsHandler(factory)
+        mounts[settings.metricsPath] = metrics
         if cluster is not None:
             cluster.instrument(metrics)
-        mounts[settings.metricsPath] = metrics
+            mounts[settings.metricsPath] = cluster.fresh(metrics)
     for prefix, url in settings.proxies:
         from connserver._handlers.proxy import ReverseProxy
 

@@ -205,7 +205,7 @@ def checkEndpoint(description: str) -> None:
     from twisted.internet.endpoints import serverFromString
 
     try:
-        serverFromString(_NoReactor(), description)  # type: ignore[no-untyped-call]
+        endpoint = serverFromString(_NoReactor(), description)  # type: ignore[no-untyped-call]
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         reason = reason or type(error).__name__
@@ -217,6 +217,36 @@ def checkEndpoint(description: str) -> None:
                 "unit (LISTEN_FDS, LISTEN_FDNAMES)"
             )
         raise ListenerError(f"--listen {description!r}: {reason}") from None
+    # A TCP endpoint (haproxy: wraps one): its port and interface, checked
+    # now rather than when twistd listens.
+    inner = getattr(endpoint, "_wrappedEndpoint", endpoint)
+    port = getattr(inner, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise ListenerError(
+            f"--listen {description!r}: port {port} is out of range (0-65535)"
+        )
+    interface = getattr(inner, "_interface", None)
+    if isinstance(interface, str) and interface:
+        _checkResolves(description, interface)
+
+
+def _checkResolves(description: str, interface: str) -> None:
+    """``interface`` (an address or a host name) must name this host's address."""
+    import ipaddress
+    import socket
+
+    try:
+        ipaddress.ip_address(interface)
+        return
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(interface, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise ListenerError(
+            f"--listen {description!r}: the interface name {interface!r} does "
+            f"not resolve ({error.strerror}); give an address such as 127.0.0.1"
+        ) from None
 
 
 def serverEndpoints(
@@ -289,6 +319,10 @@ class _NoConnections(Factory):
     """The parent's ports never accept (they are paused), but need a factory."""
 
     noisy = False
+
+    def logPrefix(self) -> str:
+        """The name the port's "starting on" line gives (not this class's)."""
+        return "connserver (the workers' shared socket)"
 
     def buildProtocol(self, addr: object) -> Protocol | None:  # pragma: no cover
         return None

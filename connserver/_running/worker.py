@@ -127,6 +127,8 @@ class WorkerRuntime:
             die(f"cannot open a listening socket: {error}")
         assert len(endpoints) == len(settings.listen) + len(settings.tls)
         self.cluster = Cluster(spec["slot"])
+        self.cluster.exchange = self.exchange
+        self.cluster.clock = self.reactor
         try:
             service: Any = makeServerService(settings, endpoints, self.cluster)
         except Exception as error:
@@ -149,18 +151,19 @@ class WorkerRuntime:
         self.channel = WorkerChannel(self.parentGone)
         StandardIO(self.channel, stdin=AMP_IN, stdout=AMP_OUT, reactor=self.reactor)  # type: ignore[call-arg,no-untyped-call]
 
+    def exchange(
+        self, figures: dict[str, Any], final: bool = False
+    ) -> Deferred[dict[str, Any]]:
+        """Send ``figures`` to the parent; fire with its answer (the cluster view)."""
+        d: Deferred[dict[str, Any]] = self.channel.callRemote(  # type: ignore[no-untyped-call]
+            Report, stats=json.dumps(figures), final=final
+        )
+        return d.addCallback(lambda answer: json.loads(answer["cluster"]))
+
     def report(self, final: bool = False) -> Deferred[None]:
         """Send this worker's figures; keep the others' that come back."""
-        d: Deferred[dict[str, Any]] = self.channel.callRemote(  # type: ignore[no-untyped-call]
-            Report, stats=json.dumps(self.cluster.own()), final=final
-        )
-
-        def got(answer: dict[str, Any]) -> None:
-            data = json.loads(answer["cluster"])
-            self.cluster.others = data["others"]
-            self.cluster.rows = data["workers"]
-
-        return d.addCallbacks(got, lambda failure: None)
+        d = self.exchange(self.cluster.own(), final)
+        return d.addCallbacks(self.cluster.update, lambda failure: None)
 
     def start(self) -> None:
         """
