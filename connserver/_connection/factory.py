@@ -471,7 +471,7 @@ class ConnectionFactory(Factory):
         """
         for protocol in self._connections:
             # (The Closer's stage: HALF_CLOSED is the lingering read.)
-            closer = protocol._closer
+            closer = protocol.closing
             if (
                 closer is not None
                 and closer.stage is CloseStage.HALF_CLOSED

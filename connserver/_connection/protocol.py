@@ -136,7 +136,6 @@ class HTTPServerProtocol(Protocol):
     # Slots keep an idle connection small (the instance dict of a class
     # with this many attributes would not share its keys).
     __slots__ = (
-        "_closer",
         "_peerKnown",
         "_round",
         "acceptedAt",
@@ -144,6 +143,7 @@ class HTTPServerProtocol(Protocol):
         "closeAfterCurrent",
         "closeLogged",
         "closeReason",
+        "closing",
         "config",
         "connected",
         "connectionId",
@@ -207,8 +207,8 @@ class HTTPServerProtocol(Protocol):
         self.parser: RequestParser | None = RequestParser(config)
         self.pipeline = Pipeline(self, config.maxPipelinedRequests)
         self.flow = Flow()
-        # Created when a close begins.
-        self._closer: ConnectionCloser | None = None
+        #: The closer, once a close has begun (its stage says how far).
+        self.closing: ConnectionCloser | None = None
         #: Responses completed on this connection.
         self.served = 0
         #: RFC 9112 §9.6: no further request is processed on this connection.
@@ -295,8 +295,8 @@ class HTTPServerProtocol(Protocol):
         self.setState(_CLOSED)
         self.timer.cancel()
         self.parser = None
-        if self._closer is not None:
-            self._closer.gone()
+        if self.closing is not None:
+            self.closing.gone()
         self.flow.detach()
         try:
             self.pipeline.abandonAll(ConnectionLost("the connection was lost"), True)
@@ -330,7 +330,7 @@ class HTTPServerProtocol(Protocol):
             # Progress: a pause that follows (even at once, inside the
             # producer's next write) starts a fresh sendTimeout.
             self.timer.clear()
-        if self._closer is not None and self._closer.flushed():
+        if self.closing is not None and self.closing.flushed():
             return
         front = self.pipeline.front()
         if front is not None and front.streamed is not None:
@@ -463,9 +463,9 @@ class HTTPServerProtocol(Protocol):
 
     def closer(self) -> ConnectionCloser:
         """The connection's closer (made when a close begins)."""
-        closer = self._closer
+        closer = self.closing
         if closer is None:
-            closer = self._closer = ConnectionCloser(self)
+            closer = self.closing = ConnectionCloser(self)
         return closer
 
     def abort(self) -> None:
