@@ -23,6 +23,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
@@ -317,6 +318,24 @@ def aborted(factory: ConnectionFactory, clock: Clock) -> None:
     delivered(conn, ConnectionAborted)
 
 
+class _Closing(Protocol):
+    """A protocol switched to (101) that closes at once."""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+
+def upgraded(factory: ConnectionFactory, clock: Clock) -> None:
+    """The connection switched protocols, and the new one ended cleanly."""
+    factory.handler = lambda r: Response.switchProtocols(b"echo", _Closing())
+    conn = opened(factory, clock)
+    conn.send(
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+    )
+    delivered(conn)
+
+
 def _case(
     run: Callable[[ConnectionFactory, Clock], None],
     handler: Any = hello,
@@ -369,6 +388,7 @@ CASES: dict[str, list[tuple[Any, Any, dict[str, Any]]]] = {
     "drain-timeout": [_case(drainTimeout)],
     "aborted": [_case(aborted, never)],
     "refused": [_case(refused, maxConnections=1), _case(refusedWhileDraining)],
+    "upgraded": [_case(upgraded)],
 }
 
 

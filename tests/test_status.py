@@ -35,6 +35,7 @@ class FakeStats:
             "handling": 0,
             "writing": 2,
             "waiting": 1,
+            "upgraded": 0,
             "closing": 0,
         }
 
@@ -79,7 +80,7 @@ def test_plainTextByDefault(status: StatusHandler) -> None:
         b"Active connections: 4\n"
         b"accepted handled requests\n"
         b" 12 12 40\n"
-        b"Waiting: 1 Reading: 1 Handling: 0 Writing: 2 Closing: 0\n"
+        b"Waiting: 1 Reading: 1 Handling: 0 Writing: 2 Upgraded: 0 Closing: 0\n"
         b"Draining: no\n"
         b"Closes by reason:\n"
         b" client-close: 5\n"
@@ -147,6 +148,7 @@ def test_json(status: StatusHandler, clock: Clock) -> None:
         "reading": 1,
         "handling": 0,
         "writing": 2,
+        "upgraded": 0,
         "closing": 0,
     }
     assert (data["accepted"], data["handled"], data["requests"]) == (12, 12, 40)
@@ -162,6 +164,7 @@ def test_json(status: StatusHandler, clock: Clock) -> None:
             "reading": 1,
             "handling": 0,
             "writing": 2,
+            "upgraded": 0,
             "closing": 0,
         }
     ]
@@ -205,6 +208,7 @@ def test_html(status: StatusHandler, clock: Clock) -> None:
         "reading",
         "handling",
         "writing",
+        "upgraded",
         "closing",
     ]
 

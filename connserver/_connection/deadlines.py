@@ -25,6 +25,7 @@ __all__ = ["ConnectionTimer"]
 _log = Logger(namespace="connserver")
 _CLOSING = ConnectionState.CLOSING
 _CLOSED = ConnectionState.CLOSED
+_UPGRADED = ConnectionState.UPGRADED
 _READING = BodyState.READING
 _DISCARDING = BodyState.DISCARDING
 _QUEUED = ExchangeState.QUEUED
@@ -54,10 +55,11 @@ class ConnectionTimer(PhaseTimer):
         """Arm the phase that applies now (``choosePhase``)."""
         conn = self._conn
         state = conn.state
-        if state is _CLOSING or state is _CLOSED:
+        if state is _CLOSING or state is _CLOSED or state is _UPGRADED:
             return
         pipeline = conn.pipeline
-        front = pipeline.front()
+        queue = pipeline.queue
+        front = queue[0] if queue else None
         incoming = pipeline.incoming
         phase = choosePhase(
             state,

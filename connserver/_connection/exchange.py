@@ -37,9 +37,15 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 
 from connserver._connection.flow import Flow
-from connserver._connection.message import NO_BODY, Request, Response
+from connserver._connection.message import (
+    NO_BODY,
+    Request,
+    Response,
+    SwitchProtocols,
+)
 from connserver._connection.observers import recordRequest
 from connserver._connection.responsebody import ResponseBody
+from connserver._connection.takeover import Takeover, switchingHead
 from connserver._connection.timer import Phase
 from connserver._http.config import ServerConfig
 from connserver._http.errors import (
@@ -142,6 +148,7 @@ class ExchangeOwner(TypingProtocol):
     stats: ConnectionStats
     flow: Flow
     pipeline: Any
+    takeover: Any
     timer: Any
     state: ConnectionState
     peer: Any
@@ -551,6 +558,9 @@ class Exchange:
                 Failure(TypeError(f"handler returned {type(response).__name__}"))
             )
             return
+        if response.code == 101:
+            self._switch(response)
+            return
         try:
             headBytes, framing, length = self._prepareHead(response)
         except (ResponseFramingError, ValueError, TypeError):
@@ -585,6 +595,47 @@ class Exchange:
             self, body, makeWriter(framing, length), length
         )
         streamed.start(response.trailers)
+
+    def _switch(self, response: Response) -> None:
+        """
+        A 101: hand the connection on (``takeover``) if the request offered
+        that protocol and nothing was read behind it; otherwise a 500, and
+        the 101 is never sent (RFC 9110 §7.8).
+        """
+        owner = self.owner
+        spec = response.body
+        request = self.request
+        try:
+            if not isinstance(spec, SwitchProtocols):
+                raise ValueError("a 101 needs Response.switchProtocols")
+            if (
+                owner.pipeline.holding is not self
+                or request is None
+                or spec.upgrade.lower() not in request.upgrades
+            ):
+                raise ValueError(
+                    f"a 101 to {spec.upgrade!r}, which the request did not offer"
+                )
+            head = None
+            if spec.handshake is None:
+                head = switchingHead(
+                    response,
+                    spec,
+                    owner.factory.dateLine(owner.clock.seconds()),
+                    owner.heads.serverLine,
+                )
+        except ValueError:
+            self.handlerFailed(Failure())
+            return
+        owner.takeover = takeover = Takeover(owner)
+        takeover.begin(spec.protocol, True, head, spec.handshake)
+
+    def switched(self) -> None:
+        """The connection switched protocols after this request: its record."""
+        self.status = 101
+        self.decision = None
+        self._enter(_X_RESPONDING)
+        self._complete(None)
 
     def _prepareHead(self, response: Response) -> tuple[bytes, BodyFraming, int | None]:
         """Build the head (``responsehead``); ask the policy about persistence."""

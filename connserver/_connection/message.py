@@ -24,14 +24,43 @@ from zope.interface import implementer
 
 from connserver._http.errors import ProtocolError
 from connserver._http.headers import Headers, connectionOptions
+from connserver._http.upgrade import offeredUpgrades
 
-__all__ = ["Handler", "HeadersLike", "Request", "Response", "ResponseBody"]
+__all__ = [
+    "Handler",
+    "HeadersLike",
+    "Request",
+    "Response",
+    "ResponseBody",
+    "SwitchProtocols",
+]
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import ITransport  # noqa: F401
 
+
+class SwitchProtocols:
+    """
+    The body of a ``101 Switching Protocols`` response: the protocol the
+    connection is handed to (see ``Response.switchProtocols``).
+    """
+
+    __slots__ = ("handshake", "protocol", "upgrade")
+
+    def __init__(
+        self, upgrade: bytes, protocol: IProtocol, handshake: bytes | None = None
+    ) -> None:
+        #: The protocol name, as the Upgrade field names it (``websocket``).
+        self.upgrade = upgrade
+        #: The Twisted protocol that gets the connection.
+        self.protocol = protocol
+        #: Bytes the protocol receives first, instead of connserver writing
+        #: the 101 itself (None: connserver writes it).
+        self.handshake = handshake
+
+
 #: The types a response body may have.
-ResponseBody = bytes | IBodyProducer | BinaryIO
+ResponseBody = bytes | IBodyProducer | BinaryIO | SwitchProtocols
 #: What ``Response(headers=...)`` accepts.
 HeadersLike = (
     Headers
@@ -146,6 +175,7 @@ class Request:
     __slots__ = (
         "_bodyDone",
         "_bodyFailure",
+        "_connection",
         "_consumer",
         "_maxBodyBytes",
         "_options",
@@ -205,6 +235,7 @@ class Request:
         self.chunked = chunked
         self._options: frozenset[bytes] | None = None
         self._maxBodyBytes = maxBodyBytes
+        self._connection: Any = None
         self._consumer: IProtocol | None = None
         self._bodyDone = False
         self._bodyFailure: Failure | None = None
@@ -255,6 +286,7 @@ class Request:
         self.chunked = chunked
         self._options = options
         self._maxBodyBytes = connection.maxBodyBytes
+        self._connection = connection
         self._consumer = None
         # No body: nobody reads it yet, so "delivered whole" is a flag.
         self._bodyDone = bodySource is NO_BODY
@@ -271,6 +303,38 @@ class Request:
         if self._options is None:
             self._options = connectionOptions(self.headers)
         return self._options
+
+    @property
+    def upgrades(self) -> tuple[bytes, ...]:
+        """
+        The protocols this request may be switched to (lowercased, the
+        client's preference first): what its ``Upgrade`` field offers when
+        it is an HTTP/1.1 request with a ``Connection: upgrade`` option and
+        no body, else ``()`` (RFC 9110 §7.8; ``h2c`` is never offered).  A
+        handler answers one of them with ``Response.switchProtocols``.
+        """
+        return offeredUpgrades(
+            self.version,
+            self.connectionOptions,
+            self.headers.getAll(b"upgrade"),
+            self.hasBody,
+        )
+
+    def takeOverTransport(self) -> Any:
+        """
+        The connection's transport, for code that takes the connection over
+        itself and writes its own ``101`` (a twisted.web resource such as
+        autobahn's ``WebSocketResource`` does, through
+        ``request.channel.transport``).  Assigning a protocol to the
+        returned transport's ``protocol`` (or ``wrappedProtocol``) attribute
+        hands the connection to it: HTTP steps aside, and bytes that
+        arrived after the request head reach that protocol after whatever
+        the taking code feeds it first.  Only for a request that offers an
+        upgrade (``upgrades``); RuntimeError otherwise.
+        """
+        if self._connection is None or not self.upgrades:
+            raise RuntimeError("this request did not ask to switch protocols")
+        return self._connection.takeOverTransport(self)
 
     @property
     def hasBody(self) -> bool:
@@ -444,6 +508,31 @@ class Response:
         #: proxy's ``upstream-timeout``), or None.
         self.note = note
 
+    @classmethod
+    def switchProtocols(
+        cls,
+        upgrade: bytes,
+        protocol: IProtocol,
+        headers: HeadersLike | None = None,
+        *,
+        handshake: bytes | None = None,
+    ) -> Response:
+        """
+        Accept the request's upgrade to ``upgrade`` (one of
+        ``Request.upgrades``) and hand the connection to ``protocol``.
+
+        connserver writes ``101 Switching Protocols`` with ``Upgrade:
+        upgrade``, ``Connection: upgrade`` and ``headers`` (a WebSocket
+        handshake's ``Sec-WebSocket-Accept``, say), then calls
+        ``protocol.makeConnection`` with the transport and delivers any
+        bytes that arrived after the request head as its first
+        ``dataReceived``.  With ``handshake``, connserver writes no 101: the
+        protocol receives ``handshake`` first (the request head, for a
+        library that answers its own handshake) and answers itself.  A 101
+        for a protocol the request did not offer is a 500, never sent.
+        """
+        return cls(101, headers, SwitchProtocols(upgrade, protocol, handshake))
+
     @property
     def headers(self) -> Headers:
         """The response's header fields (created on first use)."""
@@ -477,6 +566,8 @@ class Response:
         if IBodyProducer.providedBy(body):
             length = body.length
             return None if length is UNKNOWN_LENGTH else int(length)
+        if isinstance(body, SwitchProtocols):
+            return 0
         if isinstance(body, io.IOBase) or hasattr(body, "read"):
             try:
                 fileBody: BinaryIO = body

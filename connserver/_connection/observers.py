@@ -56,6 +56,8 @@ def recordClose(conn: Any) -> None:
     reason = conn.closeReason
     assert reason is not None
     now = conn.clock.seconds()
+    takeover = conn.takeover
+    switched = takeover is not None and takeover.target is not None
     record = ConnectionRecord(
         timestamp=now,
         peerHost=conn.peerHost,
@@ -64,6 +66,8 @@ def recordClose(conn: Any) -> None:
         connectionAge=now - conn.acceptedAt,
         closeReason=reason,
         secure=conn.isSecure,
+        bytesReceived=takeover.bytesReceived if switched else None,
+        bytesSent=takeover.bytesSent if switched else None,
     )
     notify(conn.factory.closeObservers, record, "a close observer failed")
 

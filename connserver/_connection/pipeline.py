@@ -24,6 +24,7 @@ from connserver._connection.flow import READ_AHEAD_LIMIT
 from connserver._http.errors import ProtocolError
 from connserver._http.parser import NEED_DATA, BodyData, RequestHead
 from connserver._http.state import ConnectionState
+from connserver._http.upgrade import offeredUpgrades
 
 __all__ = ["InputState", "Pipeline"]
 
@@ -61,7 +62,7 @@ _EMPTY: list[Any] = cast(Any, ())
 class Pipeline:
     """The exchanges of one connection, front first, and the incoming one."""
 
-    __slots__ = ("_conn", "incoming", "limit", "queue")
+    __slots__ = ("_conn", "holding", "incoming", "limit", "queue")
 
     def __init__(self, conn: Any, limit: int) -> None:
         #: The connection (``HTTPServerProtocol``): its parser, its state.
@@ -72,6 +73,10 @@ class Pipeline:
         self.incoming: Exchange | None = None
         #: maxPipelinedRequests: no further request is parsed past it.
         self.limit = limit
+        #: A request that may switch protocols (RFC 9110 §7.8): nothing
+        #: behind it is parsed until its answer is known, since what follows
+        #: it belongs to the new protocol if it switches.
+        self.holding: Exchange | None = None
 
     def front(self) -> Exchange | None:
         """The exchange whose response goes next."""
@@ -105,6 +110,7 @@ class Pipeline:
             exchanges.append(incoming)
         self.queue = _EMPTY
         self.incoming = None
+        self.holding = None
         return exchanges
 
     def abandonAll(self, error: BaseException, bodiesFirst: bool) -> None:
@@ -133,6 +139,8 @@ class Pipeline:
         conn = self._conn
         parser = conn.parser
         while parser is not None and not conn.closeAfterCurrent:
+            if self.holding is not None:
+                break
             incoming = self.incoming
             if incoming is not None:
                 body = incoming.body
@@ -178,13 +186,27 @@ class Pipeline:
         exchange = Exchange(conn, head, conn.clock.seconds())
         conn.stats.requests += 1
         if exchange.body is _COMPLETE:
-            # No body: the parser's EndOfMessage is due; skip it so that the
-            # parser is between messages again.
-            conn.parser.skipEndOfMessage()
+            if head.connection and self._mightSwitch(head):
+                # The parser stays at the end of this head until the answer:
+                # what follows is the new protocol's if it switches.
+                self.holding = exchange
+            else:
+                # No body: the parser's EndOfMessage is due; skip it so that
+                # the parser is between messages again.
+                conn.parser.skipEndOfMessage()
         else:
             self.incoming = exchange
         self.append(exchange)
         return exchange
+
+    def _mightSwitch(self, head: RequestHead) -> bool:
+        """The bodiless request offers a protocol to switch to (RFC 9110 §7.8)."""
+        options = self._conn.factory.connectionOptionsOf(head.connection)
+        return b"upgrade" in options and bool(
+            offeredUpgrades(
+                head.version, options, head.headers.getAll(b"upgrade"), False
+            )
+        )
 
     def _messageEnded(self) -> None:
         exchange = self.incoming
@@ -272,11 +294,15 @@ class Pipeline:
             self.queue = _EMPTY
         else:
             queue.pop(0)
+        conn = self._conn
+        if self.holding is exchange:
+            # Answered without switching: parse on.
+            self.holding = None
+            conn.parser.skipEndOfMessage()
         if exchange.body is not _COMPLETE:
             exchange.startDiscarding()
         if self.queue:
             return
-        conn = self._conn
         incoming = self.incoming
         parser = conn.parser
         if incoming is not None and incoming.body is _DISCARDING:

@@ -46,6 +46,7 @@ from connserver._connection.flow import READ_AHEAD_LIMIT, Flow
 from connserver._connection.message import Handler
 from connserver._connection.observers import recordClose
 from connserver._connection.pipeline import InputState, Pipeline
+from connserver._connection.takeover import Takeover, TakeoverTransport
 from connserver._connection.timer import Phase, TimerQueue
 from connserver._http.config import ServerConfig
 from connserver._http.forwarded import isTrusted
@@ -113,6 +114,7 @@ _S = ConnectionState
 _WAITING = _S.WAITING
 _CLOSING = _S.CLOSING
 _CLOSED = _S.CLOSED
+_UPGRADED = _S.UPGRADED
 _RUNNING = RoundState.RUNNING
 _AGAIN = RoundState.AGAIN
 _IDLE_ROUND = RoundState.IDLE
@@ -165,6 +167,7 @@ class HTTPServerProtocol(Protocol):
         "served",
         "state",
         "stats",
+        "takeover",
         "timer",
         "transport",
     )
@@ -209,6 +212,8 @@ class HTTPServerProtocol(Protocol):
         self.flow = Flow()
         #: The closer, once a close has begun (its stage says how far).
         self.closing: ConnectionCloser | None = None
+        #: After a switch of protocols (101): the protocol that owns it now.
+        self.takeover: Takeover | None = None
         #: Responses completed on this connection.
         self.served = 0
         #: RFC 9112 §9.6: no further request is processed on this connection.
@@ -248,7 +253,10 @@ class HTTPServerProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         parser = self.parser
         if parser is None:
-            # Closing: lingering read, discard (RFC 9112 §9.6).
+            # Closing: lingering read, discard (RFC 9112 §9.6).  Upgraded:
+            # the new protocol's.
+            if self.state is _UPGRADED:
+                self.takeover.dataReceived(data)  # type: ignore[union-attr]
             return
         if not self._peerKnown:
             self._peerKnown = True
@@ -276,6 +284,9 @@ class HTTPServerProtocol(Protocol):
         connection closes once nothing more can arrive to answer.
         """
         self.peerInput = _IN_HALF_CLOSED
+        if self.state is _UPGRADED:
+            self.takeover.readConnectionLost()  # type: ignore[union-attr]
+            return
         if self.state is _CLOSING:
             # The lingering read is over.
             self.closer().lose()
@@ -290,6 +301,8 @@ class HTTPServerProtocol(Protocol):
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         if self.state is _CLOSED:
             return
+        if self.state is _UPGRADED:
+            self.takeover.connectionLost(reason)  # type: ignore[union-attr]
         if self.closeReason is None:
             self.closeReason = _lostReason(reason)
         self.setState(_CLOSED)
@@ -486,6 +499,8 @@ class HTTPServerProtocol(Protocol):
         if self.draining or self.state is _CLOSED:
             return
         self.draining = True
+        if self.state is _UPGRADED:
+            self.takeover.drain()  # type: ignore[union-attr]
         parser = self.parser
         if self.state is _WAITING or (
             self.state is _C_ACCEPTED
@@ -514,6 +529,15 @@ class HTTPServerProtocol(Protocol):
             return False
         self.startClose(reason, linger=False)
         return True
+
+    def takeOverTransport(self, request: Any) -> TakeoverTransport:
+        """``Request.takeOverTransport``: for the request that may switch."""
+        holding = self.pipeline.holding
+        if holding is None or holding.request is not request:
+            raise RuntimeError("only the request that may switch can take over")
+        if self.takeover is None:
+            self.takeover = Takeover(self)
+        return self.takeover.transport
 
     def abortNow(self, reason: str) -> None:
         """Abort whatever is in progress (the drain deadline)."""

@@ -2,7 +2,7 @@
 ``StatusHandler``: the server's connections at a glance.
 
 Like nginx's ``stub_status``, richer: open connections by state (waiting,
-reading, handling, writing, closing) and whether the server is draining;
+reading, handling, writing, upgraded, closing) and whether the server is draining;
 totals accepted, handled and requests; closes by reason; requests per
 connection.  Three representations of the same numbers: plain text (the
 default, for ``curl`` and scripts), JSON (``Accept: application/json`` or
@@ -59,13 +59,14 @@ def refuseUnlessRead(request: Request, why: bytes) -> Response | None:
 
 
 #: The state groups shown, in the order the chart stacks them.
-STATE_GROUPS = ("waiting", "reading", "handling", "writing", "closing")
+STATE_GROUPS = ("waiting", "reading", "handling", "writing", "upgraded", "closing")
 
 _COLOURS = {
     "waiting": "#9ecae1",
     "reading": "#fdae6b",
     "handling": "#a1d99b",
     "writing": "#3182bd",
+    "upgraded": "#756bb1",
     "closing": "#de2d26",
 }
 

@@ -547,6 +547,16 @@ class RequestParser:
         """Bytes received and not yet consumed into events."""
         return len(self._buf)
 
+    def takeBuffered(self) -> bytes:
+        """
+        Every byte received and not consumed, as it came; the parser keeps
+        none.  What follows a request head that switched protocols belongs
+        to the new protocol (RFC 9110 §7.8).
+        """
+        data = bytes(self._buf)
+        self._buf = bytearray()
+        return data
+
     @property
     def inMessage(self) -> bool:
         """

@@ -56,6 +56,7 @@ CONNECTION_CLOSE_REASONS: dict[str, str] = {
     "drain-timeout": "still open at the drain deadline: aborted",
     "aborted": "the transport was aborted outside connserver's own decisions (an embedding application's abortConnection)",
     "refused": "accepted over maxConnections with nothing idle to shed (503), or while draining",
+    "upgraded": "switched protocols (101), and the new protocol's connection ended cleanly",
 }
 
 _CLOSE = b"close"

@@ -73,3 +73,7 @@ class ConnectionRecord:
     closeReason: str
     #: Whether the connection uses TLS.
     secure: bool = False
+    #: After a switch of protocols (101): the bytes the new protocol
+    #: received and wrote (None for an HTTP connection).
+    bytesReceived: int | None = None
+    bytesSent: int | None = None

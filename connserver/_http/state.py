@@ -32,6 +32,9 @@ class ConnectionState(Enum):
     WRITING = "writing"
     #: The server decided to close: write side half-closed, lingering read.
     CLOSING = "closing"
+    #: The connection left HTTP after a ``101 Switching Protocols``: another
+    #: protocol owns it (RFC 9110 §7.8).
+    UPGRADED = "upgraded"
     #: The transport is gone.
     CLOSED = "closed"
 
@@ -77,7 +80,9 @@ TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
         # WRITING: the handler answered before the body ended (or 408/413).
         {_S.HANDLING, _S.WRITING, _S.CLOSING, _S.CLOSED}
     ),
-    _S.HANDLING: frozenset({_S.WRITING, _S.CLOSING, _S.CLOSED}),
+    # UPGRADED: the handler switched protocols (a 101, or a twisted.web
+    # resource that took the transport over).
+    _S.HANDLING: frozenset({_S.WRITING, _S.UPGRADED, _S.CLOSING, _S.CLOSED}),
     _S.WRITING: frozenset(
         # After a keep-alive response the next request may already be
         # buffered (pipelining), so any request phase may follow directly.
@@ -90,6 +95,7 @@ TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
             _S.CLOSED,
         }
     ),
+    _S.UPGRADED: frozenset({_S.CLOSED}),
     _S.CLOSING: frozenset({_S.CLOSED}),
     _S.CLOSED: frozenset(),
 }
@@ -102,6 +108,7 @@ STATUS_GROUP: dict[ConnectionState, str] = {
     _S.READING_BODY: "reading",
     _S.HANDLING: "handling",
     _S.WRITING: "writing",
+    _S.UPGRADED: "upgraded",
     _S.CLOSING: "closing",
     _S.CLOSED: "closed",
 }

@@ -78,7 +78,14 @@ class ConnectionStats:
         Counted when asked (the status page samples it once a second), so
         that serving a request costs no registry update.
         """
-        groups = {"reading": 0, "handling": 0, "writing": 0, "waiting": 0, "closing": 0}
+        groups = {
+            "reading": 0,
+            "handling": 0,
+            "writing": 0,
+            "waiting": 0,
+            "upgraded": 0,
+            "closing": 0,
+        }
         for protocol in self._connections:
             group = STATUS_GROUP[protocol.state]
             if group in groups:

@@ -148,7 +148,7 @@ def formatCombined(record: RequestRecord | ConnectionRecord) -> str:
             f"{_host(record.peerHost or '-')} - - [{_clfTime(record.timestamp)}] "
             f'"-" - 0 "-" "-" conn={record.connectionId} '
             f"req={record.requestsServed} age={record.connectionAge:.3f} "
-            f"dur=- close={record.closeReason}\n"
+            f"dur=-{_switched(record)} close={record.closeReason}\n"
         )
     return (
         f"{_host(record.peerHost or '-')} - - [{_clfTime(record.timestamp)}] "
@@ -159,6 +159,13 @@ def formatCombined(record: RequestRecord | ConnectionRecord) -> str:
         f"close={record.closeReason or '-'}"
         f"{'' if record.note is None else ' note=' + record.note}\n"
     )
+
+
+def _switched(record: ConnectionRecord) -> str:
+    """The byte counts of a connection that switched protocols (101)."""
+    if record.bytesReceived is None:
+        return ""
+    return f" in={record.bytesReceived} out={record.bytesSent}"
 
 
 def _text(value: bytes | None) -> str | None:
@@ -190,6 +197,11 @@ def formatJSON(record: RequestRecord | ConnectionRecord) -> str:
                     "dur": None,
                     "close": record.closeReason,
                     "secure": record.secure,
+                    **(
+                        {}
+                        if record.bytesReceived is None
+                        else {"in": record.bytesReceived, "out": record.bytesSent}
+                    ),
                 },
                 separators=(",", ":"),
             )

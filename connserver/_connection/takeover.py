@@ -1,0 +1,253 @@
+"""
+``Takeover``: a connection handed to another protocol after ``101
+Switching Protocols`` (RFC 9110 §7.8, §15.2.2).
+
+From the switch on, the HTTP parser, pipeline and timers are gone: the
+connection is ``UPGRADED`` and another Twisted protocol (a WebSocket, say)
+owns it.  It happens one of two ways:
+
+* a handler answers ``Response.switchProtocols(b"websocket", protocol)``:
+  connserver writes the 101 (or, with ``handshake``, lets the protocol
+  answer its own), calls ``protocol.makeConnection`` and delivers the
+  bytes that followed the request head;
+* code that takes the transport itself, as twisted.web resources do
+  (autobahn's ``WebSocketResource`` through ``request.channel.transport``):
+  it gets a ``TakeoverTransport`` from ``Request.takeOverTransport`` and
+  assigns its protocol to that transport's ``protocol`` attribute.
+
+The connection stays the transport's protocol and forwards what arrives
+(one call per read, counted), so that the factory still counts it for
+``maxConnections``, the status page and the drain, and its close is one
+``ConnectionRecord`` with the bytes each way.  On a drain the new protocol
+is told as gracefully as it allows (``drain``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import directlyProvides, providedBy
+
+from connserver._connection.message import Response, SwitchProtocols
+from connserver._http.framing import statusLine, validateResponseField
+from connserver._http.state import ConnectionState
+
+__all__ = ["Takeover", "TakeoverTransport", "switchingHead"]
+
+_log = Logger(namespace="connserver")
+
+#: Fields the 101 carries from connserver itself, never from the handler.
+_SERVER_OWNED = frozenset(
+    {b"connection", b"upgrade", b"content-length", b"transfer-encoding"}
+)
+
+
+def switchingHead(
+    response: Response, spec: SwitchProtocols, dateLine: bytes, serverLine: bytes
+) -> bytes:
+    """
+    The head of a ``101 Switching Protocols``: the handler's fields (checked
+    as any response's are; ValueError for a bad one), then ``Upgrade`` with
+    the protocol switched to and ``Connection: upgrade`` (RFC 9110 §7.8:
+    "A server that sends a 101 (Switching Protocols) response MUST send an
+    Upgrade header field to indicate the new protocol(s)").  A 101 has no
+    content (RFC 9110 §15.2).
+    """
+    lines = [statusLine(101), dateLine, serverLine]
+    for name, value in response.fieldPairs():
+        nameBytes = name if isinstance(name, bytes) else name.encode("latin-1")
+        valueBytes = value if isinstance(value, bytes) else value.encode("latin-1")
+        if nameBytes.lower() in _SERVER_OWNED:
+            continue
+        validateResponseField(nameBytes, valueBytes)
+        lines.append(nameBytes + b": " + valueBytes + b"\r\n")
+    validateResponseField(b"Upgrade", spec.upgrade)
+    lines.append(b"Upgrade: " + spec.upgrade + b"\r\nConnection: upgrade\r\n\r\n")
+    return b"".join(lines)
+
+
+class TakeoverTransport:
+    """
+    The connection's transport as the new protocol sees it: every method and
+    interface of the real one, with writes counted; assigning a protocol to
+    ``protocol`` (or ``wrappedProtocol``) hands the connection to it.
+    """
+
+    def __init__(self, takeover: Takeover, transport: Any) -> None:
+        self.__dict__["_takeover"] = takeover
+        self.__dict__["_transport"] = transport
+        directlyProvides(self, providedBy(transport))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("protocol", "wrappedProtocol"):
+            if value is not self._takeover.target:
+                self._takeover.begin(value, makeConnection=False)
+            return
+        setattr(self._transport, name, value)
+
+    @property
+    def protocol(self) -> Any:
+        """The protocol that owns the connection now (HTTP until handed on)."""
+        takeover = self._takeover
+        return takeover.target if takeover.target is not None else takeover.conn
+
+    wrappedProtocol = protocol
+
+    def write(self, data: bytes) -> None:
+        """Write, counting the bytes for the connection's record."""
+        self._takeover.bytesSent += len(data)
+        self._transport.write(data)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        """Write each, counted."""
+        self._takeover.bytesSent += sum(len(part) for part in data)
+        self._transport.writeSequence(data)
+
+
+class Takeover:
+    """
+    The connection (``conn``, an ``HTTPServerProtocol``) after it switched
+    protocols: it forwards what arrives to ``target`` and ends with it.
+    """
+
+    __slots__ = (
+        "_call",
+        "_pending",
+        "bytesReceived",
+        "bytesSent",
+        "conn",
+        "draining",
+        "target",
+        "transport",
+    )
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.target: IProtocol | None = None
+        self.transport = TakeoverTransport(self, conn.transport)
+        self.bytesReceived = 0
+        self.bytesSent = 0
+        self.draining = False
+        # Bytes that arrived after the request head, held until the new
+        # protocol has had its handshake (None once they flow).
+        self._pending: list[bytes] | None = []
+        self._call: Any = None
+
+    def begin(
+        self,
+        target: IProtocol,
+        makeConnection: bool = True,
+        head: bytes | None = None,
+        handshake: bytes | None = None,
+    ) -> None:
+        """
+        Leave HTTP and hand the connection to ``target``: write ``head``
+        (the 101, if connserver writes it), then ``target.makeConnection``
+        (unless the taking code calls it itself) and ``handshake``, then
+        the bytes that followed the request head.
+        """
+        conn = self.conn
+        front = conn.pipeline.front()
+        if front is not None:
+            front.switched()
+        parser = conn.parser
+        if parser is not None:
+            leftover = parser.takeBuffered()
+            if leftover:
+                self.bytesReceived += len(leftover)
+                assert self._pending is not None
+                self._pending.append(leftover)
+        conn.parser = None
+        conn.pipeline.takeAll()
+        conn.setState(ConnectionState.UPGRADED)
+        conn.timer.cancel()
+        conn.takeover = self
+        self.target = target
+        flow = conn.flow
+        if head is not None:
+            flow.send(head)
+        flow.flush()
+        flow.setReading(False)
+        conn.transport.unregisterProducer()
+        if makeConnection:
+            target.makeConnection(self.transport)  # type: ignore[arg-type]
+        if handshake:
+            target.dataReceived(handshake)
+        if makeConnection:
+            self.release()
+        else:
+            # The taking code feeds its protocol first (autobahn replays the
+            # handshake after makeConnection); what followed comes after, on
+            # the next turn at the latest.
+            self._call = conn.clock.callLater(0, self.release)
+
+    def release(self) -> None:
+        """The new protocol may have the bytes that followed the head now."""
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+        pending, self._pending = self._pending, None
+        if pending and self.target is not None:
+            self.target.dataReceived(b"".join(pending))
+
+    def dataReceived(self, data: bytes) -> None:
+        """Bytes for the new protocol (after any still held)."""
+        self.bytesReceived += len(data)
+        if self._pending is not None:
+            self._pending.append(data)
+        elif self.target is not None:
+            self.target.dataReceived(data)
+
+    def readConnectionLost(self) -> None:
+        """The client half-closed: the new protocol's, or a close."""
+        self.release()
+        if IHalfCloseableProtocol.providedBy(self.target):
+            self.target.readConnectionLost()
+        else:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """The connection ended: the new protocol learns it; the close reason."""
+        if self._pending:
+            self.release()
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+        conn = self.conn
+        if conn.closeReason is None and reason.check(ConnectionDone):
+            conn.closeReason = "draining" if self.draining else "upgraded"
+        target = self.target
+        if target is not None:
+            try:
+                target.connectionLost(reason)
+            except Exception:
+                _log.failure("the upgraded protocol failed on connection loss")
+
+    def drain(self) -> None:
+        """
+        The server drains: tell the new protocol as gracefully as it allows.
+        A protocol with ``connectionDraining()`` is asked to end itself; an
+        autobahn ``WebSocketServerProtocol`` is sent a close frame 1001
+        (Going Away, RFC 6455 §7.4.1); any other loses its connection.  The
+        drain deadline aborts whatever remains.
+        """
+        self.draining = True
+        target: Any = self.target
+        hook = getattr(target, "connectionDraining", None)
+        try:
+            if hook is not None:
+                hook()
+            elif callable(getattr(target, "sendClose", None)):
+                target.sendClose(code=1001, reason="server shutting down")
+            else:
+                self.transport.loseConnection()
+        except Exception:
+            _log.failure("telling an upgraded protocol of the drain failed")
+            self.transport.loseConnection()
