@@ -8,13 +8,14 @@ Embedding is one line::
 """
 
 from connserver._connection.factory import ConnectionFactory, ConnectionStats
-from connserver._connection.message import Handler, Request, Response
+from connserver._connection.message import Handler, Request, Response, SwitchProtocols
 from connserver._connection.protocol import HTTPServerProtocol
 from connserver._handlers.proxy import ReverseProxy
 from connserver._handlers.routing import HTTPSRedirect, PrefixMount
 from connserver._handlers.static import FileChangedError, StaticFiles
 from connserver._handlers.status import StatusHandler
 from connserver._handlers.web import WebResourceHandler, asHandler
+from connserver._handlers.websocket import WebSocketHandler
 from connserver._http.config import ServerConfig
 from connserver._http.errors import (
     BodyInterrupted,
@@ -71,9 +72,11 @@ __all__ = [
     "ServerConfig",
     "StaticFiles",
     "StatusHandler",
+    "SwitchProtocols",
     "TLSConfigError",
     "TLSServerOptions",
     "WebResourceHandler",
+    "WebSocketHandler",
     "__version__",
     "asHandler",
     "connectionOptions",

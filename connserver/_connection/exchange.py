@@ -630,9 +630,13 @@ class Exchange:
         owner.takeover = takeover = Takeover(owner)
         takeover.begin(spec.protocol, True, head, spec.handshake)
 
-    def switched(self) -> None:
-        """The connection switched protocols after this request: its record."""
-        self.status = 101
+    def switched(self, status: int) -> None:
+        """
+        The connection switched protocols after this request: its record,
+        with the status of the answer (101, or what the protocol that
+        answered its own handshake wrote; 0 if it wrote nothing).
+        """
+        self.status = status
         self.decision = None
         self._enter(_X_RESPONDING)
         self._complete(None)

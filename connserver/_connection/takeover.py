@@ -102,12 +102,18 @@ class TakeoverTransport:
 
     def write(self, data: bytes) -> None:
         """Write, counting the bytes for the connection's record."""
-        self._takeover.bytesSent += len(data)
+        takeover = self._takeover
+        if takeover._unrecorded is not None:
+            takeover.recordAnswer(data)
+        takeover.bytesSent += len(data)
         self._transport.write(data)
 
     def writeSequence(self, data: list[bytes]) -> None:
         """Write each, counted."""
-        self._takeover.bytesSent += sum(len(part) for part in data)
+        takeover = self._takeover
+        if takeover._unrecorded is not None and data:
+            takeover.recordAnswer(data[0])
+        takeover.bytesSent += sum(len(part) for part in data)
         self._transport.writeSequence(data)
 
 
@@ -120,6 +126,7 @@ class Takeover:
     __slots__ = (
         "_call",
         "_pending",
+        "_unrecorded",
         "bytesReceived",
         "bytesSent",
         "conn",
@@ -139,6 +146,9 @@ class Takeover:
         # protocol has had its handshake (None once they flow).
         self._pending: list[bytes] | None = []
         self._call: Any = None
+        # The exchange whose record waits for the status the taking code
+        # writes (it answers its own handshake).
+        self._unrecorded: Any = None
 
     def begin(
         self,
@@ -156,7 +166,10 @@ class Takeover:
         conn = self.conn
         front = conn.pipeline.front()
         if front is not None:
-            front.switched()
+            if makeConnection and handshake is None:
+                front.switched(101)
+            else:
+                self._unrecorded = front
         parser = conn.parser
         if parser is not None:
             leftover = parser.takeBuffered()
@@ -187,6 +200,17 @@ class Takeover:
             # handshake after makeConnection); what followed comes after, on
             # the next turn at the latest.
             self._call = conn.clock.callLater(0, self.release)
+
+    def recordAnswer(self, first: bytes) -> None:
+        """
+        The request's record, with the status of the answer the new protocol
+        wrote itself (its first bytes: ``HTTP/1.1 101 ...``, or a refusal).
+        """
+        exchange, self._unrecorded = self._unrecorded, None
+        status = 0
+        if first[:7] == b"HTTP/1." and first[12:13] == b" ":
+            status = int(first[9:12]) if first[9:12].isdigit() else 0
+        exchange.switched(status)
 
     def release(self) -> None:
         """The new protocol may have the bytes that followed the head now."""
@@ -220,6 +244,8 @@ class Takeover:
         call, self._call = self._call, None
         if call is not None and call.active():
             call.cancel()
+        if self._unrecorded is not None:
+            self.recordAnswer(b"")
         conn = self.conn
         if conn.closeReason is None and reason.check(ConnectionDone):
             conn.closeReason = "draining" if self.draining else "upgraded"

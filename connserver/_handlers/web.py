@@ -592,13 +592,29 @@ class _Exchange:
         self._request = request
 
     @property
-    def transport(self) -> _Exchange:
+    def transport(self) -> Any:
         """
         Resources reach the connection as ``request.transport`` (``getPeer``,
         ``loseConnection``); this object answers for it too.  (A property,
         not an attribute, so that no reference cycle keeps it alive.)
+
+        For a request that offers to switch protocols, ``channel.transport``
+        is the connection's own (``Request.takeOverTransport``): a resource
+        that takes it over, as autobahn's ``WebSocketResource`` does
+        (assigning its protocol to the transport's ``protocol``), gets the
+        connection, and HTTP steps aside.
         """
+        request = self._request
+        if request.upgrades:
+            try:
+                return request.takeOverTransport()
+            except RuntimeError:
+                pass  # not at the front (a request pipelined behind it)
         return self
+
+    @transport.setter
+    def transport(self, value: object) -> None:
+        """Code that took the transport over sets it to None: nothing to do."""
 
     def render(self, body: bytes) -> Response | Deferred[Response]:
         """
