@@ -191,6 +191,7 @@ def _mounts(
         proxy = ReverseProxy(
             url,
             reactor=reactor,
+            prefix=prefix,
             upstreamIdleTimeout=settings.proxyIdleTimeout,
             responseTimeout=settings.proxyTimeout,
         )
