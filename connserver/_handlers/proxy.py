@@ -111,7 +111,7 @@ _XFF_NODE_RE = re.compile(r"\[?([0-9A-Fa-f:.]+)\]?(?::[0-9]{1,5})?|unknown")
 def parseUpstreamURL(text: str) -> tuple[bytes, bytes, bytes]:
     """
     ``http[s]://HOST[:PORT][/PATH]`` as (``scheme://host:port``, the path
-    without its trailing slash, ``host:port``); ``ValueError`` with a short
+    as given (empty without one), ``host:port``); ``ValueError`` with a short
     reason otherwise (the command line's one-line error).
     """
     if not text.isascii() or any(c.isspace() for c in text):
@@ -129,7 +129,7 @@ def parseUpstreamURL(text: str) -> tuple[bytes, bytes, bytes]:
         raise ValueError(f"bad port in the upstream URL {text!r}") from None
     return (
         f"{parts.scheme}://{parts.netloc}".encode("ascii"),
-        parts.path.rstrip("/").encode("ascii"),
+        parts.path.encode("ascii"),
         parts.netloc.encode("ascii"),
     )
 

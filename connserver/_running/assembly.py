@@ -194,6 +194,8 @@ def _mounts(
             prefix=prefix,
             upstreamIdleTimeout=settings.proxyIdleTimeout,
             responseTimeout=settings.proxyTimeout,
+            allowEncodedSlashes=settings.proxyEncodedSlashes,
+            forwardUnderscores=settings.proxyUnderscores,
         )
         mounts[prefix] = proxy
         # At shutdown, after the drain: close the idle upstream connections.
