@@ -146,6 +146,7 @@ class Request:
     __slots__ = (
         "_bodyDone",
         "_bodyFailure",
+        "_connection",
         "_consumer",
         "_maxBodyBytes",
         "_options",
@@ -204,6 +205,7 @@ class Request:
         self.contentLength = contentLength
         self.chunked = chunked
         self._options: frozenset[bytes] | None = None
+        self._connection: _ConnectionFacts | None = None
         self._maxBodyBytes = maxBodyBytes
         self._consumer: IProtocol | None = None
         self._bodyDone = False
@@ -254,6 +256,9 @@ class Request:
         self.contentLength = contentLength
         self.chunked = chunked
         self._options = options
+        # The connection itself, for what has no handler API yet (the
+        # proxy's interim responses).
+        self._connection = connection
         self._maxBodyBytes = connection.maxBodyBytes
         self._consumer = None
         # No body: nobody reads it yet, so "delivered whole" is a flag.

@@ -225,17 +225,19 @@ class UpstreamTimeout(Exception):
 def _sendInterim(request: Request, data: bytes) -> bool:
     """
     Write an interim response ``data`` to the client ahead of the final one
-    (RFC 9110 §15.2), while the request's handler runs.  Reaches the
-    connection through the request's body source (its ``Exchange``): the
-    handler API has no interim responses of its own yet.
+    (RFC 9110 §15.2), while the request's handler runs: its exchange is at
+    the front of its connection's pipeline and has written nothing.  The
+    handler API has no interim responses of its own yet, so this reaches
+    the connection (``Request._connection``) and its pipeline.
     """
-    exchange: Any = getattr(request, "_source", None)
-    if getattr(exchange, "state", None) is not ExchangeState.HANDLING:
+    connection: Any = getattr(request, "_connection", None)
+    queue = getattr(getattr(connection, "pipeline", None), "queue", None)
+    if not queue:
         return False
-    flow = getattr(getattr(exchange, "owner", None), "flow", None)
-    if flow is None:
+    front = queue[0]
+    if front.request is not request or front.state is not ExchangeState.HANDLING:
         return False
-    flow.send(data)
+    connection.flow.send(data)
     return True
 
 
