@@ -105,7 +105,10 @@ _FORWARDED_RE = re.compile(
 )
 # X-Forwarded-For has no grammar but its use: addresses (an IPv6 one maybe
 # in brackets, either maybe with a port) or "unknown".
-_XFF_NODE_RE = re.compile(r"\[?([0-9A-Fa-f:.]+)\]?(?::[0-9]{1,5})?|unknown")
+_XFF_NODE_RE = re.compile(
+    r"([0-9.]+)(?::[0-9]{1,5})?|\[([0-9A-Fa-f:.]+)\](?::[0-9]{1,5})?"
+    r"|([0-9A-Fa-f:.]+)|unknown"
+)
 
 
 def parseUpstreamURL(text: str) -> tuple[bytes, bytes, bytes]:
@@ -210,9 +213,10 @@ def _xffParses(values: list[bytes]) -> bool:
             match = _XFF_NODE_RE.fullmatch(text)
             if match is None:
                 return False
-            if match.group(1) is not None:
+            address = match.group(1) or match.group(2) or match.group(3)
+            if address is not None:
                 try:
-                    ipaddress.ip_address(match.group(1))
+                    ipaddress.ip_address(address)
                 except ValueError:
                     return False
     return True
