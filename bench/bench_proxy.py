@@ -11,8 +11,9 @@ The upstream is nginx (one worker, ``return 200`` of 130 bytes), so that it
 is never what limits a Python proxy.  Each proxy is a subprocess pinned to
 CPU 0; wrk (``-t1 -c50``, keep-alive) and the upstream share CPU 1, the
 same for every proxy.  It prints requests per second and requests per
-CPU-second of the proxy's processes (steadier on a shared machine), and the
-ratios to ``ReverseProxyResource`` (issue 16's target: connserver >= 3x).
+CPU-second of the proxy's processes (steadier on a shared machine), the
+CPU per proxied request, and the ratios to ``ReverseProxyResource`` and
+nginx (issue 21's targets: connserver >= 5x the first, >= 0.25x the second).
 
     python bench/bench_proxy.py                   # 10 s per proxy
     python bench/bench_proxy.py --duration 3      # a short sanity run
@@ -98,8 +99,11 @@ def measure(
     if result["non2xx"] or result["socketErrors"]:
         print(f"  ! {name}: non-2xx or socket errors: {result}")
     perCpu = result["rps"] * seconds / cpu if cpu > 0 else 0.0
+    perRequest = 1e6 / perCpu if perCpu else 0.0
     print(
-        f"  {name:34s} {result['rps']:9.0f} req/s {perCpu:9.0f} req/CPU-s", flush=True
+        f"  {name:34s} {result['rps']:9.0f} req/s {perCpu:9.0f} req/CPU-s "
+        f"{perRequest:7.0f} us CPU/req",
+        flush=True,
     )
     return result["rps"], perCpu
 
@@ -178,11 +182,11 @@ def main() -> None:
     theirs = figures["nginx proxy_pass (keepalive 32)"]
     print(
         f"connserver / ReverseProxyResource: {ours[0] / base[0]:.1f}x req/s, "
-        f"{ours[1] / base[1]:.1f}x req/CPU-s (target >= 3x)"
+        f"{ours[1] / base[1]:.1f}x req/CPU-s (target >= 5x)"
     )
     print(
         f"connserver / nginx: {ours[0] / theirs[0]:.2f}x req/s, "
-        f"{ours[1] / theirs[1]:.2f}x req/CPU-s"
+        f"{ours[1] / theirs[1]:.2f}x req/CPU-s (target >= 0.25x)"
     )
 
 

@@ -259,6 +259,18 @@ class Options(usage.Options):
             "shared socket.",
         ],
         [
+            "proxy-encoded-slashes",
+            None,
+            "With --proxy: forward paths holding an encoded / or \\ (%2F, %5C) "
+            "as they came, for upstreams that need them (else 400).",
+        ],
+        [
+            "proxy-underscores",
+            None,
+            "With --proxy: forward request fields whose names hold '_' (else "
+            "dropped, as X_Forwarded_Proto is X-Forwarded-Proto to CGI/WSGI).",
+        ],
+        [
             "redirect-to-https",
             None,
             "Answer every plain-HTTP request with 308 to the same path on the "
@@ -466,7 +478,8 @@ class Options(usage.Options):
         """
         Forward requests at or under PREFIX to an upstream HTTP server,
         PREFIX=URL (repeatable), e.g. /api=http://127.0.0.1:9000; the prefix
-        is kept in the forwarded path (see docs/proxy.md).
+        is kept in the forwarded path, or replaced by the URL's path when it
+        has one (/api/=http://127.0.0.1:9000/ strips it; see docs/proxy.md).
         """
         self["proxies"].append(value)
 
@@ -536,6 +549,8 @@ class Options(usage.Options):
             proxies=tuple(self["proxies"]),
             proxyIdleTimeout=self["proxy-idle-timeout"],
             proxyTimeout=self["proxy-timeout"],
+            proxyEncodedSlashes=bool(self["proxy-encoded-slashes"]),
+            proxyUnderscores=bool(self["proxy-underscores"]),
             redirectToHTTPS=bool(self["redirect-to-https"]),
             workers=self["workers"],
             workerMaxRequests=self["worker-max-requests"],
@@ -760,6 +775,9 @@ class Options(usage.Options):
             if self[flag] is not None and not proxies:
                 raise usage.UsageError(f"--{flag} applies to --proxy")
             self[flag] = _proxySeconds(flag, self[flag] or default, optional)
+        for flag in ("proxy-encoded-slashes", "proxy-underscores"):
+            if self[flag] and not proxies:
+                raise usage.UsageError(f"--{flag} applies to --proxy")
 
     def _buildEndpoints(self) -> None:
         """

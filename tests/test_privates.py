@@ -25,7 +25,6 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.protocol import Factory
 from twisted.web import http_headers, resource
-from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import EncodingResourceWrapper, Resource
 from twisted.web.server import GzipEncoderFactory
 from twisted.web.test.requesthelper import DummyRequest
@@ -111,49 +110,6 @@ def test_encoderForFallbackIsTheSame(monkeypatch: pytest.MonkeyPatch) -> None:
     wrapped, request = _gzipped()
     assert privates.encoderFor(wrapped, request) is not None
     assert privates.encoderFor(Resource(), request) is None
-
-
-def test_poolFactoryExists() -> None:
-    from twisted.internet.task import Clock
-
-    assert privates.HAS_POOL_FACTORY
-    pool = HTTPConnectionPool(Clock())  # type: ignore[no-untyped-call]
-    # The pool builds connections with _factory(quiescentCallback, metadata).
-    source = inspect.getsource(HTTPConnectionPool._newConnection)
-    assert "self._factory(" in source
-
-    class Mine:
-        pass
-
-    assert privates.setPoolProtocolFactory(pool, Mine)
-    assert pool._factory is Mine  # type: ignore[comparison-overlap]
-
-
-def test_poolFactoryFallbackLeavesThePool(monkeypatch: pytest.MonkeyPatch) -> None:
-    from twisted.internet.task import Clock
-
-    monkeypatch.setattr(privates, "HAS_POOL_FACTORY", False)
-    pool = HTTPConnectionPool(Clock())  # type: ignore[no-untyped-call]
-    before = pool._factory
-    assert not privates.setPoolProtocolFactory(pool, object)
-    assert pool._factory is before
-
-
-def test_clientParserExists() -> None:
-    """``HTTP11ClientProtocol.request`` keeps the response parser as ``_parser``."""
-    source = inspect.getsource(privates.HTTP11ClientProtocol.request)
-    assert "self._parser = HTTPClientParser(" in source
-    protocol = privates.HTTP11ClientProtocol()  # type: ignore[no-untyped-call]
-    assert privates.clientParser(protocol) is None  # no request yet
-    protocol._parser = marker = object()  # type: ignore[assignment]
-    assert privates.clientParser(protocol) is marker
-
-
-def test_newclientProtocolIsTheClientsOwn() -> None:
-    """The base class of the upstream protocol is what the pool builds."""
-    from twisted.web import client
-
-    assert client.HTTP11ClientProtocol is privates.HTTP11ClientProtocol
 
 
 @pytest.mark.parametrize(

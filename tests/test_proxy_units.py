@@ -23,7 +23,7 @@ def test_parseUpstreamURL() -> None:
     )
     assert parseUpstreamURL("https://app.internal/v2/") == (
         b"https://app.internal",
-        b"/v2",
+        b"/v2/",
         b"app.internal",
     )
 
@@ -47,10 +47,24 @@ def test_badUpstreamURLs(url: str) -> None:
         ReverseProxy(url, reactor=Clock())
 
 
+def headFor(
+    request: Request, url: str = "http://10.1.2.3:9000", **options: object
+) -> bytes:
+    proxy = ReverseProxy(url, reactor=Clock(), **options)  # type: ignore[arg-type]
+    head = proxy._requestHead(request)
+    assert isinstance(head, bytes), head
+    return head
+
+
 def fieldsFor(request: Request, **options: object) -> dict[bytes, list[bytes]]:
-    proxy = ReverseProxy("http://10.1.2.3:9000", reactor=Clock(), **options)
-    headers = proxy._requestHeaders(request)
-    return {name.lower(): list(values) for name, values in headers.getAllRawHeaders()}
+    """The fields of the request head ``ReverseProxy`` would send."""
+    lines = headFor(request, **options).split(b"\r\n")
+    assert lines[-2:] == [b"", b""]
+    fields: dict[bytes, list[bytes]] = {}
+    for line in lines[1:-2]:
+        name, _, value = line.partition(b": ")
+        fields.setdefault(name.lower(), []).append(value)
+    return fields
 
 
 def test_fieldsSentUpstream() -> None:
@@ -138,35 +152,6 @@ def test_schemeForwardedByATrustedProxyIsPassedOn() -> None:
         peer=IPv4Address("TCP", "198.51.100.1", 5000),
     )
     assert fieldsFor(untrusted)[b"x-forwarded-proto"] == [b"http"]
-
-
-def test_nonOriginFormTargetIs400() -> None:
-    proxy = ReverseProxy("http://10.1.2.3:9000", reactor=Clock())
-    response = proxy(Request(b"OPTIONS", b"*"))
-    assert getattr(response, "code", None) == 400
-
-
-@pytest.mark.parametrize(
-    "target",
-    [
-        b"/api/../secret",
-        b"/api/..",
-        b"/api/./x",
-        b"/api/%2e%2e/secret",
-        b"/api/%2E./secret",
-        b"/api/.%2e",
-        b"/api/x/../../secret?q=1",
-    ],
-)
-def test_dotSegmentsAre400(target: bytes) -> None:
-    """
-    A dot-segment could take the target out of the mount at the upstream
-    (which removes it, RFC 3986 §5.2.4): refused before anything is sent.
-    """
-    proxy = ReverseProxy("http://10.1.2.3:9000", reactor=Clock())
-    response = proxy(Request(b"GET", target))
-    assert getattr(response, "code", None) == 400
-    assert getattr(response, "note", None) == "dot-segment"
 
 
 @pytest.mark.parametrize(

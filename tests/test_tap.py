@@ -148,6 +148,7 @@ def test_configValues(args: list[str], changes: dict[str, Any]) -> None:
         pytest.param(["--error-page", "404=/a.html", "--error-page", "404=/b.html"], "404 already has an error page", id="error-page-twice"),
         pytest.param(["--fallback", "index.html"], "such as /index.html", id="fallback-relative"),
         pytest.param(["--proxy-idle-timeout", "2"], "--proxy-idle-timeout applies to --proxy", id="proxy-idle-alone"),
+        pytest.param(["--proxy-underscores"], "--proxy-underscores applies to --proxy", id="proxy-underscores-alone"),
         pytest.param(["--proxy", "/api=http://h", "--proxy-idle-timeout", "none"], "expected a positive number of seconds", id="proxy-idle-none"),
         pytest.param(["--proxy", "/api=http://h", "--proxy-idle-timeout", "0"], "expected a positive number of seconds", id="proxy-idle-zero"),
         pytest.param(["--proxy", "/api=http://h", "--proxy-timeout", "soon"], "expected a positive number of seconds or none", id="proxy-timeout-word"),
@@ -320,7 +321,9 @@ def test_makeServiceWithProxy(tmp_path: Path) -> None:
     assert isinstance(b, ReverseProxy) and b.url == "http://127.0.0.1:9001/base/"
     assert handler.route(b"/apix") is handler.default
     # The defaults: 4 s idle upstream connections, 60 s for a response.
-    assert api.pool.cachedConnectionTimeout == 4.0 and api.responseTimeout == 60.0
+    assert api.upstreamIdleTimeout == 4.0 and api.responseTimeout == 60.0
+    assert api.prefix == b"/api" and b.prefix == b"/b"
+    assert not api.allowEncodedSlashes and not api.forwardUnderscores
     # Each proxy's idle upstream connections are closed at shutdown.
     assert [c.name for c in service.companions][:2] == ["proxy /api", "proxy /b/"]
 
@@ -332,12 +335,15 @@ def test_proxyTimeoutFlags() -> None:
         "--proxy", "/b=http://127.0.0.1:9001",
         "--proxy-idle-timeout", "1.5",
         "--proxy-timeout", "none",
+        "--proxy-encoded-slashes",
+        "--proxy-underscores",
     )  # fmt: skip
     service: Any = tap.makeService(options)
     for path in (b"/api", b"/b"):
         proxy = service.factory.handler.route(path)
-        assert proxy.pool.cachedConnectionTimeout == 1.5
+        assert proxy.upstreamIdleTimeout == 1.5
         assert proxy.responseTimeout is None
+        assert proxy.allowEncodedSlashes and proxy.forwardUnderscores
 
 
 def test_makeServiceWithHandler() -> None:

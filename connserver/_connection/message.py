@@ -234,6 +234,7 @@ class Request:
         self.contentLength = contentLength
         self.chunked = chunked
         self._options: frozenset[bytes] | None = None
+        self._connection: _ConnectionFacts | None = None
         self._maxBodyBytes = maxBodyBytes
         self._connection: Any = None
         self._consumer: IProtocol | None = None
@@ -285,6 +286,9 @@ class Request:
         self.contentLength = contentLength
         self.chunked = chunked
         self._options = options
+        # The connection itself, for what has no handler API yet (the
+        # proxy's interim responses).
+        self._connection = connection
         self._maxBodyBytes = connection.maxBodyBytes
         self._connection = connection
         self._consumer = None

@@ -8,13 +8,12 @@ here in both directions; end-to-end fields pass unchanged.  The message to
 the client is framed by connserver's own rules (chunked for HTTP/1.1, length
 or close for HTTP/1.0), not by the upstream's.
 
-Upstream connections come from Twisted's own client: ``twisted.web.client
-.Agent`` over a persistent ``HTTPConnectionPool``.  The pool retries, once
-and on a new connection, a bodiless request with an idempotent method that
-failed on a reused connection before any response byte (the idle-close race
-seen from the proxy side); connserver relies on that retry rather than
-repeating it.  Bodies stream both ways with backpressure and are never
-buffered whole.  See ``docs/proxy.md``.
+Upstream connections are connserver's own client (``upstream.py``): its
+strict response parser and framing, and a pool that never reuses a
+connection whose framing is in doubt.  A request that fails on a reused
+connection before any response byte is retried once, on a new connection,
+when it is idempotent and bodiless.  Bodies stream both ways with
+backpressure and are never buffered whole.  See ``docs/proxy.md``.
 """
 
 from __future__ import annotations
@@ -24,45 +23,32 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionRefusedError
-from twisted.internet.interfaces import (
-    IConsumer,
-    IPushProducer,
-    IStreamClientEndpoint,
-)
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IConsumer, IPushProducer, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import (
-    Agent,
-    HTTPConnectionPool,
-    ResponseDone,
-)
-from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers as TwistedHeaders
-from twisted.web.iweb import (
-    UNKNOWN_LENGTH,
-    IAgentEndpointFactory,
-    IBodyProducer,
-    IResponse,
-)
+from twisted.web.client import ResponseDone
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
+from connserver._connection.exchange import ExchangeState
 from connserver._connection.message import Request, Response
-from connserver._http.errors import BodyInterrupted, ResponseFramingError
-from connserver._http.framing import validateResponseField
+from connserver._handlers.upstream import UpstreamConnection, UpstreamPool
+from connserver._http.errors import BodyInterrupted, ProtocolError
+from connserver._http.framing import encodeHeaderBlock, statusLine
 from connserver._http.headers import HOP_BY_HOP, isToken, optionsFromValues
-from connserver._twisted.privates import (
-    HTTP11ClientProtocol,
-    clientParser,
-    setPoolProtocolFactory,
+from connserver._http.parser import ResponseHead
+from connserver._http.paths import (
+    hasEncodedSeparator,
+    mayHaveDotSegments,
+    removeDotSegments,
+    splitTarget,
 )
 from connserver._twisted.reactor import defaultReactor
-from connserver._twisted.sockets import setNoDelay
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+    from twisted.internet.interfaces import IReactorTime
 
 __all__ = ["RETRIED_METHODS", "ReverseProxy", "UpstreamTimeout", "parseUpstreamURL"]
 
@@ -73,27 +59,62 @@ _log = Logger(namespace="connserver")
 _PSEUDONYM = b"connserver"
 
 # Fields of the client's request that are not forwarded besides the
-# hop-by-hop ones: the framing is the upstream connection's (Twisted's
-# client writes Content-Length or chunked from the body producer), and the
-# expectation is met on the client's hop (Twisted's client sends the body
-# without waiting for a 100, so forwarding Expect would promise a wait
-# that never happens).
-_NOT_FORWARDED = HOP_BY_HOP | {b"content-length", b"expect", b"host"}
+# hop-by-hop ones: the framing is the upstream connection's (written here
+# from the client's), the expectation is met on the client's hop (the body
+# is sent without waiting for a 100), Host is set below, and the
+# forwarding fields are rebuilt (X-Forwarded-Proto is replaced outright).
+_NOT_FORWARDED = HOP_BY_HOP | {
+    b"content-length",
+    b"expect",
+    b"host",
+    b"x-forwarded-proto",
+    b"x-forwarded-for",
+    b"forwarded",
+    b"max-forwards",
+}
 
-#: Methods the pool retries (``_RetryingHTTP11ClientProtocol._shouldRetry``),
-#: and only without a body.  PUT is idempotent too but Twisted does not retry
-#: it; neither does connserver.
-RETRIED_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE"})
+# Fields of the upstream's response not relayed besides the hop-by-hop
+# ones: the framing is connserver's, and so are Date and Server (as nginx's
+# proxy_hide_header defaults: the upstream's software is not advertised).
+_NOT_RELAYED = HOP_BY_HOP | {b"content-length", b"date", b"server"}
+
+#: Idempotent methods (RFC 9110 §9.2.2): retried once, without a body, on
+#: a new connection when a reused one failed before any response byte.
+RETRIED_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE", b"PUT"})
 
 _BAD_GATEWAY = b"502 Bad Gateway\n"
 _GATEWAY_TIMEOUT = b"504 Gateway Timeout\n"
 _TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
+_ALLOW = (b"Allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH")
+_VIA_RESPONSE = {
+    (1, 1): (b"Via", b"1.1 " + _PSEUDONYM),
+    (1, 0): (b"Via", b"1.0 " + _PSEUDONYM),
+}
+_HTTP11_SUFFIX = b" HTTP/1.1\r\n"
+_CHUNKED_END = b"0\r\n\r\n"
+
+# RFC 7239 §4: Forwarded = 1#forwarded-element, forwarded-element =
+# [ forwarded-pair ] *( ";" [ forwarded-pair ] ), forwarded-pair = token "="
+# value, value = token / quoted-string.
+_FTOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_FQUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_FPAIR = _FTOKEN + rb"=(?:" + _FTOKEN + rb"|" + _FQUOTED + rb")"
+_FELEMENT = rb"(?:" + _FPAIR + rb")?(?:;(?:" + _FPAIR + rb")?)*"
+_FORWARDED_RE = re.compile(
+    rb"[ \t]*" + _FELEMENT + rb"(?:[ \t]*,[ \t]*" + _FELEMENT + rb")*[ \t]*"
+)
+# X-Forwarded-For has no grammar but its use: addresses (an IPv6 one maybe
+# in brackets, either maybe with a port) or "unknown".
+_XFF_NODE_RE = re.compile(
+    r"([0-9.]+)(?::[0-9]{1,5})?|\[([0-9A-Fa-f:.]+)\](?::[0-9]{1,5})?"
+    r"|([0-9A-Fa-f:.]+)|unknown"
+)
 
 
 def parseUpstreamURL(text: str) -> tuple[bytes, bytes, bytes]:
     """
     ``http[s]://HOST[:PORT][/PATH]`` as (``scheme://host:port``, the path
-    without its trailing slash, ``host:port``); ``ValueError`` with a short
+    as given (empty without one), ``host:port``); ``ValueError`` with a short
     reason otherwise (the command line's one-line error).
     """
     if not text.isascii() or any(c.isspace() for c in text):
@@ -111,7 +132,7 @@ def parseUpstreamURL(text: str) -> tuple[bytes, bytes, bytes]:
         raise ValueError(f"bad port in the upstream URL {text!r}") from None
     return (
         f"{parts.scheme}://{parts.netloc}".encode("ascii"),
-        parts.path.rstrip("/").encode("ascii"),
+        parts.path.encode("ascii"),
         parts.netloc.encode("ascii"),
     )
 
@@ -141,62 +162,6 @@ def _quotedIfNeeded(value: bytes) -> bytes:
     if isToken(value):
         return value
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-
-
-# -- the upstream client: Twisted's, told to keep the Connection options --
-
-
-class _UpstreamProtocol(HTTP11ClientProtocol):
-    """
-    Twisted's HTTP/1.1 client protocol, which also notes the upstream
-    response's ``Connection`` options on the response.  Twisted's parser
-    keeps ``Connection`` aside (with the other connection-control fields) but
-    leaves the fields it names among the response's headers; a proxy must
-    remove those (RFC 9110 §7.6.1), so it must know them.
-    """
-
-    def connectionMade(self) -> None:
-        # Twisted's client writes a request's head and body separately, and
-        # the upstream's delayed ACK (40 ms on Linux) would hold the second
-        # write under Nagle's algorithm: every proxied request would wait.
-        setNoDelay(self.transport)
-        super().connectionMade()
-
-    def request(self, request: Any) -> Deferred[Any]:
-        d: Deferred[Any] = super().request(request)
-        parser = clientParser(self)
-        if parser is not None:
-            d.addCallback(_noteOptions, parser)
-        return d
-
-
-def _noteOptions(response: Any, parser: Any) -> Any:
-    values = parser.connHeaders.getRawHeaders(b"connection", ())
-    response._connserverOptions = optionsFromValues(values)
-    return response
-
-
-class _UpstreamFactory(Factory):
-    """What ``HTTPConnectionPool`` builds its connections with (its ``_factory``)."""
-
-    noisy = False
-
-    def __init__(self, quiescentCallback: Any, metadata: object) -> None:
-        self._quiescentCallback = quiescentCallback
-
-    def buildProtocol(self, addr: object) -> _UpstreamProtocol:
-        return _UpstreamProtocol(self._quiescentCallback)  # type: ignore[no-untyped-call]
-
-
-@implementer(IAgentEndpointFactory)
-class _OneEndpoint:
-    """The upstream's endpoint, built once (``Agent.usingEndpointFactory``)."""
-
-    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
-        self._endpoint = endpoint
-
-    def endpointForURI(self, uri: object) -> IStreamClientEndpoint:
-        return self._endpoint
 
 
 def _upstreamEndpoint(reactor: Any, url: str) -> IStreamClientEndpoint:
@@ -232,265 +197,434 @@ def _upstreamEndpoint(reactor: Any, url: str) -> IStreamClientEndpoint:
     return endpoint
 
 
-# -- bodies -----------------------------------------------------------------
+def _forwardedParses(values: list[bytes]) -> bool:
+    """True when every ``Forwarded`` line is RFC 7239 §4 syntax."""
+    for value in values:
+        if _FORWARDED_RE.fullmatch(value) is None:
+            return False
+    return True
 
 
-@implementer(IBodyProducer)
-class _RequestBody:
-    """
-    The client's request body as Twisted's client wants it: an
-    ``IBodyProducer`` fed from ``Request.deliverBody``.  The upstream
-    transport pausing it pauses reading from the client's socket; nothing
-    is buffered here.  Asking for the body is what sends the client its
-    ``100 Continue`` (RFC 9110 §10.1.1), so that happens only once the
-    request is on its way upstream.
-    """
-
-    def __init__(self, request: Request, exchange: _ProxyExchange) -> None:
-        self._request = request
-        self._exchange = exchange
-        self.length: Any = (
-            UNKNOWN_LENGTH if request.chunked else int(request.contentLength or 0)
-        )
-        self._consumer: IConsumer | None = None
-        self._source: IPushProducer | None = None
-        self._done: Deferred[None] | None = None
-
-    # IBodyProducer, called by Twisted's client
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self._consumer = consumer
-        done = self._done = Deferred()
-        # The upstream is connected and the head is written: the response
-        # timer waits until the body is through (the client's body timers
-        # bound the upload meanwhile).
-        self._exchange.stopTimer()
-        # A body that is already here is delivered (and ended) at once.
-        self._request.deliverBody(self)  # type: ignore[arg-type]
-        return done
-
-    def pauseProducing(self) -> None:
-        if self._source is not None:
-            self._source.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        if self._source is not None:
-            self._source.resumeProducing()
-
-    def stopProducing(self) -> None:
-        if self._source is not None:
-            self._source.stopProducing()
-
-    # IProtocol, called by the Request
-
-    def makeConnection(self, producer: IPushProducer) -> None:
-        self._source = producer
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._consumer is not None:
-            self._consumer.write(data)
-
-    def connectionLost(self, reason: Failure) -> None:
-        done, self._done = self._done, None
-        if done is None:
-            return
-        if reason.check(ResponseDone):
-            self._exchange.startTimer()
-            done.callback(None)
-        else:
-            done.errback(reason)
+def _xffParses(values: list[bytes]) -> bool:
+    """True when every ``X-Forwarded-For`` element is an address or unknown."""
+    for value in values:
+        for element in value.split(b","):
+            text = element.strip(b" \t").decode("latin-1")
+            match = _XFF_NODE_RE.fullmatch(text)
+            if match is None:
+                return False
+            address = match.group(1) or match.group(2) or match.group(3)
+            if address is not None:
+                try:
+                    ipaddress.ip_address(address)
+                except ValueError:
+                    return False
+    return True
 
 
 class UpstreamTimeout(Exception):
     """The upstream sent no body byte for ``responseTimeout`` seconds."""
 
 
+def _sendInterim(request: Request, data: bytes) -> bool:
+    """
+    Write an interim response ``data`` to the client ahead of the final one
+    (RFC 9110 §15.2), while the request's handler runs: its exchange is at
+    the front of its connection's pipeline and has written nothing.  The
+    handler API has no interim responses of its own yet, so this reaches
+    the connection (``Request._connection``) and its pipeline.
+    """
+    connection: Any = getattr(request, "_connection", None)
+    queue = getattr(getattr(connection, "pipeline", None), "queue", None)
+    if not queue:
+        return False
+    front = queue[0]
+    if front.request is not request or front.state is not ExchangeState.HANDLING:
+        return False
+    connection.flow.send(data)
+    return True
+
+
+# -- bodies -----------------------------------------------------------------
+
+
+class _RequestBodyPump:
+    """
+    The client's request body, as ``Request.deliverBody`` gives it, written
+    to the upstream connection with this hop's framing.  The upstream
+    transport pausing it (its producer is the client's body) pauses reading
+    from the client's socket; nothing is buffered here.  Asking for the body
+    is what sends the client its ``100 Continue`` (RFC 9110 §10.1.1), so that
+    happens only once the request head is on its way upstream.
+    """
+
+    __slots__ = ("chunked", "connection", "exchange", "limit", "producer", "size")
+
+    def __init__(
+        self, exchange: _ProxyExchange, connection: UpstreamConnection
+    ) -> None:
+        self.exchange = exchange
+        self.connection = connection
+        self.chunked = exchange.request.chunked
+        self.limit: int | None = exchange.proxy._bodyLimit(exchange.request)
+        self.size = 0
+        self.producer: IPushProducer | None = None
+
+    def makeConnection(self, producer: IPushProducer) -> None:
+        self.producer = producer
+        transport = self.connection.transport
+        if transport is not None:
+            transport.registerProducer(producer, True)  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.exchange.pump is not self:
+            return
+        self.size += len(data)
+        limit = self.limit
+        if limit is not None and self.size > limit:
+            # --max-body-bytes: the upstream request is aborted, the client
+            # gets 413 (if no response started), nothing more is read.
+            self.exchange.bodyFailed(413, "body-too-large")
+            return
+        if self.chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        self.connection.writeBody(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        exchange = self.exchange
+        self._unregister()
+        if exchange.pump is not self:
+            return
+        exchange.pump = None
+        if reason.check(ResponseDone):
+            self.connection.endBody(_CHUNKED_END if self.chunked else b"")
+        elif reason.check(ProtocolError):
+            # A malformed chunked body (400), or a limit: the client's
+            # fault, answered with its status.
+            error = reason.value
+            assert isinstance(error, ProtocolError)
+            exchange.bodyFailed(error.statusCode, "bad-request-body")
+        else:
+            exchange.bodyFailed(400, "request-body-cut")
+
+    def _unregister(self) -> None:
+        transport = self.connection.transport
+        if transport is not None and self.producer is not None:
+            if getattr(transport, "producer", None) is self.producer:
+                transport.unregisterProducer()  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        """No more of the body is wanted (the upstream answered or failed)."""
+        self._unregister()
+        if self.producer is not None:
+            self.producer.stopProducing()
+
+
 @implementer(IBodyProducer)
-class _UpstreamBody(Protocol):
+class _UpstreamBody:
     """
     The upstream's response body as connserver's ``Response`` wants it: an
-    ``IBodyProducer`` whose pausing pauses the upstream transport (a client
-    that stops reading stops the upstream read), and a protocol receiving
-    the body from Twisted's ``IResponse.deliverBody``.
-
-    While the body flows and the client is reading, ``timeout`` bounds the
-    wait for the next upstream byte (nginx's ``proxy_read_timeout``); while
-    the client has paused it, connserver's ``sendTimeout`` is the bound.
-    The timer is one lazy ``DelayedCall`` (armed only if the body does not
-    come with its head, moved by a timestamp per chunk).
+    ``IBodyProducer`` whose pausing pauses reading the upstream (a client
+    that stops reading stops the upstream read).  While the body flows and
+    the client reads, the connection's timer bounds the wait for the next
+    upstream byte (nginx's ``proxy_read_timeout``); while the client has
+    paused it, connserver's ``sendTimeout`` is the bound.
     """
 
     def __init__(
-        self, upstream: IResponse, reactor: IReactorTime, timeout: float | None
+        self, exchange: _ProxyExchange, length: int | None, parts: list[bytes]
     ) -> None:
-        self._upstream = upstream
-        length = upstream.length
-        self.length: Any = UNKNOWN_LENGTH if length is UNKNOWN_LENGTH else length
+        self.exchange = exchange
+        self.length: Any = UNKNOWN_LENGTH if length is None else length
+        self._parts: list[bytes] | None = parts
         self._consumer: IConsumer | None = None
         self._done: Deferred[None] | None = None
-        self._stopped = False
-        self._reactor = reactor
-        self._timeout = timeout
-        self._timer: IDelayedCall | None = None
-        self._lastByte = 0.0
-        self._paused = False
+        self._ended: Failure | bool = False
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
         done = self._done = Deferred()
-        self._upstream.deliverBody(self)  # type: ignore[no-untyped-call]
-        if self._done is not None and self._timeout is not None:
-            self._lastByte = self._reactor.seconds()
-            self._timer = self._reactor.callLater(self._timeout, self._check)
+        parts, self._parts = self._parts, None
+        for part in parts or ():
+            consumer.write(part)
+        ended = self._ended
+        if ended is True:
+            self._finish(None)
+        elif ended:
+            self._finish(ended)
+        elif parts is not None and self.exchange.connection is not None:
+            # Held while nobody consumed: read on.
+            self.exchange.connection.resumeReading()
         return done
 
-    def _check(self) -> None:
-        self._timer = None
-        if self._done is None or self._timeout is None:
-            return
-        now = self._reactor.seconds()
-        left = self._lastByte + self._timeout - now
-        if self._paused or left > 0:
-            self._timer = self._reactor.callLater(
-                self._timeout if self._paused else left, self._check
-            )
-            return
-        done, self._done = self._done, None
-        self._stopped = True
-        if self.transport is not None:
-            self.transport.stopProducing()  # type: ignore[attr-defined]
-        done.errback(UpstreamTimeout(f"no upstream byte for {self._timeout:g} s"))
-
-    def _cancelTimer(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
-
     def pauseProducing(self) -> None:
-        self._paused = True
-        if self.transport is not None:
-            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        connection = self.exchange.connection
+        if connection is not None:
+            connection.pauseReading()
 
     def resumeProducing(self) -> None:
-        self._paused = False
-        self._lastByte = self._reactor.seconds()
-        if self.transport is not None:
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        connection = self.exchange.connection
+        if connection is not None:
+            connection.resumeReading()
 
     def stopProducing(self) -> None:
         """
-        The client went away, or the body is never sent (HEAD, 204, 304):
-        drop the upstream connection unless the body is already complete
-        (then it goes back to the pool).
+        The client went away, or the body is never sent (HEAD, 204, 304,
+        the client gone): the upstream connection is dropped unless the
+        body already ended (then it went back to the pool).
         """
-        self._stopped = True
-        self._cancelTimer()
+        self._parts = None
+        self._consumer = None
+        self._done = None
+        self.exchange.abandon()
+
+    # From the exchange
+
+    def data(self, data: bytes) -> None:
+        consumer = self._consumer
+        if consumer is not None:
+            consumer.write(data)
+        elif self._parts is not None:
+            self._parts.append(data)
+            # Nobody consumes yet: hold the upstream (bounded by one read).
+            if self.exchange.connection is not None:
+                self.exchange.connection.pauseReading()
+
+    def end(self, failure: Failure | None) -> None:
         if self._consumer is None:
-            # Never started: Twisted holds the connection paused until
-            # someone takes the body; take it, to stop it at once.
-            self._consumer = _NoConsumer()  # type: ignore[assignment]
-            self._upstream.deliverBody(self)  # type: ignore[no-untyped-call]
+            self._ended = failure if failure is not None else True
             return
-        if self.transport is not None:
-            self.transport.stopProducing()  # type: ignore[attr-defined]
+        self._finish(failure)
 
-    def connectionMade(self) -> None:
-        if self._stopped and self.transport is not None:
-            self.transport.stopProducing()  # type: ignore[attr-defined]
-
-    def dataReceived(self, data: bytes) -> None:
-        if not self._stopped and self._consumer is not None:
-            if self._timer is not None:
-                self._lastByte = self._reactor.seconds()
-            self._consumer.write(data)
-
-    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
-        self._cancelTimer()
+    def _finish(self, failure: Failure | None) -> None:
         done, self._done = self._done, None
         if done is None:
             return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            # PotentialDataLoss: a close-delimited upstream body, which
-            # ends the only way it can.
+        if failure is None:
             done.callback(None)
         else:
-            # Cut short upstream: connserver aborts the client's response
-            # (close reason response-error) rather than pad it, and logs
-            # this one line (no traceback: the upstream failed, not us).
-            done.errback(
-                BodyInterrupted(
-                    "the upstream's body ended early: "
-                    + (reason.getErrorMessage() or type(reason.value).__name__)
-                )
-            )
+            done.errback(failure)
 
 
-class _NoConsumer:
-    def write(self, data: bytes) -> None:
-        pass
-
-
-#: A "." or ".." segment of a path, also percent-encoded ("%2e"): what
-#: could move a forwarded target out of its mount.
-_DOT_SEGMENT = re.compile(rb"/(?:\.|%2[eE]){1,2}(?:/|$)")
-
-# -- the handler ----------------------------------------------------------------
+# -- one proxied request ------------------------------------------------------------
 
 
 class _ProxyExchange:
-    """One proxied request: its upstream Deferred and its response timer."""
+    """
+    One proxied request: the upstream connection it rides, its request
+    body, and the Deferred that connserver waits on for the response.  It is
+    the connection's ``UpstreamListener``.
+    """
 
-    __slots__ = ("deferred", "proxy", "timedOut", "timer")
+    __slots__ = (
+        "body",
+        "connecting",
+        "connection",
+        "deferred",
+        "done",
+        "head",
+        "proxy",
+        "pump",
+        "request",
+        "retried",
+    )
 
-    def __init__(self, proxy: ReverseProxy) -> None:
+    def __init__(self, proxy: ReverseProxy, request: Request, head: bytes) -> None:
         self.proxy = proxy
-        self.deferred: Deferred[Any] | None = None
-        self.timer: IDelayedCall | None = None
-        self.timedOut = False
+        self.request = request
+        self.head = head
+        self.deferred: Deferred[Response] = Deferred(self._cancel)
+        self.connection: UpstreamConnection | None = None
+        self.connecting: Deferred[UpstreamConnection] | None = None
+        self.pump: _RequestBodyPump | None = None
+        self.body: _UpstreamBody | None = None
+        self.retried = False
+        #: The Deferred has fired (or was cancelled).
+        self.done = False
 
-    def startTimer(self) -> None:
-        timeout = self.proxy.responseTimeout
-        if timeout is not None and self.timer is None:
-            self.timer = self.proxy._reactor.callLater(timeout, self._expired)
+    def start(self, fresh: bool = False) -> None:
+        pool = self.proxy.pool
+        connection = None if fresh else pool.take()
+        if connection is not None:
+            self._send(connection)
+            return
+        connecting = self.connecting = pool.connect()
+        connecting.addCallbacks(self._connected, self._connectFailed)
 
-    def stopTimer(self) -> None:
-        timer, self.timer = self.timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+    def _connected(self, connection: UpstreamConnection) -> None:
+        self.connecting = None
+        if self.done:
+            connection.close(None)
+            return
+        self._send(connection)
 
-    def _expired(self) -> None:
-        self.timer = None
-        self.timedOut = True
-        if self.deferred is not None:
-            self.deferred.cancel()
+    def _connectFailed(self, failure: Failure) -> None:
+        self.connecting = None
+        if self.done:
+            return
+        if failure.check(ConnectionRefusedError):
+            note = "upstream-refused"
+        elif failure.check(ConnectError):
+            note = "upstream-unreachable"
+        else:
+            note = "upstream-failed"
+        self._log(failure.getErrorMessage() or repr(failure.value))
+        self._answer(self.proxy._error(502, note))
+
+    def _send(self, connection: UpstreamConnection) -> None:
+        self.connection = connection
+        request = self.request
+        hasBody = request.hasBody
+        connection.send(self, request.method, self.head, hasBody)
+        if hasBody and connection.listener is self:
+            pump = self.pump = _RequestBodyPump(self, connection)
+            request.deliverBody(pump)  # type: ignore[arg-type]
+
+    def _answer(self, response: Response) -> None:
+        if not self.done:
+            self.done = True
+            self.deferred.callback(response)
+
+    def _cancel(self, deferred: Deferred[Response]) -> None:
+        # The client went away (or the handler timed out): drop everything.
+        self.done = True
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Nobody wants the response any more."""
+        connecting, self.connecting = self.connecting, None
+        if connecting is not None:
+            connecting.cancel()
+        self._stopPump()
+        connection, self.connection = self.connection, None
+        if connection is not None and connection.listener is self:
+            connection.abandon()
+
+    def _stopPump(self) -> None:
+        pump, self.pump = self.pump, None
+        if pump is not None:
+            pump.stop()
+
+    def _log(self, why: str) -> None:
+        _log.info("upstream {url} failed: {error}", url=self.proxy.url, error=why)
+
+    # -- UpstreamListener ----------------------------------------------------
+
+    def interim(self, head: ResponseHead) -> None:
+        # RFC 9110 §15.2: a proxy MUST forward 1xx responses, unless the
+        # client is HTTP/1.0 (which knows none); 100 Continue is connserver's
+        # own, met on the client's hop.
+        if head.status == 100 or self.request.version < (1, 1) or self.done:
+            return
+        fields = self.proxy._relayedFields(head, interim=True)
+        reason = head.reason or None
+        _sendInterim(
+            self.request, encodeHeaderBlock(statusLine(head.status, reason), fields)
+        )
+
+    def responseComplete(self, head: ResponseHead, body: bytes) -> None:
+        self.connection = None
+        if self.pump is not None:
+            # Answered before the body was all sent: the rest is not wanted.
+            self._stopPump()
+        self._answer(self.proxy._relay(head, body, self.request.method))
+
+    def responseStarted(self, head: ResponseHead, body: list[bytes]) -> None:
+        producer = self.body = _UpstreamBody(self, head.contentLength, body)
+        self._answer(self.proxy._relay(head, producer, self.request.method))
+
+    def bodyData(self, data: bytes) -> None:
+        if self.body is not None:
+            self.body.data(data)
+
+    def bodyEnd(self) -> None:
+        self.connection = None
+        self._stopPump()
+        if self.body is not None:
+            self.body.end(None)
+
+    def upstreamFailed(self, why: str, retryable: bool) -> None:
+        self.connection = None
+        self._stopPump()
+        if self.done and self.body is None:
+            return
+        if self.body is not None:
+            # After the head: the client's response is aborted (never padded).
+            if why == "upstream-timeout":
+                error: Exception = UpstreamTimeout(
+                    f"no upstream byte for {self.proxy.responseTimeout:g} s"
+                )
+            else:
+                error = BodyInterrupted(f"the upstream's body ended early ({why})")
+            self.body.end(Failure(error))
+            return
+        request = self.request
+        if (
+            retryable
+            and not self.retried
+            and not request.hasBody
+            and request.method in RETRIED_METHODS
+        ):
+            # The idle-close race seen from this side: once, on a new one.
+            self.retried = True
+            self.start(fresh=True)
+            return
+        if why == "upstream-timeout":
+            self._answer(self.proxy._error(504, why))
+        else:
+            self._answer(self.proxy._error(502, why))
+
+    def bodyFailed(self, status: int, note: str) -> None:
+        """The client's request body failed (``status``: what to answer)."""
+        self.pump = None
+        if self.body is not None:
+            self.abandon()
+            self.body.end(Failure(BodyInterrupted(f"the request body failed ({note})")))
+            return
+        self.abandon()
+        self._answer(
+            Response(
+                status, [_TEXT], statusLine(status)[9:].rstrip() + b"\n", note=note
+            )
+        )
 
 
 class ReverseProxy:
     """
     A handler that forwards each request to ``url`` and relays the answer.
 
-    ``url`` is ``http://host:port`` or ``https://host:port``, with an
-    optional path prepended to each request's target (``/api/x?q`` goes to
-    ``url`` + ``/api/x?q``: the mount prefix is kept, as nginx's
-    ``proxy_pass`` without a URI does).
+    ``url`` is ``http://host:port`` or ``https://host:port``.  Without a
+    path the request's target goes upstream unchanged (the mount prefix is
+    kept, as nginx's ``proxy_pass`` without a URI does); with one (``/`` or
+    ``/v2/``), the mount ``prefix`` is replaced by it (``proxy_pass
+    http://up/``).  Targets in absolute-form are forwarded in origin-form;
+    dot-segments are removed first (RFC 3986 §5.2.4), and a target that
+    climbs out of the root or the mount is refused (400), as is an encoded
+    ``/`` or ``\\`` unless ``allowEncodedSlashes``.
 
     In both directions it removes ``Connection``, every field it names, and
     the standard hop-by-hop fields (``Keep-Alive``, ``TE``,
     ``Transfer-Encoding``, ``Trailer``, ``Upgrade``, ``Proxy-Connection``,
-    ``Proxy-Authenticate``, ``Proxy-Authorization``), RFC 9110 §7.6.1.  It
-    appends ``Via`` (RFC 9110 §7.6.3) both ways, and ``Forwarded`` (RFC 7239)
-    and ``X-Forwarded-For`` to the request, and sets ``X-Forwarded-Proto``.
-    The client's ``Host`` is kept unless ``rewriteHost``.
+    ``Proxy-Authenticate``, ``Proxy-Authorization``), RFC 9110 §7.6.1; then
+    it appends ``Via`` (RFC 9110 §7.6.3) both ways, and ``Forwarded`` (RFC
+    7239) and ``X-Forwarded-For`` to the request (the client's are replaced
+    when they do not parse), and sets ``X-Forwarded-Proto``.  Request fields
+    whose names hold ``_`` are dropped unless ``forwardUnderscores``.  The
+    client's ``Host`` is kept unless ``rewriteHost``.  The upstream's
+    ``Server`` and ``Date`` are replaced by connserver's.  ``TRACE`` is 405
+    unless ``allowTrace``; ``Max-Forwards`` is honoured on ``OPTIONS`` and
+    ``TRACE`` (RFC 9110 §7.6.2).
 
-    Upstream connections are pooled (``pool``, an ``HTTPConnectionPool``,
-    made if not given): at most ``maxPerUpstream`` idle ones per upstream,
+    Upstream connections are pooled: at most ``maxPerUpstream`` idle ones,
     each closed after ``upstreamIdleTimeout`` seconds idle, which must be
     shorter than the upstream's own idle timeout.  An upstream that has not
     answered ``responseTimeout`` seconds after the request (its body
-    included) was sent gets a 504; one that cannot be reached, or fails
-    before its response head, a 502; one that stalls that long inside its
-    body while the client reads has the client's response aborted.  Neither tells the client more than
-    the status: the reason goes to the access log (``note=``).
+    included) was sent gets a 504; one that cannot be reached, fails
+    before its response head or sends one that does not parse, a 502; one
+    that stalls that long inside its body while the client reads, or breaks
+    its framing there, has the client's response aborted.  Neither tells the
+    client more than the status: the reason goes to the access log
+    (``note=``).
     """
 
     def __init__(
@@ -498,11 +632,14 @@ class ReverseProxy:
         url: str | bytes,
         *,
         reactor: IReactorTime | None = None,
-        pool: HTTPConnectionPool | None = None,
+        prefix: str | bytes | None = None,
         rewriteHost: bool = False,
         maxPerUpstream: int = 128,
         upstreamIdleTimeout: float = 4.0,
         responseTimeout: float | None = 60.0,
+        allowEncodedSlashes: bool = False,
+        forwardUnderscores: bool = False,
+        allowTrace: bool = False,
     ) -> None:
         text = url.decode("ascii") if isinstance(url, bytes) else url
         base, basePath, upstreamHost = parseUpstreamURL(text)
@@ -516,136 +653,255 @@ class ReverseProxy:
             reactor = defaultReactor()
         assert reactor is not None
         self._reactor = reactor
-        #: The upstream's scheme, host and port, and the path prepended.
+        #: The upstream's URL, as given.
         self.url = text
         self._base = base
         self._basePath = basePath
         self._upstreamHost = upstreamHost
+        rawPrefix = prefix.encode("ascii") if isinstance(prefix, str) else prefix
+        #: The mount prefix (without its trailing slash), or None.
+        self.prefix = None if rawPrefix is None else rawPrefix.rstrip(b"/")
         self.rewriteHost = rewriteHost
         self.responseTimeout = responseTimeout
-        if pool is None:
-            pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
-            pool.maxPersistentPerHost = maxPerUpstream
-            pool.cachedConnectionTimeout = upstreamIdleTimeout  # type: ignore[assignment]
-        # Twisted's client with a protocol that keeps the upstream's
-        # Connection options (see _UpstreamProtocol).
-        setPoolProtocolFactory(pool, _UpstreamFactory)
-        pool.retryAutomatically = True
-        #: The connection pool (``closeCachedConnections()`` at shutdown).
-        self.pool = pool
-        # One endpoint for every request: Agent would otherwise build one
-        # (and IDNA-encode the host) per request.
-        self._agent = Agent.usingEndpointFactory(  # type: ignore[no-untyped-call]
-            reactor, _OneEndpoint(_upstreamEndpoint(reactor, text)), pool=pool
+        self.allowEncodedSlashes = allowEncodedSlashes
+        self.forwardUnderscores = forwardUnderscores
+        self.allowTrace = allowTrace
+        #: The upstream connections (``close()`` at shutdown).
+        self.pool = UpstreamPool(
+            reactor,
+            _upstreamEndpoint(reactor, text),
+            text,
+            maxPerUpstream,
+            upstreamIdleTimeout,
+            responseTimeout,
         )
 
-    def close(self) -> Deferred[None]:
+    @property
+    def upstreamIdleTimeout(self) -> float:
+        """Seconds an idle upstream connection is kept."""
+        return self.pool.idleTimeout
+
+    def close(self) -> Deferred[Any]:
         """Close the idle upstream connections (at shutdown)."""
-        d: Deferred[None] = self.pool.closeCachedConnections()  # type: ignore[no-untyped-call]
-        return d
+        return self.pool.close()
+
+    def _bodyLimit(self, request: Request) -> int | None:
+        # The connection's --max-body-bytes (ServerConfig.maxBodyBytes).
+        limit: int | None = getattr(request, "_maxBodyBytes", None)
+        return limit
 
     def __call__(self, request: Request) -> Deferred[Response] | Response:
-        target = request.target
-        if not target.startswith(b"/"):
-            # Absolute-form or asterisk-form: not something a mounted
-            # prefix receives; nothing sensible to forward.
-            return Response(400, [_TEXT], b"400 Bad Request\n")
-        if _DOT_SEGMENT.search(target.partition(b"?")[0]):
-            # "/api/../secret" matched the /api mount on its raw path; an
-            # upstream that removes dot-segments (RFC 3986 §5.2.4) would
-            # serve /secret, outside the mount.  nginx normalises before it
-            # matches; a proxy that forwards the target unchanged refuses.
-            return Response(400, [_TEXT], b"400 Bad Request\n", note="dot-segment")
-        exchange = _ProxyExchange(self)
-        headers = self._requestHeaders(request)
-        body = _RequestBody(request, exchange) if request.hasBody else None
-        d = self._agent.request(
-            request.method,
-            self._base + self._basePath + target,
-            headers,
-            body,
-        )
-        exchange.deferred = d
-        exchange.startTimer()
-        result: Deferred[Response] = d.addCallbacks(
-            self._relay,
-            self._failed,
-            callbackArgs=(exchange,),
-            errbackArgs=(exchange,),
-        )
-        return result
+        head = self._requestHead(request)
+        if isinstance(head, Response):
+            return head
+        exchange = _ProxyExchange(self, request, head)
+        exchange.start()
+        return exchange.deferred
 
-    def _requestHeaders(self, request: Request) -> TwistedHeaders:
-        """The fields sent upstream (RFC 9110 §7.6.1, §7.6.3; RFC 7239)."""
-        drop = _NOT_FORWARDED | request.connectionOptions
-        out = TwistedHeaders()
-        add = out.addRawHeader
-        for name, value in request.headers:
-            if name.lower() not in drop:
-                add(name, value)
-        clientHost = request.headers.get(b"host")
+    # -- the request ------------------------------------------------------
+
+    def _upstreamTarget(self, request: Request) -> bytes | Response:
+        """The origin-form target sent upstream, or the refusal."""
+        split = splitTarget(request.target)
+        if split is None:
+            # The asterisk or authority form: nothing to forward.
+            return Response(400, [_TEXT], b"400 Bad Request\n", note="bad-target")
+        path, query, _ = split
+        if mayHaveDotSegments(path):
+            normal = removeDotSegments(path)
+            if normal is None:
+                return Response(400, [_TEXT], b"400 Bad Request\n", note="dot-segment")
+            path = normal
+        if not self.allowEncodedSlashes and hasEncodedSeparator(path):
+            # One segment here, two at an upstream that decodes first:
+            # "/api/..%2fsecret" would leave the mount there.
+            return Response(400, [_TEXT], b"400 Bad Request\n", note="encoded-slash")
+        prefix = self.prefix
+        if prefix:
+            if not (path == prefix or path.startswith(prefix + b"/")):
+                # Dot-segments took it out of the mount.
+                return Response(400, [_TEXT], b"400 Bad Request\n", note="dot-segment")
+            basePath = self._basePath
+            if basePath:
+                rest = path[len(prefix) :]
+                path = basePath.rstrip(b"/") + rest if rest else basePath
+        elif self._basePath:
+            path = self._basePath.rstrip(b"/") + path
+        return path + query
+
+    def _requestHead(self, request: Request) -> bytes | Response:
+        """
+        The request head sent upstream (RFC 9110 §7.6.1, §7.6.2, §7.6.3;
+        RFC 7239), or the answer given without the upstream.
+        """
+        target = self._upstreamTarget(request)
+        if isinstance(target, Response):
+            return target
+        method = request.method
+        headers = request.headers
+        maxForwards: bytes | None = None
+        if method == b"TRACE" or method == b"OPTIONS":
+            if method == b"TRACE" and not self.allowTrace:
+                # RFC 9110 §9.3.8: TRACE reflects the request, credentials
+                # and all; off unless asked for.
+                return Response(
+                    405, [_TEXT, _ALLOW], b"405 Method Not Allowed\n", note="trace"
+                )
+            answer, maxForwards = self._maxForwards(request)
+            if answer is not None:
+                return answer
+        limit = self._bodyLimit(request)
+        length = request.contentLength
+        if limit is not None and length is not None and length > limit:
+            # --max-body-bytes, before anything is forwarded (nginx's
+            # client_max_body_size).
+            return Response(
+                413, [_TEXT], b"413 Content Too Large\n", note="body-too-large"
+            )
+        options = request.connectionOptions
+        # What the client's Connection names goes first, then connserver's own
+        # forwarding fields are added (so that naming one cannot remove them).
+        drop = _NOT_FORWARDED | options if options else _NOT_FORWARDED
+        underscores = self.forwardUnderscores
+        parts = [method, b" ", target, _HTTP11_SUFFIX]
+        extend = parts.extend
+        xff: list[bytes] | None = None
+        forwarded: list[bytes] | None = None
+        clientHost: bytes | None = None
+        for lower, name, value in headers._fields:
+            if lower in drop:
+                if lower == b"host":
+                    clientHost = value
+                elif lower == b"x-forwarded-for" and b"x-forwarded-for" not in options:
+                    xff = [value] if xff is None else [*xff, value]
+                elif lower == b"forwarded" and b"forwarded" not in options:
+                    forwarded = [value] if forwarded is None else [*forwarded, value]
+                continue
+            if not underscores and b"_" in lower:
+                # X_Forwarded_Proto is X-Forwarded-Proto to CGI and WSGI:
+                # dropped, as nginx's underscores_in_headers off does.
+                continue
+            extend((name, b": ", value, b"\r\n"))
+        split = splitTarget(request.target)
+        authority = split[2] if split is not None else None
+        if authority:
+            # RFC 9112 §3.2.2: absolute-form's authority replaces Host.
+            clientHost = authority
         host = self._upstreamHost if self.rewriteHost or not clientHost else clientHost
-        out.setRawHeaders(b"Host", [host])
-        major, minor = request.version
-        out.addRawHeader(b"Via", b"%d.%d %s" % (major, minor, _PSEUDONYM))
         address = _clientAddress(request)
-        scheme = b"https" if request.isSecure else b"http"
-        forwarded = b"for=" + _forwardedNode(address) + b";proto=" + scheme
-        if clientHost:
-            forwarded += b";host=" + _quotedIfNeeded(clientHost)
-        out.addRawHeader(b"Forwarded", forwarded)
-        xff = request.headers.getAll(b"x-forwarded-for")
-        node = (address or "unknown").encode("ascii", "replace")
-        out.setRawHeaders(b"X-Forwarded-For", [b", ".join([*xff, node])])
-        # A single value: the scheme the client used, whatever an untrusted
-        # client claimed (Request.scheme follows X-Forwarded-Proto and
-        # Forwarded only from --trusted-proxies).
-        out.setRawHeaders(b"X-Forwarded-Proto", [request.scheme.encode("ascii")])
-        return out
-
-    def _relay(self, upstream: IResponse, exchange: _ProxyExchange) -> Response:
-        exchange.stopTimer()
-        options: frozenset[bytes] = getattr(upstream, "_connserverOptions", frozenset())
-        drop = HOP_BY_HOP | options
-        fields: list[tuple[bytes, bytes]] = []
-        for name, values in upstream.headers.getAllRawHeaders():
-            if name.lower() not in drop:
-                for value in values:
-                    fields.append((name, value))
-        major, minor = upstream.version[1], upstream.version[2]
-        fields.append((b"Via", b"%d.%d %s" % (major, minor, _PSEUDONYM)))
-        body = _UpstreamBody(upstream, self._reactor, self.responseTimeout)
-        try:
-            # What connserver would refuse to send (a 500 from the server)
-            # is the upstream's fault: 502, RFC 9110 §15.6.3.
-            for name, value in fields:
-                validateResponseField(name, value)
-            return Response(upstream.code, fields, body, reason=upstream.phrase or None)
-        except (ValueError, ResponseFramingError):
-            body.stopProducing()
-            return self._error(502, "upstream-bad-response")
-
-    def _failed(self, failure: Failure, exchange: _ProxyExchange) -> Response:
-        exchange.stopTimer()
-        if exchange.timedOut:
-            return self._error(504, "upstream-timeout")
-        if failure.check(CancelledError):
-            # The client went away (connserver cancelled us): no answer is
-            # wanted; the upstream request is aborted already.
-            return self._error(502, "client-gone")
-        if failure.check(ConnectionRefusedError):
-            note = "upstream-refused"
-        elif failure.check(ConnectError):
-            note = "upstream-unreachable"
-        else:
-            note = "upstream-failed"
-        _log.info(
-            "upstream {url} failed: {error}",
-            url=self.url,
-            error=failure.getErrorMessage() or repr(failure.value),
+        node = _forwardedNode(address)
+        element = (
+            b"for=" + node + (b";proto=https" if request.isSecure else b";proto=http")
         )
-        return self._error(502, note)
+        if clientHost:
+            element += b";host=" + _quotedIfNeeded(clientHost)
+        if forwarded is not None and _forwardedParses(forwarded):
+            # The lines received, then this hop's own (RFC 7239 §4: one list).
+            element = b"\r\nForwarded: ".join([*forwarded, element])
+        peer = (address or "unknown").encode("ascii", "replace")
+        if xff is not None and _xffParses(xff):
+            peer = b", ".join([*xff, peer])
+        major, minor = request.version
+        extend(
+            (
+                b"Host: ",
+                host,
+                b"\r\nVia: %d.%d %s\r\nForwarded: " % (major, minor, _PSEUDONYM),
+                element,
+                b"\r\nX-Forwarded-For: ",
+                peer,
+                # A single value: the scheme the client used, whatever an
+                # untrusted client claimed (Request.scheme follows
+                # X-Forwarded-Proto and Forwarded only from --trusted-proxies).
+                b"\r\nX-Forwarded-Proto: ",
+                request.scheme.encode("ascii"),
+                b"\r\n",
+            )
+        )
+        if maxForwards is not None:
+            extend((b"Max-Forwards: ", maxForwards, b"\r\n"))
+        if request.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
+        elif length:
+            parts.append(b"Content-Length: %d\r\n\r\n" % length)
+        else:
+            parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _maxForwards(self, request: Request) -> tuple[Response | None, bytes | None]:
+        """
+        RFC 9110 §7.6.2: on OPTIONS and TRACE, a ``Max-Forwards`` of 0 is
+        answered here; any other is forwarded one less.
+        """
+        values = request.headers.getAll(b"max-forwards")
+        if not values:
+            return None, None
+        value = values[0].strip()
+        if len(values) > 1 or not value.isdigit():
+            return Response(
+                400, [_TEXT], b"400 Bad Request\n", note="max-forwards"
+            ), None
+        hops = int(value)
+        if hops > 0:
+            return None, b"%d" % (hops - 1)
+        if request.method == b"OPTIONS":
+            return Response(200, [_ALLOW], b"", note="max-forwards"), None
+        # TRACE (allowTrace): the request as received, as message/http.
+        lines = [
+            b"%s %s HTTP/%d.%d\r\n" % (request.method, request.target, *request.version)
+        ]
+        for name, value in request.headers:
+            if name.lower() not in _TRACE_HIDDEN:
+                lines.append(name + b": " + value + b"\r\n")
+        return (
+            Response(
+                200,
+                [(b"Content-Type", b"message/http")],
+                b"".join(lines),
+                note="max-forwards",
+            ),
+            None,
+        )
+
+    # -- the response -----------------------------------------------------
+
+    def _relayedFields(
+        self, head: ResponseHead, interim: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        """The upstream's fields that reach the client (RFC 9110 §7.6.1)."""
+        drop = _NOT_RELAYED
+        if head.connection:
+            drop = drop | optionsFromValues(head.connection)
+        fields = [
+            (name, value)
+            for lower, name, value in head.headers._fields
+            if lower not in drop
+        ]
+        if not interim:
+            fields.append(_VIA_RESPONSE[head.version])
+        return fields
+
+    def _relay(
+        self, head: ResponseHead, body: bytes | _UpstreamBody, method: bytes
+    ) -> Response:
+        fields = self._relayedFields(head)
+        status = head.status
+        length = head.contentLength
+        if length is not None and (status == 304 or method == b"HEAD"):
+            # RFC 9110 §8.6: HEAD and 304 may carry the length a GET would have.
+            fields.append((b"Content-Length", b"%d" % length))
+        reason: bytes | None = head.reason
+        if reason == _STANDARD_REASONS.get(status):
+            reason = None  # connserver's prebuilt status line
+        return Response(status, fields, body, reason=reason or None)
 
     def _error(self, code: int, note: str) -> Response:
         body = _BAD_GATEWAY if code == 502 else _GATEWAY_TIMEOUT
         return Response(code, [_TEXT], body, note=note)
+
+
+#: Fields a TRACE echo leaves out (RFC 9110 §9.3.8: credentials).
+_TRACE_HIDDEN = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
+
+#: The registered reason phrases (an upstream's own is relayed as given).
+_STANDARD_REASONS = {code: statusLine(code)[13:-2] for code in range(100, 600)}

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from twisted.internet.defer import Deferred
 
 from connserver._connection.message import Handler, Request, Response
+from connserver._http.paths import mayHaveDotSegments, removeDotSegments, splitTarget
 
 __all__ = ["HTTPSRedirect", "PrefixMount"]
 
@@ -37,6 +38,13 @@ class PrefixMount:
     to that prefix's handler; the longest matching prefix wins; everything
     else goes to ``default``.  The handlers see the request unchanged (the
     prefix is not stripped), so that links they generate stay absolute.
+
+    The path routed on is the target's, in absolute-form too (RFC 9112
+    §3.2.2: ``GET http://x/api/y`` goes to the ``/api`` mount), with its
+    dot-segments removed (RFC 3986 §5.2.4, encoded dots too).  A request
+    whose path climbs above the root, or lands in another mount than its
+    path as sent names, is refused with 400: ``/api/../private`` is neither
+    the proxy's nor the static files' to answer.
     """
 
     __slots__ = ("_mounts", "default")
@@ -69,7 +77,25 @@ class PrefixMount:
     def __call__(
         self, request: Request
     ) -> Response | Deferred[Response] | Awaitable[Response]:
-        return self.route(request.path)(request)
+        path = request.path
+        if path[:1] != b"/":
+            split = splitTarget(request.target)
+            if split is None:
+                # The asterisk form (OPTIONS *) names no path.
+                return self.default(request)
+            path = split[0]
+        if mayHaveDotSegments(path):
+            normal = removeDotSegments(path)
+            handler = None if normal is None else self.route(normal)
+            if handler is None or handler is not self.route(path):
+                return Response(
+                    400,
+                    [(b"Content-Type", b"text/plain; charset=utf-8")],
+                    b"400 Bad Request\n",
+                    note="dot-segment",
+                )
+            return handler(request)
+        return self.route(path)(request)
 
 
 class HTTPSRedirect:

@@ -1,5 +1,7 @@
 """
-An incremental, strict RFC 9112 request parser: bytes in, events out.
+An incremental, strict RFC 9112 request parser: bytes in, events out; and
+its response mode (:class:`ResponseParser`), which the reverse proxy's
+upstream client reads responses with.
 
 Like h11 this is sans-IO: the protocol pushes bytes with
 :meth:`RequestParser.receiveData` and pulls events with
@@ -37,6 +39,8 @@ __all__ = [
     "NeedData",
     "RequestHead",
     "RequestParser",
+    "ResponseHead",
+    "ResponseParser",
 ]
 
 
@@ -139,6 +143,7 @@ class _Phase(Enum):
     CHUNK_CRLF = "chunk-crlf"  # expecting the CRLF after chunk-data
     TRAILERS = "trailers"  # after last-chunk, expecting the trailer section
     END = "end"  # EndOfMessage is due without more bytes
+    UNTIL_CLOSE = "until-close"  # a response body that ends with the connection
 
 
 # Module-level aliases of the two hot phases (a global lookup is cheaper
@@ -981,3 +986,223 @@ class RequestParser:
         if self._buf:
             self._skipEmptyLines()
         return _makeEndOfMessage(Headers._fromLowered(trailers if trailers else []))
+
+
+# -- the response mode ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    """The status line and header section of one response (an interim 1xx too)."""
+
+    version: tuple[int, int]
+    status: int
+    #: The reason phrase as received (maybe empty).
+    reason: bytes
+    headers: Headers
+    #: The Content-Length field's value when there is one (for HEAD, 304
+    #: and 204 too, where it frames nothing), else None.
+    contentLength: int | None
+    chunked: bool
+    #: True when the body ends with the connection (RFC 9112 §6.3 ¶8).
+    untilClose: bool
+    #: The values of the ``Connection`` field lines.
+    connection: tuple[bytes, ...] = ()
+
+
+# RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ],
+# status-code = 3DIGIT, reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ).
+# The SP before an empty reason is optional here (many servers omit it);
+# "2_00", "+200" or "20" are not three digits.  The CR is required.
+_STATUS_LINE_RE = re.compile(
+    rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?\r"
+)
+
+
+class ResponseParser(RequestParser):
+    """
+    Parse the responses of one upstream connection, strictly: the same
+    field grammar, limits and body framing as requests, with the response
+    rules of RFC 9112 §6.3.
+
+    The caller says which request each response answers
+    (:meth:`expectResponse`: a response to HEAD has no body).  Events are
+    ``ResponseHead`` (zero or more interim 1xx, then the final one), the
+    body's ``BodyData`` and one ``EndOfMessage``.  Any fault raises
+    :class:`ProtocolError` (its status is irrelevant: the proxy answers
+    502), and the parser stays dead: a connection whose framing is in doubt
+    is never reused.  What follows the final response's ``EndOfMessage``
+    (``bufferedByteCount``) is the caller's to judge: on a persistent
+    connection nothing may.
+
+    Nothing of the request path changes: the request parser's methods are
+    not touched, only the head and the dispatch are this class's own.
+    """
+
+    __slots__ = ("_headOnly",)
+
+    def __init__(self, config: ServerConfig = _DEFAULT_CONFIG) -> None:
+        super().__init__(config)
+        self._headOnly = False
+
+    def expectResponse(self, method: bytes) -> None:
+        """The next response answers a ``method`` request (HEAD: no body)."""
+        self._headOnly = method == b"HEAD"
+
+    def receiveEOF(self) -> None:
+        """
+        The upstream closed: a body that ends with the connection is
+        complete (RFC 9112 §6.3 ¶8); any other unfinished message stays
+        unfinished (``nextEvent`` returns NEED_DATA, which the caller takes
+        as a failure).
+        """
+        if self._phase is _Phase.UNTIL_CLOSE:
+            self._phase = _END
+
+    @property
+    def untilClose(self) -> bool:
+        """True while reading a body that ends with the connection."""
+        return self._phase is _Phase.UNTIL_CLOSE
+
+    def nextEvent(self) -> ResponseHead | BodyData | EndOfMessage | NeedData:  # type: ignore[override]
+        """The next event, or :data:`NEED_DATA`; raises :class:`ProtocolError`."""
+        if self._error is not None:
+            raise self._error.with_traceback(None)
+        try:
+            phase = self._phase
+            if phase is _HEAD:
+                if not self._buf:
+                    return NEED_DATA
+                return self._parseResponseHead()
+            if phase is _END:
+                return self._endMessage()
+            if phase is _Phase.BODY:
+                return self._readBody()
+            if phase is _Phase.CHUNK_DATA:
+                return self._readChunkData()
+            if phase is _Phase.CHUNK_SIZE:
+                return self._readChunkSize()
+            if phase is _Phase.CHUNK_CRLF:
+                return self._readChunkCRLF()
+            if phase is _Phase.UNTIL_CLOSE:
+                buf = self._buf
+                if not buf:
+                    return NEED_DATA
+                data = bytes(buf)
+                buf.clear()
+                return BodyData(data)
+            return self._readTrailers()
+        except ProtocolError as e:
+            self._error = e
+            raise
+
+    def _endMessage(self) -> EndOfMessage:
+        # No empty lines are skipped between responses: on a persistent
+        # connection every byte after a response is a fault.
+        trailers = self._trailers
+        self._phase = _HEAD
+        self._trailers = ()
+        return _makeEndOfMessage(Headers._fromLowered(trailers if trailers else []))
+
+    def _parseResponseHead(self) -> ResponseHead | NeedData:
+        buf = self._buf
+        maxHead = self._maxHeadBytes
+        found = _HEAD_END_RE.search(buf, self._searchFrom, maxHead)
+        if found is None:
+            size = len(buf)
+            if size >= maxHead:
+                raise _error("response head too large", 502)
+            # A bare LF in a head that is not complete yet is decided now.
+            self._checkBareLF(0, size)
+            self._searchFrom = max(0, size - 2)
+            return NEED_DATA
+        last = found.start()
+        headEnd = found.end()
+        head = bytes(buf[:headEnd])
+        del buf[:headEnd]
+        self._searchFrom = 0
+        self._bareFrom = 0
+        lineEnd = head.find(b"\n")
+        match = _STATUS_LINE_RE.fullmatch(head, 0, lineEnd)
+        if match is None:
+            raise _error(f"malformed status line {head[:lineEnd][:80]!r}", 502)
+        major, minor, code, reason = match.groups()
+        if major != b"1":
+            raise _error("unsupported HTTP major version in a response", 502)
+        status = int(code)
+        if not 100 <= status <= 599:
+            # RFC 9110 §15: the first digit is the class, 1 to 5.
+            raise _error(f"status code {status} out of range", 502)
+        if head[last + 1] != 13:
+            raise _error(_BARE_LF_MESSAGE, 502)
+        fields = _parseFieldLines(head, lineEnd + 1, last + 1, self._maxHeaderCount)
+        lengths: list[bytes] = []
+        codings: list[bytes] = []
+        connection: tuple[bytes, ...] = ()
+        for lower, _, value in fields:
+            if lower in _NOTED_FIELDS:
+                if lower == b"content-length":
+                    lengths.append(value)
+                elif lower == b"transfer-encoding":
+                    codings.append(value)
+                elif lower == b"connection":
+                    connection += (value,)
+        version = (1, 0) if minor == b"0" else (1, 1)
+        contentLength = _responseLength(version, lengths, codings)
+        chunked = bool(codings)
+        untilClose = False
+        if status < 200:
+            pass  # interim: another head follows (RFC 9110 §15.2)
+        elif self._headOnly or status == 204 or status == 304:
+            # RFC 9112 §6.3 ¶1: no content, whatever the fields say.
+            self._phase = _END
+        elif chunked:
+            self._phase = _Phase.CHUNK_SIZE
+        elif contentLength is not None:
+            self._remaining = contentLength
+            self._phase = _Phase.BODY if contentLength else _END
+        else:
+            # RFC 9112 §6.3 ¶8: the body ends when the connection does.
+            untilClose = True
+            self._phase = _Phase.UNTIL_CLOSE
+        return ResponseHead(
+            version,
+            status,
+            reason or b"",
+            Headers._fromLowered(fields),
+            contentLength,
+            chunked,
+            untilClose,
+            connection,
+        )
+
+
+def _responseLength(
+    version: tuple[int, int], lengths: list[bytes], codings: list[bytes]
+) -> int | None:
+    """
+    The Content-Length of a response head, after the framing checks of
+    RFC 9112 §6.1 and §6.3: Transfer-Encoding in HTTP/1.0, Content-Length
+    with Transfer-Encoding, a coding other than a single chunked, and an
+    invalid or repeated Content-Length are faults (a proxy may not guess
+    where such a message ends, and the connection cannot be reused).
+    """
+    if codings:
+        if version == (1, 0):
+            # RFC 9112 §6.1: faulty framing; the connection must close.
+            raise _error("Transfer-Encoding in an HTTP/1.0 response", 502)
+        if lengths:
+            # RFC 9112 §6.3 ¶3: "ought to be handled as an error".
+            raise _error("Content-Length with Transfer-Encoding in a response", 502)
+        codings = splitList(codings)
+        if [coding.lower() for coding in codings] != [b"chunked"]:
+            # Another coding could only be relayed close-delimited and
+            # still coded; refused instead.
+            raise _error("a transfer coding other than chunked in a response", 502)
+        return None
+    if not lengths:
+        return None
+    try:
+        return _contentLength(lengths)
+    except ProtocolError as e:
+        raise _error(e.message + " in a response", 502) from None

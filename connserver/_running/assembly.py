@@ -194,8 +194,11 @@ def _mounts(
         proxy = ReverseProxy(
             url,
             reactor=reactor,
+            prefix=prefix,
             upstreamIdleTimeout=settings.proxyIdleTimeout,
             responseTimeout=settings.proxyTimeout,
+            allowEncodedSlashes=settings.proxyEncodedSlashes,
+            forwardUnderscores=settings.proxyUnderscores,
         )
         mounts[prefix] = proxy
         # At shutdown, after the drain: close the idle upstream connections.

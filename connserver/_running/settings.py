@@ -71,6 +71,9 @@ class ServeSettings:
     proxies: tuple[tuple[str, str], ...] = ()
     proxyIdleTimeout: float = 4.0
     proxyTimeout: float | None = 60.0
+    #: ``--proxy-encoded-slashes``, ``--proxy-underscores``.
+    proxyEncodedSlashes: bool = False
+    proxyUnderscores: bool = False
     redirectToHTTPS: bool = False
     workers: int = 1
     workerMaxRequests: int | None = None

@@ -3,14 +3,10 @@ Every read or write of a private name of Twisted, but the TCP transport's.
 
 connserver reaches past Twisted's public API in a few places, for speed
 (``twisted.web``'s header internals) or because no public way exists (an
-endpoint's address, a connection pool's protocol factory, an adopted
-port's shutdown).  Each such access is here, as a small function: the
+endpoint's address, an adopted port's shutdown).  Each such access is here, as a small function: the
 private name is looked up once, at import, and when a future Twisted no
 longer has it the function falls back on public behaviour (slower, or
 missing one refinement, never wrong) and says so in its docstring.
-``HTTP11ClientProtocol`` comes from the private module
-``twisted.web._newclient``: it is the base class of the reverse proxy's
-upstream protocol, which only ``setPoolProtocolFactory`` puts to use.
 ``tests/test_privates.py`` checks that each name still exists in the
 installed Twisted, and that each fallback behaves as the private does: run
 it before raising the bound on ``twisted`` in ``pyproject.toml``.
@@ -29,25 +25,19 @@ from typing import Any
 from twisted.internet import tcp
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web import http_headers, resource
-from twisted.web._newclient import HTTP11ClientProtocol
-from twisted.web.client import HTTPConnectionPool
 
 __all__ = [
     "HAS_ADOPTED_PORT_SHUTDOWN",
     "HAS_ENCODING_RESOURCE",
     "HAS_NAME_ENCODER",
-    "HAS_POOL_FACTORY",
     "HAS_RAW_HEADERS",
     "HAS_SANITIZER",
     "HAS_TCP_ENDPOINT_ADDRESS",
-    "HTTP11ClientProtocol",
-    "clientParser",
     "encodeHeaderName",
     "encoderFor",
     "keepSharedSocketOnStop",
     "rawHeaders",
     "sanitizeFieldValue",
-    "setPoolProtocolFactory",
     "tcpEndpointAddress",
 ]
 
@@ -140,35 +130,6 @@ def encoderFor(resrc: object, request: object) -> Any:
     elif not callable(getattr(resrc, "getEncoder", None)):
         return None
     return resrc.getEncoder(request)  # type: ignore[attr-defined]
-
-
-# -- twisted.web.client ---------------------------------------------------
-
-#: ``HTTPConnectionPool`` builds its connections with its ``_factory``.
-HAS_POOL_FACTORY = hasattr(HTTPConnectionPool, "_factory")
-
-
-def setPoolProtocolFactory(pool: Any, factory: type) -> bool:
-    """
-    Make ``pool`` (an ``HTTPConnectionPool``) build its connections with
-    ``factory(quiescentCallback, metadata)``: its private ``_factory``.
-    Without it, False and the pool keeps Twisted's own protocol (a proxy
-    then cannot see the upstream's ``Connection`` options).
-    """
-    if not HAS_POOL_FACTORY:
-        return False
-    pool._factory = factory
-    return True
-
-
-def clientParser(protocol: HTTP11ClientProtocol) -> Any:
-    """
-    The ``HTTPClientParser`` of the request ``protocol`` is sending (its
-    private ``_parser``: its ``connHeaders`` hold the response's
-    connection-control fields), or None; without it, always None and the
-    caller does without the ``Connection`` options.
-    """
-    return getattr(protocol, "_parser", None)
 
 
 # -- twisted.internet -----------------------------------------------------
