@@ -23,6 +23,7 @@ creating one is cheap.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 from inspect import iscoroutine
 from typing import Any
@@ -56,6 +57,7 @@ from connserver._http.errors import (
 from connserver._http.forwarded import resolveClient
 from connserver._http.framing import (
     BodyFraming,
+    encodeHeaderBlock,
     makeWriter,
     statusLine,
 )
@@ -629,6 +631,18 @@ class Exchange:
             return
         owner.takeover = takeover = Takeover(owner)
         takeover.begin(spec.protocol, True, head, spec.handshake)
+
+    def sendInterim(
+        self, code: int, reason: bytes | None, fields: Iterable[tuple[bytes, bytes]]
+    ) -> bool:
+        """
+        ``Request.sendInformational``: a 1xx head, while the handler runs and
+        nothing of the response is written (checked fields, ValueError).
+        """
+        if self.state is not _X_HANDLING:
+            return False
+        self.owner.flow.send(encodeHeaderBlock(statusLine(code, reason), fields))
+        return True
 
     def switched(self, status: int) -> None:
         """

@@ -234,7 +234,6 @@ class Request:
         self.contentLength = contentLength
         self.chunked = chunked
         self._options: frozenset[bytes] | None = None
-        self._connection: _ConnectionFacts | None = None
         self._maxBodyBytes = maxBodyBytes
         self._connection: Any = None
         self._consumer: IProtocol | None = None
@@ -286,10 +285,8 @@ class Request:
         self.contentLength = contentLength
         self.chunked = chunked
         self._options = options
-        # The connection itself, for what has no handler API yet (the
-        # proxy's interim responses).
-        self._connection = connection
         self._maxBodyBytes = connection.maxBodyBytes
+        # The connection itself: interim responses, switching protocols.
         self._connection = connection
         self._consumer = None
         # No body: nobody reads it yet, so "delivered whole" is a flag.
@@ -323,6 +320,30 @@ class Request:
             self.headers.getAll(b"upgrade"),
             self.hasBody,
         )
+
+    def sendInformational(
+        self,
+        code: int,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        reason: bytes | None = None,
+    ) -> bool:
+        """
+        Send an interim (1xx) response ahead of the final one, such as
+        ``103 Early Hints`` (RFC 8297): only while no byte of this request's
+        response is written, and never to an HTTP/1.0 client (RFC 9110
+        §15.2).  ``100 Continue`` is connserver's own (sent when the body is
+        read) and ``101`` is ``Response.switchProtocols``.  True if it was
+        sent.
+        """
+        if not 102 <= code <= 199:
+            raise ValueError(f"not an interim status this way: {code}")
+        connection = self._connection
+        if connection is None or self.version < (1, 1):
+            return False
+        front = connection.pipeline.front()
+        if front is None or front.request is not self:
+            return False
+        return bool(front.sendInterim(code, reason, headers))
 
     def takeOverTransport(self) -> Any:
         """

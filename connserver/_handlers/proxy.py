@@ -32,11 +32,10 @@ from twisted.web.client import ResponseDone
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from connserver._connection.exchange import ExchangeState
 from connserver._connection.message import Request, Response
 from connserver._handlers.upstream import UpstreamConnection, UpstreamPool
 from connserver._http.errors import BodyInterrupted, ProtocolError
-from connserver._http.framing import encodeHeaderBlock, statusLine
+from connserver._http.framing import statusLine
 from connserver._http.headers import HOP_BY_HOP, isToken, optionsFromValues
 from connserver._http.parser import ResponseHead
 from connserver._http.paths import (
@@ -224,25 +223,6 @@ def _xffParses(values: list[bytes]) -> bool:
 
 class UpstreamTimeout(Exception):
     """The upstream sent no body byte for ``responseTimeout`` seconds."""
-
-
-def _sendInterim(request: Request, data: bytes) -> bool:
-    """
-    Write an interim response ``data`` to the client ahead of the final one
-    (RFC 9110 §15.2), while the request's handler runs: its exchange is at
-    the front of its connection's pipeline and has written nothing.  The
-    handler API has no interim responses of its own yet, so this reaches
-    the connection (``Request._connection``) and its pipeline.
-    """
-    connection: Any = getattr(request, "_connection", None)
-    queue = getattr(getattr(connection, "pipeline", None), "queue", None)
-    if not queue:
-        return False
-    front = queue[0]
-    if front.request is not request or front.state is not ExchangeState.HANDLING:
-        return False
-    connection.flow.send(data)
-    return True
 
 
 # -- bodies -----------------------------------------------------------------
@@ -518,9 +498,7 @@ class _ProxyExchange:
             return
         fields = self.proxy._relayedFields(head, interim=True)
         reason = head.reason or None
-        _sendInterim(
-            self.request, encodeHeaderBlock(statusLine(head.status, reason), fields)
-        )
+        self.request.sendInformational(head.status, fields, reason)
 
     def responseComplete(self, head: ResponseHead, body: bytes) -> None:
         self.connection = None
