@@ -203,7 +203,7 @@ def test_sendTimeoutCutsWithinASecondOfTheLastProgress() -> None:
     progress = _Progress(conn.protocol.flow._out)
     conn.protocol.flow._out = progress  # type: ignore[assignment]
     conn.send(GET)
-    conn.protocol.pauseProducing()
+    conn.protocol.flow.pauseProducing()
     for _ in range(6):
         conn.clock.advance(0.5)
         progress.delivered_ += 1000  # until t = 3 s

@@ -225,7 +225,7 @@ def sendTimeout(factory: ConnectionFactory, clock: Clock) -> None:
     """A client that stops reading: the transport's buffer stays full."""
     conn = opened(factory, clock)
     conn.send(GET)
-    conn.protocol.pauseProducing()
+    conn.protocol.flow.pauseProducing()
     clock.advance(factory.config.sendTimeout or 0)
     delivered(conn, ConnectionAborted)
 
@@ -510,7 +510,7 @@ def test_aClosingResponseThatThenStallsKeepsItsOneRecord() -> None:
     logs = Logs(factory, clock)
     conn = opened(factory, clock)
     conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    conn.protocol.pauseProducing()
+    conn.protocol.flow.pauseProducing()
     stream.done.callback(None)
     assert not conn.transport.aborted
     clock.advance(60)

@@ -35,6 +35,7 @@ def test_countsByStateAndCloseReasons() -> None:
         "handling": 0,
         "writing": 0,
         "waiting": 1,
+        "upgraded": 0,
         "closing": 0,
     }
     assert factory.stats.active == 2

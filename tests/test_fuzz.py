@@ -204,7 +204,7 @@ def closeEventually(conn: Connection, handlers: Handlers) -> None:
         ):
             break
         handlers.settle()
-        protocol.resumeProducing()
+        protocol.flow.resumeProducing()
         conn.clock.advance(30.0)
     assert (
         protocol.state is ConnectionState.CLOSED
@@ -322,13 +322,13 @@ class ConnectionMachine(RuleBasedStateMachine):
     @rule()
     def pauseWriting(self) -> None:
         self.writePaused = True
-        self.c.protocol.pauseProducing()
+        self.c.protocol.flow.pauseProducing()
 
     @precondition(lambda self: self.alive() and self.writePaused)
     @rule()
     def resumeWriting(self) -> None:
         self.writePaused = False
-        self.c.protocol.resumeProducing()
+        self.c.protocol.flow.resumeProducing()
 
     @precondition(lambda self: self.alive() and bool(self.handlers.pending))
     @rule(streamed=st.booleans())
@@ -395,7 +395,7 @@ class ConnectionMachine(RuleBasedStateMachine):
                 ):
                     # A transport stops calling its producer once it is gone.
                     self.writePaused = False
-                    self.c.protocol.resumeProducing()
+                    self.c.protocol.flow.resumeProducing()
                 closeEventually(self.c, self.handlers)
                 # A Deferred that failed unhandled is reported when it is
                 # collected: collect now, so the report belongs to this run.

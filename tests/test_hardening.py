@@ -1288,11 +1288,11 @@ def test_resumeAfterConnectionLostLeavesNoTimer() -> None:
     drain; if the connection is lost first, a late resume must do nothing.
     """
     conn = connect(hello, requestHeadTimeout=5.0)
-    conn.protocol.pauseProducing()
+    conn.protocol.flow.pauseProducing()
     conn.clock.advance(5.0)  # the head deadline: a silent close, deferred
     conn.lose()
-    conn.protocol.resumeProducing()
-    conn.protocol.pauseProducing()
+    conn.protocol.flow.resumeProducing()
+    conn.protocol.flow.pauseProducing()
     assert conn.clock.getDelayedCalls() == []
     assert conn.protocol.state is ConnectionState.CLOSED
 

@@ -700,10 +700,10 @@ def test_fileBodyWithBackpressure(tmp_path: pytest.TempPathFactory) -> None:
 
     conn = connect(lambda request: Response(200, body=fileBody))
     # The transport reports a full buffer before the response starts.
-    conn.protocol.pauseProducing()
+    conn.protocol.flow.pauseProducing()
     conn.send(GET)
     assert len(conn.output()) < 400_000
-    conn.protocol.resumeProducing()
+    conn.protocol.flow.resumeProducing()
     assert conn.responses()[0].body == b"z" * 1_000_000
     assert fileBody.closed
 

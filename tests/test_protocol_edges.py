@@ -131,13 +131,13 @@ def test_noNewResponsesWhileTransportIsFull() -> None:
     big = b"x" * (256 * KiB)
     conn = connect(lambda request: Response(200, body=big), maxRequestsPerConnection=20)
     conn.send(GET)
-    conn.protocol.pauseProducing()
+    conn.protocol.flow.pauseProducing()
     conn.transport.clear()
     conn.send(GET * 5000)
     assert conn.output() == b""
     assert len(conn.protocol.pipeline.queue) <= 16
     assert conn.transport.producerState == "paused"  # reading paused too
-    conn.protocol.resumeProducing()
+    conn.protocol.flow.resumeProducing()
     assert conn.output().count(b"HTTP/1.1 200") >= 1
 
 
@@ -260,7 +260,7 @@ def pauseAfterFirstBlock(conn: Any) -> None:
         def write(self, data: bytes) -> None:
             self._out.write(data)
             if len(data) >= 64 * KiB:
-                protocol.pauseProducing()
+                protocol.flow.pauseProducing()
 
     protocol.flow._out = PausingWriter(protocol.flow._out)
 
@@ -273,7 +273,7 @@ def test_fileThatGrowsIsSentAsItWas(tmp_path: Any) -> None:
     conn.send(GET)
     with open(path, "ab") as log:
         log.write(b"b" * 500)
-    conn.protocol.resumeProducing()
+    conn.protocol.flow.resumeProducing()
     assert not conn.transport.aborted
     assert conn.responses()[0].body == b"a" * (300 * KiB)
 
@@ -286,7 +286,7 @@ def test_fileThatShrinksAborts(tmp_path: Any) -> None:
     conn.send(GET)
     with open(path, "r+b") as f:
         f.truncate(10)  # truncated while the response waits
-    conn.protocol.resumeProducing()
+    conn.protocol.flow.resumeProducing()
     assert conn.transport.aborted
     assert conn.protocol.closeReason == "response-error"
 
@@ -295,13 +295,13 @@ def test_pipelineBehindUnreadBodyIsAnsweredWhenHalfCloseArrivesWhilePaused() -> 
     conn = connect(hello)
     protocol = conn.protocol
     conn.send(b"GET /0 HTTP/1.1\r\nHost: x\r\n\r\n")
-    protocol.pauseProducing()
+    protocol.flow.pauseProducing()
     conn.send(
         b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
         b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
     )
     protocol.readConnectionLost()
-    protocol.resumeProducing()
+    protocol.flow.resumeProducing()
     assert [r.status for r in conn.responses(b"GET", b"POST", b"GET")] == [
         200,
         200,

@@ -109,7 +109,7 @@ def test_idleTimeoutRestartsAfterEachRequest() -> None:
 def test_idleTimerNotArmedWhileWriteBufferFull() -> None:
     """Idle is armed only when the transport's buffer drained; sendTimeout instead."""
     conn = connect(hello, idleTimeout=5.0, sendTimeout=30.0)
-    conn.protocol.pauseProducing()
+    conn.protocol.flow.pauseProducing()
     conn.send(GET)
     conn.clock.advance(10)
     assert not conn.closing
@@ -174,10 +174,10 @@ def test_sendTimeoutAbortsStalledWrite() -> None:
     conn = connect(lambda request: d, sendTimeout=60.0)
     conn.send(GET)
     d.callback(Response(200, body=b"x" * 100))
-    conn.protocol.pauseProducing()  # the client stopped reading
+    conn.protocol.flow.pauseProducing()  # the client stopped reading
     conn.clock.advance(59)
-    conn.protocol.resumeProducing()  # progress
-    conn.protocol.pauseProducing()
+    conn.protocol.flow.resumeProducing()  # progress
+    conn.protocol.flow.pauseProducing()
     conn.clock.advance(59)
     assert not conn.transport.aborted
     conn.clock.advance(1)
@@ -219,10 +219,10 @@ def test_lingerEndsAtClientEOF() -> None:
 def test_closeWaitsForBufferedBytes() -> None:
     """A close decided while the transport is full waits for it (bounded by sendTimeout)."""
     conn = connect(hello, sendTimeout=10.0)
-    conn.protocol.pauseProducing()
+    conn.protocol.flow.pauseProducing()
     conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert not conn.transport.writeClosed
-    conn.protocol.resumeProducing()
+    conn.protocol.flow.resumeProducing()
     assert conn.transport.writeClosed
 
 

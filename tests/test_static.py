@@ -1128,11 +1128,11 @@ def test_wireLargeFileFollowsBackpressure(root: Path, clock: Clock) -> None:
     # One turn of blocks goes out, then the producer yields to the reactor.
     written = len(conn.output())
     assert written == headLength + _static._CHUNKS_PER_TURN * READ_CHUNK_BYTES
-    conn.protocol.pauseProducing()  # the transport's buffer is full
+    conn.protocol.flow.pauseProducing()  # the transport's buffer is full
     for _ in range(3):
         clock.advance(0)
     assert len(conn.output()) == written
-    conn.protocol.resumeProducing()
+    conn.protocol.flow.resumeProducing()
     while len(conn.output()) < headLength + len(content):
         written = len(conn.output())
         clock.advance(0)

@@ -401,13 +401,13 @@ def test_streamedCompressionFollowsBackpressure(
     # One turn: a bounded number of blocks, never the whole file.
     assert len(reads) == _static._COMPRESS_BLOCKS_PER_TURN
     assert max(reads) == COMPRESS_BLOCK_BYTES
-    conn.protocol.pauseProducing()  # the transport's buffer is full
+    conn.protocol.flow.pauseProducing()  # the transport's buffer is full
     written = len(conn.output())
     for _ in range(5):
         clock.advance(0)
     assert len(reads) == _static._COMPRESS_BLOCKS_PER_TURN
     assert len(conn.output()) == written
-    conn.protocol.resumeProducing()
+    conn.protocol.flow.resumeProducing()
     for _ in range(100):
         clock.advance(0)
     (response,) = conn.responses()

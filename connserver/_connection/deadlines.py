@@ -15,10 +15,10 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from connserver._connection.exchange import BodyState, Exchange, ExchangeState
+from connserver._connection.exchange import Exchange
 from connserver._connection.timer import Phase, PhaseTimer, choosePhase
 from connserver._http.errors import ProtocolError
-from connserver._http.state import ConnectionState
+from connserver._http.state import BodyState, ConnectionState, ExchangeState
 
 __all__ = ["ConnectionTimer"]
 

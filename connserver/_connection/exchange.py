@@ -24,7 +24,6 @@ creating one is cheap.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import Enum
 from inspect import iscoroutine
 from typing import Any
 from typing import Protocol as TypingProtocol
@@ -42,15 +41,13 @@ from connserver._connection.message import (
     NO_BODY,
     Request,
     Response,
-    SwitchProtocols,
 )
 from connserver._connection.observers import recordRequest
 from connserver._connection.responsebody import ResponseBody
-from connserver._connection.takeover import Takeover, switchingHead
+from connserver._connection.takeover import switchProtocols
 from connserver._connection.timer import Phase
 from connserver._http.config import ServerConfig
 from connserver._http.errors import (
-    InvalidTransition,
     ProtocolError,
     ResponseFramingError,
 )
@@ -65,7 +62,12 @@ from connserver._http.headers import splitList
 from connserver._http.parser import RequestHead
 from connserver._http.persistence import PersistenceDecision, PersistencePolicy
 from connserver._http.responsehead import HeadBuilder, finishHead
-from connserver._http.state import ConnectionState
+from connserver._http.state import (
+    BodyState,
+    ConnectionState,
+    ExchangeState,
+    refuseTransition,
+)
 from connserver._http.stats import ConnectionStats
 
 __all__ = ["BodyState", "Exchange", "ExchangeOwner", "ExchangeState"]
@@ -75,65 +77,9 @@ _NO_OPTIONS: frozenset[bytes] = frozenset()
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class ExchangeState(Enum):
-    """Where one request is in its life."""
-
-    #: Received (or known malformed), waiting for its turn at the front.
-    QUEUED = "queued"
-    #: Its handler runs; no response byte is written yet.
-    HANDLING = "handling"
-    #: Its response is being written.
-    RESPONDING = "responding"
-    #: Its response is complete.
-    DONE = "done"
-    #: Nobody will read its response: the connection closes or is gone.
-    ABANDONED = "abandoned"
-
-    # Set below from the table (annotations only, so not members).
-    bit: int
-    allowed: int
-
-
-_Q = ExchangeState
-#: The transitions an exchange may make.  An error is answered from QUEUED
-#: (a head timeout) or HANDLING; any unfinished exchange can be abandoned.
-_NEXT: dict[ExchangeState, frozenset[ExchangeState]] = {
-    _Q.QUEUED: frozenset({_Q.HANDLING, _Q.RESPONDING, _Q.ABANDONED}),
-    _Q.HANDLING: frozenset({_Q.RESPONDING, _Q.ABANDONED}),
-    _Q.RESPONDING: frozenset({_Q.DONE, _Q.ABANDONED}),
-    _Q.DONE: frozenset(),
-    _Q.ABANDONED: frozenset(),
-}
-# The table as bits on the members (as ``ConnectionState`` has them): a
-# check is an attribute and a bit test, with no hashing of Enum members.
-for _index, _member in enumerate(ExchangeState):
-    _member.bit = 1 << _index
-for _member, _allowedStates in _NEXT.items():
-    _member.allowed = sum(s.bit for s in _allowedStates)
-_TO_HANDLING = _Q.HANDLING.bit
-_TO_RESPONDING = _Q.RESPONDING.bit
-_TO_DONE = _Q.DONE.bit
-
-
-def _refuse(current: ExchangeState, new: ExchangeState) -> None:
-    raise InvalidTransition(f"exchange {current.value} -> {new.value}")
-
-
-class BodyState(Enum):
-    """Where a request body is, as its reader sees it."""
-
-    #: Not asked for yet: it stays in the parser's buffer.
-    UNREAD = "unread"
-    #: Asked for and flowing to the reader.
-    READING = "reading"
-    #: The reader paused it: reading from the socket pauses.
-    PAUSED = "paused"
-    #: The reader wants no more: the rest is dropped as it arrives.
-    STOPPED = "stopped"
-    #: The response ended first: the rest is drained (RFC 9112 §9.3).
-    DISCARDING = "discarding"
-    #: All of it arrived, or it never will.
-    COMPLETE = "complete"
+_TO_HANDLING = ExchangeState.HANDLING.bit
+_TO_RESPONDING = ExchangeState.RESPONDING.bit
+_TO_DONE = ExchangeState.DONE.bit
 
 
 class ExchangeOwner(TypingProtocol):
@@ -173,9 +119,6 @@ class ExchangeOwner(TypingProtocol):
 
     def processEvents(self) -> None:
         """Run a round: dispatch, pull parser events, arm the timer."""
-
-    def pauseProducing(self) -> None:
-        """Stop response producers until the transport drains."""
 
     def responseFinished(self, exchange: Exchange, closeReason: str | None) -> None:
         """The front exchange's response is complete: next, or close (why)."""
@@ -255,7 +198,7 @@ class Exchange:
     def _enter(self, new: ExchangeState) -> None:
         """Move to ``new``, which the table must allow (the rare paths)."""
         if not self.state.allowed & new.bit:
-            _refuse(self.state, new)
+            refuseTransition(self.state, new)
         self.state = new
 
     @property
@@ -416,7 +359,7 @@ class Exchange:
     def dispatch(self) -> None:
         """Run the handler (this exchange is at the front of the pipeline)."""
         if not self.state.allowed & _TO_HANDLING:
-            _refuse(self.state, _X_HANDLING)
+            refuseTransition(self.state, _X_HANDLING)
         self.state = _X_HANDLING
         owner = self.owner
         # A request is in: whatever timer ran (idle, head) is over; the next
@@ -561,7 +504,7 @@ class Exchange:
             )
             return
         if response.code == 101:
-            self._switch(response)
+            switchProtocols(self, response)
             return
         try:
             headBytes, framing, length = self._prepareHead(response)
@@ -570,7 +513,7 @@ class Exchange:
             self.handlerFailed(Failure())
             return
         if not self.state.allowed & _TO_RESPONDING:
-            _refuse(self.state, _X_RESPONDING)
+            refuseTransition(self.state, _X_RESPONDING)
         self.state = _X_RESPONDING
         owner.setState(_C_WRITING)
         flow = owner.flow
@@ -597,40 +540,6 @@ class Exchange:
             self, body, makeWriter(framing, length), length
         )
         streamed.start(response.trailers)
-
-    def _switch(self, response: Response) -> None:
-        """
-        A 101: hand the connection on (``takeover``) if the request offered
-        that protocol and nothing was read behind it; otherwise a 500, and
-        the 101 is never sent (RFC 9110 §7.8).
-        """
-        owner = self.owner
-        spec = response.body
-        request = self.request
-        try:
-            if not isinstance(spec, SwitchProtocols):
-                raise ValueError("a 101 needs Response.switchProtocols")
-            if (
-                owner.pipeline.holding is not self
-                or request is None
-                or spec.upgrade.lower() not in request.upgrades
-            ):
-                raise ValueError(
-                    f"a 101 to {spec.upgrade!r}, which the request did not offer"
-                )
-            head = None
-            if spec.handshake is None:
-                head = switchingHead(
-                    response,
-                    spec,
-                    owner.factory.dateLine(owner.clock.seconds()),
-                    owner.heads.serverLine,
-                )
-        except ValueError:
-            self.handlerFailed(Failure())
-            return
-        owner.takeover = takeover = Takeover(owner)
-        takeover.begin(spec.protocol, True, head, spec.handshake)
 
     def sendInterim(
         self, code: int, reason: bytes | None, fields: Iterable[tuple[bytes, bytes]]
@@ -725,7 +634,7 @@ class Exchange:
         carries the connection's close reason, and no other record follows).
         """
         if not self.state.allowed & _TO_DONE:
-            _refuse(self.state, _X_DONE)
+            refuseTransition(self.state, _X_DONE)
         self.state = _X_DONE
         owner = self.owner
         owner.served += 1

@@ -28,7 +28,6 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from connserver._connection.closer import Closer, CloseStage
-from connserver._connection.exchange import ExchangeState
 from connserver._connection.message import Handler
 from connserver._connection.protocol import HTTPServerProtocol
 from connserver._connection.timer import Phase, PhaseTimer, TimerQueue
@@ -37,7 +36,7 @@ from connserver._http.headers import optionsFromValues
 from connserver._http.persistence import PersistencePolicy
 from connserver._http.records import ConnectionRecord, RequestRecord
 from connserver._http.responsehead import HeadBuilder
-from connserver._http.state import ConnectionState
+from connserver._http.state import ConnectionState, ExchangeState
 from connserver._http.stats import ALPN_PROTOCOLS, ConnectionStats
 from connserver._twisted.reactor import defaultReactor
 

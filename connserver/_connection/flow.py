@@ -22,6 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from connserver._connection.timer import Phase
+from connserver._http.state import ConnectionState, ExchangeState
 from connserver._twisted.writethrough import WOULD_BLOCK, TransportWriter
 
 __all__ = ["BATCH_BYTES", "BATCH_WRITES", "READ_AHEAD_LIMIT", "WOULD_BLOCK", "Flow"]
@@ -38,15 +43,19 @@ BATCH_BYTES = 16 * 1024
 BATCH_WRITES = 16
 
 
+@implementer(IPushProducer)
 class Flow:
     """
-    The pauses in each direction and the write batch of one connection.
-    ``attach`` gives it the transport; ``detach`` drops it when the
-    connection is gone, after which writes go nowhere.
+    The pauses in each direction and the write batch of one connection
+    (``conn``, an ``HTTPServerProtocol``).  It is the transport's streaming
+    producer: the transport pauses it when its buffer is full and resumes
+    it when it drained.  ``attach`` gives it the transport; ``detach`` drops
+    it when the connection is gone, after which writes go nowhere.
     """
 
     __slots__ = (
         "_batchBytes",
+        "_conn",
         "_out",
         "_transport",
         "batch",
@@ -55,7 +64,8 @@ class Flow:
         "writePaused",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
         self._out: TransportWriter | None = None
         self._transport: Any = None
         #: Reading from the socket is paused (ours: a consumer, read-ahead).
@@ -141,6 +151,47 @@ class Flow:
         out = self._out
         return -1 if out is None else out.delivered()
 
+    # -- IPushProducer: the transport's write backpressure -------------------
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: stop producing, arm sendTimeout."""
+        conn = self._conn
+        if self.writePaused or conn.state is _C_CLOSED:
+            return
+        self.writePaused = True
+        queue = conn.pipeline.queue
+        front = queue[0] if queue else None
+        if front is not None and front.streamed is not None:
+            front.streamed.producer.pauseProducing()
+        conn.timer.refreshTimer()
+
+    def resumeProducing(self) -> None:
+        """The transport drained: write progress was made."""
+        conn = self._conn
+        if not self.writePaused or conn.state is _C_CLOSED:
+            return
+        self.writePaused = False
+        timer = conn.timer
+        if timer.phase is _PH_SEND:
+            # Progress: a pause that follows (even at once, inside the
+            # producer's next write) starts a fresh sendTimeout.
+            timer.clear()
+        if conn.closing is not None and conn.closing.flushed():
+            return
+        queue = conn.pipeline.queue
+        front = queue[0] if queue else None
+        if front is not None and front.streamed is not None:
+            front.streamed.producer.resumeProducing()
+        if front is not None and front.state is _X_QUEUED:
+            # Requests wait while the client does not read (RFC 9112 §9.5:
+            # rely on flow control); now they may go on.
+            conn.processEvents()
+        else:
+            timer.refreshTimer()
+
+    def stopProducing(self) -> None:
+        """The transport is going away; ``connectionLost`` does the rest."""
+
     # -- reading -----------------------------------------------------------
 
     def setReading(self, pause: bool) -> None:
@@ -151,3 +202,8 @@ class Flow:
                 self._transport.pauseProducing()
             else:
                 self._transport.resumeProducing()
+
+
+_C_CLOSED = ConnectionState.CLOSED
+_PH_SEND = Phase.SEND
+_X_QUEUED = ExchangeState.QUEUED

@@ -22,6 +22,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
+from connserver._connection.takeover import SwitchProtocols, transportFor
 from connserver._http.errors import ProtocolError
 from connserver._http.headers import Headers, connectionOptions
 from connserver._http.upgrade import offeredUpgrades
@@ -37,26 +38,6 @@ __all__ = [
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import ITransport  # noqa: F401
-
-
-class SwitchProtocols:
-    """
-    The body of a ``101 Switching Protocols`` response: the protocol the
-    connection is handed to (see ``Response.switchProtocols``).
-    """
-
-    __slots__ = ("handshake", "protocol", "upgrade")
-
-    def __init__(
-        self, upgrade: bytes, protocol: IProtocol, handshake: bytes | None = None
-    ) -> None:
-        #: The protocol name, as the Upgrade field names it (``websocket``).
-        self.upgrade = upgrade
-        #: The Twisted protocol that gets the connection.
-        self.protocol = protocol
-        #: Bytes the protocol receives first, instead of connserver writing
-        #: the 101 itself (None: connserver writes it).
-        self.handshake = handshake
 
 
 #: The types a response body may have.
@@ -359,7 +340,7 @@ class Request:
         """
         if self._connection is None or not self.upgrades:
             raise RuntimeError("this request did not ask to switch protocols")
-        return self._connection.takeOverTransport(self)
+        return transportFor(self._connection, self)
 
     @property
     def hasBody(self) -> bool:

@@ -19,11 +19,11 @@ from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from connserver._connection.exchange import BodyState, Exchange, ExchangeState
+from connserver._connection.exchange import Exchange
 from connserver._connection.flow import READ_AHEAD_LIMIT
 from connserver._http.errors import ProtocolError
 from connserver._http.parser import NEED_DATA, BodyData, RequestHead
-from connserver._http.state import ConnectionState
+from connserver._http.state import BodyState, ConnectionState, ExchangeState
 from connserver._http.upgrade import offeredUpgrades
 
 __all__ = ["InputState", "Pipeline"]

@@ -30,7 +30,6 @@ from twisted.internet.error import ConnectionAborted, ConnectionDone, Connection
 from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableProtocol,
-    IPushProducer,
     IReactorTime,
     ISSLTransport,
 )
@@ -41,12 +40,12 @@ from zope.interface import implementer
 
 from connserver._connection.closer import ConnectionCloser
 from connserver._connection.deadlines import ConnectionTimer
-from connserver._connection.exchange import Exchange, ExchangeState
+from connserver._connection.exchange import Exchange
 from connserver._connection.flow import READ_AHEAD_LIMIT, Flow
 from connserver._connection.message import Handler
 from connserver._connection.observers import recordClose
 from connserver._connection.pipeline import InputState, Pipeline
-from connserver._connection.takeover import Takeover, TakeoverTransport
+from connserver._connection.takeover import Takeover
 from connserver._connection.timer import Phase, TimerQueue
 from connserver._http.config import ServerConfig
 from connserver._http.forwarded import isTrusted
@@ -56,7 +55,7 @@ from connserver._http.parser import (
 from connserver._http.persistence import PersistencePolicy
 from connserver._http.records import ConnectionRecord, RequestRecord
 from connserver._http.responsehead import HeadBuilder
-from connserver._http.state import ConnectionState, checkTransition
+from connserver._http.state import ConnectionState, ExchangeState, checkTransition
 from connserver._http.stats import ConnectionStats
 from connserver._twisted.sockets import setNoDelay
 
@@ -123,14 +122,14 @@ _CONNECTION_DONE = Failure(ConnectionDone())
 _log = Logger(namespace="connserver")
 
 
-@implementer(IPushProducer, IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol)
 class HTTPServerProtocol(Protocol):
     """
     One HTTP/1.x connection.
 
-    Built by ``ConnectionFactory``; registers itself as the transport's
-    streaming producer so that the transport tells it when writes stall
-    (sendTimeout) and relays that backpressure to response body producers.
+    Built by ``ConnectionFactory``.  Its ``Flow`` is the transport's
+    streaming producer: the transport tells it when writes stall
+    (sendTimeout), and it relays that backpressure to response bodies.
     The attributes without an underscore are the surface its exchanges use
     (``ExchangeOwner``).
     """
@@ -209,7 +208,7 @@ class HTTPServerProtocol(Protocol):
         self.peerTrusted = False
         self.parser: RequestParser | None = RequestParser(config)
         self.pipeline = Pipeline(self, config.maxPipelinedRequests)
-        self.flow = Flow()
+        self.flow = Flow(self)
         #: The closer, once a close has begun (its stage says how far).
         self.closing: ConnectionCloser | None = None
         #: After a switch of protocols (101): the protocol that owns it now.
@@ -244,7 +243,7 @@ class HTTPServerProtocol(Protocol):
         # (the PROXY protocol's) needs a second look at the first byte.
         self._peerKnown = out.plainTCP
         setNoDelay(transport)
-        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        transport.registerProducer(self.flow, True)  # type: ignore[attr-defined]
         self.factory.registerConnection(self)
         # The head deadline runs from accept for the first request (it also
         # bounds a TLS handshake that never finishes).
@@ -322,42 +321,6 @@ class HTTPServerProtocol(Protocol):
 
     # -- IPushProducer: the transport's write backpressure ----------------
 
-    def pauseProducing(self) -> None:
-        """The transport's buffer is full: stop producing, arm sendTimeout."""
-        flow = self.flow
-        if flow.writePaused or self.state is _CLOSED:
-            return
-        flow.writePaused = True
-        front = self.pipeline.front()
-        if front is not None and front.streamed is not None:
-            front.streamed.producer.pauseProducing()
-        self.timer.refreshTimer()
-
-    def resumeProducing(self) -> None:
-        """The transport drained: write progress was made."""
-        flow = self.flow
-        if not flow.writePaused or self.state is _CLOSED:
-            return
-        flow.writePaused = False
-        if self.timer.phase is _PH_SEND:
-            # Progress: a pause that follows (even at once, inside the
-            # producer's next write) starts a fresh sendTimeout.
-            self.timer.clear()
-        if self.closing is not None and self.closing.flushed():
-            return
-        front = self.pipeline.front()
-        if front is not None and front.streamed is not None:
-            front.streamed.producer.resumeProducing()
-        if front is not None and front.state is _QUEUED:
-            # Requests wait while the client does not read (RFC 9112 §9.5:
-            # rely on flow control); now they may go on.
-            self.processEvents()
-        else:
-            self.timer.refreshTimer()
-
-    def stopProducing(self) -> None:
-        """The transport is going away; ``connectionLost`` does the rest."""
-
     # -- state ---------------------------------------------------------------
 
     def setState(self, new: ConnectionState) -> None:
@@ -409,6 +372,13 @@ class HTTPServerProtocol(Protocol):
             flow.gathering = False
             if flow.batch is not None:
                 flow.flush()
+        self._afterRound()
+
+    def _afterRound(self) -> None:
+        """
+        What a round leaves: the end of the input acted on, the state of a
+        request head still arriving, reading paused or resumed, the timer.
+        """
         if self.peerInput is _IN_EXHAUSTED:
             self.peerInput = _IN_HALF_CLOSED
             if self.state is not _CLOSING and self.state is not _CLOSED:
@@ -426,7 +396,7 @@ class HTTPServerProtocol(Protocol):
                 and (parser.inMessage or parser.bufferedByteCount)
             ):
                 self.setState(_C_READING_HEAD)
-        if flow.readPaused or (
+        if self.flow.readPaused or (
             parser is not None
             and (
                 parser.bufferedByteCount > READ_AHEAD_LIMIT
@@ -529,15 +499,6 @@ class HTTPServerProtocol(Protocol):
             return False
         self.startClose(reason, linger=False)
         return True
-
-    def takeOverTransport(self, request: Any) -> TakeoverTransport:
-        """``Request.takeOverTransport``: for the request that may switch."""
-        holding = self.pipeline.holding
-        if holding is None or holding.request is not request:
-            raise RuntimeError("only the request that may switch can take over")
-        if self.takeover is None:
-            self.takeover = Takeover(self)
-        return self.takeover.transport
 
     def abortNow(self, reason: str) -> None:
         """Abort whatever is in progress (the drain deadline)."""

@@ -131,7 +131,7 @@ class ResponseBody:
         if sent == WOULD_BLOCK:
             # Wait for the socket like any write would: pause the producer,
             # and let the transport resume us when it can take more.
-            exchange.owner.pauseProducing()
+            flow.pauseProducing()
             flow.waitUntilWritable()
             return WOULD_BLOCK
         try:

@@ -32,11 +32,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
-from connserver._connection.message import Response, SwitchProtocols
 from connserver._http.framing import statusLine, validateResponseField
 from connserver._http.state import ConnectionState
 
-__all__ = ["Takeover", "TakeoverTransport", "switchingHead"]
+__all__ = [
+    "SwitchProtocols",
+    "Takeover",
+    "TakeoverTransport",
+    "switchProtocols",
+    "switchingHead",
+    "transportFor",
+]
 
 _log = Logger(namespace="connserver")
 
@@ -46,8 +52,28 @@ _SERVER_OWNED = frozenset(
 )
 
 
+class SwitchProtocols:
+    """
+    The body of a ``101 Switching Protocols`` response: the protocol the
+    connection is handed to (see ``Response.switchProtocols``).
+    """
+
+    __slots__ = ("handshake", "protocol", "upgrade")
+
+    def __init__(
+        self, upgrade: bytes, protocol: IProtocol, handshake: bytes | None = None
+    ) -> None:
+        #: The protocol name, as the Upgrade field names it (``websocket``).
+        self.upgrade = upgrade
+        #: The Twisted protocol that gets the connection.
+        self.protocol = protocol
+        #: Bytes the protocol receives first, instead of connserver writing
+        #: the 101 itself (None: connserver writes it).
+        self.handshake = handshake
+
+
 def switchingHead(
-    response: Response, spec: SwitchProtocols, dateLine: bytes, serverLine: bytes
+    response: Any, spec: SwitchProtocols, dateLine: bytes, serverLine: bytes
 ) -> bytes:
     """
     The head of a ``101 Switching Protocols``: the handler's fields (checked
@@ -277,3 +303,49 @@ class Takeover:
         except Exception:
             _log.failure("telling an upgraded protocol of the drain failed")
             self.transport.loseConnection()
+
+
+def switchProtocols(exchange: Any, response: Any) -> None:
+    """
+    A handler's 101 for ``exchange``: hand the connection on if its request
+    offered that protocol and nothing was read behind it; otherwise a 500,
+    and the 101 is never sent (RFC 9110 §7.8).
+    """
+    owner = exchange.owner
+    spec = response.body
+    request = exchange.request
+    try:
+        if not isinstance(spec, SwitchProtocols):
+            raise ValueError("a 101 needs Response.switchProtocols")
+        if (
+            owner.pipeline.holding is not exchange
+            or request is None
+            or spec.upgrade.lower() not in request.upgrades
+        ):
+            raise ValueError(
+                f"a 101 to {spec.upgrade!r}, which the request did not offer"
+            )
+        head = None
+        if spec.handshake is None:
+            head = switchingHead(
+                response,
+                spec,
+                owner.factory.dateLine(owner.clock.seconds()),
+                owner.heads.serverLine,
+            )
+    except ValueError:
+        exchange.handlerFailed(Failure())
+        return
+    owner.takeover = takeover = Takeover(owner)
+    takeover.begin(spec.protocol, True, head, spec.handshake)
+
+
+def transportFor(conn: Any, request: Any) -> TakeoverTransport:
+    """``Request.takeOverTransport``: only for the request that may switch."""
+    holding = conn.pipeline.holding
+    if holding is None or holding.request is not request:
+        raise RuntimeError("only the request that may switch can take over")
+    takeover: Takeover | None = conn.takeover
+    if takeover is None:
+        takeover = conn.takeover = Takeover(conn)
+    return takeover.transport

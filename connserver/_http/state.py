@@ -1,5 +1,6 @@
 """
-The states of a connection and the one table of transitions between them.
+The states of a connection, of each request on it (an exchange, and its
+body), and the tables of transitions between them.
 
 Everything that says which state may follow which lives here (as h11's
 ``_state.py`` does); ``HTTPServerProtocol`` only asks :func:`checkTransition`.
@@ -12,7 +13,16 @@ from enum import Enum
 
 from connserver._http.errors import InvalidTransition
 
-__all__ = ["STATUS_GROUP", "TRANSITIONS", "ConnectionState", "checkTransition"]
+__all__ = [
+    "EXCHANGE_TRANSITIONS",
+    "STATUS_GROUP",
+    "TRANSITIONS",
+    "BodyState",
+    "ConnectionState",
+    "ExchangeState",
+    "checkTransition",
+    "refuseTransition",
+]
 
 
 class ConnectionState(Enum):
@@ -132,3 +142,65 @@ def checkTransition(current: ConnectionState, new: ConnectionState) -> Connectio
     if new is current or current.allowed & new.bit:
         return new
     raise InvalidTransition(f"{current.name} -> {new.name}")
+
+
+# -- one request: an exchange and its body ---------------------------------------
+
+
+class ExchangeState(Enum):
+    """Where one request is in its life."""
+
+    #: Received (or known malformed), waiting for its turn at the front.
+    QUEUED = "queued"
+    #: Its handler runs; no response byte is written yet.
+    HANDLING = "handling"
+    #: Its response is being written.
+    RESPONDING = "responding"
+    #: Its response is complete.
+    DONE = "done"
+    #: Nobody will read its response: the connection closes or is gone.
+    ABANDONED = "abandoned"
+
+    # Set below from the table (annotations only, so not members).
+    bit: int
+    allowed: int
+
+
+_Q = ExchangeState
+#: The transitions an exchange may make.  An error is answered from QUEUED
+#: (a head timeout) or HANDLING; any unfinished exchange can be abandoned.
+EXCHANGE_TRANSITIONS: dict[ExchangeState, frozenset[ExchangeState]] = {
+    _Q.QUEUED: frozenset({_Q.HANDLING, _Q.RESPONDING, _Q.ABANDONED}),
+    _Q.HANDLING: frozenset({_Q.RESPONDING, _Q.ABANDONED}),
+    _Q.RESPONDING: frozenset({_Q.DONE, _Q.ABANDONED}),
+    _Q.DONE: frozenset(),
+    _Q.ABANDONED: frozenset(),
+}
+# The table as bits on the members (as ``ConnectionState`` has them): a
+# check is an attribute and a bit test, with no hashing of Enum members.
+for _index, _member in enumerate(ExchangeState):
+    _member.bit = 1 << _index
+for _member, _allowedStates in EXCHANGE_TRANSITIONS.items():
+    _member.allowed = sum(s.bit for s in _allowedStates)
+
+
+def refuseTransition(current: ExchangeState, new: ExchangeState) -> None:
+    """An exchange's transition that ``EXCHANGE_TRANSITIONS`` does not allow."""
+    raise InvalidTransition(f"exchange {current.value} -> {new.value}")
+
+
+class BodyState(Enum):
+    """Where a request body is, as its reader sees it."""
+
+    #: Not asked for yet: it stays in the parser's buffer.
+    UNREAD = "unread"
+    #: Asked for and flowing to the reader.
+    READING = "reading"
+    #: The reader paused it: reading from the socket pauses.
+    PAUSED = "paused"
+    #: The reader wants no more: the rest is dropped as it arrives.
+    STOPPED = "stopped"
+    #: The response ended first: the rest is drained (RFC 9112 §9.3).
+    DISCARDING = "discarding"
+    #: All of it arrived, or it never will.
+    COMPLETE = "complete"
