@@ -715,8 +715,30 @@ class ReverseProxy:
         target = self._upstreamTarget(request)
         if isinstance(target, Response):
             return target
+        answer, maxForwards = self._answeredHere(request)
+        if answer is not None:
+            return answer
+        parts = [request.method, b" ", target, _HTTP11_SUFFIX]
+        clientHost, xff, forwarded = self._copyFields(request, parts)
+        parts.extend(self._hopFields(request, clientHost, xff, forwarded))
+        if maxForwards is not None:
+            parts.extend((b"Max-Forwards: ", maxForwards, b"\r\n"))
+        length = request.contentLength
+        if request.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
+        elif length:
+            parts.append(b"Content-Length: %d\r\n\r\n" % length)
+        else:
+            parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _answeredHere(self, request: Request) -> tuple[Response | None, bytes | None]:
+        """
+        The answer connserver gives without the upstream (TRACE, OPTIONS at
+        ``Max-Forwards: 0``, a body over the limit), or the Max-Forwards to
+        send on.
+        """
         method = request.method
-        headers = request.headers
         maxForwards: bytes | None = None
         if method == b"TRACE" or method == b"OPTIONS":
             if method == b"TRACE" and not self.allowTrace:
@@ -724,10 +746,10 @@ class ReverseProxy:
                 # and all; off unless asked for.
                 return Response(
                     405, [_TEXT, _ALLOW], b"405 Method Not Allowed\n", note="trace"
-                )
+                ), None
             answer, maxForwards = self._maxForwards(request)
             if answer is not None:
-                return answer
+                return answer, None
         limit = self._bodyLimit(request)
         length = request.contentLength
         if limit is not None and length is not None and length > limit:
@@ -735,18 +757,26 @@ class ReverseProxy:
             # client_max_body_size).
             return Response(
                 413, [_TEXT], b"413 Content Too Large\n", note="body-too-large"
-            )
+            ), None
+        return None, maxForwards
+
+    def _copyFields(
+        self, request: Request, parts: list[bytes]
+    ) -> tuple[bytes | None, list[bytes] | None, list[bytes] | None]:
+        """
+        The client's end-to-end fields, onto ``parts``; what the client's
+        Connection names goes first, then connserver's own forwarding fields
+        are added (so that naming one cannot remove them).  Returns the
+        client's Host and its X-Forwarded-For and Forwarded lines.
+        """
         options = request.connectionOptions
-        # What the client's Connection names goes first, then connserver's own
-        # forwarding fields are added (so that naming one cannot remove them).
         drop = _NOT_FORWARDED | options if options else _NOT_FORWARDED
         underscores = self.forwardUnderscores
-        parts = [method, b" ", target, _HTTP11_SUFFIX]
         extend = parts.extend
         xff: list[bytes] | None = None
         forwarded: list[bytes] | None = None
         clientHost: bytes | None = None
-        for lower, name, value in headers._fields:
+        for lower, name, value in request.headers._fields:
             if lower in drop:
                 if lower == b"host":
                     clientHost = value
@@ -760,6 +790,16 @@ class ReverseProxy:
                 # dropped, as nginx's underscores_in_headers off does.
                 continue
             extend((name, b": ", value, b"\r\n"))
+        return clientHost, xff, forwarded
+
+    def _hopFields(
+        self,
+        request: Request,
+        clientHost: bytes | None,
+        xff: list[bytes] | None,
+        forwarded: list[bytes] | None,
+    ) -> tuple[bytes, ...]:
+        """This hop's Host, Via, Forwarded, X-Forwarded-For and -Proto."""
         split = splitTarget(request.target)
         authority = split[2] if split is not None else None
         if authority:
@@ -780,31 +820,20 @@ class ReverseProxy:
         if xff is not None and _xffParses(xff):
             peer = b", ".join([*xff, peer])
         major, minor = request.version
-        extend(
-            (
-                b"Host: ",
-                host,
-                b"\r\nVia: %d.%d %s\r\nForwarded: " % (major, minor, _PSEUDONYM),
-                element,
-                b"\r\nX-Forwarded-For: ",
-                peer,
-                # A single value: the scheme the client used, whatever an
-                # untrusted client claimed (Request.scheme follows
-                # X-Forwarded-Proto and Forwarded only from --trusted-proxies).
-                b"\r\nX-Forwarded-Proto: ",
-                request.scheme.encode("ascii"),
-                b"\r\n",
-            )
+        return (
+            b"Host: ",
+            host,
+            b"\r\nVia: %d.%d %s\r\nForwarded: " % (major, minor, _PSEUDONYM),
+            element,
+            b"\r\nX-Forwarded-For: ",
+            peer,
+            # A single value: the scheme the client used, whatever an
+            # untrusted client claimed (Request.scheme follows
+            # X-Forwarded-Proto and Forwarded only from --trusted-proxies).
+            b"\r\nX-Forwarded-Proto: ",
+            request.scheme.encode("ascii"),
+            b"\r\n",
         )
-        if maxForwards is not None:
-            extend((b"Max-Forwards: ", maxForwards, b"\r\n"))
-        if request.chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
-        elif length:
-            parts.append(b"Content-Length: %d\r\n\r\n" % length)
-        else:
-            parts.append(b"\r\n")
-        return b"".join(parts)
 
     def _maxForwards(self, request: Request) -> tuple[Response | None, bytes | None]:
         """

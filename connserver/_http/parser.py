@@ -1150,21 +1150,7 @@ class ResponseParser(RequestParser):
         version = (1, 0) if minor == b"0" else (1, 1)
         contentLength = _responseLength(version, lengths, codings)
         chunked = bool(codings)
-        untilClose = False
-        if status < 200:
-            pass  # interim: another head follows (RFC 9110 §15.2)
-        elif self._headOnly or status == 204 or status == 304:
-            # RFC 9112 §6.3 ¶1: no content, whatever the fields say.
-            self._phase = _END
-        elif chunked:
-            self._phase = _Phase.CHUNK_SIZE
-        elif contentLength is not None:
-            self._remaining = contentLength
-            self._phase = _Phase.BODY if contentLength else _END
-        else:
-            # RFC 9112 §6.3 ¶8: the body ends when the connection does.
-            untilClose = True
-            self._phase = _Phase.UNTIL_CLOSE
+        untilClose = self._frameResponseBody(status, chunked, contentLength)
         return ResponseHead(
             version,
             status,
@@ -1175,6 +1161,29 @@ class ResponseParser(RequestParser):
             untilClose,
             connection,
         )
+
+    def _frameResponseBody(
+        self, status: int, chunked: bool, contentLength: int | None
+    ) -> bool:
+        """
+        The phase that reads this response's body (RFC 9112 §6.3); True if
+        it ends only when the connection does.
+        """
+        if status < 200:
+            return False  # interim: another head follows (RFC 9110 §15.2)
+        if self._headOnly or status == 204 or status == 304:
+            # RFC 9112 §6.3 ¶1: no content, whatever the fields say.
+            self._phase = _END
+        elif chunked:
+            self._phase = _Phase.CHUNK_SIZE
+        elif contentLength is not None:
+            self._remaining = contentLength
+            self._phase = _Phase.BODY if contentLength else _END
+        else:
+            # RFC 9112 §6.3 ¶8: the body ends when the connection does.
+            self._phase = _Phase.UNTIL_CLOSE
+            return True
+        return False
 
 
 def _responseLength(
