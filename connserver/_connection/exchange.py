@@ -5,11 +5,12 @@ An exchange owns its request's life (as hypercorn's ``HTTPStream`` does):
 it is the body source the handler reads (``bodyWanted``, ``pauseBody``,
 ``resumeBody``, ``stopBody``), it runs the handler, and it writes the
 response (a streamed body through its ``ResponseBody``, the consumer the
-body's producer writes to).  It writes its own
-log record.  The connection gives it what all its exchanges share (the
-``ExchangeOwner`` surface) and decides what happens between exchanges.
+body's producer writes to) and its own log record.  The connection gives it
+what all its exchanges share (the ``ExchangeOwner`` surface) and decides
+what happens between exchanges.
 
-States decide (a transition ``_NEXT`` does not allow raises):
+States decide (a transition ``EXCHANGE_TRANSITIONS`` in ``_http.state`` does
+not allow raises):
 
     QUEUED ─→ HANDLING ─→ RESPONDING ─→ DONE
        └─────────┴───────────┴──→ ABANDONED
@@ -37,20 +38,13 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 
 from connserver._connection.flow import Flow
-from connserver._connection.message import (
-    NO_BODY,
-    Request,
-    Response,
-)
+from connserver._connection.message import NO_BODY, Request, Response
 from connserver._connection.observers import recordRequest
 from connserver._connection.responsebody import ResponseBody
 from connserver._connection.takeover import switchProtocols
 from connserver._connection.timer import Phase
 from connserver._http.config import ServerConfig
-from connserver._http.errors import (
-    ProtocolError,
-    ResponseFramingError,
-)
+from connserver._http.errors import ProtocolError, ResponseFramingError
 from connserver._http.forwarded import resolveClient
 from connserver._http.framing import (
     BodyFraming,
@@ -75,8 +69,7 @@ __all__ = ["BodyState", "Exchange", "ExchangeOwner", "ExchangeState"]
 _log = Logger(namespace="connserver")
 _NO_OPTIONS: frozenset[bytes] = frozenset()
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
+# The bits of the states an exchange moves to on every request.
 _TO_HANDLING = ExchangeState.HANDLING.bit
 _TO_RESPONDING = ExchangeState.RESPONDING.bit
 _TO_DONE = ExchangeState.DONE.bit
@@ -206,16 +199,6 @@ class Exchange:
         """Its response is complete, or nobody will read it."""
         state = self.state
         return state is _X_DONE or state is _X_ABANDONED
-
-    @property
-    def bodyComplete(self) -> bool:
-        """All of the body arrived, or none more will (or there is none)."""
-        return self.body is _BODY_COMPLETE
-
-    @property
-    def bodyFlowing(self) -> bool:
-        """The reader wants the body now and it is not complete."""
-        return self.body is _BODY_READING
 
     def awaitingHandler(self) -> bool:
         """The handler runs asynchronously and has not answered yet."""
