@@ -633,10 +633,21 @@ class RequestParser:
                 return self._readChunkSize()
             if phase is _Phase.CHUNK_CRLF:
                 return self._readChunkCRLF()
+            if phase is _Phase.UNTIL_CLOSE:
+                return self._readUntilClose()
             return self._readTrailers()
         except ProtocolError as e:
             self._error = e
             raise
+
+    def _readUntilClose(self) -> BodyData | NeedData:
+        """A body that ends with the connection (responses only): all of it."""
+        buf = self._buf
+        if not buf:
+            return NEED_DATA
+        data = bytes(buf)
+        buf.clear()
+        return BodyData(data)
 
     # -- the head ---------------------------------------------------------
 
@@ -1066,35 +1077,7 @@ class ResponseParser(RequestParser):
 
     def nextEvent(self) -> ResponseHead | BodyData | EndOfMessage | NeedData:  # type: ignore[override]
         """The next event, or :data:`NEED_DATA`; raises :class:`ProtocolError`."""
-        if self._error is not None:
-            raise self._error.with_traceback(None)
-        try:
-            phase = self._phase
-            if phase is _HEAD:
-                if not self._buf:
-                    return NEED_DATA
-                return self._parseResponseHead()
-            if phase is _END:
-                return self._endMessage()
-            if phase is _Phase.BODY:
-                return self._readBody()
-            if phase is _Phase.CHUNK_DATA:
-                return self._readChunkData()
-            if phase is _Phase.CHUNK_SIZE:
-                return self._readChunkSize()
-            if phase is _Phase.CHUNK_CRLF:
-                return self._readChunkCRLF()
-            if phase is _Phase.UNTIL_CLOSE:
-                buf = self._buf
-                if not buf:
-                    return NEED_DATA
-                data = bytes(buf)
-                buf.clear()
-                return BodyData(data)
-            return self._readTrailers()
-        except ProtocolError as e:
-            self._error = e
-            raise
+        return super().nextEvent()  # type: ignore[return-value]
 
     def _endMessage(self) -> EndOfMessage:
         # No empty lines are skipped between responses: on a persistent
@@ -1104,7 +1087,7 @@ class ResponseParser(RequestParser):
         self._trailers = ()
         return _makeEndOfMessage(Headers._fromLowered(trailers if trailers else []))
 
-    def _parseResponseHead(self) -> ResponseHead | NeedData:
+    def _parseHead(self) -> ResponseHead | NeedData:  # type: ignore[override]
         buf = self._buf
         maxHead = self._maxHeadBytes
         found = _HEAD_END_RE.search(buf, self._searchFrom, maxHead)
