@@ -1046,8 +1046,9 @@ class ResponseParser(RequestParser):
     (``bufferedByteCount``) is the caller's to judge: on a persistent
     connection nothing may.
 
-    Nothing of the request path changes: the request parser's methods are
-    not touched, only the head and the dispatch are this class's own.
+    The request path does not change: this class overrides only the head
+    (``_parseHead``) and the end of a message; the body reading, including
+    a body that ends with the connection, is the shared dispatch's.
     """
 
     __slots__ = ("_headOnly",)
