@@ -301,7 +301,7 @@ class HTTPServerProtocol(Protocol):
         if self.state is _CLOSED:
             return
         if self.state is _UPGRADED:
-            self.takeover.connectionLost(reason)  # type: ignore[union-attr]
+            self.takeover.targetLost(reason)  # type: ignore[union-attr]
         if self.closeReason is None:
             self.closeReason = _lostReason(reason)
         self.setState(_CLOSED)

@@ -24,13 +24,14 @@ is told as gracefully as it allows (``drain``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import directlyProvides, providedBy
+from zope.interface import classImplements, implementer, providedBy
 
 from connserver._http.framing import statusLine, validateResponseField
 from connserver._http.state import ConnectionState
@@ -100,13 +101,14 @@ class TakeoverTransport:
     """
     The connection's transport as the new protocol sees it: every method and
     interface of the real one, with writes counted; assigning a protocol to
-    ``protocol`` (or ``wrappedProtocol``) hands the connection to it.
+    ``protocol`` (or ``wrappedProtocol``) hands the connection to it.  (Made
+    through ``_proxyFor``, which gives each kind of transport a subclass
+    declaring its interfaces once, not each connection.)
     """
 
     def __init__(self, takeover: Takeover, transport: Any) -> None:
         self.__dict__["_takeover"] = takeover
         self.__dict__["_transport"] = transport
-        directlyProvides(self, providedBy(transport))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -128,25 +130,64 @@ class TakeoverTransport:
 
     def write(self, data: bytes) -> None:
         """Write, counting the bytes for the connection's record."""
-        takeover = self._takeover
-        if takeover._unrecorded is not None:
-            takeover.recordAnswer(data)
-        takeover.bytesSent += len(data)
+        self._takeover.bytesSent += len(data)
         self._transport.write(data)
 
     def writeSequence(self, data: list[bytes]) -> None:
         """Write each, counted."""
-        takeover = self._takeover
-        if takeover._unrecorded is not None and data:
-            takeover.recordAnswer(data[0])
-        takeover.bytesSent += sum(len(part) for part in data)
+        self._takeover.bytesSent += sum(len(part) for part in data)
         self._transport.writeSequence(data)
 
+    def recordFirstWrite(self) -> None:
+        """
+        Until the protocol that answers its own handshake has written its
+        first bytes, writes also give the request's record its status (an
+        instance attribute shadows the plain ``write`` until then).
+        """
+        self.__dict__["write"] = self._recordingWrite
+        self.__dict__["writeSequence"] = self._recordingWriteSequence
 
+    def _recordingWrite(self, data: bytes) -> None:
+        self._recorded(data)
+        self.write(data)
+
+    def _recordingWriteSequence(self, data: list[bytes]) -> None:
+        self._recorded(data[0] if data else b"")
+        self.writeSequence(data)
+
+    def _recorded(self, first: bytes) -> None:
+        del self.__dict__["write"]
+        del self.__dict__["writeSequence"]
+        self._takeover.recordAnswer(first)
+
+
+#: A TakeoverTransport subclass per kind of real transport, declaring what
+#: that transport provides (ISSLTransport, ITCPTransport, ...).
+_PROXY_CLASSES: dict[type, type[TakeoverTransport]] = {}
+
+
+def _proxyFor(takeover: Takeover, transport: Any) -> TakeoverTransport:
+    kind = type(transport)
+    proxyClass = _PROXY_CLASSES.get(kind)
+    if proxyClass is None:
+        proxyClass = type(
+            f"TakeoverTransport_{kind.__name__}", (TakeoverTransport,), {}
+        )
+        classImplements(proxyClass, *providedBy(transport))  # type: ignore[misc]
+        _PROXY_CLASSES[kind] = proxyClass
+    return proxyClass(takeover, transport)
+
+
+@implementer(IHalfCloseableProtocol)
 class Takeover:
     """
     The connection (``conn``, an ``HTTPServerProtocol``) after it switched
-    protocols: it forwards what arrives to ``target`` and ends with it.
+    protocols.  Where it can, it becomes the transport's protocol itself
+    (``transport.protocol``, or a wrapper's ``wrappedProtocol``), so that a
+    read costs one call besides the new protocol's own: ``dataReceived`` is
+    a slot that holds the bytes until the new protocol has had its
+    handshake, then counts and forwards them.  Its close goes through the
+    connection (the factory's registry, the record).
     """
 
     __slots__ = (
@@ -156,6 +197,7 @@ class Takeover:
         "bytesReceived",
         "bytesSent",
         "conn",
+        "dataReceived",
         "draining",
         "target",
         "transport",
@@ -164,7 +206,7 @@ class Takeover:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.target: IProtocol | None = None
-        self.transport = TakeoverTransport(self, conn.transport)
+        self.transport = _proxyFor(self, conn.transport)
         self.bytesReceived = 0
         self.bytesSent = 0
         self.draining = False
@@ -175,6 +217,8 @@ class Takeover:
         # The exchange whose record waits for the status the taking code
         # writes (it answers its own handshake).
         self._unrecorded: Any = None
+        #: Bytes that arrive: held, then (``release``) forwarded.
+        self.dataReceived: Callable[[bytes], None] = self._hold
 
     def begin(
         self,
@@ -196,13 +240,10 @@ class Takeover:
                 front.switched(101)
             else:
                 self._unrecorded = front
+                self.transport.recordFirstWrite()
         parser = conn.parser
         if parser is not None:
-            leftover = parser.takeBuffered()
-            if leftover:
-                self.bytesReceived += len(leftover)
-                assert self._pending is not None
-                self._pending.append(leftover)
+            self._hold(parser.takeBuffered())
         conn.parser = None
         conn.pipeline.takeAll()
         conn.setState(ConnectionState.UPGRADED)
@@ -214,7 +255,13 @@ class Takeover:
             flow.send(head)
         flow.flush()
         flow.setReading(False)
-        conn.transport.unregisterProducer()
+        real = conn.transport
+        real.unregisterProducer()
+        # Reads come here without the HTTP protocol in between.
+        if getattr(real, "wrappedProtocol", None) is conn:
+            real.wrappedProtocol = self
+        elif getattr(real, "protocol", None) is conn:
+            real.protocol = self
         if makeConnection:
             target.makeConnection(self.transport)  # type: ignore[arg-type]
         if handshake:
@@ -238,22 +285,27 @@ class Takeover:
             status = int(first[9:12]) if first[9:12].isdigit() else 0
         exchange.switched(status)
 
+    def _hold(self, data: bytes) -> None:
+        self.bytesReceived += len(data)
+        if data:
+            assert self._pending is not None
+            self._pending.append(data)
+
+    def _forward(self, data: bytes) -> None:
+        self.bytesReceived += len(data)
+        self.target.dataReceived(data)  # type: ignore[union-attr]
+
     def release(self) -> None:
         """The new protocol may have the bytes that followed the head now."""
         call, self._call = self._call, None
         if call is not None and call.active():
             call.cancel()
         pending, self._pending = self._pending, None
-        if pending and self.target is not None:
+        if pending is None or self.target is None:
+            return
+        self.dataReceived = self._forward
+        if pending:
             self.target.dataReceived(b"".join(pending))
-
-    def dataReceived(self, data: bytes) -> None:
-        """Bytes for the new protocol (after any still held)."""
-        self.bytesReceived += len(data)
-        if self._pending is not None:
-            self._pending.append(data)
-        elif self.target is not None:
-            self.target.dataReceived(data)
 
     def readConnectionLost(self) -> None:
         """The client half-closed: the new protocol's, or a close."""
@@ -263,7 +315,16 @@ class Takeover:
         else:
             self.transport.loseConnection()
 
+    def writeConnectionLost(self) -> None:
+        """Our write side is shut (the new protocol's half-close)."""
+        if IHalfCloseableProtocol.providedBy(self.target):
+            self.target.writeConnectionLost()
+
     def connectionLost(self, reason: Failure) -> None:
+        """The transport is gone (as its protocol): the connection's close."""
+        self.conn.connectionLost(reason)
+
+    def targetLost(self, reason: Failure) -> None:
         """The connection ended: the new protocol learns it; the close reason."""
         if self._pending:
             self.release()
