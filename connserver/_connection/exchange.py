@@ -160,6 +160,8 @@ class Exchange:
     bodyClockFrom = 0
     #: The client's address as a trusted proxy named it, for the log.
     clientHost: str | None = None
+    #: The protocols the request offers to switch to (``Request.upgrades``).
+    offered: tuple[bytes, ...] = ()
 
     def __init__(
         self, owner: ExchangeOwner, head: RequestHead | None, startedAt: float

@@ -295,6 +295,13 @@ class Request:
         no body, else ``()`` (RFC 9110 §7.8; ``h2c`` is never offered).  A
         handler answers one of them with ``Response.switchProtocols``.
         """
+        connection = self._connection
+        if connection is not None:
+            # Worked out once when the head arrived, if it may switch.
+            holding = connection.pipeline.holding
+            if holding is not None and holding.request is self:
+                offered: tuple[bytes, ...] = holding.offered
+                return offered
         return offeredUpgrades(
             self.version,
             self.connectionOptions,

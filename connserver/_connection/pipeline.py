@@ -186,7 +186,7 @@ class Pipeline:
         exchange = Exchange(conn, head, conn.clock.seconds())
         conn.stats.requests += 1
         if exchange.body is _COMPLETE:
-            if head.connection and self._mightSwitch(head):
+            if head.connection and self._mightSwitch(exchange, head):
                 # The parser stays at the end of this head until the answer:
                 # what follows is the new protocol's if it switches.
                 self.holding = exchange
@@ -199,14 +199,19 @@ class Pipeline:
         self.append(exchange)
         return exchange
 
-    def _mightSwitch(self, head: RequestHead) -> bool:
-        """The bodiless request offers a protocol to switch to (RFC 9110 §7.8)."""
+    def _mightSwitch(self, exchange: Exchange, head: RequestHead) -> bool:
+        """
+        The bodiless request offers a protocol to switch to (RFC 9110 §7.8):
+        noted on the exchange (``offered``).
+        """
         options = self._conn.factory.connectionOptionsOf(head.connection)
-        return b"upgrade" in options and bool(
-            offeredUpgrades(
-                head.version, options, head.headers.getAll(b"upgrade"), False
-            )
+        if b"upgrade" not in options:
+            return False
+        offered = offeredUpgrades(
+            head.version, options, head.headers.getAll(b"upgrade"), False
         )
+        exchange.offered = offered
+        return bool(offered)
 
     def _messageEnded(self) -> None:
         exchange = self.incoming

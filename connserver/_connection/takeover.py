@@ -381,7 +381,7 @@ def switchProtocols(exchange: Any, response: Any) -> None:
         if (
             owner.pipeline.holding is not exchange
             or request is None
-            or spec.upgrade.lower() not in request.upgrades
+            or spec.upgrade.lower() not in exchange.offered
         ):
             raise ValueError(
                 f"a 101 to {spec.upgrade!r}, which the request did not offer"
