@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -476,3 +478,51 @@ async def test_threeHundredOpenWebSocketsCountAndHoldTheirSlots(
         assert server.factory.connections() == []
     finally:
         await finish(server)
+
+
+# -- docs/web.md's snippets ------------------------------------------------------
+
+
+def webDocSnippets() -> dict[str, Any]:
+    """Run the Python blocks of docs/web.md's WebSockets section, in order."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "web.md").read_text()
+    section = text.split("\n## WebSockets\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) == 3, blocks
+    namespace: dict[str, Any] = {}
+    for block in blocks:
+        exec(compile(block, "docs/web.md", "exec"), namespace)
+    return namespace
+
+
+@pytest_twisted.ensureDeferred
+async def test_theWebDocSnippetsRun() -> None:
+    snippets = webDocSnippets()
+    servers = [
+        await serve(snippets["wsHandler"]),
+        await serve(snippets["resourceHandler"]),
+        await serve(snippets["shout"]),
+    ]
+    try:
+        for server in servers[:2]:
+            seen = await inThread(websocketsEcho, uri(server), MESSAGES)
+            assert seen["echoes"] == list(MESSAGES)
+        shout = servers[2]
+        client = await connect(shout)
+        client.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n"
+            b"Upgrade: shout\r\n\r\nhello"
+        )
+        received = await client.waitFor(b"HELLO")
+        assert received.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        assert b"\r\nUpgrade: shout\r\n" in received
+        plain = await connect(shout, request=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        [response] = await plain.waitResponses(1)
+        assert (response.status, response.header(b"upgrade")) == (426, b"shout")
+        plain.close()
+        await plain.waitClosed()
+        # The drain asks Shout to end itself (connectionDraining).
+        await bounded(shout.factory.drain(TIMEOUT))
+        assert (await client.waitClosed()).endswith(b"HELLObye\n")
+    finally:
+        await finish(*servers)
