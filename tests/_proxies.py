@@ -19,11 +19,15 @@ from ._helpers import eventually
 
 __all__ = [
     "HAPROXY",
+    "HAPROXY_WEBSOCKET",
     "NGINX",
+    "NGINX_WEBSOCKET",
     "Proxy",
     "freePort",
     "haproxyConfig",
+    "haproxyWebSocketConfig",
     "nginxConfig",
+    "nginxWebSocketConfig",
     "startProxy",
 ]
 
@@ -179,6 +183,101 @@ http {{
 """
 
 
+#: docs/deployment.md's HAProxy configuration for WebSockets, verbatim
+#: (tests/test_websocket_interop.py checks it is there): HTTP mode handles
+#: the upgrade itself; ``timeout tunnel`` is the idle timeout of an upgraded
+#: connection.  The tests replace the addresses and drop ``ssl crt``.
+HAPROXY_WEBSOCKET = """\
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client  60s
+    timeout server  60s
+    timeout http-keep-alive 10s
+    # After the 101: how long a WebSocket may go without a frame either way.
+    timeout tunnel  1h
+
+frontend www
+    bind :443 ssl crt /etc/haproxy/site.pem
+    default_backend connserver
+
+backend connserver
+    http-reuse safe
+    server cs1 127.0.0.1:8080 send-proxy-v2 pool-purge-delay 5s
+"""
+
+#: docs/deployment.md's nginx configuration for WebSockets, verbatim (at
+#: ``http`` level; the tests replace the addresses and drop ``ssl``).
+NGINX_WEBSOCKET = """\
+# Upgrade and Connection are hop-by-hop: nginx passes neither on unless told.
+# A WebSocket handshake gets Connection: upgrade; any other request
+# Connection "", so that the keepalive pool still works for it.
+map $http_upgrade $connection_upgrade {
+    default  upgrade;
+    ""       "";
+}
+upstream connserver {
+    server 127.0.0.1:8080;
+    keepalive 32;
+    keepalive_timeout 60s;
+}
+server {
+    listen 443 ssl;
+    location / {
+        proxy_pass http://connserver;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $connection_upgrade;
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        # nginx closes a WebSocket that goes this long without a frame
+        # from connserver (60 s by default): raise it, or ping more often.
+        proxy_read_timeout 1h;
+    }
+}
+"""
+
+
+def haproxyWebSocketConfig(
+    port: int, backendPort: int, *, proxyProtocol: bool = True
+) -> str:
+    """
+    ``HAPROXY_WEBSOCKET`` on 127.0.0.1 ``port`` without TLS, in front of
+    connserver on ``backendPort`` (without ``send-proxy-v2`` when not
+    ``proxyProtocol``).
+    """
+    config = HAPROXY_WEBSOCKET.replace(
+        "bind :443 ssl crt /etc/haproxy/site.pem", f"bind 127.0.0.1:{port}"
+    ).replace("127.0.0.1:8080", f"127.0.0.1:{backendPort}")
+    if not proxyProtocol:
+        config = config.replace(" send-proxy-v2", "")
+    return "global\n    nbthread 1\n    maxconn 1024\n\n" + config
+
+
+def nginxWebSocketConfig(directory: Path, port: int, backendPort: int) -> str:
+    """``NGINX_WEBSOCKET`` on 127.0.0.1 ``port`` without TLS, in front of ``backendPort``."""
+    http = NGINX_WEBSOCKET.replace(
+        "listen 443 ssl;", f"listen 127.0.0.1:{port};"
+    ).replace("127.0.0.1:8080", f"127.0.0.1:{backendPort}")
+    return f"""\
+daemon off;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/client_body;
+    proxy_temp_path {directory}/proxy;
+    fastcgi_temp_path {directory}/fastcgi;
+    uwsgi_temp_path {directory}/uwsgi;
+    scgi_temp_path {directory}/scgi;
+{http}}}
+"""
+
+
 @dataclass
 class Proxy:
     """A running proxy: its process, the ports clients use, its directory."""
@@ -213,23 +312,39 @@ class Proxy:
 
 
 def startProxy(
-    kind: str, directory: Path, backendPort: int, pools: int = 1, **options: object
+    kind: str,
+    directory: Path,
+    backendPort: int,
+    pools: int = 1,
+    *,
+    websocket: bool = False,
+    **options: object,
 ) -> Proxy:
     """
     Start ``kind`` (``"haproxy"`` or ``"nginx"``) in the foreground in front
     of connserver on ``backendPort``, and return once it listens on
-    ``pools`` ports, each with its own pool of connections to connserver.
+    ``pools`` ports, each with its own pool of connections to connserver;
+    with ``websocket``, docs/deployment.md's WebSocket configuration (one
+    port).
     """
     directory.mkdir(parents=True, exist_ok=True)
     ports = [freePort() for _ in range(pools)]
     config = directory / f"{kind}.conf"
     if kind == "haproxy":
         assert HAPROXY is not None
-        config.write_text(haproxyConfig(ports, backendPort, **options))  # type: ignore[arg-type]
+        if websocket:
+            text = haproxyWebSocketConfig(ports[0], backendPort, **options)  # type: ignore[arg-type]
+        else:
+            text = haproxyConfig(ports, backendPort, **options)  # type: ignore[arg-type]
+        config.write_text(text)
         command = [HAPROXY, "-db", "-f", str(config)]
     else:
         assert NGINX is not None
-        config.write_text(nginxConfig(directory, ports, backendPort, **options))  # type: ignore[arg-type]
+        if websocket:
+            text = nginxWebSocketConfig(directory, ports[0], backendPort)
+        else:
+            text = nginxConfig(directory, ports, backendPort, **options)  # type: ignore[arg-type]
+        config.write_text(text)
         command = [NGINX, "-e", str(directory / "error.log"), "-p", str(directory)]
         command += ["-c", str(config)]
     stderr = (directory / "stderr").open("wb")

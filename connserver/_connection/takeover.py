@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -133,6 +133,23 @@ class TakeoverTransport:
         self._takeover.bytesSent += len(data)
         self._transport.write(data)
 
+    def loseConnection(self) -> None:
+        """
+        Close: the new protocol (or connserver for it) ends the connection,
+        and its record says so however the close completes (see
+        ``Takeover.connectionLost``).
+        """
+        self._takeover.ended = True
+        self._transport.loseConnection()
+
+    def abortConnection(self) -> None:
+        """
+        Abort: the new protocol's own end too (autobahn, as a server, drops
+        the TCP connection this way once a closing handshake is done).
+        """
+        self._takeover.ended = True
+        self._transport.abortConnection()
+
     def writeSequence(self, data: list[bytes]) -> None:
         """Write each, counted."""
         self._takeover.bytesSent += sum(len(part) for part in data)
@@ -199,6 +216,7 @@ class Takeover:
         "conn",
         "dataReceived",
         "draining",
+        "ended",
         "target",
         "transport",
     )
@@ -210,6 +228,8 @@ class Takeover:
         self.bytesReceived = 0
         self.bytesSent = 0
         self.draining = False
+        # True once the connection was closed from this side.
+        self.ended = False
         # Bytes that arrived after the request head, held until the new
         # protocol has had its handshake (None once they flow).
         self._pending: list[bytes] | None = []
@@ -334,7 +354,17 @@ class Takeover:
         if self._unrecorded is not None:
             self.recordAnswer(b"")
         conn = self.conn
-        if conn.closeReason is None and reason.check(ConnectionDone):
+        # A close or an abort the new protocol made is its own end, however
+        # the connection then goes: autobahn aborts the TCP connection once
+        # the closing handshake is done (ConnectionAborted), and over TLS
+        # most clients close the socket without their close_notify after it
+        # (the websockets library does), which Twisted reports as
+        # ConnectionLost.  Neither is a reset to count; the drain deadline's
+        # abort has its own reason already.
+        if conn.closeReason is None and (
+            reason.check(ConnectionDone)
+            or (self.ended and reason.check(ConnectionLost))
+        ):
             conn.closeReason = "draining" if self.draining else "upgraded"
         target = self.target
         if target is not None:
@@ -357,8 +387,11 @@ class Takeover:
         try:
             if hook is not None:
                 hook()
-            elif callable(getattr(target, "sendClose", None)):
-                target.sendClose(code=1001, reason="server shutting down")
+            elif callable(getattr(target, "sendCloseFrame", None)):
+                # autobahn's sendClose refuses 1001 (it takes only the codes
+                # an application may send: 1000 and 3000-4999); Going Away
+                # is the endpoint's own, sent through its frame-level call.
+                target.sendCloseFrame(code=1001, reasonUtf8=b"server shutting down")
             else:
                 self.transport.loseConnection()
         except Exception:
