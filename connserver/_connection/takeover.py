@@ -28,10 +28,10 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol, ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import classImplements, implementer, providedBy
+from zope.interface import classImplementsOnly, implementer, providedBy
 
 from connserver._http.framing import statusLine, validateResponseField
 from connserver._http.state import ConnectionState
@@ -179,20 +179,33 @@ class TakeoverTransport:
 
 
 #: A TakeoverTransport subclass per kind of real transport, declaring what
-#: that transport provides (ISSLTransport, ITCPTransport, ...).
-_PROXY_CLASSES: dict[type, type[TakeoverTransport]] = {}
+#: that transport provides, once per kind rather than per connection.
+_PROXY_CLASSES: dict[type, Any] = {}
 
 
 def _proxyFor(takeover: Takeover, transport: Any) -> TakeoverTransport:
+    """
+    The TakeoverTransport for ``transport``.  It declares every interface
+    the transport provides except ``ISSLTransport``: a library that sees
+    that one takes the transport for Twisted's TLS class itself (autobahn
+    asks its TLS channel binding of it, and fails on anything else), while
+    the TLS methods still answer through the real transport.
+    """
     kind = type(transport)
     proxyClass = _PROXY_CLASSES.get(kind)
     if proxyClass is None:
         proxyClass = type(
             f"TakeoverTransport_{kind.__name__}", (TakeoverTransport,), {}
         )
-        classImplements(proxyClass, *providedBy(transport))  # type: ignore[misc]
+        interfaces = [
+            interface
+            for interface in providedBy(transport).flattened()
+            if not interface.isOrExtends(ISSLTransport)
+        ]
+        classImplementsOnly(proxyClass, *interfaces)
         _PROXY_CLASSES[kind] = proxyClass
-    return proxyClass(takeover, transport)
+    proxy: TakeoverTransport = proxyClass(takeover, transport)
+    return proxy
 
 
 @implementer(IHalfCloseableProtocol)
@@ -277,10 +290,10 @@ class Takeover:
         flow.setReading(False)
         real = conn.transport
         real.unregisterProducer()
-        # Reads come here without the HTTP protocol in between.
-        if getattr(real, "wrappedProtocol", None) is conn:
-            real.wrappedProtocol = self
-        elif getattr(real, "protocol", None) is conn:
+        # On plain TCP, reads come here without the HTTP protocol in
+        # between.  (A wrapper, TLS's or the PROXY protocol's, keeps the
+        # HTTP protocol, which forwards: the wrapper's own cost dwarfs it.)
+        if getattr(real, "protocol", None) is conn:
             real.protocol = self
         if makeConnection:
             target.makeConnection(self.transport)  # type: ignore[arg-type]
