@@ -327,6 +327,31 @@ def test_sigtermDrainsASlowResponse(
     s.checkExited()
 
 
+def test_secondSigtermDuringTheDrainIsOneLine(
+    tmp_path: Path, server: Callable[..., Server]
+) -> None:
+    """
+    A second SIGTERM (or SIGINT) while a response drains: one line, no
+    ReactorNotRunning traceback, and the response still completes.
+    """
+    release = tmp_path / "release"
+    s = server("--handler", "cs_slowapp:app", "--drain-timeout", "15")
+    client = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
+    client.sendall(
+        b"GET /slow?release=" + str(release).encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    s.waitFor("slow request waiting")
+    s.process.send_signal(signal.SIGTERM)
+    s.waitFor("stopped accepting; draining")
+    s.process.send_signal(signal.SIGTERM)
+    s.waitFor(r"SIGTERM again: already stopping \(the drain ends within 15 s\)")
+    s.process.send_signal(signal.SIGINT)
+    s.waitFor("SIGINT again: already stopping")
+    finishSlowResponse(client, release)
+    s.checkExited()
+    assert "ReactorNotRunning" not in s.output()
+
+
 # -- TLS through twistd ------------------------------------------------------------
 
 

@@ -231,8 +231,20 @@ def _addSignals(
     service: ConnectionServerService,
     reactor: Any,
 ) -> None:
-    """SIGHUP re-reads the certificates; SIGUSR1 reopens the access log."""
-    from connserver._running.service import CallbackService, SignalService
+    """
+    SIGHUP re-reads the certificates; SIGUSR1 reopens the access log; a
+    second SIGTERM or SIGINT is one line, not a traceback.
+    """
+    from connserver._running.service import (
+        CallbackService,
+        RepeatedStopSignalService,
+        SignalService,
+    )
+
+    if not settings.inWorker:  # A worker takes SIGTERM and SIGINT itself.
+        service.addCompanion(
+            RepeatedStopSignalService(reactor, lambda: service.drainTimeout)
+        )
 
     tls = settings.tls
     # SIGHUP re-reads every certificate (certbot's renewal hook sends it);

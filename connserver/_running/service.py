@@ -46,6 +46,7 @@ __all__ = [
     "CallbackService",
     "ConnectionServerService",
     "ListeningService",
+    "RepeatedStopSignalService",
     "SignalService",
     "StartupError",
     "describePort",
@@ -296,6 +297,78 @@ class SignalService(Service):
         if self._previous is not None:
             signal.signal(self._signum, self._previous)
             self._previous = None
+        return succeed(None)
+
+
+class RepeatedStopSignalService(Service):
+    """
+    A second SIGTERM (or SIGINT) while the server stops is one log line.
+
+    Twisted's handler calls ``reactor.stop()`` on every one, and a second
+    call, during the drain, raises ``ReactorNotRunning``: a traceback in the
+    log.  This service puts its own handler in front: the first signal goes
+    to the previous handler (Twisted's, which begins the stop); once the
+    reactor is stopping, by a signal or otherwise, a signal is only logged,
+    until the process exits.  Stopped while the reactor runs on, it puts the
+    previous handlers back.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, drainTimeout: Callable[[], float | None]) -> None:
+        self.setName("repeated-stop-signals")  # type: ignore[no-untyped-call]
+        self._reactor = reactor
+        self._drainTimeout = drainTimeout
+        self._previous: dict[int, Any] = {}
+        self.stopping = False
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._reactor.addSystemEventTrigger("before", "shutdown", self._stopping)
+        # twistd starts the services before the reactor runs, and the
+        # reactor installs its own handlers as it starts: ours go in front
+        # of those, once it runs.
+        self._reactor.callWhenRunning(self._install)
+
+    def _install(self) -> None:
+        if not self.running or self.stopping:
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # Only in front of a Python handler (the reactor's): a default
+            # or ignore disposition is left alone.
+            if callable(signal.getsignal(signum)):
+                self._previous[signum] = signal.signal(signum, self._received)
+
+    def _stopping(self) -> None:
+        self.stopping = True
+
+    def _received(self, signum: int, frame: object) -> None:
+        previous = self._previous[signum]
+        if not self.stopping:
+            self.stopping = True
+            previous(signum, frame)
+            return
+        # In a signal handler: the line is written by the reactor.
+        self._reactor.callFromThread(self._logAgain, signal.Signals(signum).name)
+
+    def _logAgain(self, name: str) -> None:
+        timeout = self._drainTimeout()
+        self._log.info(
+            "connserver: {name} again: already stopping (the drain ends {when}); "
+            "SIGKILL stops at once",
+            name=name,
+            when="when the last connection closes"
+            if timeout is None
+            else f"within {timeout:g} s",
+        )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if not self.stopping:
+            for signum, previous in self._previous.items():
+                if previous is not None:
+                    signal.signal(signum, previous)
+            self._previous = {}
         return succeed(None)
 
 
