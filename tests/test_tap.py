@@ -348,8 +348,13 @@ def test_makeServiceWithHandler() -> None:
     assert service.factory.handler is _slowapp.app
     assert service.factory.requestObservers == []
     assert service.factory.closeObservers == []
-    # Only the signal handlers (SIGHUP: nothing to reload; SIGUSR1: no log).
-    assert [c.name for c in service.companions] == ["reload", "access-log-reopen"]
+    # Only the signal handlers (a second SIGTERM; SIGHUP: nothing to
+    # reload; SIGUSR1: no log).
+    assert [c.name for c in service.companions] == [
+        "repeated-stop-signals",
+        "reload",
+        "access-log-reopen",
+    ]
 
 
 def test_tapDoesNotImportTheReactor() -> None:
