@@ -445,3 +445,60 @@ def test_missingErrorPageOrFallbackIsOneWarning(tmp_path: Path) -> None:
         f"--error-page 500=/oops.html: no such file under {tmp_path} (yet)",
         f"--fallback /index.html: no such file under {tmp_path} (yet)",
     ]
+
+
+# -- systemd: socket activation ---------------------------------------------------
+
+
+def systemd(description: str, environ: dict[str, str], pid: int = 4242) -> Any:
+    from connserver._running.listeners import systemdEndpoint
+
+    return systemdEndpoint(object(), description, environ, pid)
+
+
+@pytest.mark.parametrize(
+    "description, environ, message",
+    [
+        pytest.param("systemd:domain=INET:index=0", {}, "systemd passed this process no socket", id="none"),
+        pytest.param("systemd:domain=INET:index=0", {"LISTEN_PID": "1", "LISTEN_FDS": "1"}, "no socket", id="other-pid"),
+        pytest.param("systemd:domain=INET:index=1", {"LISTEN_PID": "4242", "LISTEN_FDS": "1"}, "index='1': systemd passed 1 socket(s), index 0 to 0", id="index-range"),
+        pytest.param("systemd:domain=INET:name=http", {"LISTEN_PID": "4242", "LISTEN_FDS": "1"}, "LISTEN_FDNAMES is not set): set FileDescriptorName=http in the .socket unit (systemd-socket-activate --fdname=http), or use index=N", id="name-without-names"),
+        pytest.param("systemd:domain=INET:name=web", {"LISTEN_PID": "4242", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "http:https"}, "passed the sockets http, https", id="unknown-name"),
+        pytest.param("systemd:domain=INET", {"LISTEN_PID": "4242", "LISTEN_FDS": "1"}, "give index=N or name=NAME (exactly one)", id="neither"),
+        pytest.param("systemd:domain=INET:index=0:name=x", {"LISTEN_PID": "4242", "LISTEN_FDS": "1"}, "exactly one", id="both"),
+        pytest.param("systemd:domain=IPX:index=0", {"LISTEN_PID": "4242", "LISTEN_FDS": "1"}, "expected INET, INET6 or UNIX", id="domain"),
+        pytest.param("systemd:domain=INET:port=1", {"LISTEN_PID": "4242", "LISTEN_FDS": "1"}, "expected systemd:domain=", id="unknown-key"),
+    ],
+)  # fmt: skip
+def test_systemdErrorsSayWhatIsMissing(
+    description: str, environ: dict[str, str], message: str
+) -> None:
+    from connserver._running.listeners import ListenerError
+
+    with pytest.raises(ListenerError) as raised:
+        systemd(description, environ)
+    assert message in str(raised.value)
+    assert str(raised.value).startswith(f"--listen {description!r}: ")
+
+
+def test_systemdIndexWithoutNames() -> None:
+    """
+    Without LISTEN_FDNAMES (systemd before 227, systemd-socket-activate
+    without --fdname) Twisted's parser finds no socket at all, even for
+    index=0 ("list index out of range"); the index still works here.
+    """
+    import socket
+
+    environ = {"LISTEN_PID": "4242", "LISTEN_FDS": "2"}
+    endpoint = systemd("systemd:domain=INET6:index=1", environ)
+    assert (endpoint.fileno, endpoint.addressFamily) == (4, socket.AF_INET6)
+    named = {**environ, "LISTEN_FDNAMES": "http:https"}
+    endpoint = systemd("systemd:domain=INET:name=https", named)
+    assert (endpoint.fileno, endpoint.addressFamily) == (4, socket.AF_INET)
+    # Twisted's positional spelling too.
+    assert systemd("systemd:UNIX:0", environ).fileno == 3
+
+
+def test_systemdWithoutSocketIsAUsageError() -> None:
+    with pytest.raises(usage.UsageError, match="systemd passed this process no socket"):
+        parse("--listen", "systemd:domain=INET:index=0")

@@ -742,3 +742,36 @@ def test_startupErrorsAreOneLineAndExitOne(site: Path, tmp_path: Path) -> None:
             assert lines[0] == output.rstrip().splitlines()[-1]
     finally:
         busy.close()
+
+
+def test_systemdSocketWithoutNames(
+    tmp_path: Path, server: Callable[..., Server]
+) -> None:
+    """
+    Socket activation without LISTEN_FDNAMES (systemd before 227,
+    systemd-socket-activate without --fdname): index=0 still adopts fd 3,
+    where Twisted's parser found no socket ("list index out of range").
+    """
+    (tmp_path / "hello.txt").write_text("hello\n")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        s = server(
+            "--listen",
+            "systemd:domain=INET:index=0",
+            plain=False,
+            # sh's $$ is the pid twistd will have after exec.
+            prefix=["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh"],
+            preexec_fn=lambda: os.dup2(listener.fileno(), 3),
+            pass_fds=(3,),
+        )
+        assert s.port == port
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+        connection.request("GET", "/hello.txt")
+        assert connection.getresponse().read() == b"hello\n"
+        connection.close()
+        s.stop()
+    finally:
+        listener.close()
