@@ -618,7 +618,7 @@ def test_sigusr1ReopensTheAccessLog(
     (tmp_path / "index.html").write_bytes(b"hi\n")
     log = tmp_path / "access.log"
     rotated = tmp_path / "access.log.1"
-    s = server("--access-log", str(log))
+    s = server("--access-log", str(log), "--log-closes", "all")
     assert get(s.port, "/?before=0") == 200
     eventually(  # written within a second
         lambda: log.exists() and log.read_text(),

@@ -470,6 +470,9 @@ class ParentSockets:
         self.specs: list[ListenerSpec] = []
         self._ports: list[IListeningPort] = []
         self._sockets: list[socket.socket] = []
+        #: What the workers serve, for a ``serving http://...`` line per
+        #: listener; None for none.
+        self.serving: str | None = None
 
     def open(
         self, listen: tuple[str, ...], tls: tuple[TLSListener, ...], reusePort: bool
@@ -519,7 +522,7 @@ class ParentSockets:
     ) -> ListenerSpec:
         from twisted.internet.endpoints import TCP4ServerEndpoint
 
-        from connserver._running.service import describePort
+        from connserver._running.service import describePort, servingLine
 
         endpoint: IStreamServerEndpoint
         if description is None:
@@ -538,7 +541,14 @@ class ParentSockets:
         port = ports[0]
         # The parent never accepts: the workers do.
         port.stopReading()  # type: ignore[attr-defined]
-        _log.info("connserver listening on {where}", where=describePort(port))
+        scheme = "https" if kind == "tls" else "http"
+        _log.info(
+            "connserver listening on {where}{tls}",
+            where=describePort(port),
+            tls=" (https)" if scheme == "https" else "",
+        )
+        if self.serving is not None:
+            _log.info("{line}", line=servingLine(port, scheme, self.serving))
         self._ports.append(port)
         sock = port.socket  # type: ignore[attr-defined]
         return ListenerSpec(kind, index, fd=sock.fileno(), family=sock.family)
@@ -556,10 +566,25 @@ class ParentSockets:
         self._sockets.append(sock)
         boundHost, boundPort = sock.getsockname()[:2]
         kindName = "ipv6" if family == socket.AF_INET6 else "ipv4"
+        scheme = "https" if kind == "tls" else "http"
         _log.info(
-            "connserver listening on {where} (SO_REUSEPORT, a socket per worker)",
+            "connserver listening on {where} (SO_REUSEPORT, a socket per worker{tls})",
             where=f"{kindName} {boundHost}:{boundPort}",
+            tls=", https" if scheme == "https" else "",
         )
+        if self.serving is not None:
+            from twisted.internet.address import IPv4Address, IPv6Address
+
+            from connserver._running.service import serviceURL
+
+            bound = (IPv6Address if family == socket.AF_INET6 else IPv4Address)(
+                "TCP", boundHost, boundPort
+            )
+            _log.info(
+                "serving {url} ({serving})",
+                url=serviceURL(bound, scheme),
+                serving=self.serving,
+            )
         return ListenerSpec(
             kind, index, family=family, bind=(boundHost, boundPort, backlog)
         )

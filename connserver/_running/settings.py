@@ -65,6 +65,10 @@ class ServeSettings:
     fallback: str | None = None
     accessLog: str | None = None
     accessLogFormat: str = "combined"
+    #: ``--log-closes``: all, abnormal or none.
+    logCloses: str = "abnormal"
+    #: ``--access-log-mode``: the permissions of a log file created.
+    accessLogMode: int = 0o640
     statusPath: str | None = None
     metricsPath: str | None = None
     #: ``--proxy``: (PREFIX, URL) pairs.

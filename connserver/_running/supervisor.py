@@ -509,6 +509,9 @@ class SupervisorService(MultiService):
             drainTimeout=settings.config.drainTimeout,
         )
         self.sockets = ParentSockets(reactor)
+        from connserver._running.assembly import describeServing
+
+        self.sockets.serving = describeServing(settings)
 
     def privilegedStartService(self) -> None:
         """Open every listener once (before twistd drops privileges)."""
