@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,11 @@ def test_configValues(args: list[str], changes: dict[str, Any]) -> None:
         pytest.param(["--handler", "os:getcwd", "--listing"], "--listing applies", id="listing"),
         pytest.param(["--access-log-format", "xml"], "combined or json", id="log-format"),
         pytest.param(["--access-log", "/nonexistent/dir/log"], "cannot create", id="log-dir"),
+        pytest.param(["--access-log", "-", "--log-closes", "some"], "--log-closes 'some': expected all, abnormal or none", id="log-closes"),
+        pytest.param(["--log-closes", "all"], "--log-closes applies to --access-log", id="log-closes-alone"),
+        pytest.param(["--access-log", "x.log", "--access-log-mode", "0999"], "expected octal permissions such as 0640", id="log-mode"),
+        pytest.param(["--access-log-mode", "0644"], "--access-log-mode applies to --access-log", id="log-mode-alone"),
+        pytest.param(["--access-log", "-", "--access-log-mode", "0644"], "applies to an access log file", id="log-mode-stdout"),
         pytest.param(["--status-path", "status"], "absolute path", id="status-relative"),
         pytest.param(["--status-path", "/"], "cannot take the whole site", id="status-root"),
         pytest.param(["--https", "x"], "port number", id="https-port"),
@@ -432,6 +438,8 @@ def test_missingErrorPageOrFallbackIsOneWarning(tmp_path: Path) -> None:
         "--path",
         str(tmp_path),
         "--error-page",
+        "403=/missing.html",
+        "--error-page",
         "404=/404.html",
         "--error-page",
         "500=/oops.html",
@@ -442,6 +450,7 @@ def test_missingErrorPageOrFallbackIsOneWarning(tmp_path: Path) -> None:
         tap.makeService(options)
     warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
     assert warnings == [
+        f"--error-page 403=/missing.html: no such file under {tmp_path} (yet)",
         f"--error-page 500=/oops.html: no such file under {tmp_path} (yet)",
         f"--fallback /index.html: no such file under {tmp_path} (yet)",
     ]
@@ -502,3 +511,43 @@ def test_systemdIndexWithoutNames() -> None:
 def test_systemdWithoutSocketIsAUsageError() -> None:
     with pytest.raises(usage.UsageError, match="systemd passed this process no socket"):
         parse("--listen", "systemd:domain=INET:index=0")
+
+
+def test_hstsWithoutATLSListenerIsOneWarning(tmp_path: Path) -> None:
+    """Strict-Transport-Security goes over TLS only: without TLS, say so."""
+    with capturedLogs() as events:
+        tap.makeService(parse("--path", str(tmp_path), "--hsts", "31536000"))
+    warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(
+        "--hsts-max-age 31536000: no TLS listener (--https or --listen ssl:...)"
+    )
+    assert "so no response will carry it" in warnings[0]
+
+
+def test_hstsWithATLSListenerIsNoWarning(tmp_path: Path) -> None:
+    from ._certs import makeCertificate
+
+    cert = makeCertificate(tmp_path)
+    options = parse(
+        "--path", str(tmp_path), "--hsts", "100",
+        "--https", "0", "-c", str(cert.certificate), "-k", str(cert.privateKey),
+    )  # fmt: skip
+    with capturedLogs() as events:
+        tap.makeService(options)
+    assert not [e for e in events if e["log_level"] == LogLevel.warn]
+
+
+def test_accessLogFlagsReachTheLog(tmp_path: Path) -> None:
+    """--log-closes (default abnormal) and --access-log-mode (default 0640)."""
+    log = str(tmp_path / "access.log")
+    settings = parse("--path", str(tmp_path), "--access-log", log).settings()
+    assert (settings.logCloses, settings.accessLogMode) == ("abnormal", 0o640)
+    options = parse(
+        "--path", str(tmp_path), "--access-log", log,
+        "--log-closes", "none", "--access-log-mode", "644",
+    )  # fmt: skip
+    service: Any = tap.makeService(options)
+    accessLog = service.factory.requestObservers[0]
+    assert (accessLog.closes, accessLog.mode) == ("none", 0o644)
+    assert not os.path.exists(log), "created when the service starts"

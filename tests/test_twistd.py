@@ -258,7 +258,13 @@ def test_servesADirectory(tmp_path: Path, server: Callable[..., Server]) -> None
     assert response.status == 200 and b'"accepted": 1' in response.read()
     connection.close()
     s.stop()
-    assert re.search(r'"GET /hello.txt HTTP/1.1" 200 13 .* conn=1 req=1 ', s.output())
+    output = s.output()
+    assert re.search(r'"GET /hello.txt HTTP/1.1" 200 13 .* conn=1 req=1 ', output)
+    # One line a person can click, naming what is served.
+    assert f"serving http://127.0.0.1:{s.port}/ (static: {tmp_path / 'www'})" in output
+    # The keep-alive connection's ordinary end (the client closing) writes
+    # no close line by default (--log-closes abnormal).
+    assert '"-" - 0 ' not in output
 
 
 @pytest.fixture(scope="module")
@@ -479,6 +485,10 @@ def test_tlsSpellingsWorkWithRealClients(
         )
         assert b"ALPN protocol: http/1.1" in result.stdout, result.stdout
     s.stop()
+    # The TLS listener says so, and gives its https:// URL.
+    output = s.output()
+    assert re.search(rf"connserver listening on ipv4 [\d.]+:{port} \(https\)\n", output)
+    assert f"serving https://127.0.0.1:{port}/ (static: {tmp_path})\n" in output
 
 
 def installCertificate(files: CertificateFiles, live: Path) -> None:
