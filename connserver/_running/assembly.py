@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from connserver._running.service import ConnectionServerService
     from connserver._running.settings import ServeSettings
 
-__all__ = ["describeServing", "makeServerService"]
+__all__ = ["makeServerService"]
 
 _log = Logger(namespace="connserver")
 
@@ -84,7 +84,7 @@ def _assemble(
         for listener in service.listeners:
             listener.serving = None
     else:
-        service.serving = describeServing(settings)
+        service.serving = settings.serving()
         _warnHSTS(settings)
     for index, (listener, description) in enumerate(
         zip(
@@ -104,13 +104,6 @@ def _assemble(
         _redirectToHTTPS(settings, factory, service, list(mounts))
     _addSignals(settings, factory, service, reactor)
     return service
-
-
-def describeServing(settings: ServeSettings) -> str:
-    """What the server serves, for the ``serving http://...`` lines."""
-    if settings.handlerSpec is not None:
-        return f"handler: {settings.handlerSpec}"
-    return f"static: {settings.path}"
 
 
 def _warnHSTS(settings: ServeSettings) -> None:

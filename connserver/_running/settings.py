@@ -85,6 +85,12 @@ class ServeSettings:
     #: True in a worker process: the parent warned and checked already.
     inWorker: bool = False
 
+    def serving(self) -> str:
+        """What is served, for the ``serving http://...`` lines."""
+        if self.handlerSpec is not None:
+            return f"handler: {self.handlerSpec}"
+        return f"static: {self.path}"
+
 
 def workerSettings(settings: ServeSettings) -> ServeSettings:
     """``settings`` as a worker runs them: one process, its sockets given."""

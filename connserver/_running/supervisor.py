@@ -509,9 +509,7 @@ class SupervisorService(MultiService):
             drainTimeout=settings.config.drainTimeout,
         )
         self.sockets = ParentSockets(reactor)
-        from connserver._running.assembly import describeServing
-
-        self.sockets.serving = describeServing(settings)
+        self.sockets.serving = settings.serving()
 
     def privilegedStartService(self) -> None:
         """Open every listener once (before twistd drops privileges)."""
