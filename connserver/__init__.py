@@ -5,6 +5,15 @@ connserver: an HTTP/1.0 and HTTP/1.1 origin server on Twisted that gets the
 Embedding is one line::
 
     endpoint.listen(ConnectionFactory(handler, config=ServerConfig(...)))
+
+What ``twistd connserver`` adds around the factory is public on
+:class:`ConnectionServerService` (a Twisted service: listening, a graceful
+stop): ``addAccessLog``, ``addStatusPage``, ``addMetrics`` and ``mount``::
+
+    server = ConnectionServerService(factory, [endpoint])
+    server.addAccessLog("access.log")
+    server.addStatusPage("/status")
+    server.setServiceParent(application)  # in a .tac; see examples/site.tac
 """
 
 from connserver._connection.factory import ConnectionFactory, ConnectionStats

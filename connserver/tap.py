@@ -318,6 +318,21 @@ class Options(usage.Options):
             "combined (Combined Log Format plus connection fields) or json.",
         ],
         [
+            "log-closes",
+            None,
+            None,
+            "Which connection close lines the access log writes: all, abnormal "
+            "(not a client's close, an idle timeout or the graceful stop of an "
+            "idle connection) or none. [default: abnormal]",
+        ],
+        [
+            "access-log-mode",
+            None,
+            None,
+            "The permissions (octal) of an access log file connserver creates, "
+            "whatever the umask; an existing file keeps its own. [default: 0640]",
+        ],
+        [
             "status-path",
             None,
             None,
@@ -544,6 +559,8 @@ class Options(usage.Options):
             fallback=self["fallback"],
             accessLog=self["access-log"],
             accessLogFormat=self["access-log-format"],
+            logCloses=self["log-closes"],
+            accessLogMode=self["access-log-mode"],
             statusPath=self["status-path"],
             metricsPath=self["metrics-path"],
             proxies=tuple(self["proxies"]),
@@ -680,6 +697,23 @@ class Options(usage.Options):
                 f"--access-log-format {fmt!r}: expected combined or json"
             )
         target = self["access-log"]
+        for flag in ("log-closes", "access-log-mode"):
+            if self[flag] is not None and target is None:
+                raise usage.UsageError(f"--{flag} applies to --access-log")
+        closes = self["log-closes"] or "abnormal"
+        if closes not in ("all", "abnormal", "none"):
+            raise usage.UsageError(
+                f"--log-closes {closes!r}: expected all, abnormal or none"
+            )
+        self["log-closes"] = closes
+        mode = str(self["access-log-mode"] or "0640").strip()
+        if not re.fullmatch(r"0?[0-7]{3}", mode):
+            raise usage.UsageError(
+                f"--access-log-mode {mode!r}: expected octal permissions such as 0640"
+            )
+        if target == "-" and self["access-log-mode"] is not None:
+            raise usage.UsageError("--access-log-mode applies to an access log file")
+        self["access-log-mode"] = int(mode, 8)
         if target is None or target == "-":
             return
         directory = os.path.dirname(os.path.abspath(target))

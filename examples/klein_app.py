@@ -3,7 +3,7 @@
 """
 A small Klein app served by connserver.
 
-From the command line (the app is adapted with ``connserver._handlers.web.asHandler``)::
+From the command line (the app is adapted with ``connserver.asHandler``)::
 
     twistd -n connserver --listen tcp:8080:interface=127.0.0.1 \\
         --handler examples.klein_app:app
@@ -11,6 +11,7 @@ From the command line (the app is adapted with ``connserver._handlers.web.asHand
 Embedded, with the adapter made explicit::
 
     python examples/klein_app.py        # serves 127.0.0.1:8080
+    python examples/klein_app.py 9000   # another port (0: any free one)
 
 Then ``curl -i localhost:8080/hello/ada``, ``curl -i -d '{"a": 1}'
 localhost:8080/echo``, or ``curl -i -0 -H 'Connection: keep-alive'
@@ -80,9 +81,15 @@ def main() -> None:
 
     from connserver import ConnectionFactory, ServerConfig, WebResourceHandler
 
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8080
     handler = WebResourceHandler(app.resource(), reactor=reactor)
     factory = ConnectionFactory(handler, config=ServerConfig(), reactor=reactor)
-    TCP4ServerEndpoint(reactor, 8080, interface="127.0.0.1").listen(factory)
+    listening = TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(factory)
+    listening.addCallback(
+        lambda port: print(
+            f"serving http://127.0.0.1:{port.getHost().port}/", flush=True
+        )
+    )
     reactor.run()
 
 

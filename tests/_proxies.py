@@ -57,6 +57,7 @@ def haproxyConfig(
     serverIdle: str = "5s",
     clientIdle: str = "10s",
     proxyProtocol: bool = True,
+    healthCheck: str | None = None,
 ) -> str:
     """
     HAProxy in HTTP mode reusing its connections to connserver (``http-reuse
@@ -66,6 +67,10 @@ def haproxyConfig(
     overwrites it, as docs/deployment.md says) when not ``proxyProtocol``.  Idle connections to connserver are purged every
     ``serverIdle`` (``pool-purge-delay``, half of them each time).  One
     frontend and backend (so one pool) per port in ``ports``.
+
+    ``healthCheck`` adds docs/deployment.md's health check, every 100 ms:
+    ``"http"`` (``option httpchk GET /status``, the status page) or
+    ``"tcp"`` (a bare ``check``: connect, then close with a reset).
     """
     if proxyProtocol:
         client = "send-proxy-v2"
@@ -76,6 +81,14 @@ def haproxyConfig(
             "    option forwardfor\n"
             "    http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]\n"
         )
+    check = ""
+    checkOptions = ""
+    if healthCheck == "http":
+        checkOptions = (
+            "    option httpchk GET /status\n    http-check expect status 200\n"
+        )
+    if healthCheck is not None:
+        check = " check inter 100ms"
     sections = "".join(
         f"""
 frontend www{index}
@@ -84,7 +97,7 @@ frontend www{index}
 
 backend connserver{index}
     http-reuse always
-{forward}    server cs1 127.0.0.1:{backendPort} {client} pool-purge-delay {serverIdle}
+{forward}{checkOptions}    server cs1 127.0.0.1:{backendPort} {client} pool-purge-delay {serverIdle}{check}
 """
         for index, port in enumerate(ports)
     )

@@ -387,3 +387,114 @@ def test_handlerNoteIsWrittenOnlyWhenGiven() -> None:
         "upstream-refused"
     )
     assert "note" not in json.loads(formatJSON(record()))
+
+
+# -- which close lines (--log-closes) -------------------------------------------
+
+
+def closeRecord(reason: str) -> ConnectionRecord:
+    return ConnectionRecord(
+        timestamp=T0,
+        peerHost="127.0.0.1",
+        connectionId=7,
+        requestsServed=1,
+        connectionAge=1.0,
+        closeReason=reason,
+    )
+
+
+@pytest.mark.parametrize(
+    "closes, written",
+    [
+        ("all", ["peer-closed", "idle-timeout", "draining", "peer-reset", "header-timeout"]),
+        ("abnormal", ["peer-reset", "header-timeout"]),
+        ("none", []),
+    ],
+)  # fmt: skip
+def test_whichCloseLines(closes: str, written: list[str]) -> None:
+    """
+    ``abnormal`` leaves out a keep-alive connection's ordinary end (the
+    client's close, the idle timeout, the graceful stop of an idle
+    connection); request lines are never filtered.
+    """
+    out = io.StringIO()
+    log = AccessLog(out, reactor=Clock(), closes=closes)
+    for reason in (
+        "peer-closed",
+        "idle-timeout",
+        "draining",
+        "peer-reset",
+        "header-timeout",
+    ):
+        log(closeRecord(reason))
+    log(record(closeReason="client-close"))
+    log.flush()
+    lines = out.getvalue().splitlines()
+    assert [line.rsplit("close=", 1)[1] for line in lines[:-1]] == written
+    assert '"GET /a?b=1 HTTP/1.1" 200' in lines[-1]
+
+
+def test_badClosesOrModeRefused() -> None:
+    with pytest.raises(ValueError, match="closes must be one of all, abnormal, none"):
+        AccessLog(io.StringIO(), closes="some")
+    with pytest.raises(ValueError, match="mode must be"):
+        AccessLog(io.StringIO(), mode=0o1000)
+
+
+# -- the file: created at start, with its mode ------------------------------------
+
+
+@pytest.fixture
+def strictUmask() -> Any:
+    """A daemonised twistd's umask (077): files would be created 0600."""
+    previous = os.umask(0o077)
+    yield
+    os.umask(previous)
+
+
+def test_fileCreatedAtOpenWithMode(tmp_path: Path, strictUmask: None) -> None:
+    """
+    ``open()`` (at service start) creates the file, 0640 whatever the
+    umask, before any line: a log shipper in the group can read it.
+    """
+    path = tmp_path / "access.log"
+    log = AccessLog(path, reactor=Clock())
+    assert not path.exists()
+    log.open()
+    assert path.exists() and path.read_bytes() == b""
+    assert path.stat().st_mode & 0o777 == 0o640
+    log(record())
+    log.flush()
+    assert path.read_text().startswith("127.0.0.1 - - ")
+    # After logrotate's rename, the new file has the mode too.
+    path.rename(tmp_path / "access.log.1")
+    log.reopen()
+    assert path.stat().st_mode & 0o777 == 0o640
+    log.close()
+
+
+def test_fileModeIsConfigurableAndAnExistingFileKeepsItsOwn(
+    tmp_path: Path, strictUmask: None
+) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(path, reactor=Clock(), mode=0o644)
+    log.open()
+    assert path.stat().st_mode & 0o777 == 0o644
+    log.close()
+    existing = tmp_path / "existing.log"
+    existing.write_text("old\n")
+    existing.chmod(0o600)
+    log = AccessLog(existing, reactor=Clock())
+    log.open()
+    log(record())
+    log.close()
+    assert existing.stat().st_mode & 0o777 == 0o600
+    assert existing.read_text().startswith("old\n127.0.0.1 ")
+
+
+def test_fileThatCannotBeCreatedAtOpenIsReportedOnce(tmp_path: Path) -> None:
+    log = AccessLog(tmp_path / "missing" / "access.log", reactor=Clock())
+    with capturedLogs() as events:
+        log.open()
+        log.open()
+    assert len([e for e in events if "cannot be written" in e["log_format"]]) == 1

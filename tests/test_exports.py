@@ -25,3 +25,17 @@ def test_importDoesNotInstallReactor() -> None:
         check=True,
     )
     assert out.stdout.strip() == "False"
+
+
+def test_embeddingIsPublic() -> None:
+    """
+    What ``twistd connserver`` adds (the access log, the status page, the
+    metrics) is on the exported ``ConnectionServerService``, documented,
+    and named in the package's documentation.
+    """
+    service = connserver.ConnectionServerService
+    for name in ("addAccessLog", "addStatusPage", "addMetrics", "mount", "serving"):
+        assert getattr(service, name).__doc__, f"ConnectionServerService.{name}"
+    assert connserver.__doc__ is not None
+    for name in ("addAccessLog", "addStatusPage", "addMetrics"):
+        assert name in connserver.__doc__

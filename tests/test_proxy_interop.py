@@ -289,3 +289,67 @@ async def test_nginxIPv6Client(
         for proxy in proxies:
             proxy.stop()
         await finish(server)
+
+
+@needHAProxy
+@pytest.mark.parametrize("check", ["http", "tcp"])
+@pytest_twisted.ensureDeferred
+async def test_haproxyHealthCheckLeavesNoPeerResetLines(
+    tmp_path: Path, proxies: list[Proxy], check: str
+) -> None:
+    """
+    docs/deployment.md's HAProxy health check, ``option httpchk GET
+    /status`` on the status page, writes one request line per check and no
+    ``peer-reset`` close line; the bare TCP ``check`` it replaced writes a
+    ``peer-reset`` line for each (HAProxy closes a check with a reset).
+    """
+    import io
+
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    from connserver import (
+        AccessLog,
+        ConnectionFactory,
+        PrefixMount,
+        ServerConfig,
+        StatusHandler,
+    )
+
+    from ._helpers import eventuallyDeferred
+
+    seen = Seen()
+    factory = ConnectionFactory(seen.handler, ServerConfig(), reactor=reactor)
+    factory.handler = PrefixMount(
+        seen.handler, {"/status": StatusHandler(factory, reactor=reactor)}
+    )
+    out = io.StringIO()
+    log = AccessLog(out, reactor=reactor, closes="all")
+    factory.requestObservers.append(log)
+    factory.closeObservers.append(log)
+    endpoint = serverFromString(reactor, "haproxy:tcp:0:interface=127.0.0.1")
+    port = await bounded(endpoint.listen(factory))
+    server = Server(port, factory, None)
+    try:
+        proxy = startProxy(
+            "haproxy", tmp_path / "haproxy", server.portNumber, healthCheck=check
+        )
+        proxies.append(proxy)
+
+        def checked() -> int:
+            log.flush()
+            if check == "http":
+                return out.getvalue().count('"GET /status HTTP/1.0" 200 ')
+            return out.getvalue().count("close=peer-reset")
+
+        await eventuallyDeferred(lambda: checked() >= 3, timeout=10, interval=0.05)
+        proxy.stop()
+        log.flush()
+        text = out.getvalue()
+        if check == "http":
+            assert "peer-reset" not in text, text
+            assert '"-" - 0 ' not in text, "no close line at all"
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+        await finish(server)

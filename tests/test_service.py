@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.application.service import Service
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.error import CannotListenError
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 
 from connserver._http.config import ServerConfig
 from connserver._running.service import (
@@ -28,7 +28,9 @@ from connserver._running.service import (
     ListeningService,
     SignalService,
     StartupError,
+    describeHandler,
     describePort,
+    serviceURL,
     startupErrorMessage,
 )
 
@@ -437,3 +439,90 @@ def test_factoryDrainTimeoutArgument(args: tuple[Any, ...], aborted: bool) -> No
         assert not conn.transport.aborted and not done.called
     conn.lose()
     assert done.called
+
+
+# The "serving" line, and what an embedded server adds publicly.
+
+
+@pytest.mark.parametrize(
+    "address, scheme, url",
+    [
+        (IPv4Address("TCP", "127.0.0.1", 8080), "http", "http://127.0.0.1:8080/"),
+        (IPv4Address("TCP", "0.0.0.0", 8080), "http", "http://127.0.0.1:8080/"),
+        (IPv4Address("TCP", "192.0.2.1", 80), "http", "http://192.0.2.1/"),
+        (IPv4Address("TCP", "127.0.0.1", 443), "https", "https://127.0.0.1/"),
+        (IPv4Address("TCP", "127.0.0.1", 8443), "https", "https://127.0.0.1:8443/"),
+        (IPv6Address("TCP", "::", 8080), "http", "http://[::1]:8080/"),
+        (IPv6Address("TCP", "fe80::1%eth0", 80), "http", "http://[fe80::1]/"),
+        (UNIXAddress(b"/run/cs.sock"), "http", None),
+    ],
+)
+def test_serviceURL(address: Any, scheme: str, url: str | None) -> None:
+    assert serviceURL(address, scheme) == url
+
+
+def test_describeHandler(tmp_path: Any) -> None:
+    from twisted.web.resource import Resource
+
+    from connserver import PrefixMount, StaticFiles, WebResourceHandler
+
+    static = StaticFiles(tmp_path)
+    assert describeHandler(static) == f"static: {os.path.realpath(tmp_path)}"
+    assert describeHandler(PrefixMount(static, {})) == describeHandler(static)
+    web = WebResourceHandler(Resource())
+    assert describeHandler(web) == "twisted.web: Resource"
+    assert describeHandler(test_describeHandler) == (
+        "handler: tests.test_service.test_describeHandler"
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def test_embeddedAccessLogStatusAndMetrics(tmp_path: Any) -> Any:
+    """
+    The public way to get what ``twistd connserver`` adds: an access log
+    (created at start), the status page and the metrics, mounted in front
+    of the handler; and one "serving" line per listener.
+    """
+    pytest.importorskip("prometheus_client")
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+
+    from connserver import ConnectionFactory, StaticFiles
+    from tests._sockets import connect
+
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "hello.txt").write_bytes(b"hello\n")
+    factory = ConnectionFactory(StaticFiles(tmp_path / "www"), reactor=reactor)
+    service = ConnectionServerService(
+        factory, [TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")]
+    )
+    log = tmp_path / "access.log"
+    service.addAccessLog(str(log))
+    service.addStatusPage("/status")
+    service.addMetrics("/metrics")
+    with capturedLogs() as events:
+        service.privilegedStartService()
+        service.startService()
+    port = service.ports[0].getHost().port  # type: ignore[attr-defined]
+    lines = [formatEvent(e) for e in events]
+    assert f"serving http://127.0.0.1:{port}/ (static: {tmp_path / 'www'})" in lines
+    assert log.exists(), "created at start"
+    try:
+        answers = {}
+        for path in (b"/hello.txt", b"/status?format=json", b"/metrics"):
+            client = yield ensureDeferred(connect(port))
+            client.transport.write(
+                b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            yield client.closed.addTimeout(5, reactor)
+            answers[path] = client.data
+    finally:
+        yield service.stopService()
+    assert answers[b"/hello.txt"].endswith(b"\r\n\r\nhello\n")
+    assert answers[b"/status?format=json"].startswith(b"HTTP/1.1 200 ")
+    assert b"application/json" in answers[b"/status?format=json"]
+    assert b"connserver_" in answers[b"/metrics"]
+    written = log.read_text()
+    assert '"GET /hello.txt HTTP/1.1" 200 6 ' in written
+    assert '"GET /metrics HTTP/1.1" 200 ' in written
+    assert log.stat().st_mode & 0o777 == 0o640

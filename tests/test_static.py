@@ -8,6 +8,7 @@ Real sockets are in ``test_static_socket.py``.
 from __future__ import annotations
 
 import email.utils
+import html
 import os
 import re
 import time
@@ -317,9 +318,10 @@ def test_cacheKeepsOneEntryPerFileWhateverTheSpelling(root: Path, clock: Clock) 
         assert (response.code, response.body) == (200, content)
         assert len(handler._cache) == 1
         assert handler._cache.bytes < 210_000
-    # Dot segments and empty segments are refused, never cached.
-    for target in (b"/./big.txt", b"//big.txt", b"/%2e/big.txt"):
-        assert get(handler, target).code == 404
+    # Dot segments removed and empty segments merged: the same file, the
+    # same one entry.
+    for target in (b"/./big.txt", b"//big.txt", b"/%2e/big.txt", b"/x/../big.txt"):
+        assert get(handler, target).body == content
     assert len(handler._cache) == 1
     # A hit by any spelling still costs one stat; a change seen through one
     # spelling is seen through all.
@@ -780,7 +782,11 @@ def test_fileReplacedBetweenStatAndOpen(
         pytest.param(b"/%2e%2e/outside.txt", 404, id="pct-dotdot"),
         pytest.param(b"/%2E%2E/outside.txt", 404, id="pct-dotdot-upper"),
         pytest.param(b"/.%2e/outside.txt", 404, id="pct-half-dotdot"),
-        pytest.param(b"/sub/..", 404, id="trailing-dotdot"),
+        pytest.param(b"/sub/..", 403, id="trailing-dotdot-is-the-root"),
+        pytest.param(b"/sub/../..", 404, id="trailing-dotdot-leaves"),
+        pytest.param(b"/sub/%2e%2e/%2e%2e/outside.txt", 404, id="pct-dotdot-leaves"),
+        pytest.param(b"//../outside.txt", 404, id="merged-then-dotdot"),
+        pytest.param(b"/sub/../.secret", 404, id="dotdot-to-dotfile"),
         pytest.param(b"/%2e%2e%2foutside.txt", 404, id="pct-slash"),
         pytest.param(b"/sub%2findex.html", 404, id="pct-slash-inside"),
         pytest.param(b"/sub%5cindex.html", 404, id="pct-backslash"),
@@ -789,7 +795,6 @@ def test_fileReplacedBetweenStatAndOpen(
         pytest.param(b"/hello.txt%00.html", 400, id="nul"),
         pytest.param(b"/%252e%252e/outside.txt", 404, id="double-encoded"),
         pytest.param(b"//outside.txt", 404, id="empty-segment"),
-        pytest.param(b"/./hello.txt", 404, id="dot-segment"),
         pytest.param(b"/.secret", 404, id="dotfile"),
         pytest.param(b"/%2esecret", 404, id="pct-dotfile"),
         pytest.param(b"/" + b"a" * 300, 404, id="long-segment"),
@@ -801,6 +806,12 @@ def test_fileReplacedBetweenStatAndOpen(
         pytest.param(b"/hello.txt", 200, id="control"),
         pytest.param(b"/hell%6f.txt", 200, id="pct-decoded-once"),
         pytest.param(b"/hello.txt?a=../b", 200, id="query-ignored"),
+        pytest.param(b"/./hello.txt", 200, id="dot-segment"),
+        pytest.param(b"//hello.txt", 200, id="merged-slashes"),
+        pytest.param(b"/sub/../hello.txt", 200, id="dotdot-inside"),
+        pytest.param(b"/sub/%2e%2e/hello.txt", 200, id="pct-dotdot-inside"),
+        pytest.param(b"/sub//./index.html", 200, id="merged-and-dot"),
+        pytest.param(b"http://x//sub/../hello.txt", 200, id="absolute-form-dotdot"),
         pytest.param(b"http://x/hello.txt", 200, id="absolute-form"),
         pytest.param(b"HTTP://x", 403, id="absolute-form-root"),
     ],
@@ -873,7 +884,11 @@ def test_unreadableFile403(root: Path, clock: Clock) -> None:
         (b"/sub", b"/sub/"),
         (b"/sub?a=1&b=%20", b"/sub/?a=1&b=%20"),
         (b"/sub?", b"/sub/?"),
-        (b"/s%75b", b"/s%75b/"),
+        (b"/s%75b", b"/sub/"),
+        (b"//sub", b"/sub/"),
+        (b"/bare/../sub", b"/sub/"),
+        (b"/bare/a%20dir", b"/bare/a%20dir/"),
+        (b"///bare//a%20dir?x", b"/bare/a%20dir/?x"),
     ],
 )
 def test_directoryRedirect(
@@ -882,6 +897,15 @@ def test_directoryRedirect(
     response = get(StaticFiles(root, reactor=clock), target)
     assert response.code == 301
     assert fields(response)[b"location"] == location
+
+
+def test_dotSegmentsAndSlashesNormalised(root: Path, clock: Clock) -> None:
+    """nginx serves ``/sub/../x`` as ``/x`` and ``//x`` as ``/x``; so do we."""
+    handler = StaticFiles(root, reactor=clock)
+    for target in (b"/sub/../hello.txt", b"//hello.txt", b"/sub/./../hello.txt"):
+        assert get(handler, target).body == HELLO
+    for target in (b"/sub/.", b"/sub//", b"//sub/", b"/bare/../sub/"):
+        assert get(handler, target).body == b"<h1>index</h1>"
 
 
 def test_directoryIndex(root: Path, clock: Clock) -> None:
@@ -898,20 +922,78 @@ def test_directoryWithoutIndexForbidden(root: Path, clock: Clock) -> None:
     assert response.code == 403
 
 
+_ROW_RE = re.compile(
+    r'<tr><td><a href="([^"]*)">([^<]*)</a></td><td>([^<]*)</td>'
+    r'<td class="size">([^<]*)</td></tr>'
+)
+
+
+def listingRows(body: str) -> list[tuple[str, str, str, str]]:
+    """(href, text, date, size) of each row of a listing."""
+    return _ROW_RE.findall(body)
+
+
 def test_listing(root: Path, clock: Clock) -> None:
+    (root / "bare" / "b.txt").write_bytes(b"bbb")
+    os.utime(root / "bare" / "b.txt", (1_700_000_000, 1_700_000_000))
     response = get(StaticFiles(root, reactor=clock, listing=True), b"/bare/")
     assert response.code == 200
     assert fields(response)[b"content-type"] == b"text/html; charset=utf-8"
     body = drain(response, clock).decode()
-    links = re.findall(r'<li><a href="([^"]*)">([^<]*)</a></li>', body)
-    assert links == [
+    rows = listingRows(body)
+    assert [(href, text) for href, text, _, _ in rows] == [
         ("../", "../"),
         ("%3Ci%3E%26%22x%27.txt", "&lt;i&gt;&amp;&quot;x&#x27;.txt"),
         ("a%20dir/", "a dir/"),
         ("b.txt", "b.txt"),
     ]
+    # Size in bytes (a directory has none) and the modification time, UTC.
+    assert [size for *_, size in rows] == ["-", "1", "-", "3"]
+    assert rows[3][2] == "2023-11-14 22:13"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", rows[2][2])
     assert "<i>" not in body
+    assert "<script" not in body
     assert str(root) not in body
+
+
+@pytest.mark.parametrize(
+    "query, names",
+    [
+        (b"", ["<i>&\"x'.txt", "a dir/", "b.txt", "c.txt"]),
+        (b"C=N;O=D", ["c.txt", "b.txt", "a dir/", "<i>&\"x'.txt"]),
+        (b"C=S;O=A", ["a dir/", "<i>&\"x'.txt", "c.txt", "b.txt"]),
+        (b"C=S;O=D", ["b.txt", "c.txt", "<i>&\"x'.txt", "a dir/"]),
+        (b"C=M;O=A", ["c.txt", "b.txt", "a dir/", "<i>&\"x'.txt"]),
+        (b"C=M&O=D", ["<i>&\"x'.txt", "a dir/", "b.txt", "c.txt"]),
+        (b"C=X;O=Z;junk", ["<i>&\"x'.txt", "a dir/", "b.txt", "c.txt"]),
+    ],
+)
+def test_listingSorts(root: Path, clock: Clock, query: bytes, names: list[str]) -> None:
+    """Apache's ``?C=N|M|S;O=A|D`` sorts the table: no script needed."""
+    bare = root / "bare"
+    (bare / "b.txt").write_bytes(b"b" * 300)
+    (bare / "c.txt").write_bytes(b"cc")
+    for index, name in enumerate(["c.txt", "b.txt", "a dir", "<i>&\"x'.txt"]):
+        os.utime(bare / name, (1_600_000_000 + index, 1_600_000_000 + index))
+    handler = StaticFiles(root, reactor=clock, listing=True)
+    target = b"/bare/" + (b"?" + query if query else b"")
+    body = drain(get(handler, target), clock).decode()
+    shown = [html.unescape(text) for _, text, _, _ in listingRows(body)][1:]
+    assert shown == names
+
+
+def test_listingHeadingsLinkToTheirOrder(root: Path, clock: Clock) -> None:
+    handler = StaticFiles(root, reactor=clock, listing=True)
+    links = re.findall(
+        r'<th><a href="([^"]*)">', drain(get(handler, b"/bare/"), clock).decode()
+    )
+    assert links == ["?C=N;O=D", "?C=M;O=A", "?C=S;O=A"]
+    body = drain(get(handler, b"/bare/?C=S;O=A"), clock).decode()
+    assert re.findall(r'<th><a href="([^"]*)">', body) == [
+        "?C=N;O=A",
+        "?C=M;O=A",
+        "?C=S;O=D",
+    ]
 
 
 def test_listingRootHasNoParent(root: Path, clock: Clock) -> None:

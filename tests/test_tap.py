@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,11 @@ def test_configValues(args: list[str], changes: dict[str, Any]) -> None:
         pytest.param(["--handler", "os:getcwd", "--listing"], "--listing applies", id="listing"),
         pytest.param(["--access-log-format", "xml"], "combined or json", id="log-format"),
         pytest.param(["--access-log", "/nonexistent/dir/log"], "cannot create", id="log-dir"),
+        pytest.param(["--access-log", "-", "--log-closes", "some"], "--log-closes 'some': expected all, abnormal or none", id="log-closes"),
+        pytest.param(["--log-closes", "all"], "--log-closes applies to --access-log", id="log-closes-alone"),
+        pytest.param(["--access-log", "x.log", "--access-log-mode", "0999"], "expected octal permissions such as 0640", id="log-mode"),
+        pytest.param(["--access-log-mode", "0644"], "--access-log-mode applies to --access-log", id="log-mode-alone"),
+        pytest.param(["--access-log", "-", "--access-log-mode", "0644"], "applies to an access log file", id="log-mode-stdout"),
         pytest.param(["--status-path", "status"], "absolute path", id="status-relative"),
         pytest.param(["--status-path", "/"], "cannot take the whole site", id="status-root"),
         pytest.param(["--https", "x"], "port number", id="https-port"),
@@ -354,8 +360,13 @@ def test_makeServiceWithHandler() -> None:
     assert service.factory.handler is _slowapp.app
     assert service.factory.requestObservers == []
     assert service.factory.closeObservers == []
-    # Only the signal handlers (SIGHUP: nothing to reload; SIGUSR1: no log).
-    assert [c.name for c in service.companions] == ["reload", "access-log-reopen"]
+    # Only the signal handlers (a second SIGTERM; SIGHUP: nothing to
+    # reload; SIGUSR1: no log).
+    assert [c.name for c in service.companions] == [
+        "repeated-stop-signals",
+        "reload",
+        "access-log-reopen",
+    ]
 
 
 def test_tapDoesNotImportTheReactor() -> None:
@@ -433,6 +444,8 @@ def test_missingErrorPageOrFallbackIsOneWarning(tmp_path: Path) -> None:
         "--path",
         str(tmp_path),
         "--error-page",
+        "403=/missing.html",
+        "--error-page",
         "404=/404.html",
         "--error-page",
         "500=/oops.html",
@@ -443,6 +456,104 @@ def test_missingErrorPageOrFallbackIsOneWarning(tmp_path: Path) -> None:
         tap.makeService(options)
     warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
     assert warnings == [
+        f"--error-page 403=/missing.html: no such file under {tmp_path} (yet)",
         f"--error-page 500=/oops.html: no such file under {tmp_path} (yet)",
         f"--fallback /index.html: no such file under {tmp_path} (yet)",
     ]
+
+
+# -- systemd: socket activation ---------------------------------------------------
+
+
+def systemd(description: str, environ: dict[str, str], pid: int = 4242) -> Any:
+    from connserver._running.listeners import systemdEndpoint
+
+    return systemdEndpoint(object(), description, environ, pid)
+
+
+@pytest.mark.parametrize(
+    "description, environ, message",
+    [
+        pytest.param("systemd:domain=INET:index=0", {}, "systemd passed this process no socket", id="none"),
+        pytest.param("systemd:domain=INET:index=0", {"LISTEN_PID": "1", "LISTEN_FDS": "1"}, "no socket", id="other-pid"),
+        pytest.param("systemd:domain=INET:index=1", {"LISTEN_PID": "4242", "LISTEN_FDS": "1"}, "index='1': systemd passed 1 socket(s), index 0 to 0", id="index-range"),
+        pytest.param("systemd:domain=INET:name=http", {"LISTEN_PID": "4242", "LISTEN_FDS": "1"}, "LISTEN_FDNAMES is not set): set FileDescriptorName=http in the .socket unit (systemd-socket-activate --fdname=http), or use index=N", id="name-without-names"),
+        pytest.param("systemd:domain=INET:name=web", {"LISTEN_PID": "4242", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "http:https"}, "passed the sockets http, https", id="unknown-name"),
+        pytest.param("systemd:domain=INET", {"LISTEN_PID": "4242", "LISTEN_FDS": "1"}, "give index=N or name=NAME (exactly one)", id="neither"),
+        pytest.param("systemd:domain=INET:index=0:name=x", {"LISTEN_PID": "4242", "LISTEN_FDS": "1"}, "exactly one", id="both"),
+        pytest.param("systemd:domain=IPX:index=0", {"LISTEN_PID": "4242", "LISTEN_FDS": "1"}, "expected INET, INET6 or UNIX", id="domain"),
+        pytest.param("systemd:domain=INET:port=1", {"LISTEN_PID": "4242", "LISTEN_FDS": "1"}, "expected systemd:domain=", id="unknown-key"),
+    ],
+)  # fmt: skip
+def test_systemdErrorsSayWhatIsMissing(
+    description: str, environ: dict[str, str], message: str
+) -> None:
+    from connserver._running.listeners import ListenerError
+
+    with pytest.raises(ListenerError) as raised:
+        systemd(description, environ)
+    assert message in str(raised.value)
+    assert str(raised.value).startswith(f"--listen {description!r}: ")
+
+
+def test_systemdIndexWithoutNames() -> None:
+    """
+    Without LISTEN_FDNAMES (systemd before 227, systemd-socket-activate
+    without --fdname) Twisted's parser finds no socket at all, even for
+    index=0 ("list index out of range"); the index still works here.
+    """
+    import socket
+
+    environ = {"LISTEN_PID": "4242", "LISTEN_FDS": "2"}
+    endpoint = systemd("systemd:domain=INET6:index=1", environ)
+    assert (endpoint.fileno, endpoint.addressFamily) == (4, socket.AF_INET6)
+    named = {**environ, "LISTEN_FDNAMES": "http:https"}
+    endpoint = systemd("systemd:domain=INET:name=https", named)
+    assert (endpoint.fileno, endpoint.addressFamily) == (4, socket.AF_INET)
+    # Twisted's positional spelling too.
+    assert systemd("systemd:UNIX:0", environ).fileno == 3
+
+
+def test_systemdWithoutSocketIsAUsageError() -> None:
+    with pytest.raises(usage.UsageError, match="systemd passed this process no socket"):
+        parse("--listen", "systemd:domain=INET:index=0")
+
+
+def test_hstsWithoutATLSListenerIsOneWarning(tmp_path: Path) -> None:
+    """Strict-Transport-Security goes over TLS only: without TLS, say so."""
+    with capturedLogs() as events:
+        tap.makeService(parse("--path", str(tmp_path), "--hsts", "31536000"))
+    warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(
+        "--hsts-max-age 31536000: no TLS listener (--https or --listen ssl:...)"
+    )
+    assert "so no response will carry it" in warnings[0]
+
+
+def test_hstsWithATLSListenerIsNoWarning(tmp_path: Path) -> None:
+    from ._certs import makeCertificate
+
+    cert = makeCertificate(tmp_path)
+    options = parse(
+        "--path", str(tmp_path), "--hsts", "100",
+        "--https", "0", "-c", str(cert.certificate), "-k", str(cert.privateKey),
+    )  # fmt: skip
+    with capturedLogs() as events:
+        tap.makeService(options)
+    assert not [e for e in events if e["log_level"] == LogLevel.warn]
+
+
+def test_accessLogFlagsReachTheLog(tmp_path: Path) -> None:
+    """--log-closes (default abnormal) and --access-log-mode (default 0640)."""
+    log = str(tmp_path / "access.log")
+    settings = parse("--path", str(tmp_path), "--access-log", log).settings()
+    assert (settings.logCloses, settings.accessLogMode) == ("abnormal", 0o640)
+    options = parse(
+        "--path", str(tmp_path), "--access-log", log,
+        "--log-closes", "none", "--access-log-mode", "644",
+    )  # fmt: skip
+    service: Any = tap.makeService(options)
+    accessLog = service.factory.requestObservers[0]
+    assert (accessLog.closes, accessLog.mode) == ("none", 0o644)
+    assert not os.path.exists(log), "created when the service starts"

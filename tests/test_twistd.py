@@ -258,7 +258,13 @@ def test_servesADirectory(tmp_path: Path, server: Callable[..., Server]) -> None
     assert response.status == 200 and b'"accepted": 1' in response.read()
     connection.close()
     s.stop()
-    assert re.search(r'"GET /hello.txt HTTP/1.1" 200 13 .* conn=1 req=1 ', s.output())
+    output = s.output()
+    assert re.search(r'"GET /hello.txt HTTP/1.1" 200 13 .* conn=1 req=1 ', output)
+    # One line a person can click, naming what is served.
+    assert f"serving http://127.0.0.1:{s.port}/ (static: {tmp_path / 'www'})" in output
+    # The keep-alive connection's ordinary end (the client closing) writes
+    # no close line by default (--log-closes abnormal).
+    assert '"-" - 0 ' not in output
 
 
 @pytest.fixture(scope="module")
@@ -325,6 +331,31 @@ def test_sigtermDrainsASlowResponse(
     assert s.process.poll() is None, "twistd waits for the in-flight response"
     finishSlowResponse(client, release)
     s.checkExited()
+
+
+def test_secondSigtermDuringTheDrainIsOneLine(
+    tmp_path: Path, server: Callable[..., Server]
+) -> None:
+    """
+    A second SIGTERM (or SIGINT) while a response drains: one line, no
+    ReactorNotRunning traceback, and the response still completes.
+    """
+    release = tmp_path / "release"
+    s = server("--handler", "cs_slowapp:app", "--drain-timeout", "15")
+    client = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
+    client.sendall(
+        b"GET /slow?release=" + str(release).encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    s.waitFor("slow request waiting")
+    s.process.send_signal(signal.SIGTERM)
+    s.waitFor("stopped accepting; draining")
+    s.process.send_signal(signal.SIGTERM)
+    s.waitFor(r"SIGTERM again: already stopping \(the drain ends within 15 s\)")
+    s.process.send_signal(signal.SIGINT)
+    s.waitFor("SIGINT again: already stopping")
+    finishSlowResponse(client, release)
+    s.checkExited()
+    assert "ReactorNotRunning" not in s.output()
 
 
 # -- TLS through twistd ------------------------------------------------------------
@@ -454,6 +485,10 @@ def test_tlsSpellingsWorkWithRealClients(
         )
         assert b"ALPN protocol: http/1.1" in result.stdout, result.stdout
     s.stop()
+    # The TLS listener says so, and gives its https:// URL.
+    output = s.output()
+    assert re.search(rf"connserver listening on ipv4 [\d.]+:{port} \(https\)\n", output)
+    assert f"serving https://127.0.0.1:{port}/ (static: {tmp_path})\n" in output
 
 
 def installCertificate(files: CertificateFiles, live: Path) -> None:
@@ -593,7 +628,7 @@ def test_sigusr1ReopensTheAccessLog(
     (tmp_path / "index.html").write_bytes(b"hi\n")
     log = tmp_path / "access.log"
     rotated = tmp_path / "access.log.1"
-    s = server("--access-log", str(log))
+    s = server("--access-log", str(log), "--log-closes", "all")
     assert get(s.port, "/?before=0") == 200
     eventually(  # written within a second
         lambda: log.exists() and log.read_text(),
@@ -717,3 +752,36 @@ def test_startupErrorsAreOneLineAndExitOne(site: Path, tmp_path: Path) -> None:
             assert lines[0] == output.rstrip().splitlines()[-1]
     finally:
         busy.close()
+
+
+def test_systemdSocketWithoutNames(
+    tmp_path: Path, server: Callable[..., Server]
+) -> None:
+    """
+    Socket activation without LISTEN_FDNAMES (systemd before 227,
+    systemd-socket-activate without --fdname): index=0 still adopts fd 3,
+    where Twisted's parser found no socket ("list index out of range").
+    """
+    (tmp_path / "hello.txt").write_text("hello\n")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        s = server(
+            "--listen",
+            "systemd:domain=INET:index=0",
+            plain=False,
+            # sh's $$ is the pid twistd will have after exec.
+            prefix=["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh"],
+            preexec_fn=lambda: os.dup2(listener.fileno(), 3),
+            pass_fds=(3,),
+        )
+        assert s.port == port
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+        connection.request("GET", "/hello.txt")
+        assert connection.getresponse().read() == b"hello\n"
+        connection.close()
+        s.stop()
+    finally:
+        listener.close()

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -174,6 +174,10 @@ _SLOW_FIELDS = frozenset(
 )
 
 _ABSOLUTE_FORM_RE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://[^/]*")
+# A last path segment after which the path names a directory (decoded).
+_DIRECTORY_ENDINGS = frozenset({b"", b".", b".."})
+# What a redirect's Location keeps unencoded in a segment (RFC 3986 pchar).
+_PATH_SAFE = "!$&'()*+,;=:@-._~"
 
 
 def _contentType(name: bytes) -> bytes:
@@ -820,7 +824,7 @@ class StaticFiles:
             return _notFound()
         if stat.S_ISDIR(st.st_mode):
             if segments[-1] != b"":
-                return self._redirectToDirectory(request)
+                return self._redirectToDirectory(request, segments)
             return self._directory(request, key, segments, fsPath, gzip)
         if not stat.S_ISREG(st.st_mode) or segments[-1] == b"":
             # A FIFO or device is never opened (it could block the reactor);
@@ -833,9 +837,12 @@ class StaticFiles:
         Map the request path to segments under the root, or an error.
 
         The path is split on ``/`` first and each segment percent-decoded
-        once, so an encoded slash or dot-dot (``%2f``, ``%2e%2e``) can only
-        ever be a name, which is then refused.  Errors say nothing about the
-        filesystem.
+        once, so an encoded slash (``%2f``) can only ever be part of a name,
+        which is then refused.  As nginx does, empty segments are merged
+        (``//x`` is ``/x``) and dot-segments removed (RFC 3986 §5.2.4;
+        ``%2e`` is a dot, §6.2.2.2): ``/sub/../index.html`` is
+        ``/index.html``, and a ``..`` that would leave the root is a 404.
+        Errors say nothing about the filesystem.
         """
         path = request.path
         if not path.startswith(b"/"):
@@ -848,21 +855,32 @@ class StaticFiles:
             return _plain(414, b"414 URI Too Long\n")
         raw = path[1:].split(b"/")
         segments: list[bytes] = []
-        last = len(raw) - 1
-        for index, part in enumerate(raw):
+        for part in raw:
             segment = unquote_to_bytes(part) if b"%" in part else part
             if b"\x00" in segment:
                 return _plain(400, b"400 Bad Request\n")
+            if segment == b"" or segment == b".":
+                continue
+            if segment == b"..":
+                if not segments:
+                    return _notFound()  # It would leave the root.
+                segments.pop()
+                continue
             if (
                 b"/" in segment
                 or b"\\" in segment
-                or segment in (b".", b"..")
-                or (segment == b"" and index != last)
                 or (segment.startswith(b".") and not self.showHidden)
                 or len(segment) > 255
             ):
                 return _notFound()
             segments.append(segment)
+        if (
+            not segments
+            or raw[-1] in _DIRECTORY_ENDINGS
+            or (b"%" in raw[-1] and unquote_to_bytes(raw[-1]) in _DIRECTORY_ENDINGS)
+        ):
+            # "/", "/a/", "/a/." and "/a/b/.." name a directory.
+            segments.append(b"")
         fsPath = self._rootPrefix + b"/".join(segments)
         if not self._contained(fsPath):
             return _notFound()
@@ -875,14 +893,17 @@ class StaticFiles:
         real = os.path.realpath(fsPath)
         return real == self._rootBytes or real.startswith(self._rootPrefix)
 
-    def _redirectToDirectory(self, request: Request) -> Response:
-        # The Location is the client's own path (still percent-encoded) plus a
-        # slash, and the query kept.  Empty segments were refused, so it can
-        # never start with "//" (a network-path reference to another host).
-        location = request.path + b"/"
+    def _redirectToDirectory(self, request: Request, segments: list[bytes]) -> Response:
+        # The Location is the path as resolved (dot-segments removed, slashes
+        # merged), each segment percent-encoded, plus a slash, and the query
+        # kept.  It has no empty segment, so it can never start with "//" (a
+        # network-path reference to another host).
+        location = "".join("/" + quote_from_bytes(s, _PATH_SAFE) for s in segments)
+        location += "/"
+        target = location.encode("ascii")
         if b"?" in request.target:
-            location += b"?" + request.query
-        return _plain(301, b"301 Moved Permanently\n", [(b"Location", location)])
+            target += b"?" + request.query
+        return _plain(301, b"301 Moved Permanently\n", [(b"Location", target)])
 
     def _directory(
         self,
@@ -1161,7 +1182,7 @@ class StaticFiles:
         return Response(
             200,
             Headers([(b"Content-Type", _HTML), (b"Cache-Control", b"no-cache")]),
-            listingPage(segments, items),
+            listingPage(segments, items, request.query),
         )
 
 

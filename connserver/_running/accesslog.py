@@ -50,10 +50,25 @@ from connserver._twisted.reactor import defaultReactor
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-__all__ = ["ACCESS_LOG_FORMATS", "AccessLog", "formatCombined", "formatJSON"]
+__all__ = [
+    "ACCESS_LOG_FORMATS",
+    "LOG_CLOSES",
+    "NORMAL_CLOSES",
+    "AccessLog",
+    "formatCombined",
+    "formatJSON",
+]
 
 #: The formats ``AccessLog`` writes.
 ACCESS_LOG_FORMATS = ("combined", "json")
+
+#: Which close lines ``AccessLog`` writes (``--log-closes``): every one,
+#: the abnormal ones only (not :data:`NORMAL_CLOSES`), or none.
+LOG_CLOSES = ("all", "abnormal", "none")
+
+#: The reasons of the close lines ``closes="abnormal"`` leaves out: a
+#: keep-alive connection's ordinary end, after its requests were logged.
+NORMAL_CLOSES = frozenset({"peer-closed", "idle-timeout", "draining"})
 
 _MONTHS = (
     "Jan",
@@ -240,11 +255,18 @@ class AccessLog:
     connection that ended without a final response saying why (register it
     in both lists, as ``twistd connserver`` does).
 
-    ``target`` is a path (opened for appending on the first write, so that
-    ``O_APPEND`` keeps concurrent writers and ``logrotate copytruncate``
-    safe), ``"-"`` for standard output, or an open file object (binary or
-    text; never closed by this class).  Call :meth:`close` at shutdown to
-    write what is buffered; the service does so after the drain.
+    ``target`` is a path (opened for appending, so that ``O_APPEND`` keeps
+    concurrent writers and ``logrotate copytruncate`` safe: by :meth:`open`,
+    else on the first write), ``"-"`` for standard output, or an open file
+    object (binary or text; never closed by this class).  A file this class
+    creates gets ``mode`` (0640: the owner writes, a log shipper in the
+    group reads), whatever the umask (a daemonised twistd's is 077); an
+    existing file keeps its own.  Call :meth:`close` at shutdown to write
+    what is buffered; the service does so after the drain.
+
+    ``closes`` chooses the close lines: ``all``, ``abnormal`` (not those of
+    :data:`NORMAL_CLOSES`: the client closing, the idle timeout, the
+    graceful stop closing an idle connection) or ``none``.
     """
 
     _log = Logger()
@@ -257,7 +279,17 @@ class AccessLog:
         reactor: IReactorTime | None = None,
         flushInterval: float = 1.0,
         bufferBytes: int = 64 * 1024,
+        closes: Literal["all", "abnormal", "none"] | str = "all",
+        mode: int = 0o640,
     ) -> None:
+        if closes not in LOG_CLOSES:
+            raise ValueError(
+                f"closes must be one of {', '.join(LOG_CLOSES)}, not {closes!r}"
+            )
+        if not 0 <= mode <= 0o777:
+            raise ValueError(
+                f"mode must be a permission mode such as 0o640, not {mode!r}"
+            )
         if format not in _FORMATTERS:
             raise ValueError(
                 f"access log format must be one of {', '.join(ACCESS_LOG_FORMATS)}, "
@@ -267,6 +299,8 @@ class AccessLog:
             raise ValueError("flushInterval must be positive")
         self._format = _FORMATTERS[format]
         self.format = format
+        self.closes = closes
+        self.mode = mode
         self._reactor = reactor
         self.flushInterval = flushInterval
         self.bufferBytes = bufferBytes
@@ -298,6 +332,9 @@ class AccessLog:
 
     def __call__(self, record: RequestRecord | ConnectionRecord) -> None:
         """Buffer the line for ``record``; never raises (an observer must not)."""
+        if isinstance(record, ConnectionRecord) and self.closes != "all":
+            if self.closes == "none" or record.closeReason in NORMAL_CLOSES:
+                return
         try:
             line = self._format(record)
         except Exception:
@@ -364,10 +401,37 @@ class AccessLog:
                 error=error,
             )
 
+    def open(self) -> None:
+        """
+        Create (or open) the file now, at start, rather than at the first
+        write; a failure is reported once, and the next write tries again.
+        Nothing to do for standard output or a file object.
+        """
+        if self._file is not None or self._path is None or self._closed:
+            return
+        try:
+            self._file = self._openPath()
+        except OSError as error:
+            self._reportFailure(error)
+
+    def _openPath(self) -> IO[bytes]:
+        """The path opened for appending, created with ``mode`` if new."""
+        assert self._path is not None
+        flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self._path, flags | os.O_CREAT | os.O_EXCL, self.mode)
+        except FileExistsError:
+            fd = os.open(self._path, flags)
+        else:
+            try:
+                os.fchmod(fd, self.mode)  # Not narrowed by the umask.
+            except OSError:
+                pass
+        return os.fdopen(fd, "ab")
+
     def _write(self, data: str) -> None:
         if self._file is None:
-            assert self._path is not None
-            self._file = open(self._path, "ab")
+            self._file = self._openPath()
         f = self._file
         if isinstance(f, io.TextIOBase):
             f.write(data)
@@ -425,9 +489,8 @@ class AccessLog:
             except OSError:
                 pass
             self._file = None
-        assert self._path is not None
         try:
-            self._file = open(self._path, "ab")
+            self._file = self._openPath()
         except OSError as error:
             # Reported once; the next flush tries to open the path again.
             self._reportFailure(error)

@@ -79,12 +79,22 @@ def _assemble(
     service = ConnectionServerService(factory, endpoints)
     # A port in use, a bad address, permission denied: one line, exit 1.
     service.oneLineStartupErrors = True
-    for listener, description in zip(
-        service.listeners,
-        [*settings.listen, *(t.description for t in settings.tls)],
-        strict=True,
+    if settings.inWorker:
+        # The parent logs one "serving" line per listener, not each worker.
+        for listener in service.listeners:
+            listener.serving = None
+    else:
+        service.serving = settings.serving()
+        _warnHSTS(settings)
+    for index, (listener, description) in enumerate(
+        zip(
+            service.listeners,
+            [*settings.listen, *(t.description for t in settings.tls)],
+            strict=True,
+        )
     ):
         listener.description = description
+        listener.scheme = "https" if index >= len(settings.listen) else "http"
     mounts = _mounts(settings, factory, service, cluster, reactor)
     if mounts:
         from connserver._handlers.routing import PrefixMount
@@ -94,6 +104,18 @@ def _assemble(
         _redirectToHTTPS(settings, factory, service, list(mounts))
     _addSignals(settings, factory, service, reactor)
     return service
+
+
+def _warnHSTS(settings: ServeSettings) -> None:
+    """--hsts without a TLS listener would send nothing: say so, once."""
+    if settings.config.hstsMaxAge is not None and not settings.tls:
+        Logger(namespace="connserver.tap").warn(
+            "--hsts-max-age {seconds}: no TLS listener (--https or --listen "
+            "ssl:...), and Strict-Transport-Security is sent over TLS only "
+            "(RFC 6797 §7.2), so no response will carry it; behind a proxy that "
+            "terminates TLS, have the proxy send it",
+            seconds=settings.config.hstsMaxAge,
+        )
 
 
 def _checkDescriptors(settings: ServeSettings) -> None:
@@ -234,8 +256,19 @@ def _addSignals(
     service: ConnectionServerService,
     reactor: Any,
 ) -> None:
-    """SIGHUP re-reads the certificates; SIGUSR1 reopens the access log."""
-    from connserver._running.service import CallbackService, SignalService
+    """
+    SIGHUP re-reads the certificates; SIGUSR1 reopens the access log; a
+    second SIGTERM or SIGINT is one line, not a traceback.
+    """
+    from connserver._running.service import (
+        RepeatedStopSignalService,
+        SignalService,
+    )
+
+    if not settings.inWorker:  # A worker takes SIGTERM and SIGINT itself.
+        service.addCompanion(
+            RepeatedStopSignalService(reactor, lambda: service.drainTimeout)
+        )
 
     tls = settings.tls
     # SIGHUP re-reads every certificate (certbot's renewal hook sends it);
@@ -252,23 +285,23 @@ def _addSignals(
             reactor,
         )
     )
-    reopen: Callable[[], object] = lambda: _log.info(  # noqa: E731
-        "SIGUSR1: no access log file to reopen."
-    )
     if settings.accessLog is not None:
-        from connserver._running.accesslog import AccessLog
-
-        accessLog = AccessLog(
-            settings.accessLog, settings.accessLogFormat, reactor=reactor
+        # Created at start (after twistd drops privileges, so the server's
+        # user owns it), with --access-log-mode whatever the umask; SIGUSR1
+        # reopens it after logrotate renamed it (nginx's USR1), and a
+        # handler twistd installed for its own --logfile runs too.
+        service.addAccessLog(
+            settings.accessLog,
+            settings.accessLogFormat,
+            closes=settings.logCloses,
+            mode=settings.accessLogMode,
         )
-        factory.requestObservers.append(accessLog)
-        # And one line for each connection that no response said the
-        # close reason of: every close is in the log once.
-        factory.closeObservers.append(accessLog)
-        service.addCompanion(CallbackService("access-log", onStop=accessLog.close))
-        reopen = accessLog.reopen
-    # SIGUSR1 reopens the access log after logrotate renamed it (nginx's
-    # USR1); a handler twistd installed for its own --logfile runs too.
-    service.addCompanion(
-        SignalService("access-log-reopen", signal.SIGUSR1, reopen, reactor)
-    )
+    else:
+        service.addCompanion(
+            SignalService(
+                "access-log-reopen",
+                signal.SIGUSR1,
+                lambda: _log.info("SIGUSR1: no access log file to reopen."),
+                reactor,
+            )
+        )

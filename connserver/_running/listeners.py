@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,11 +42,13 @@ __all__ = [
     "ParentSockets",
     "TLSListener",
     "checkEndpoint",
+    "endpointFromString",
     "endpointType",
     "parseSSLListener",
     "reusePortSocket",
     "serverEndpoints",
     "splitEndpointDescription",
+    "systemdEndpoint",
     "tcpAddress",
     "workerEndpoints",
 ]
@@ -200,22 +203,142 @@ class _NoReactor:
     """
 
 
+def endpointFromString(reactor: Any, description: str) -> IStreamServerEndpoint:
+    """
+    ``serverFromString``, with ``systemd:`` parsed by :func:`systemdEndpoint`
+    (clear messages, and the index kept without ``LISTEN_FDNAMES``).
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    if endpointType(description) == "systemd":
+        return systemdEndpoint(reactor, description)
+    endpoint: IStreamServerEndpoint = serverFromString(reactor, description)  # type: ignore[no-untyped-call]
+    return endpoint
+
+
+def _systemdSockets(
+    environ: Mapping[str, str], pid: int
+) -> tuple[list[int], list[str] | None]:
+    """
+    The descriptors systemd passed this process (``LISTEN_FDS``, for
+    ``LISTEN_PID``), and their names (``LISTEN_FDNAMES``), or None when
+    it gave none: Twisted's ``ListenFDs`` then drops every descriptor, so
+    that even ``index=0`` finds nothing (systemd before 227, or
+    ``systemd-socket-activate`` without ``--fdname``).
+    """
+    if environ.get("LISTEN_PID") != str(pid):
+        return [], None
+    count = environ.get("LISTEN_FDS", "")
+    if not _wholeNumber(count):
+        return [], None
+    descriptors = list(range(3, 3 + int(count)))
+    names = environ.get("LISTEN_FDNAMES")
+    return descriptors, names.split(":") if names else None
+
+
+def _systemdEnvironment() -> Mapping[str, str]:
+    """
+    The ``LISTEN_*`` variables systemd gave this process.  Importing
+    ``twisted.internet.endpoints`` removes ``LISTEN_PID`` and ``LISTEN_FDS``
+    from ``os.environ`` (and, without ``LISTEN_FDNAMES``, keeps no socket);
+    the process's initial environment, in ``/proc/self/environ`` (socket
+    activation is Linux's), still has them.
+    """
+    if "LISTEN_PID" in os.environ:
+        return os.environ
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            initial = f.read()
+    except OSError:
+        return os.environ
+    found = {}
+    for entry in initial.split(b"\0"):
+        key, sep, value = entry.partition(b"=")
+        if sep and key in (b"LISTEN_PID", b"LISTEN_FDS", b"LISTEN_FDNAMES"):
+            found[key.decode()] = value.decode("utf-8", "replace")
+    return found
+
+
+def systemdEndpoint(
+    reactor: Any,
+    description: str,
+    environ: Mapping[str, str] | None = None,
+    pid: int | None = None,
+) -> IStreamServerEndpoint:
+    """
+    ``systemd:domain=INET:index=N`` or ``systemd:domain=INET:name=NAME``,
+    Twisted's syntax: the socket systemd passed (socket activation), or
+    ``ListenerError`` saying what is missing.  Without ``LISTEN_FDNAMES``
+    an ``index=`` still works, and a ``name=`` says how to name the socket.
+    """
+    import socket as _socket
+
+    from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+
+    def fail(reason: str) -> ListenerError:
+        return ListenerError(f"--listen {description!r}: {reason}")
+
+    args, kwargs = splitEndpointDescription(description)
+    fields = dict(zip(("domain", "index", "name"), args[1:], strict=False))
+    unknown = sorted(set(kwargs) - {"domain", "index", "name"})
+    if len(args) > 4 or unknown or set(fields) & set(kwargs):
+        raise fail("expected systemd:domain=INET|INET6|UNIX:index=N (or name=NAME)")
+    fields.update(kwargs)
+    domain = fields.get("domain", "")
+    families = {"INET": _socket.AF_INET, "INET6": _socket.AF_INET6}
+    families["UNIX"] = _socket.AF_UNIX
+    family = families.get(domain)
+    if family is None:
+        raise fail(f"domain={domain!r}: expected INET, INET6 or UNIX")
+    index, name = fields.get("index"), fields.get("name")
+    if (index is None) == (name is None):
+        raise fail("give index=N or name=NAME (exactly one)")
+    descriptors, names = _systemdSockets(
+        _systemdEnvironment() if environ is None else environ,
+        os.getpid() if pid is None else pid,
+    )
+    if not descriptors:
+        raise fail(
+            "systemd passed this process no socket (LISTEN_FDS and LISTEN_PID are "
+            "not set for it); run it from a .socket unit's service, or try "
+            "systemd-socket-activate -l 8080 --fdname=http twistd ..."
+        )
+    if index is not None:
+        if not _wholeNumber(index) or int(index) >= len(descriptors):
+            raise fail(
+                f"index={index!r}: systemd passed {len(descriptors)} socket(s), "
+                f"index 0 to {len(descriptors) - 1}"
+            )
+        fd = descriptors[int(index)]
+    else:
+        assert name is not None
+        if names is None:
+            raise fail(
+                f"name={name!r}: systemd passed no socket names (LISTEN_FDNAMES "
+                f"is not set): set FileDescriptorName={name} in the .socket unit "
+                f"(systemd-socket-activate --fdname={name}), or use index=N"
+            )
+        if name not in names:
+            raise fail(
+                f"name={name!r}: systemd passed the sockets {', '.join(names)} "
+                "(FileDescriptorName= in the .socket unit)"
+            )
+        fd = descriptors[names.index(name)]
+    return AdoptedStreamServerEndpoint(reactor, fd, family)  # type: ignore[no-untyped-call]
+
+
 def checkEndpoint(description: str) -> None:
     """Raise ``ListenerError`` unless ``description`` is a usable server endpoint."""
     from twisted.internet.endpoints import serverFromString
 
+    if endpointType(description) == "systemd":
+        systemdEndpoint(_NoReactor(), description)
+        return
     try:
         endpoint = serverFromString(_NoReactor(), description)  # type: ignore[no-untyped-call]
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         reason = reason or type(error).__name__
-        if description.startswith("systemd:") and isinstance(
-            error, IndexError | KeyError
-        ):
-            reason = (
-                f"no such socket from systemd ({reason}); run under a .socket "
-                "unit (LISTEN_FDS, LISTEN_FDNAMES)"
-            )
         raise ListenerError(f"--listen {description!r}: {reason}") from None
     # A TCP endpoint (haproxy: wraps one): its port and interface, checked
     # now rather than when twistd listens.
@@ -253,12 +376,9 @@ def serverEndpoints(
     reactor: Any, listen: tuple[str, ...], tls: tuple[TLSListener, ...]
 ) -> list[IStreamServerEndpoint]:
     """One process's endpoints: the ``--listen`` ones, then the TLS ones."""
-    from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+    from twisted.internet.endpoints import SSL4ServerEndpoint
 
-    return [
-        serverFromString(reactor, description)  # type: ignore[no-untyped-call]
-        for description in listen
-    ] + [
+    return [endpointFromString(reactor, description) for description in listen] + [
         SSL4ServerEndpoint(  # type: ignore[no-untyped-call]
             reactor,
             listener.port,
@@ -272,9 +392,9 @@ def serverEndpoints(
 
 def tcpAddress(reactor: Any, description: str) -> tuple[str, int, int] | None:
     """(interface, port, backlog) of a ``tcp:`` description, else None."""
-    from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
+    from twisted.internet.endpoints import TCP4ServerEndpoint
 
-    endpoint = serverFromString(reactor, description)  # type: ignore[no-untyped-call]
+    endpoint = endpointFromString(reactor, description)
     if not isinstance(endpoint, TCP4ServerEndpoint):  # TCP6ServerEndpoint too
         return None
     return tcpEndpointAddress(endpoint)
@@ -350,6 +470,9 @@ class ParentSockets:
         self.specs: list[ListenerSpec] = []
         self._ports: list[IListeningPort] = []
         self._sockets: list[socket.socket] = []
+        #: What the workers serve, for a ``serving http://...`` line per
+        #: listener; None for none.
+        self.serving: str | None = None
 
     def open(
         self, listen: tuple[str, ...], tls: tuple[TLSListener, ...], reusePort: bool
@@ -397,27 +520,35 @@ class ParentSockets:
         description: str | None,
         address: tuple[str, int, int] | None,
     ) -> ListenerSpec:
-        from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
+        from twisted.internet.endpoints import TCP4ServerEndpoint
 
-        from connserver._running.service import describePort
+        from connserver._running.service import describePort, servingLine
 
+        endpoint: IStreamServerEndpoint
         if description is None:
             assert address is not None
             endpoint = TCP4ServerEndpoint(  # type: ignore[no-untyped-call]
                 self.reactor, address[1], address[2], address[0]
             )
         else:
-            endpoint = serverFromString(self.reactor, description)  # type: ignore[no-untyped-call]
+            endpoint = endpointFromString(self.reactor, description)
         failures: list[Failure] = []
         ports: list[IListeningPort] = []
-        listening = endpoint.listen(_NoConnections())  # type: ignore[no-untyped-call]
+        listening = endpoint.listen(_NoConnections())
         listening.addCallbacks(ports.append, failures.append)
         if failures:
             failures[0].raiseException()
         port = ports[0]
         # The parent never accepts: the workers do.
         port.stopReading()  # type: ignore[attr-defined]
-        _log.info("connserver listening on {where}", where=describePort(port))
+        scheme = "https" if kind == "tls" else "http"
+        _log.info(
+            "connserver listening on {where}{tls}",
+            where=describePort(port),
+            tls=" (https)" if scheme == "https" else "",
+        )
+        if self.serving is not None:
+            _log.info("{line}", line=servingLine(port, scheme, self.serving))
         self._ports.append(port)
         sock = port.socket  # type: ignore[attr-defined]
         return ListenerSpec(kind, index, fd=sock.fileno(), family=sock.family)
@@ -435,10 +566,25 @@ class ParentSockets:
         self._sockets.append(sock)
         boundHost, boundPort = sock.getsockname()[:2]
         kindName = "ipv6" if family == socket.AF_INET6 else "ipv4"
+        scheme = "https" if kind == "tls" else "http"
         _log.info(
-            "connserver listening on {where} (SO_REUSEPORT, a socket per worker)",
+            "connserver listening on {where} (SO_REUSEPORT, a socket per worker{tls})",
             where=f"{kindName} {boundHost}:{boundPort}",
+            tls=", https" if scheme == "https" else "",
         )
+        if self.serving is not None:
+            from twisted.internet.address import IPv4Address, IPv6Address
+
+            from connserver._running.service import serviceURL
+
+            bound = (IPv6Address if family == socket.AF_INET6 else IPv4Address)(
+                "TCP", boundHost, boundPort
+            )
+            _log.info(
+                "serving {url} ({serving})",
+                url=serviceURL(bound, scheme),
+                serving=self.serving,
+            )
         return ListenerSpec(
             kind, index, family=family, bind=(boundHost, boundPort, backlog)
         )

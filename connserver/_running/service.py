@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from types import EllipsisType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import (
@@ -40,16 +40,24 @@ if TYPE_CHECKING:
     )
     from twisted.internet.protocol import Factory
 
+    from connserver._handlers.metrics import MetricsHandler
+    from connserver._handlers.status import StatusHandler
     from connserver._http.config import ServerConfig
+    from connserver._running.accesslog import AccessLog
 
 __all__ = [
     "CallbackService",
     "ConnectionServerService",
     "ListeningService",
+    "RepeatedStopSignalService",
     "SignalService",
     "StartupError",
+    "describeHandler",
     "describePort",
     "installQuietStartupErrors",
+    "isTLSEndpoint",
+    "serviceURL",
+    "servingLine",
     "startupErrorMessage",
 ]
 
@@ -79,6 +87,76 @@ def describePort(port: IListeningPort) -> str:
     if name is not None:
         return f"{kind} {name.decode() if isinstance(name, bytes) else name}"
     return str(address)
+
+
+def serviceURL(address: object, scheme: str) -> str | None:
+    """
+    A URL a person can open for a listening ``address`` (a port's
+    ``getHost()``): ``http://127.0.0.1:8080/``; a port on every interface
+    is given as the loopback address.  None for an address without an IP
+    address and port (a Unix socket).
+    """
+    host = getattr(address, "host", None)
+    number = getattr(address, "port", None)
+    if not isinstance(host, str) or not isinstance(number, int):
+        return None
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host.partition('%')[0]}]"
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}{'' if number == default else f':{number}'}/"
+
+
+def servingLine(port: IListeningPort, scheme: str, serving: str | None) -> str:
+    """
+    ``serving http://127.0.0.1:8080/ (static: /srv/www)``: the line a
+    person can click, one per listener.
+    """
+    url = serviceURL(port.getHost(), scheme)
+    where = url if url is not None else f"{scheme} on {describePort(port)}"
+    return f"serving {where}" + ("" if serving is None else f" ({serving})")
+
+
+def describeHandler(handler: object) -> str:
+    """
+    What a handler serves, in a few words: ``static: /srv/www``,
+    ``twisted.web: Resource``, ``handler: module.name``.
+    """
+    from connserver._handlers.routing import PrefixMount
+    from connserver._handlers.static import StaticFiles
+
+    if isinstance(handler, PrefixMount):
+        handler = handler.default
+    if isinstance(handler, StaticFiles):
+        return f"static: {handler.root}"
+    site = getattr(handler, "site", None)  # a WebResourceHandler
+    resource = getattr(site, "resource", None)
+    if resource is not None:
+        return f"twisted.web: {type(resource).__qualname__}"
+    name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    module = getattr(handler, "__module__", None)
+    return f"handler: {name}" if not module else f"handler: {module}.{name}"
+
+
+def _reactorOf(factory: object) -> Any:
+    reactor = getattr(factory, "reactor", None)
+    if reactor is None:
+        from connserver._twisted.reactor import defaultReactor
+
+        reactor = defaultReactor()
+    return reactor
+
+
+def isTLSEndpoint(endpoint: object) -> bool:
+    """True for an endpoint whose connections are TLS (``ssl:``, ``--https``)."""
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+
+    return isinstance(endpoint, SSL4ServerEndpoint) or (
+        getattr(endpoint, "tls", None) is not None  # a worker's AdoptedEndpoint
+    )
 
 
 class StartupError(Exception):
@@ -162,6 +240,12 @@ class ListeningService(Service):
         self.onListening = onListening
         #: How the endpoint was given (``--listen 'tcp:8080'``), for messages.
         self.description: str | None = None
+        #: ``https`` for a TLS endpoint, else ``http`` (for the log lines).
+        self.scheme = "https" if isTLSEndpoint(endpoint) else "http"
+        #: What is served (``static: /srv/www``), for a ``serving
+        #: http://...`` line once listening; None logs no such line.
+        #: ``ConnectionServerService`` sets it.
+        self.serving: Callable[[], str | None] | None = None
         #: The port, once listening.
         self.port: IListeningPort | None = None
         self._waiting: Deferred[IListeningPort] | None = None
@@ -183,7 +267,15 @@ class ListeningService(Service):
 
         def listening(port: IListeningPort) -> IListeningPort:
             self.port = port
-            self._log.info("connserver listening on {where}", where=describePort(port))
+            self._log.info(
+                "connserver listening on {where}{tls}",
+                where=describePort(port),
+                tls=" (https)" if self.scheme == "https" else "",
+            )
+            if self.serving is not None:
+                self._log.info(
+                    "{line}", line=servingLine(port, self.scheme, self.serving())
+                )
             if self.onListening is not None:
                 self.onListening(port)
             return port
@@ -299,6 +391,78 @@ class SignalService(Service):
         return succeed(None)
 
 
+class RepeatedStopSignalService(Service):
+    """
+    A second SIGTERM (or SIGINT) while the server stops is one log line.
+
+    Twisted's handler calls ``reactor.stop()`` on every one, and a second
+    call, during the drain, raises ``ReactorNotRunning``: a traceback in the
+    log.  This service puts its own handler in front: the first signal goes
+    to the previous handler (Twisted's, which begins the stop); once the
+    reactor is stopping, by a signal or otherwise, a signal is only logged,
+    until the process exits.  Stopped while the reactor runs on, it puts the
+    previous handlers back.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, drainTimeout: Callable[[], float | None]) -> None:
+        self.setName("repeated-stop-signals")  # type: ignore[no-untyped-call]
+        self._reactor = reactor
+        self._drainTimeout = drainTimeout
+        self._previous: dict[int, Any] = {}
+        self.stopping = False
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._reactor.addSystemEventTrigger("before", "shutdown", self._stopping)
+        # twistd starts the services before the reactor runs, and the
+        # reactor installs its own handlers as it starts: ours go in front
+        # of those, once it runs.
+        self._reactor.callWhenRunning(self._install)
+
+    def _install(self) -> None:
+        if not self.running or self.stopping:
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # Only in front of a Python handler (the reactor's): a default
+            # or ignore disposition is left alone.
+            if callable(signal.getsignal(signum)):
+                self._previous[signum] = signal.signal(signum, self._received)
+
+    def _stopping(self) -> None:
+        self.stopping = True
+
+    def _received(self, signum: int, frame: object) -> None:
+        previous = self._previous[signum]
+        if not self.stopping:
+            self.stopping = True
+            previous(signum, frame)
+            return
+        # In a signal handler: the line is written by the reactor.
+        self._reactor.callFromThread(self._logAgain, signal.Signals(signum).name)
+
+    def _logAgain(self, name: str) -> None:
+        timeout = self._drainTimeout()
+        self._log.info(
+            "connserver: {name} again: already stopping (the drain ends {when}); "
+            "SIGKILL stops at once",
+            name=name,
+            when="when the last connection closes"
+            if timeout is None
+            else f"within {timeout:g} s",
+        )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if not self.stopping:
+            for signum, previous in self._previous.items():
+                if previous is not None:
+                    signal.signal(signum, previous)
+            self._previous = {}
+        return succeed(None)
+
+
 def _describeError(error: BaseException) -> str:
     interface = getattr(error, "interface", None)
     port = getattr(error, "port", None)
@@ -322,6 +486,13 @@ class ConnectionServerService(MultiService):
     (``None`` waits for the last connection, however long it takes).
     Companion services (the access log, the status sampler) are added with
     :meth:`addCompanion`; they start after the ports and stop after the drain.
+
+    What ``twistd connserver`` adds to its server is public here, for an
+    embedded server (``factory`` a :class:`~connserver.ConnectionFactory`):
+    :meth:`addAccessLog`, :meth:`addStatusPage`, :meth:`addMetrics`, and
+    :meth:`mount` for any handler at a path prefix.  Once listening, each
+    listener logs ``connserver listening on ...`` and ``serving
+    http://127.0.0.1:8080/ (WHAT)``, ``WHAT`` being :attr:`serving`.
     """
 
     _log = Logger()
@@ -338,8 +509,116 @@ class ConnectionServerService(MultiService):
         self._drainTimeout = drainTimeout
         self.listeners: list[ListeningService] = []
         self.companions: list[IService] = []
+        self._serving: str | None = None
+        self._mounted: Any = None
         for endpoint in endpoints:
             self.addEndpoint(endpoint)
+
+    @property
+    def serving(self) -> str:
+        """
+        What the server serves, for the ``serving http://...`` line: the
+        text assigned, else a description of the factory's handler
+        (``static: /srv/www``, ``handler: app.hello``).
+        """
+        if self._serving is not None:
+            return self._serving
+        return describeHandler(getattr(self.factory, "handler", None))
+
+    @serving.setter
+    def serving(self, text: str) -> None:
+        self._serving = text
+
+    def mount(self, prefix: str | bytes, handler: Any) -> None:
+        """
+        Serve ``handler`` for the requests at or under the path ``prefix``
+        (``/status`` takes ``/status`` and ``/status/...``), in front of
+        the factory's handler, through a :class:`~connserver.PrefixMount`.
+        """
+        from connserver._handlers.routing import PrefixMount
+
+        factory: Any = self.factory
+        if self._mounted is None or factory.handler is not self._mounted:
+            self._mounted = PrefixMount(factory.handler)
+            factory.handler = self._mounted
+        self._mounted.mount(prefix, handler)
+
+    def addAccessLog(
+        self,
+        target: str | os.PathLike[str] | IO[bytes] | IO[str],
+        format: str = "combined",
+        *,
+        closes: str = "abnormal",
+        mode: int = 0o640,
+        reopenSignal: int | None = signal.SIGUSR1,
+    ) -> AccessLog:
+        """
+        Write an access log line for every request, and (``closes``) one
+        for each connection that closed without a response saying why, to
+        ``target``: a path (created when the service starts, with ``mode``
+        whatever the umask), ``"-"`` for standard output, or an open file.
+        ``format`` is ``combined`` or ``json``; ``closes`` is ``all``,
+        ``abnormal`` (as ``twistd connserver``: not the client's close nor
+        the idle timeout) or ``none`` (see :class:`~connserver.AccessLog`).
+        The buffered lines are written after the drain; ``reopenSignal``
+        (SIGUSR1, as nginx; None for none) reopens the file after logrotate
+        renamed it.  Raises ``ValueError`` for a bad format, ``closes`` or
+        ``mode``.
+        """
+        from connserver._running.accesslog import AccessLog
+
+        factory: Any = self.factory
+        accessLog = AccessLog(
+            target,
+            format,
+            reactor=getattr(factory, "reactor", None),
+            closes=closes,
+            mode=mode,
+        )
+        factory.requestObservers.append(accessLog)
+        # Every close is in the log once: the closes no response carried.
+        factory.closeObservers.append(accessLog)
+        self.addCompanion(
+            CallbackService(
+                "access-log", onStart=accessLog.open, onStop=accessLog.close
+            )
+        )
+        if reopenSignal is not None:
+            self.addCompanion(
+                SignalService(
+                    "access-log-reopen",
+                    reopenSignal,
+                    accessLog.reopen,
+                    _reactorOf(factory),
+                )
+            )
+        return accessLog
+
+    def addStatusPage(self, path: str = "/status", **options: Any) -> StatusHandler:
+        """
+        Serve the status page (:class:`~connserver.StatusHandler`, built
+        with ``options``) at ``path``, sampled while the service runs.
+        """
+        from connserver._handlers.status import StatusHandler, StatusSamplingService
+
+        factory: Any = self.factory
+        options.setdefault("reactor", getattr(factory, "reactor", None))
+        status = StatusHandler(factory, **options)
+        self.mount(path, status)
+        self.addCompanion(StatusSamplingService(status))
+        return status
+
+    def addMetrics(self, path: str = "/metrics", **options: Any) -> MetricsHandler:
+        """
+        Serve Prometheus metrics (``MetricsHandler``, built with
+        ``options``; needs ``pip install 'connserver[metrics]'``) at
+        ``path``.
+        """
+        from connserver._handlers.metrics import MetricsHandler
+
+        metrics = MetricsHandler(self.factory, **options)  # type: ignore[arg-type]
+        self.mount(path, metrics)
+        return metrics
 
     #: Turn a failure to listen in ``privilegedStartService`` into one
     #: logged line and a :class:`StartupError` (``twistd connserver`` sets
@@ -360,6 +639,7 @@ class ConnectionServerService(MultiService):
             self.factory,  # type: ignore[arg-type]
             self.factory.addListeningPort,
         )
+        listener.serving = lambda: self.serving
         self.listeners.append(listener)
         listener.setServiceParent(self)  # type: ignore[no-untyped-call]
         return listener

@@ -65,6 +65,10 @@ class ServeSettings:
     fallback: str | None = None
     accessLog: str | None = None
     accessLogFormat: str = "combined"
+    #: ``--log-closes``: all, abnormal or none.
+    logCloses: str = "abnormal"
+    #: ``--access-log-mode``: the permissions of a log file created.
+    accessLogMode: int = 0o640
     statusPath: str | None = None
     metricsPath: str | None = None
     #: ``--proxy``: (PREFIX, URL) pairs.
@@ -83,6 +87,12 @@ class ServeSettings:
     cwd: str = "."
     #: True in a worker process: the parent warned and checked already.
     inWorker: bool = False
+
+    def serving(self) -> str:
+        """What is served, for the ``serving http://...`` lines."""
+        if self.handlerSpec is not None:
+            return f"handler: {self.handlerSpec}"
+        return f"static: {self.path}"
 
 
 def workerSettings(settings: ServeSettings) -> ServeSettings:

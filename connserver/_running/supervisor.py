@@ -509,6 +509,7 @@ class SupervisorService(MultiService):
             drainTimeout=settings.config.drainTimeout,
         )
         self.sockets = ParentSockets(reactor)
+        self.sockets.serving = settings.serving()
 
     def privilegedStartService(self) -> None:
         """Open every listener once (before twistd drops privileges)."""

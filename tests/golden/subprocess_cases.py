@@ -305,6 +305,10 @@ def runAll() -> list[dict[str, Any]]:
             str(www),
             "--access-log",
             str(accessLog),
+            # Every close line (the default leaves out the ordinary ones):
+            # these transcripts show each connection's whole story.
+            "--log-closes",
+            "all",
             "--idle-timeout",
             IDLE_TIMEOUT,
             "--request-head-timeout",
