@@ -37,9 +37,7 @@ def recordClose(path: str) -> None:
 
 def hello(environ: Environ, startResponse: StartResponse) -> list[bytes]:
     """The benchmark's app: 130 bytes, with their length."""
-    startResponse(
-        "200 OK", [("Content-Type", "text/plain"), ("Content-Length", "130")]
-    )
+    startResponse("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "130")])
     return [HELLO]
 
 
@@ -263,7 +261,9 @@ def raw(environ: Environ, startResponse: StartResponse) -> Any:
 
         return Tracked("late-start", lateStart())
     if path == "/close":
-        startResponse("200 OK", [("Content-Type", "text/plain"), ("Connection", "close")])
+        startResponse(
+            "200 OK", [("Content-Type", "text/plain"), ("Connection", "close")]
+        )
         return [b"bye"]
     if path == "/bad-status":
         startResponse("OK", [])
@@ -302,6 +302,18 @@ def raw(environ: Environ, startResponse: StartResponse) -> Any:
         time.sleep(float(environ["QUERY_STRING"] or "0.5"))
         startResponse("200 OK", [])
         return Tracked("slow", iter([b"slept"]))
+    if path == "/upload":
+        # A slow reader: one byte, a pause while the client keeps sending
+        # (reading from the socket must pause), then the rest.
+        stream = environ["wsgi.input"]
+        digest = hashlib.sha256(stream.read(1))
+        size = 1
+        time.sleep(0.5)
+        while data := stream.read(65536):
+            size += len(data)
+            digest.update(data)
+        startResponse("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"size": size, "sha256": digest.hexdigest()}).encode()]
     if path == "/read-all":
         body = environ["wsgi.input"].read()
         startResponse("200 OK", [("Content-Type", "text/plain")])
