@@ -25,6 +25,7 @@ from connserver._handlers.static import FileChangedError, StaticFiles
 from connserver._handlers.status import StatusHandler
 from connserver._handlers.web import WebResourceHandler, asHandler
 from connserver._handlers.websocket import WebSocketHandler
+from connserver._handlers.wsgi import WSGIHandler
 from connserver._http.config import ServerConfig
 from connserver._http.errors import (
     BodyInterrupted,
@@ -84,6 +85,7 @@ __all__ = [
     "SwitchProtocols",
     "TLSConfigError",
     "TLSServerOptions",
+    "WSGIHandler",
     "WebResourceHandler",
     "WebSocketHandler",
     "__version__",

@@ -306,6 +306,20 @@ class Options(usage.Options):
             "handler, a twisted.web IResource or a Klein app.",
         ],
         [
+            "wsgi",
+            None,
+            None,
+            "Serve the WSGI (PEP 3333) application MODULE:ATTRIBUTE at / instead "
+            "of --path, e.g. myproject.wsgi:application (Django) or app:app (Flask).",
+        ],
+        [
+            "wsgi-threads",
+            None,
+            None,
+            "With --wsgi: run the application in at most N threads (per worker). "
+            "[default: 10, as twistd web --wsgi]",
+        ],
+        [
             "access-log",
             None,
             None,
@@ -548,6 +562,8 @@ class Options(usage.Options):
             tls=tuple(self["tls"]),
             handlerSpec=self["handler"],
             application=self["application"],
+            wsgiSpec=self["wsgi"],
+            wsgiThreads=self["wsgi-threads"] or 10,
             path=self["path"],
             listing=bool(self["listing"]),
             followSymlinks=bool(self["follow-symlinks"]),
@@ -639,6 +655,9 @@ class Options(usage.Options):
             raise usage.UsageError(str(error)) from None
 
     def _checkApplication(self) -> None:
+        if self["wsgi"] is not None or self["wsgi-threads"] is not None:
+            self._checkWSGI()
+            return
         if self["handler"] is not None:
             if self["path"] is not None:
                 raise usage.UsageError("use --path or --handler, not both")
@@ -689,6 +708,45 @@ class Options(usage.Options):
             except ValueError as error:
                 raise usage.UsageError(str(error)) from None
         self["application"] = None
+
+    def _checkWSGI(self) -> None:
+        """``--wsgi MODULE:ATTRIBUTE`` and ``--wsgi-threads N``."""
+        spec = self["wsgi"]
+        if spec is None:
+            raise usage.UsageError("--wsgi-threads applies to --wsgi")
+        for flag in ("handler", "path"):
+            if self[flag] is not None:
+                raise usage.UsageError(f"use --{flag} or --wsgi, not both")
+        for flag in (
+            "listing",
+            "follow-symlinks",
+            "show-hidden",
+            "precompressed",
+            "cache-control",
+            "no-compress",
+            "fallback",
+            "error-page",
+        ):
+            if self["error-pages" if flag == "error-page" else flag]:
+                raise usage.UsageError(
+                    f"--{flag} applies to --path (static files), not to --wsgi"
+                )
+        threads = self["wsgi-threads"]
+        if threads is None:
+            threads = "10"
+        if not _wholeNumber(str(threads).strip()) or not 1 <= int(threads) <= 1024:
+            raise usage.UsageError(
+                f"--wsgi-threads {threads!r}: expected a number from 1 to 1024"
+            )
+        self["wsgi-threads"] = int(threads)
+        from connserver._running.apploading import HandlerLoadError, loadWSGIHandler
+
+        try:
+            self["application"] = loadWSGIHandler(
+                spec, int(threads), multiprocess=self["workers"] > 1
+            )
+        except HandlerLoadError as error:
+            raise usage.UsageError(str(error)) from None
 
     def _checkAccessLog(self) -> None:
         fmt = self["access-log-format"]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from connserver._connection.message import Handler
 
-__all__ = ["HandlerLoadError", "loadHandler"]
+__all__ = ["HandlerLoadError", "loadHandler", "loadWSGIHandler"]
 
 
 class HandlerLoadError(ValueError):
@@ -64,3 +64,41 @@ def _adapt(spec: str, obj: object) -> Handler:
         raise HandlerLoadError(
             f"--handler {spec!r}: not a handler, IResource or Klein app ({error})"
         ) from None
+
+
+def loadWSGIHandler(spec: str, threads: int, multiprocess: bool) -> Handler:
+    """
+    ``--wsgi MODULE:ATTRIBUTE``: the WSGI application it names, in a
+    ``WSGIHandler`` of at most ``threads`` threads (``wsgi.multiprocess``
+    under ``--workers``).  The current directory is searched last, so that
+    Django's ``myproject.wsgi:application`` loads from the project's
+    directory.
+    """
+    from connserver._handlers.wsgi import WSGIHandler
+
+    moduleName, sep, attribute = spec.partition(":")
+    if not sep or not moduleName or not attribute:
+        raise HandlerLoadError(
+            f"--wsgi {spec!r}: expected MODULE:ATTRIBUTE, e.g. myproject.wsgi:application"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        obj: Any = importlib.import_module(moduleName)
+    except Exception as error:
+        raise HandlerLoadError(
+            f"--wsgi {spec!r}: cannot import {moduleName}: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise HandlerLoadError(
+                f"--wsgi {spec!r}: {moduleName} has no attribute {attribute}"
+            ) from None
+    if not callable(obj):
+        raise HandlerLoadError(
+            f"--wsgi {spec!r}: {obj!r} is not a WSGI application (not callable)"
+        )
+    return WSGIHandler(obj, threads=threads, multiprocess=multiprocess)

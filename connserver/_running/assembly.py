@@ -100,6 +100,8 @@ def _assemble(
         from connserver._handlers.routing import PrefixMount
 
         factory.handler = PrefixMount(handler, mounts)
+    if settings.wsgiSpec is not None:
+        _wsgiThreads(handler, service)
     if settings.redirectToHTTPS:
         _redirectToHTTPS(settings, factory, service, list(mounts))
     _addSignals(settings, factory, service, reactor)
@@ -226,6 +228,19 @@ def _mounts(
         # At shutdown, after the drain: close the idle upstream connections.
         service.addCompanion(CallbackService(f"proxy {prefix}", onStop=proxy.close))
     return mounts
+
+
+def _wsgiThreads(handler: Handler, service: ConnectionServerService) -> None:
+    """``--wsgi``: the thread pool starts with the server, stops after the drain."""
+    from connserver._handlers.wsgi import WSGIHandler
+    from connserver._running.service import CallbackService
+
+    assert isinstance(handler, WSGIHandler)
+    service.addCompanion(
+        CallbackService(
+            "wsgi-threads", onStart=handler.startThreads, onStop=handler.stopThreads
+        )
+    )
 
 
 def _redirectToHTTPS(

@@ -54,6 +54,10 @@ class ServeSettings:
     #: with None, static files under ``path``.
     handlerSpec: str | None = None
     application: Handler | None = None
+    #: ``--wsgi``: its ``MODULE:ATTRIBUTE`` (``application`` is then its
+    #: ``WSGIHandler``) and ``--wsgi-threads``.
+    wsgiSpec: str | None = None
+    wsgiThreads: int = 10
     path: str | None = None
     listing: bool = False
     followSymlinks: bool = False
@@ -201,6 +205,16 @@ def settingsFromJSON(data: dict[str, Any]) -> ServeSettings:
     if values["handlerSpec"] is not None:
         try:
             application = loadHandler(values["handlerSpec"])
+        except HandlerLoadError as error:
+            raise SettingsError(str(error)) from None
+    if values.get("wsgiSpec") is not None:
+        from connserver._running.apploading import loadWSGIHandler
+
+        try:
+            # A worker: wsgi.multiprocess is true.
+            application = loadWSGIHandler(
+                values["wsgiSpec"], values["wsgiThreads"], multiprocess=True
+            )
         except HandlerLoadError as error:
             raise SettingsError(str(error)) from None
     return ServeSettings(
