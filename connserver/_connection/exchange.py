@@ -589,10 +589,16 @@ class Exchange:
             owner.closeAfterCurrent = True
         return finishHead(lines, decision), framing, length
 
-    def abortResponse(self, why: str) -> None:
-        """A response cannot be completed as framed: abort, never pad."""
+    def abortResponse(self, why: str, logged: bool = False) -> None:
+        """
+        A response cannot be completed as framed: abort, never pad.  One log
+        line says why, unless the caller ``logged`` the cause already.
+        """
         owner = self.owner
-        _log.warn("aborting a response to {peer}: {why}", peer=owner.peerHost, why=why)
+        if not logged:
+            _log.warn(
+                "aborting a response to {peer}: {why}", peer=owner.peerHost, why=why
+            )
         self.markAbandoned()
         self._stopBody()
         owner.closeReason = "response-error"

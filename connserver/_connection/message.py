@@ -350,6 +350,11 @@ class Request:
         return transportFor(self._connection, self)
 
     @property
+    def maxBodyBytes(self) -> int | None:
+        """The body limit that applies to this request (None: no limit)."""
+        return self._maxBodyBytes
+
+    @property
     def hasBody(self) -> bool:
         """True when the request has (or may have) a non-empty body."""
         return self.chunked or bool(self.contentLength)

@@ -42,7 +42,7 @@ class StreamingExchange(Protocol):
     def finished(self) -> bool:
         """Its response is complete, or nobody will read it."""
 
-    def abortResponse(self, why: str) -> None:
+    def abortResponse(self, why: str, logged: bool = False) -> None:
         """The response cannot be completed as framed."""
 
     def responseDone(self) -> None:
@@ -177,13 +177,17 @@ class ResponseBody:
         if failure.check(BodyInterrupted):
             # A known, named cause (the source ended early): one line.
             _log.warn(
-                "response body for {peer} interrupted: {why}",
+                "response body for {peer} interrupted: {why}; aborting the response",
                 peer=peer,
                 why=failure.getErrorMessage(),
             )
         else:
-            _log.failure("response body failed for {peer}", failure, peer=peer)
-        exchange.abortResponse("body-error")
+            _log.failure(
+                "response body failed for {peer}: aborting the response",
+                failure,
+                peer=peer,
+            )
+        exchange.abortResponse("body-error", logged=True)
 
     def stop(self) -> None:
         """Nobody will read the rest: stop the producer, close the file."""

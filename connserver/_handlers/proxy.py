@@ -665,7 +665,7 @@ class ReverseProxy:
 
     def _bodyLimit(self, request: Request) -> int | None:
         # The connection's --max-body-bytes (ServerConfig.maxBodyBytes).
-        limit: int | None = getattr(request, "_maxBodyBytes", None)
+        limit = request.maxBodyBytes
         return limit
 
     def __call__(self, request: Request) -> Deferred[Response] | Response:

@@ -235,7 +235,7 @@ class WSGIHandler:
 
     def __call__(self, request: Request) -> Deferred[Response]:
         """Run the application for ``request`` in the thread pool."""
-        limit: int | None = getattr(request, "_maxBodyBytes", None)
+        limit = request.maxBodyBytes
         length = request.contentLength
         if limit is not None and length is not None and length > limit:
             # Known too large from the head: the application never sees it.
