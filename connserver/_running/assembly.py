@@ -79,6 +79,8 @@ def _assemble(
     service = ConnectionServerService(factory, endpoints)
     # A port in use, a bad address, permission denied: one line, exit 1.
     service.oneLineStartupErrors = True
+    if settings.asgiSpec is not None:
+        _startLifespan(settings, handler, service)
     for listener, description in zip(
         service.listeners,
         [*settings.listen, *(t.description for t in settings.tls)],
@@ -94,6 +96,15 @@ def _assemble(
         _redirectToHTTPS(settings, factory, service, list(mounts))
     _addSignals(settings, factory, service, reactor)
     return service
+
+
+def _startLifespan(
+    settings: ServeSettings, handler: Handler, service: ConnectionServerService
+) -> None:
+    """``--asgi``: the app's lifespan startup now, its shutdown after the drain."""
+    from connserver._handlers.asgilifespan import lifespanService
+
+    service.addCompanion(lifespanService(handler, settings.config.drainTimeout))
 
 
 def _checkDescriptors(settings: ServeSettings) -> None:
