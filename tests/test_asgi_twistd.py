@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import shutil
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -247,3 +248,15 @@ def test_usageErrors(
         result = run(site, tmp_path, "connserver", *args)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+
+
+def test_workersReloadAndDrain(server: Start, tmp_path: Path) -> None:
+    """Each worker runs the asyncio reactor and its own lifespan; SIGHUP replaces them."""
+    s = server("--asgi", "cs_asgiapp:app", "--workers", "2")
+    assert get(s.port, "/hello")[0] == 200
+    s.process.send_signal(signal.SIGHUP)
+    s.waitFor("reload done: every worker replaced")
+    status, _, body = get(s.port, "/hello")
+    assert (status, body) == (200, b"hello from lifespan /hello ")
+    s.stop()
+    assert (tmp_path / "shutdown").exists()
