@@ -10,6 +10,7 @@ Embedding is one line::
 from connserver._connection.factory import ConnectionFactory, ConnectionStats
 from connserver._connection.message import Handler, Request, Response, SwitchProtocols
 from connserver._connection.protocol import HTTPServerProtocol
+from connserver._handlers.asgi import ASGIHandler
 from connserver._handlers.proxy import ReverseProxy
 from connserver._handlers.routing import HTTPSRedirect, PrefixMount
 from connserver._handlers.static import FileChangedError, StaticFiles
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CLOSE_REASONS",
     "HOP_BY_HOP",
+    "ASGIHandler",
     "AccessLog",
     "BodyInterrupted",
     "CertificateSource",

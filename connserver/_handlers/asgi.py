@@ -22,7 +22,6 @@ a 500, or an abort once the head is out; each is one log line.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
@@ -36,6 +35,17 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from connserver._connection.message import Request, Response
+from connserver._handlers.asgicycle import (
+    ASGIApp,
+    ASGIAppError,
+    ClientDisconnected,
+    Cycle,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    asFailure,
+)
 from connserver._http.errors import BodyInterrupted
 
 __all__ = [
@@ -50,14 +60,6 @@ __all__ = [
 ]
 
 _log = Logger(namespace="connserver")
-
-#: An ASGI scope and an ASGI event (dictionaries, keys as the spec says).
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-#: An ASGI 3 application.
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Request body bytes held for the app before reading pauses (uvicorn's mark).
 BODY_HIGH_WATER = 65536
@@ -76,20 +78,6 @@ _UNREAD = 0
 _READING = 1
 _ENDED = 2  # all of it arrived; the last message not taken yet
 _DELIVERED = 3
-
-
-class ASGIAppError(RuntimeError):
-    """
-    What ``send`` raises when the app breaks the ASGI protocol (a second
-    ``http.response.start``, a body after the end, an unknown message).
-    """
-
-
-class ClientDisconnected(OSError):
-    """
-    ``send`` after the client went away (ASGI 2.4: an ``OSError``
-    subclass, which Starlette turns into ``ClientDisconnect``).
-    """
 
 
 def _address(address: IAddress | None) -> tuple[str, int] | None:
@@ -147,16 +135,29 @@ class ASGIHandler:
         #: The cycles whose task still runs (cancelled at the drain's end).
         self.cycles: set[Any] = set()
         self._warnedReactor = False
+        #: The websocket scope's cycle (None without wsproto: an upgrade
+        #: request is then served as an ordinary http one).
+        self.webSocketCycle: Any = None
+        try:
+            from connserver._handlers.asgiwebsocket import WebSocketCycle
+        except ImportError:
+            _log.warn(
+                "ASGI: no wsproto (pip install 'connserver[asgi]'): no WebSockets"
+            )
+        else:
+            self.webSocketCycle = WebSocketCycle
 
     def __call__(self, request: Request) -> Response | Deferred[Response]:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return self._noLoop()
-        if request.upgrades and b"websocket" in request.upgrades:
-            from connserver._handlers.asgiwebsocket import WebSocketCycle
-
-            return WebSocketCycle(self, request, loop).run()
+        if (
+            request.upgrades
+            and b"websocket" in request.upgrades
+            and self.webSocketCycle is not None
+        ):
+            return self.webSocketCycle(self, request, loop).run()  # type: ignore[no-any-return]
         return HTTPCycle(self, request, loop).run()
 
     def _noLoop(self) -> Response:
@@ -212,70 +213,6 @@ class ASGIHandler:
         return tasks
 
 
-class _Cycle:
-    """What the HTTP and WebSocket cycles share: the app's task and its end."""
-
-    task: asyncio.Task[None] | None = None
-    _grace: asyncio.TimerHandle | None = None
-
-    def __init__(
-        self, handler: ASGIHandler, request: Request, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        self.handler = handler
-        self.request = request
-        self.loop = loop
-
-    def startApp(self, scope: Scope) -> None:
-        """Run the app in a task of its own."""
-        self.handler.cycles.add(self)
-        self.task = self.loop.create_task(self._main(scope))
-
-    async def _main(self, scope: Scope) -> None:
-        # The end is handled here rather than in a done callback: one loop
-        # turn less per request.
-        error: BaseException | None = None
-        try:
-            await self.handler.app(scope, self.receive, self.send)
-        except asyncio.CancelledError:
-            pass
-        except BaseException as raised:
-            error = raised
-        self.handler.cycles.discard(self)
-        grace, self._grace = self._grace, None
-        if grace is not None:
-            grace.cancel()
-        self.appDone(error)
-
-    async def receive(self) -> Message:
-        raise NotImplementedError
-
-    async def send(self, message: Message) -> None:
-        raise NotImplementedError
-
-    def appDone(self, error: BaseException | None) -> None:
-        raise NotImplementedError
-
-    def cancelLater(self) -> None:
-        """The client went: cancel the app if it has not ended within the grace."""
-        task = self.task
-        if task is not None and not task.done() and self._grace is None:
-            self._grace = self.loop.call_later(
-                self.handler.disconnectGrace, task.cancel
-            )
-
-    def describe(self) -> str:
-        request = self.request
-        return (
-            f"{request.method.decode('latin-1')} "
-            f"{request.target.decode('latin-1')[:200]}"
-        )
-
-
-def asFailure(error: BaseException) -> Failure:
-    """A Failure of a task's exception, its traceback kept."""
-    return Failure(error, type(error), error.__traceback__)
-
-
 @implementer(IBodyProducer)
 class _ResponseBody:
     """The streamed body of an ASGI response: what the app's sends write."""
@@ -321,7 +258,7 @@ class _ResponseBody:
         self.cycle.clientGone()
 
 
-class HTTPCycle(_Cycle):
+class HTTPCycle(Cycle):
     """One ``http`` scope: the app's task, its receive and send."""
 
     state = _START

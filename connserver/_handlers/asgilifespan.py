@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from connserver._handlers.asgi import ASGIApp, Message
+from connserver._handlers.asgicycle import ASGIApp, Message
 
-__all__ = ["Lifespan", "LifespanError", "lifespanService"]
+__all__ = ["Lifespan", "LifespanError", "LifespanService"]
 
 _log = Logger(namespace="connserver")
 
@@ -131,49 +133,52 @@ class Lifespan:
             outcome.set_result(None)
 
 
-def lifespanService(handler: Any, timeout: float | None) -> Any:
+class LifespanService(Service):
     """
     The lifespan of ``handler``'s app (an ``ASGIHandler``) as a companion
-    service of the server: the startup runs now, on the asyncio loop,
-    when the reactor does not run yet (``twistd``, a worker: before any
-    listener accepts; ``LifespanError`` if it failed), else when the
-    service starts.  Stopping it, after the drain, runs the shutdown
-    (within ``timeout`` seconds) and cancels what app tasks remain.
+    service of the server: the startup runs when it is made, on the asyncio
+    loop, if the reactor does not run yet (``twistd``, a worker: before any
+    listener accepts; ``LifespanError`` if it failed), else when the service
+    starts.  Stopping it, after the drain, runs the shutdown (within
+    ``timeout`` seconds) and cancels what app tasks remain.
     """
-    from twisted.internet.defer import Deferred
 
-    from connserver._running.service import CallbackService
+    def __init__(self, handler: Any, timeout: float | None) -> None:
+        self.setName("asgi-lifespan")  # type: ignore[no-untyped-call]
+        self.handler = handler
+        self.timeout = timeout
+        self.lifespan = Lifespan(handler.app)
+        self.loop = asyncio.get_event_loop()
+        self.started = False
+        if not self.loop.is_running():
+            self.loop.run_until_complete(self.lifespan.startup())
+            self._ready()
 
-    lifespan = Lifespan(handler.app)
-    loop = asyncio.get_event_loop()
+    def _ready(self) -> None:
+        self.started = True
+        if self.lifespan.supported:
+            self.handler.state = self.lifespan.state
 
-    def started() -> None:
-        if lifespan.supported:
-            handler.state = lifespan.state
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        if self.started:
+            return
 
-    async def stop() -> None:
-        await lifespan.shutdown(timeout)
-        tasks = handler.cancelAll()
+        def done(future: asyncio.Future[None]) -> None:
+            error = future.exception()
+            if error is None:
+                self._ready()
+            else:
+                _log.critical("ASGI lifespan startup failed: {error}", error=error)
+
+        self.loop.create_task(self.lifespan.startup()).add_done_callback(done)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        return Deferred.fromFuture(self.loop.create_task(self._stop()))
+
+    async def _stop(self) -> None:
+        await self.lifespan.shutdown(self.timeout)
+        tasks = self.handler.cancelAll()
         if tasks:
             await asyncio.wait(tasks, timeout=5)
-
-    def onStop() -> Deferred[None]:
-        return Deferred.fromFuture(loop.create_task(stop()))
-
-    if not loop.is_running():
-        loop.run_until_complete(lifespan.startup())
-        started()
-        return CallbackService("asgi-lifespan", onStop=onStop)
-
-    def onStart() -> None:
-        def done(future: asyncio.Future[None]) -> None:
-            if future.exception() is None:
-                started()
-            else:
-                _log.critical(
-                    "ASGI lifespan startup failed: {error}", error=future.exception()
-                )
-
-        loop.create_task(lifespan.startup()).add_done_callback(done)
-
-    return CallbackService("asgi-lifespan", onStart=onStart, onStop=onStop)

@@ -42,12 +42,11 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from zope.interface import implementer
 
 from connserver._connection.message import Request, Response
-from connserver._handlers.asgi import (
+from connserver._handlers.asgicycle import (
     ASGIAppError,
-    ASGIHandler,
     ClientDisconnected,
+    Cycle,
     Message,
-    _Cycle,
     asFailure,
 )
 
@@ -71,7 +70,7 @@ _OPEN = 2
 _CLOSED = 3
 
 
-class WebSocketCycle(_Cycle):
+class WebSocketCycle(Cycle):
     """One ``websocket`` scope: the handshake, then the frames."""
 
     state = _CONNECTING
@@ -80,7 +79,7 @@ class WebSocketCycle(_Cycle):
     failed = False
 
     def __init__(
-        self, handler: ASGIHandler, request: Request, loop: asyncio.AbstractEventLoop
+        self, handler: Any, request: Request, loop: asyncio.AbstractEventLoop
     ) -> None:
         super().__init__(handler, request, loop)
         self.deferred: Deferred[Response] = Deferred(self._cancelled)

@@ -102,9 +102,9 @@ def _startLifespan(
     settings: ServeSettings, handler: Handler, service: ConnectionServerService
 ) -> None:
     """``--asgi``: the app's lifespan startup now, its shutdown after the drain."""
-    from connserver._handlers.asgilifespan import lifespanService
+    from connserver._handlers.asgilifespan import LifespanService
 
-    service.addCompanion(lifespanService(handler, settings.config.drainTimeout))
+    service.addCompanion(LifespanService(handler, settings.config.drainTimeout))
 
 
 def _checkDescriptors(settings: ServeSettings) -> None:
