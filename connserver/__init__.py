@@ -19,6 +19,7 @@ stop): ``addAccessLog``, ``addStatusPage``, ``addMetrics`` and ``mount``::
 from connserver._connection.factory import ConnectionFactory, ConnectionStats
 from connserver._connection.message import Handler, Request, Response, SwitchProtocols
 from connserver._connection.protocol import HTTPServerProtocol
+from connserver._handlers.asgi import ASGIHandler
 from connserver._handlers.proxy import ReverseProxy
 from connserver._handlers.routing import HTTPSRedirect, PrefixMount
 from connserver._handlers.static import FileChangedError, StaticFiles
@@ -56,6 +57,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CLOSE_REASONS",
     "HOP_BY_HOP",
+    "ASGIHandler",
     "AccessLog",
     "BodyInterrupted",
     "CertificateSource",

@@ -320,6 +320,20 @@ class Options(usage.Options):
             "[default: 10, as twistd web --wsgi]",
         ],
         [
+            "asgi",
+            None,
+            None,
+            "Serve the ASGI 3 application MODULE:ATTRIBUTE at / instead of --path "
+            "(HTTP and WebSocket; on Twisted's asyncio reactor, installed for it).",
+        ],
+        [
+            "root-path",
+            None,
+            "",
+            "With --asgi: the path prefix the application is mounted at behind a "
+            "proxy (ASGI's root_path).",
+        ],
+        [
             "access-log",
             None,
             None,
@@ -547,7 +561,12 @@ class Options(usage.Options):
         """Check every value and build the config, handler and endpoints."""
         self._checkWorkers()
         self["config"] = self._buildConfig()
-        self._checkApplication()
+        if self["asgi"] is not None:
+            self._checkASGI()
+        elif self["root-path"]:
+            raise usage.UsageError("--root-path applies to --asgi")
+        else:
+            self._checkApplication()
         self._checkAccessLog()
         self._checkStatusPath()
         self._checkMetricsPath()
@@ -564,6 +583,8 @@ class Options(usage.Options):
             application=self["application"],
             wsgiSpec=self["wsgi"],
             wsgiThreads=self["wsgi-threads"] or 10,
+            asgiSpec=self["asgi"],
+            rootPath=self["root-path"],
             path=self["path"],
             listing=bool(self["listing"]),
             followSymlinks=bool(self["follow-symlinks"]),
@@ -746,6 +767,44 @@ class Options(usage.Options):
                 spec, int(threads), multiprocess=self["workers"] > 1
             )
         except HandlerLoadError as error:
+            raise usage.UsageError(str(error)) from None
+
+    def _checkASGI(self) -> None:
+        """
+        ``--asgi``: the app, on the asyncio reactor, installed here (twistd
+        has installed none yet unless ``--reactor`` named one).
+        """
+        for flag in ("handler", "path"):
+            if self[flag] is not None:
+                raise usage.UsageError(f"use --asgi or --{flag}, not both")
+        for flag in ("listing", "precompressed", "cache-control", "fallback"):
+            if self[flag]:
+                raise usage.UsageError(f"--{flag} applies to --path, not to --asgi")
+        rootPath = self["root-path"]
+        if rootPath and (not _isMountPath(rootPath) or rootPath.endswith("/")):
+            raise usage.UsageError(
+                f"--root-path {rootPath!r}: expected a path such as /api"
+            )
+        try:
+            import wsproto  # noqa: F401
+        except ImportError:
+            raise usage.UsageError(
+                "--asgi needs the wsproto library (WebSockets): "
+                "pip install 'connserver[asgi]'"
+            ) from None
+        from connserver._running.settings import SettingsError, asgiApplication
+        from connserver._twisted.reactor import installAsyncioReactor
+
+        try:
+            installAsyncioReactor()
+        except RuntimeError as error:
+            raise usage.UsageError(
+                f"--asgi runs on Twisted's asyncio reactor, but {error}: "
+                "drop twistd's --reactor or give --reactor asyncio"
+            ) from None
+        try:
+            self["application"] = asgiApplication(self["asgi"], self["root-path"])
+        except SettingsError as error:
             raise usage.UsageError(str(error)) from None
 
     def _checkAccessLog(self) -> None:
@@ -969,6 +1028,12 @@ def makeService(options: Options) -> MultiService:
     ``connserver._running.assembly`` (the supervisor with ``--workers`` 2
     or more).
     """
+    from connserver._handlers.asgilifespan import LifespanError
     from connserver._running.assembly import makeServerService
 
-    return makeServerService(options.settings())
+    try:
+        return makeServerService(options.settings())
+    except LifespanError as error:
+        raise SystemExit(
+            f"connserver: the ASGI app's startup failed: {error}"
+        ) from None

@@ -114,6 +114,10 @@ class Headers:
     def __len__(self) -> int:
         return len(self._fields)
 
+    def loweredItems(self) -> list[tuple[bytes, bytes]]:
+        """Every field line as (lowercased name, value), in order (ASGI's form)."""
+        return [(lowered, value) for lowered, _, value in self._fields]
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented

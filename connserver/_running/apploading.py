@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from connserver._connection.message import Handler
 
-__all__ = ["HandlerLoadError", "loadHandler", "loadWSGIHandler"]
+__all__ = ["HandlerLoadError", "loadASGIApp", "loadHandler", "loadWSGIHandler"]
 
 
 class HandlerLoadError(ValueError):
@@ -102,3 +102,37 @@ def loadWSGIHandler(spec: str, threads: int, multiprocess: bool) -> Handler:
             f"--wsgi {spec!r}: {obj!r} is not a WSGI application (not callable)"
         )
     return WSGIHandler(obj, threads=threads, multiprocess=multiprocess)
+
+
+def loadASGIApp(spec: str) -> Any:
+    """
+    The ASGI 3 application named by ``--asgi module:attribute`` (a Django
+    project's ``myproject.asgi:application``, a Starlette app), imported as
+    :func:`loadHandler` imports a handler; ``HandlerLoadError`` otherwise.
+    """
+    moduleName, sep, attribute = spec.partition(":")
+    if not sep or not moduleName or not attribute:
+        raise HandlerLoadError(
+            f"--asgi {spec!r}: expected MODULE:ATTRIBUTE, e.g. myapp:app"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        obj: Any = importlib.import_module(moduleName)
+    except Exception as error:
+        raise HandlerLoadError(
+            f"--asgi {spec!r}: cannot import {moduleName}: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise HandlerLoadError(
+                f"--asgi {spec!r}: {moduleName} has no attribute {attribute}"
+            )
+        obj = getattr(obj, part)
+    if not callable(obj) or isinstance(obj, type):
+        raise HandlerLoadError(
+            f"--asgi {spec!r}: not an ASGI 3 application (an async callable "
+            "taking scope, receive, send)"
+        )
+    return obj

@@ -79,6 +79,8 @@ def _assemble(
     service = ConnectionServerService(factory, endpoints)
     # A port in use, a bad address, permission denied: one line, exit 1.
     service.oneLineStartupErrors = True
+    if settings.asgiSpec is not None:
+        _startLifespan(settings, handler, service)
     if settings.inWorker:
         # The parent logs one "serving" line per listener, not each worker.
         for listener in service.listeners:
@@ -118,6 +120,15 @@ def _warnHSTS(settings: ServeSettings) -> None:
             "terminates TLS, have the proxy send it",
             seconds=settings.config.hstsMaxAge,
         )
+
+
+def _startLifespan(
+    settings: ServeSettings, handler: Handler, service: ConnectionServerService
+) -> None:
+    """``--asgi``: the app's lifespan startup now, its shutdown after the drain."""
+    from connserver._handlers.asgilifespan import LifespanService
+
+    service.addCompanion(LifespanService(handler, settings.config.drainTimeout))
 
 
 def _checkDescriptors(settings: ServeSettings) -> None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ServeSettings",
     "SettingsError",
+    "asgiApplication",
     "settingsFromJSON",
     "settingsToJSON",
     "workerSettings",
@@ -58,6 +59,10 @@ class ServeSettings:
     #: ``WSGIHandler``) and ``--wsgi-threads``.
     wsgiSpec: str | None = None
     wsgiThreads: int = 10
+    #: ``--asgi``: the ASGI app's ``MODULE:ATTRIBUTE`` (``application`` is
+    #: then its ``ASGIHandler``), and ``--root-path``.
+    asgiSpec: str | None = None
+    rootPath: str = ""
     path: str | None = None
     listing: bool = False
     followSymlinks: bool = False
@@ -217,9 +222,26 @@ def settingsFromJSON(data: dict[str, Any]) -> ServeSettings:
             )
         except HandlerLoadError as error:
             raise SettingsError(str(error)) from None
+    if values.get("asgiSpec") is not None:
+        application = asgiApplication(values["asgiSpec"], values["rootPath"])
     return ServeSettings(
         config=ServerConfig(**data["config"]),
         tls=_tlsFromJSON(data["tls"]),
         application=application,
         **values,
     )
+
+
+def asgiApplication(spec: str, rootPath: str) -> Handler:
+    """
+    ``--asgi``'s handler: the app imported (``SettingsError`` if it cannot
+    be) and served by ``ASGIHandler``.  The asyncio reactor must be
+    installed (``twistd connserver --asgi`` and its workers install it).
+    """
+    from connserver._handlers.asgi import ASGIHandler
+    from connserver._running.apploading import HandlerLoadError, loadASGIApp
+
+    try:
+        return ASGIHandler(loadASGIApp(spec), rootPath=rootPath)
+    except HandlerLoadError as error:
+        raise SettingsError(str(error)) from None

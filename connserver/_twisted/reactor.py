@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["defaultReactor"]
+__all__ = ["defaultReactor", "installAsyncioReactor"]
 
 
 def defaultReactor() -> Any:
@@ -24,3 +24,24 @@ def defaultReactor() -> Any:
     from twisted.internet import reactor
 
     return reactor
+
+
+def installAsyncioReactor() -> None:
+    """
+    Install Twisted's asyncio reactor (``twisted.internet.asyncioreactor``,
+    on a new asyncio loop) unless it is the installed one already; an ASGI
+    application runs on its loop.  ``RuntimeError`` if another reactor is
+    installed (something imported ``twisted.internet.reactor`` first, or
+    ``twistd --reactor`` named another).
+    """
+    import sys
+
+    installed = sys.modules.get("twisted.internet.reactor")
+    if installed is None:
+        from twisted.internet import asyncioreactor
+
+        asyncioreactor.install()  # type: ignore[no-untyped-call]
+        return
+    kind = type(installed).__module__
+    if kind != "twisted.internet.asyncioreactor":
+        raise RuntimeError(f"another reactor is installed already ({kind})")

@@ -1,0 +1,341 @@
+"""
+ASGI (issue 24): ``twistd connserver --asgi`` side by side with Daphne,
+uvicorn (httptools + uvloop) and hypercorn, one process each pinned to
+core 0, the load pinned to core 1; the servers alternate within each round
+and the tables give the median of the rounds.
+
+* ``hello``: a raw ASGI app answering ``GET /`` with 130 bytes
+  (``Content-Length`` given), ``wrk -t1 -c50 -d{seconds}s``, keep-alive.
+  Targets: connserver >= 3x Daphne and >= 0.6x uvicorn.
+* ``ws-echo``: a raw ASGI WebSocket app echoing every message; the client
+  (``websockets`` on asyncio, its own process on core 1) keeps 50
+  connections each sending a 64-byte text message and waiting for its
+  echo, for ``seconds``.  Target: connserver >= 2x Daphne.  The client is
+  Python: when it saturates its core, the messages per server CPU-second
+  column is the one to read.
+
+Both figures per server: per second of wall time, and per CPU-second of the
+server process (steadier when other work shares the machine).
+
+    bench/.venv-peers/bin/python bench/bench_asgi.py \\
+        [--seconds 10] [--rounds 3] [--only connserver,daphne,uvicorn,hypercorn] \\
+        [--modes hello,ws-echo]
+
+``sh bench/setup-peers.sh`` creates bench/.venv-peers (connserver[asgi],
+Daphne, uvicorn, httptools, uvloop, hypercorn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _servers import (
+    LOAD_CPU,
+    PEERS_NOTE,
+    freePort,
+    importable,
+    pinned,
+    python,
+    server,
+    treeCpuSeconds,
+    wrk,
+)
+
+APP = textwrap.dedent(
+    """
+    BODY = b"x" * 130
+    START = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"text/plain"), (b"content-length", b"130")],
+    }
+    END = {"type": "http.response.body", "body": BODY}
+    ACCEPT = {"type": "websocket.accept"}
+
+    async def app(scope, receive, send):
+        kind = scope["type"]
+        if kind == "http":
+            await send(START)
+            await send(END)
+        elif kind == "websocket":
+            await receive()
+            await send(ACCEPT)
+            while True:
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    return
+                await send({"type": "websocket.send", "text": message.get("text"),
+                            "bytes": message.get("bytes")})
+        elif kind == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+    """
+)
+
+# The WebSocket load: N connections, one 64-byte message in flight each.
+CLIENT = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    import websockets
+
+    async def one(url, stop, counts):
+        async with websockets.connect(url, compression=None, max_queue=None) as ws:
+            message = "m" * 64
+            while time.monotonic() < stop:
+                await ws.send(message)
+                await ws.recv()
+                counts[0] += 1
+
+    async def main(url, connections, seconds):
+        counts = [0]
+        stop = time.monotonic() + seconds
+        await asyncio.gather(*(one(url, stop, counts) for _ in range(connections)))
+        return counts[0]
+
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    url, connections, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    start = time.monotonic()
+    count = asyncio.run(main(url, connections, seconds))
+    print(json.dumps({"messages": count, "seconds": time.monotonic() - start}))
+    """
+)
+
+
+def twistdPath() -> str:
+    return str(Path(python()).parent / "twistd")
+
+
+def connserverArgv(tmp: Path, port: int) -> list[str]:
+    return [
+        twistdPath(),
+        "-n",
+        "--pidfile=",
+        "--logfile=/dev/null",
+        "connserver",
+        "--asgi",
+        "bench_asgi_app:app",
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1:backlog=1024",
+        "--max-requests",
+        "none",
+    ]
+
+
+def daphneArgv(tmp: Path, port: int) -> list[str]:
+    return [
+        str(Path(python()).parent / "daphne"),
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-v",
+        "0",
+        "bench_asgi_app:app",
+    ]
+
+
+def uvicornArgv(tmp: Path, port: int) -> list[str]:
+    return [
+        python(),
+        "-m",
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--ws",
+        "wsproto",
+        "--ws-per-message-deflate",
+        "false",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--backlog",
+        "1024",
+        "bench_asgi_app:app",
+    ]
+
+
+def hypercornArgv(tmp: Path, port: int) -> list[str]:
+    return [
+        python(),
+        "-m",
+        "hypercorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+        "bench_asgi_app:app",
+    ]
+
+
+#: name -> (modules it needs, argv for a temporary directory and a port)
+SERVERS: dict[str, tuple[tuple[str, ...], Callable[[Path, int], list[str]]]] = {
+    "connserver": (("twisted", "wsproto"), connserverArgv),
+    "daphne": (("daphne",), daphneArgv),
+    "uvicorn": (("uvicorn", "httptools", "uvloop", "wsproto"), uvicornArgv),
+    "hypercorn": (("hypercorn",), hypercornArgv),
+}
+MODES = ("hello", "ws-echo")
+
+
+def wsLoad(port: int, seconds: int, tmp: Path) -> float:
+    script = tmp / "ws_client.py"
+    script.write_text(CLIENT)
+    out = subprocess.run(
+        pinned(
+            LOAD_CPU,
+            [python(), str(script), f"ws://127.0.0.1:{port}/", "50", str(seconds)],
+        ),
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return float(result["messages"]) / float(result["seconds"])
+
+
+def measure(
+    name: str, tmp: Path, modes: list[str], seconds: int
+) -> dict[str, tuple[float, float]]:
+    port = freePort()
+    url = f"http://127.0.0.1:{port}/"
+    figures: dict[str, tuple[float, float]] = {}
+    env = {"PYTHONPATH": str(tmp)}
+    with server(SERVERS[name][1](tmp, port), port, env=env) as process:
+        wrk(url, connections=50, seconds=1)  # warm up
+        for mode in modes:
+            before = treeCpuSeconds(process.pid)
+            if mode == "hello":
+                result = wrk(url, connections=50, seconds=seconds)
+                if result["non2xx"] or result["socketErrors"]:
+                    print(f"  ! {name} hello: errors: {result}")
+                rate = result["rps"]
+            else:
+                rate = wsLoad(port, seconds, tmp)
+            cpu = treeCpuSeconds(process.pid) - before
+            figures[mode] = (rate, rate * seconds / cpu if cpu > 0 else 0.0)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default=",".join(SERVERS))
+    parser.add_argument("--modes", default=",".join(MODES))
+    args = parser.parse_args()
+    wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for name in wanted:
+        if name not in SERVERS:
+            parser.error(f"--only {name!r}: expected some of {', '.join(SERVERS)}")
+    for mode in modes:
+        if mode not in MODES:
+            parser.error(f"--modes {mode!r}: expected some of {', '.join(MODES)}")
+    names = []
+    for name in wanted:
+        missing = [m for m in SERVERS[name][0] if not importable(m)]
+        if missing:
+            print(f"skipped {name}: no {', '.join(missing)} here; {PEERS_NOTE}")
+        else:
+            names.append(name)
+    if not names:
+        sys.exit("no server left to measure")
+    print(
+        f"# ASGI, {args.seconds}s per run, {args.rounds} round(s), "
+        "servers on core 0, load on core 1"
+    )
+    results: dict[str, dict[str, list[tuple[float, float]]]] = {
+        mode: {name: [] for name in names} for mode in modes
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-asgi-") as tmpName:
+        tmp = Path(tmpName)
+        (tmp / "bench_asgi_app.py").write_text(APP)
+        for round_ in range(args.rounds):
+            for name in names:
+                try:
+                    figures = measure(name, tmp, modes, args.seconds)
+                except (RuntimeError, subprocess.SubprocessError) as error:
+                    print(f"  ! round {round_ + 1}: {name}: {error}")
+                    continue
+                for mode, (rate, perCpu) in figures.items():
+                    results[mode][name].append((rate, perCpu))
+                    print(
+                        f"round {round_ + 1}: {mode:8} {name:11} "
+                        f"{rate:10.0f} /s {perCpu:10.0f} /CPU-s"
+                    )
+    for mode in modes:
+        rows = {
+            name: (
+                statistics.median(f[0] for f in figures),
+                statistics.median(f[1] for f in figures),
+            )
+            for name, figures in results[mode].items()
+            if figures
+        }
+        unit = "req" if mode == "hello" else "messages"
+        print(f"\n## {mode}: medians\n")
+        print(
+            f"| server | {unit}/s | vs daphne | vs uvicorn | {unit} per server CPU-s | vs daphne | vs uvicorn |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for name, (rate, perCpu) in rows.items():
+
+            def ratio(
+                value: float,
+                base: str,
+                index: int,
+                rows: dict[str, tuple[float, float]] = rows,
+            ) -> str:
+                other = rows.get(base)
+                return f"{value / other[index]:.2f}x" if other and other[index] else "-"
+
+            print(
+                f"| {name} | {rate:.0f} | {ratio(rate, 'daphne', 0)} | "
+                f"{ratio(rate, 'uvicorn', 0)} | {perCpu:.0f} | "
+                f"{ratio(perCpu, 'daphne', 1)} | {ratio(perCpu, 'uvicorn', 1)} |"
+            )
+        cs = rows.get("connserver")
+        for base, target in (
+            [("daphne", 3.0), ("uvicorn", 0.6)]
+            if mode == "hello"
+            else [("daphne", 2.0)]
+        ):
+            other = rows.get(base)
+            if cs and other and other[0]:
+                value = cs[0] / other[0]
+                verdict = "PASS" if value >= target else "MISS"
+                print(
+                    f"connserver / {base}, {mode}: {value:.2f}x (target >= {target}x: {verdict})"
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+"""
+The ``websocket`` scope of ``ASGIHandler``: the handshake on connserver's
+takeover, the frames through wsproto (the library uvicorn and hypercorn
+use; connserver has no frame codec of its own).
+
+The request is checked as a WebSocket opening handshake by wsproto (a bad
+one is 400), and the app receives ``websocket.connect`` while connserver
+holds the connection.  ``websocket.accept`` answers ``101 Switching
+Protocols`` (connserver writes it, with wsproto's ``Sec-WebSocket-Accept``,
+the subprotocol, permessage-deflate when offered and the app's headers)
+and hands the connection to a protocol that feeds wsproto; ``websocket.close``
+before accepting is ``403``, as uvicorn answers, and
+``websocket.http.response.*`` (the denial response extension) is the
+app's own response.  Frames reach ``receive`` as ``websocket.receive``
+(reading pauses while 16 messages wait for the app); ``send`` waits while
+the client is slow.  A drain sends close 1001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, NoReturn
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    TextMessage,
+)
+from wsproto.events import Message as WSMessage
+from wsproto.events import Request as WSRequest
+from wsproto.extensions import PerMessageDeflate
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+from zope.interface import implementer
+
+from connserver._connection.message import Request, Response
+from connserver._handlers.asgicycle import (
+    ASGIAppError,
+    ClientDisconnected,
+    Cycle,
+    Message,
+    asFailure,
+)
+
+__all__ = ["MAX_MESSAGE_BYTES", "WebSocketCycle"]
+
+_log = Logger(namespace="connserver")
+
+#: The largest message a client may send (uvicorn's ``ws_max_size``): 1009.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: Messages waiting for the app before reading pauses, and resumes.
+QUEUE_HIGH = 16
+QUEUE_LOW = 4
+
+_TEXT = {"Content-Type": "text/plain; charset=utf-8"}
+_FORBIDDEN = Response(403, _TEXT, b"403 Forbidden: the application refused\n")
+
+# The states of the handshake.
+_CONNECTING = 0
+_DENYING = 1  # websocket.http.response.start received
+_OPEN = 2
+_CLOSED = 3
+
+
+class WebSocketCycle(Cycle):
+    """One ``websocket`` scope: the handshake, then the frames."""
+
+    state = _CONNECTING
+    protocol: _WebSocketProtocol | None = None
+    waiter: asyncio.Future[None] | None = None
+    failed = False
+
+    def __init__(
+        self, handler: Any, request: Request, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(handler, request, loop)
+        self.deferred: Deferred[Response] = Deferred(self._cancelled)
+        self.queue: deque[Message] = deque()
+        self.closeMessage: Message | None = None
+        self.connection = WSConnection(ConnectionType.SERVER)
+        self.denial: tuple[int, list[Any], list[bytes]] | None = None
+
+    def run(self) -> Response | Deferred[Response]:
+        """Check the handshake, start the app; fires with the 101 or refusal."""
+        request = self.request
+        try:
+            self.connection.initiate_upgrade_connection(
+                list(request.headers), request.target
+            )
+            opening = next(iter(self.connection.events()))
+            if not isinstance(opening, WSRequest):
+                raise RemoteProtocolError("not a WebSocket request", None)
+        except (RemoteProtocolError, LocalProtocolError, StopIteration) as error:
+            text = f"400 Bad Request: not a WebSocket handshake ({error})\n"
+            return Response(400, _TEXT, text.encode("utf-8", "replace"))
+        scope = self.handler.scope(request, "websocket")
+        del scope["method"]
+        scope["subprotocols"] = list(opening.subprotocols)
+        scope["extensions"] = {"websocket.http.response": {}}
+        self.queue.append({"type": "websocket.connect"})
+        self.startApp(scope)
+        return self.deferred
+
+    # -- receive -------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        """The next event: connect, receive, disconnect."""
+        queue = self.queue
+        while not queue:
+            if self.closeMessage is not None:
+                return self.closeMessage
+            waiter = self.waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+        message = queue.popleft()
+        protocol = self.protocol
+        if protocol is not None and protocol.readPaused and len(queue) <= QUEUE_LOW:
+            protocol.resumeReading()
+        return message
+
+    def wake(self) -> None:
+        """Something changed: a waiting receive or send looks again."""
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def deliver(self, message: Message) -> None:
+        """An event for the app (a disconnect is the last)."""
+        if self.closeMessage is not None:
+            return
+        if message["type"] == "websocket.disconnect":
+            self.closeMessage = message
+        self.queue.append(message)
+        self.wake()
+
+    # -- send ----------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """The app's accept, send, close (or denial response)."""
+        kind = message["type"]
+        state = self.state
+        if state is _OPEN:
+            if kind == "websocket.send":
+                await self._sendData(message)
+            elif kind == "websocket.close":
+                self._close(message.get("code", 1000), message.get("reason") or "")
+            else:
+                self._violation(f"unexpected message {kind!r} after accept")
+        elif state is _CONNECTING:
+            if kind == "websocket.accept":
+                self._accept(message)
+            elif kind == "websocket.close":
+                self._refuse(_FORBIDDEN)
+            elif kind == "websocket.http.response.start":
+                self.state = _DENYING
+                status = message.get("status")
+                if type(status) is not int or not 200 <= status <= 599:
+                    self._violation(f"denial response with status {status!r}")
+                self.denial = (status, list(message.get("headers", ())), [])
+            else:
+                self._violation(f"{kind!r} before websocket.accept")
+        elif state is _DENYING and kind == "websocket.http.response.body":
+            assert self.denial is not None
+            status, fields, parts = self.denial
+            parts.append(bytes(message.get("body", b"")))
+            if not message.get("more_body", False):
+                self._refuse(Response(status, fields, b"".join(parts)))
+        elif self.closeMessage is not None:
+            raise ClientDisconnected("the WebSocket is closed")
+        else:
+            self._violation(f"unexpected message {kind!r}")
+
+    def _accept(self, message: Message) -> None:
+        if self.deferred.called:
+            raise ClientDisconnected("the client went away")
+        extra = [(bytes(n), bytes(v)) for n, v in message.get("headers", ())]
+        head = self.connection.send(
+            AcceptConnection(
+                subprotocol=message.get("subprotocol"),
+                extensions=[PerMessageDeflate()],
+                extra_headers=extra,
+            )
+        )
+        # wsproto's 101, as fields for connserver's own 101 head.
+        fields = []
+        for line in head.split(b"\r\n")[1:]:
+            name, sep, value = line.partition(b":")
+            if sep and name.lower() not in (b"connection", b"upgrade"):
+                fields.append((name, value.strip()))
+        self.state = _OPEN
+        self.protocol = _WebSocketProtocol(self)
+        self.deferred.callback(
+            Response.switchProtocols(b"websocket", self.protocol, fields)
+        )
+
+    def _refuse(self, response: Response) -> None:
+        self.state = _CLOSED
+        self.deliver({"type": "websocket.disconnect", "code": 1006, "reason": ""})
+        if not self.deferred.called:
+            self.deferred.callback(response)
+
+    async def _sendData(self, message: Message) -> None:
+        protocol = self.protocol
+        assert protocol is not None
+        data = message.get("bytes")
+        if data is None:
+            data = message.get("text")
+            if not isinstance(data, str):
+                self._violation("websocket.send without bytes or text")
+        try:
+            protocol.write(self.connection.send(WSMessage(data=data)))
+        except LocalProtocolError:
+            raise ClientDisconnected("the WebSocket is closed") from None
+        while protocol.writePaused and self.closeMessage is None:
+            waiter = self.waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+
+    def _close(self, code: int, reason: str) -> None:
+        """Send a close frame (the app's or ours) and end the connection."""
+        self.state = _CLOSED
+        protocol = self.protocol
+        self.deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
+        if protocol is None:
+            return
+        try:
+            protocol.write(self.connection.send(CloseConnection(code, reason)))
+        except LocalProtocolError:
+            pass
+        protocol.loseConnection()
+
+    def _violation(self, what: str) -> NoReturn:
+        if not self.failed:
+            self.failed = True
+            if not self.deferred.called:
+                self.state = _CLOSED
+                # connserver logs it (one line) and answers 500.
+                self.deferred.errback(Failure(ASGIAppError(what)))
+            else:
+                _log.warn(
+                    "ASGI WebSocket app error for {request}: {what}",
+                    request=self.describe(),
+                    what=what,
+                )
+                if self.state is _OPEN:
+                    self._close(1011, "")
+        raise ASGIAppError(what)
+
+    # -- the end -------------------------------------------------------------
+
+    def _cancelled(self, deferred: Deferred[Response]) -> None:
+        """connserver let go before the handshake was answered."""
+        self.state = _CLOSED
+        self.clientGone(1006)
+
+    def clientGone(self, code: int, reason: str = "") -> None:
+        """The connection ended: the app sees websocket.disconnect."""
+        self.deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.wake()
+        self.cancelLater()
+
+    def appDone(self, error: BaseException | None) -> None:
+        """The app ended: refuse, or close the WebSocket."""
+        if error is not None and (
+            isinstance(error, ClientDisconnected)
+            or (self.failed and isinstance(error, ASGIAppError))
+        ):
+            error = None
+        state = self.state
+        if state is _CONNECTING or state is _DENYING:
+            self.state = _CLOSED
+            if not self.deferred.called:
+                self.deferred.errback(
+                    asFailure(
+                        error
+                        or ASGIAppError(
+                            "returned without accepting or refusing the WebSocket"
+                        )
+                    )
+                )
+                return
+        if error is not None:
+            _log.failure(
+                "ASGI WebSocket app for {request} raised",
+                asFailure(error),
+                request=self.describe(),
+            )
+        if self.state is _OPEN:
+            self._close(1011 if error is not None else 1000, "")
+
+
+@implementer(IPushProducer)
+class _WebSocketProtocol(Protocol):
+    """The connection after the 101: bytes to wsproto, events to the app."""
+
+    readPaused = False
+    writePaused = False
+
+    def __init__(self, cycle: WebSocketCycle) -> None:
+        self.cycle = cycle
+        self.parts: list[Any] = []
+        self.size = 0
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+
+    def write(self, data: bytes) -> None:
+        if data and self.transport is not None and self.connected:
+            self.transport.write(data)
+
+    def loseConnection(self) -> None:
+        if self.transport is not None and self.connected:
+            self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        cycle = self.cycle
+        connection = cycle.connection
+        connection.receive_data(data)
+        for event in connection.events():
+            if isinstance(event, TextMessage | BytesMessage):
+                self._message(event)
+            elif isinstance(event, Ping):
+                self.write(connection.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                cycle.state = _CLOSED
+                try:
+                    self.write(connection.send(event.response()))
+                except LocalProtocolError:
+                    pass
+                cycle.deliver(
+                    {
+                        "type": "websocket.disconnect",
+                        "code": event.code,
+                        "reason": event.reason or "",
+                    }
+                )
+                self.loseConnection()
+                return
+        if len(cycle.queue) >= QUEUE_HIGH and not self.readPaused:
+            self.readPaused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def _message(self, event: TextMessage | BytesMessage) -> None:
+        self.size += len(event.data)
+        if self.size > MAX_MESSAGE_BYTES:
+            self.cycle._close(1009, "message too big")
+            return
+        if not event.message_finished:
+            self.parts.append(event.data)
+            return
+        data: Any = event.data
+        if self.parts:
+            self.parts.append(data)
+            data = (
+                "".join(self.parts) if isinstance(data, str) else b"".join(self.parts)
+            )
+            self.parts = []
+        self.size = 0
+        key = "text" if isinstance(event, TextMessage) else "bytes"
+        self.cycle.deliver({"type": "websocket.receive", key: data})
+
+    def resumeReading(self) -> None:
+        self.readPaused = False
+        if self.connected and self.transport is not None:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.connected = False
+        self.writePaused = False
+        self.cycle.state = _CLOSED
+        self.cycle.clientGone(1006)
+
+    def connectionDraining(self) -> None:
+        """The server drains: close 1001 (Going Away)."""
+        self.cycle._close(1001, "server shutting down")
+
+    # IPushProducer: the transport's pauses of our writes.
+
+    def pauseProducing(self) -> None:
+        self.writePaused = True
+
+    def resumeProducing(self) -> None:
+        self.writePaused = False
+        self.cycle.wake()
+
+    def stopProducing(self) -> None:
+        self.writePaused = False
+        self.cycle.wake()
