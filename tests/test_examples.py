@@ -166,7 +166,7 @@ def twistd() -> list[str]:
 # -- examples/ -----------------------------------------------------------------
 
 
-EXAMPLES = {"embed.py", "klein_app.py", "site.tac"}
+EXAMPLES = {"embed.py", "klein_app.py", "site.tac", "websocket_echo.py"}
 
 
 def test_everyExampleIsRunHere() -> None:
@@ -188,6 +188,28 @@ def test_kleinExample(tmp_path: Path, processes: list[Process]) -> None:
     processes.append(Process([sys.executable, script, "0"], tmp_path, {}))
     port = processes[-1].servingPort()
     assert get(port, "/hello/ada") == (200, b"hello, ada\n")
+    processes[-1].stop()
+
+
+def test_websocketEchoExample(
+    tmp_path: Path, processes: list[Process], site: Path
+) -> None:
+    """The README's WebSocket line: its page, and an echo through ``/ws``."""
+    pytest.importorskip("klein")
+    pytest.importorskip("autobahn")
+    from websockets.sync.client import connect
+
+    (site / "examples").symlink_to(ROOT / "examples")
+    args = [*twistd(), "-n", "--pidfile=", "connserver"]
+    args += ["--listen", "tcp:0:interface=127.0.0.1"]
+    args += ["--handler", "examples.websocket_echo:app"]
+    processes.append(Process(args, tmp_path, environment(site)))
+    port = processes[-1].servingPort()
+    status, body = get(port, "/")
+    assert status == 200 and b"/ws" in body
+    with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=TIMEOUT) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=TIMEOUT) == "hello"
     processes[-1].stop()
 
 
