@@ -219,6 +219,211 @@ def _usableCPUs() -> int:
     return os.cpu_count() or 1
 
 
+#: The flags of ``twistd connserver`` (on/off options), as usage.Options
+#: takes them.
+OPTION_FLAGS: list[list[Any]] = [
+    ["listing", None, "List directories that have no index.html (else 403)."],
+    ["follow-symlinks", None, "Follow symbolic links that lead outside --path."],
+    ["show-hidden", None, "Serve and list names that start with a dot."],
+    [
+        "precompressed",
+        None,
+        "Serve FILE.gz in place of FILE to clients that accept gzip.",
+    ],
+    ["no-keep-alive", None, "Shorthand for --keep-alive off."],
+    ["no-keep-alive-hint", None, "Shorthand for --keep-alive-hint off."],
+    [
+        "compress",
+        None,
+        "Compress text, JSON, JavaScript, SVG, XML and WASM files of 1 KiB "
+        "or more on the fly (gzip; br with the brotli extra). [default: on]",
+    ],
+    ["no-compress", None, "Turn --compress off."],
+    [
+        "reuse-port",
+        None,
+        "With --workers: give each worker its own SO_REUSEPORT socket for "
+        "TCP listeners (the kernel spreads connections) instead of one "
+        "shared socket.",
+    ],
+    [
+        "proxy-encoded-slashes",
+        None,
+        "With --proxy: forward paths holding an encoded / or \\ (%2F, %5C) "
+        "as they came, for upstreams that need them (else 400).",
+    ],
+    [
+        "proxy-underscores",
+        None,
+        "With --proxy: forward request fields whose names hold '_' (else "
+        "dropped, as X_Forwarded_Proto is X-Forwarded-Proto to CGI/WSGI).",
+    ],
+    [
+        "redirect-to-https",
+        None,
+        "Answer every plain-HTTP request with 308 to the same path on the "
+        "HTTPS port (the status page excepted).",
+    ],
+]
+
+#: The options that take a value: connserver's own, then one per
+#: ServerConfig field (generated, kebab-case).
+OPTION_PARAMETERS: list[list[Any]] = [
+    [
+        "path",
+        "p",
+        None,
+        "The directory to serve (static files). [default: the current directory]",
+    ],
+    [
+        "cache-control",
+        None,
+        None,
+        "A Cache-Control value for static files (e.g. 'max-age=3600').",
+    ],
+    [
+        "fallback",
+        None,
+        None,
+        "A file (such as /index.html) that answers GET and HEAD for a "
+        "missing path without a dot in its last segment (single-page apps).",
+    ],
+    [
+        "handler",
+        None,
+        None,
+        "Serve MODULE:ATTRIBUTE at / instead of --path: a connserver "
+        "handler, a twisted.web IResource or a Klein app.",
+    ],
+    [
+        "wsgi",
+        None,
+        None,
+        "Serve the WSGI (PEP 3333) application MODULE:ATTRIBUTE at / instead "
+        "of --path, e.g. myproject.wsgi:application (Django) or app:app (Flask).",
+    ],
+    [
+        "wsgi-threads",
+        None,
+        None,
+        "With --wsgi: run the application in at most N threads (per worker). "
+        "[default: 10, as twistd web --wsgi]",
+    ],
+    [
+        "asgi",
+        None,
+        None,
+        "Serve the ASGI 3 application MODULE:ATTRIBUTE at / instead of --path "
+        "(HTTP and WebSocket; on Twisted's asyncio reactor, installed for it).",
+    ],
+    [
+        "root-path",
+        None,
+        "",
+        "With --asgi: the path prefix the application is mounted at behind a "
+        "proxy (ASGI's root_path).",
+    ],
+    [
+        "access-log",
+        None,
+        None,
+        "Write an access log line per request to PATH, or '-' for standard output.",
+    ],
+    [
+        "access-log-format",
+        None,
+        "combined",
+        "combined (Combined Log Format plus connection fields) or json.",
+    ],
+    [
+        "log-closes",
+        None,
+        None,
+        "Which connection close lines the access log writes: all, abnormal "
+        "(not a client's close, an idle timeout or the graceful stop of an "
+        "idle connection) or none. [default: abnormal]",
+    ],
+    [
+        "access-log-mode",
+        None,
+        None,
+        "The permissions (octal) of an access log file connserver creates, "
+        "whatever the umask; an existing file keeps its own. [default: 0640]",
+    ],
+    [
+        "status-path",
+        None,
+        None,
+        "Serve the status page at this path (for example /status).",
+    ],
+    [
+        "metrics-path",
+        None,
+        None,
+        "Serve Prometheus metrics at this path (for example /metrics; "
+        "needs the metrics extra: pip install 'connserver[metrics]').",
+    ],
+    [
+        "https",
+        None,
+        None,
+        "Also listen with TLS on this port, all interfaces (needs "
+        "--certificate or --certificate-dir).",
+    ],
+]
+
+OPTION_PARAMETERS += [
+    [
+        "workers",
+        None,
+        "1",
+        "Serve from N worker processes (or 'auto': one per CPU) that share "
+        "the listening sockets; the parent supervises them. 1 = one process.",
+    ],
+    [
+        "worker-max-requests",
+        None,
+        None,
+        "With --workers: replace a worker gracefully after it served about "
+        "this many requests. [default: never]",
+    ],
+    [
+        "worker-max-requests-jitter",
+        None,
+        "0",
+        "Add a random 0..J to --worker-max-requests per worker, so that "
+        "workers are not all replaced at once.",
+    ],
+    [
+        "proxy-idle-timeout",
+        None,
+        None,
+        "With --proxy: close an idle upstream connection after this many "
+        "seconds; keep it shorter than the upstream's own idle timeout. "
+        "[default: 4]",
+    ],
+    [
+        "proxy-timeout",
+        None,
+        None,
+        "With --proxy: answer 504 when the upstream sends no response (or no "
+        "next body byte) for this many seconds; 'none' waits forever. "
+        "[default: 60]",
+    ],
+]
+
+# The flags of ServerConfig, generated: one per field, kebab-case.
+for _flag in CONFIG_FLAGS:
+    OPTION_PARAMETERS.append(
+        [
+            _flag.flag,
+            None,
+            None,
+            f"{_firstSentence(_flag.doc)} [default: {_flag.defaultText()}]",
+        ]
+    )
+
+
 class Options(usage.Options):
     """The options of ``twistd connserver``."""
 
@@ -233,206 +438,8 @@ class Options(usage.Options):
         "process exits, within --drain-timeout."
     )
 
-    optFlags = [
-        ["listing", None, "List directories that have no index.html (else 403)."],
-        ["follow-symlinks", None, "Follow symbolic links that lead outside --path."],
-        ["show-hidden", None, "Serve and list names that start with a dot."],
-        [
-            "precompressed",
-            None,
-            "Serve FILE.gz in place of FILE to clients that accept gzip.",
-        ],
-        ["no-keep-alive", None, "Shorthand for --keep-alive off."],
-        ["no-keep-alive-hint", None, "Shorthand for --keep-alive-hint off."],
-        [
-            "compress",
-            None,
-            "Compress text, JSON, JavaScript, SVG, XML and WASM files of 1 KiB "
-            "or more on the fly (gzip; br with the brotli extra). [default: on]",
-        ],
-        ["no-compress", None, "Turn --compress off."],
-        [
-            "reuse-port",
-            None,
-            "With --workers: give each worker its own SO_REUSEPORT socket for "
-            "TCP listeners (the kernel spreads connections) instead of one "
-            "shared socket.",
-        ],
-        [
-            "proxy-encoded-slashes",
-            None,
-            "With --proxy: forward paths holding an encoded / or \\ (%2F, %5C) "
-            "as they came, for upstreams that need them (else 400).",
-        ],
-        [
-            "proxy-underscores",
-            None,
-            "With --proxy: forward request fields whose names hold '_' (else "
-            "dropped, as X_Forwarded_Proto is X-Forwarded-Proto to CGI/WSGI).",
-        ],
-        [
-            "redirect-to-https",
-            None,
-            "Answer every plain-HTTP request with 308 to the same path on the "
-            "HTTPS port (the status page excepted).",
-        ],
-    ]
-
-    optParameters: list[list[Any]] = [
-        [
-            "path",
-            "p",
-            None,
-            "The directory to serve (static files). [default: the current directory]",
-        ],
-        [
-            "cache-control",
-            None,
-            None,
-            "A Cache-Control value for static files (e.g. 'max-age=3600').",
-        ],
-        [
-            "fallback",
-            None,
-            None,
-            "A file (such as /index.html) that answers GET and HEAD for a "
-            "missing path without a dot in its last segment (single-page apps).",
-        ],
-        [
-            "handler",
-            None,
-            None,
-            "Serve MODULE:ATTRIBUTE at / instead of --path: a connserver "
-            "handler, a twisted.web IResource or a Klein app.",
-        ],
-        [
-            "wsgi",
-            None,
-            None,
-            "Serve the WSGI (PEP 3333) application MODULE:ATTRIBUTE at / instead "
-            "of --path, e.g. myproject.wsgi:application (Django) or app:app (Flask).",
-        ],
-        [
-            "wsgi-threads",
-            None,
-            None,
-            "With --wsgi: run the application in at most N threads (per worker). "
-            "[default: 10, as twistd web --wsgi]",
-        ],
-        [
-            "asgi",
-            None,
-            None,
-            "Serve the ASGI 3 application MODULE:ATTRIBUTE at / instead of --path "
-            "(HTTP and WebSocket; on Twisted's asyncio reactor, installed for it).",
-        ],
-        [
-            "root-path",
-            None,
-            "",
-            "With --asgi: the path prefix the application is mounted at behind a "
-            "proxy (ASGI's root_path).",
-        ],
-        [
-            "access-log",
-            None,
-            None,
-            "Write an access log line per request to PATH, or '-' for standard output.",
-        ],
-        [
-            "access-log-format",
-            None,
-            "combined",
-            "combined (Combined Log Format plus connection fields) or json.",
-        ],
-        [
-            "log-closes",
-            None,
-            None,
-            "Which connection close lines the access log writes: all, abnormal "
-            "(not a client's close, an idle timeout or the graceful stop of an "
-            "idle connection) or none. [default: abnormal]",
-        ],
-        [
-            "access-log-mode",
-            None,
-            None,
-            "The permissions (octal) of an access log file connserver creates, "
-            "whatever the umask; an existing file keeps its own. [default: 0640]",
-        ],
-        [
-            "status-path",
-            None,
-            None,
-            "Serve the status page at this path (for example /status).",
-        ],
-        [
-            "metrics-path",
-            None,
-            None,
-            "Serve Prometheus metrics at this path (for example /metrics; "
-            "needs the metrics extra: pip install 'connserver[metrics]').",
-        ],
-        [
-            "https",
-            None,
-            None,
-            "Also listen with TLS on this port, all interfaces (needs "
-            "--certificate or --certificate-dir).",
-        ],
-    ]
-
-    optParameters += [
-        [
-            "workers",
-            None,
-            "1",
-            "Serve from N worker processes (or 'auto': one per CPU) that share "
-            "the listening sockets; the parent supervises them. 1 = one process.",
-        ],
-        [
-            "worker-max-requests",
-            None,
-            None,
-            "With --workers: replace a worker gracefully after it served about "
-            "this many requests. [default: never]",
-        ],
-        [
-            "worker-max-requests-jitter",
-            None,
-            "0",
-            "Add a random 0..J to --worker-max-requests per worker, so that "
-            "workers are not all replaced at once.",
-        ],
-        [
-            "proxy-idle-timeout",
-            None,
-            None,
-            "With --proxy: close an idle upstream connection after this many "
-            "seconds; keep it shorter than the upstream's own idle timeout. "
-            "[default: 4]",
-        ],
-        [
-            "proxy-timeout",
-            None,
-            None,
-            "With --proxy: answer 504 when the upstream sends no response (or no "
-            "next body byte) for this many seconds; 'none' waits forever. "
-            "[default: 60]",
-        ],
-    ]
-
-    # The flags of ServerConfig, generated: one per field, kebab-case.
-    for _flag in CONFIG_FLAGS:
-        optParameters.append(
-            [
-                _flag.flag,
-                None,
-                None,
-                f"{_firstSentence(_flag.doc)} [default: {_flag.defaultText()}]",
-            ]
-        )
-    del _flag
+    optFlags = OPTION_FLAGS
+    optParameters = OPTION_PARAMETERS
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]

@@ -169,3 +169,42 @@ def test_checkerSeesEveryImportForm(tmp_path: Path) -> None:
     assert "connserver.tap" in imported
     assert layerOf("connserver._http.parser") < layerOf("connserver._connection.x")
     assert layerOf("connserver.tap") > layerOf("connserver._running.worker")
+
+
+# -- sizes: small modules with one owner each ------------------------------------
+
+#: The limits the redesign set: the connection's protocol stays thin, no class
+#: grows past 600 lines and no function past 60.
+MAX_PROTOCOL_LINES = 400
+MAX_CLASS_LINES = 600
+MAX_FUNCTION_LINES = 60
+
+
+def _spans(module: str) -> list[tuple[str, str, int]]:
+    tree = ast.parse(MODULES[module].read_text())
+    spans = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            kind = "class" if isinstance(node, ast.ClassDef) else "function"
+            assert node.end_lineno is not None
+            spans.append((kind, node.name, node.end_lineno - node.lineno + 1))
+    return spans
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_classesAndFunctionsStaySmall(module: str) -> None:
+    tooLong = [
+        f"{kind} {name}: {lines} lines"
+        for kind, name, lines in _spans(module)
+        if lines > (MAX_CLASS_LINES if kind == "class" else MAX_FUNCTION_LINES)
+    ]
+    assert not tooLong, f"{module}: {tooLong}"
+
+
+def test_theProtocolIsThin() -> None:
+    [lines] = [
+        n
+        for kind, name, n in _spans("connserver._connection.protocol")
+        if kind == "class" and name == "HTTPServerProtocol"
+    ]
+    assert lines < MAX_PROTOCOL_LINES

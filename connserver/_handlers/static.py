@@ -581,6 +581,55 @@ class _SameFile:
             raise FileChangedError("the file changed while being sent")
 
 
+def pathSegments(path: bytes, showHidden: bool) -> Response | list[bytes]:
+    """
+    A request path as segments under the root (a directory ends with an
+    empty segment), or the error answer.  The path is split on ``/`` first
+    and each segment percent-decoded once, so an encoded slash (``%2f``)
+    can only ever be part of a name, which is then refused.  As nginx does,
+    empty segments are merged (``//x`` is ``/x``) and dot-segments removed
+    (RFC 3986 §5.2.4; ``%2e`` is a dot, §6.2.2.2): ``/sub/../index.html``
+    is ``/index.html``, and a ``..`` that would leave the root is a 404.
+    """
+    if not path.startswith(b"/"):
+        # RFC 9112 §3.2.2: a server MUST accept the absolute form.
+        match = _ABSOLUTE_FORM_RE.match(path)
+        if match is None:
+            return _plain(400, b"400 Bad Request\n")
+        path = path[match.end() :] or b"/"
+    if len(path) > MAX_PATH_BYTES:
+        return _plain(414, b"414 URI Too Long\n")
+    raw = path[1:].split(b"/")
+    segments: list[bytes] = []
+    for part in raw:
+        segment = unquote_to_bytes(part) if b"%" in part else part
+        if b"\x00" in segment:
+            return _plain(400, b"400 Bad Request\n")
+        if segment == b"" or segment == b".":
+            continue
+        if segment == b"..":
+            if not segments:
+                return _notFound()  # It would leave the root.
+            segments.pop()
+            continue
+        if (
+            b"/" in segment
+            or b"\\" in segment
+            or (segment.startswith(b".") and not showHidden)
+            or len(segment) > 255
+        ):
+            return _notFound()
+        segments.append(segment)
+    if (
+        not segments
+        or raw[-1] in _DIRECTORY_ENDINGS
+        or (b"%" in raw[-1] and unquote_to_bytes(raw[-1]) in _DIRECTORY_ENDINGS)
+    ):
+        # "/", "/a/", "/a/." and "/a/b/.." name a directory.
+        segments.append(b"")
+    return segments
+
+
 class StaticFiles:
     """
     Serve the files under ``root`` for GET and HEAD.
@@ -834,53 +883,13 @@ class StaticFiles:
 
     def _resolve(self, request: Request) -> Response | tuple[list[bytes], bytes]:
         """
-        Map the request path to segments under the root, or an error.
-
-        The path is split on ``/`` first and each segment percent-decoded
-        once, so an encoded slash (``%2f``) can only ever be part of a name,
-        which is then refused.  As nginx does, empty segments are merged
-        (``//x`` is ``/x``) and dot-segments removed (RFC 3986 §5.2.4;
-        ``%2e`` is a dot, §6.2.2.2): ``/sub/../index.html`` is
-        ``/index.html``, and a ``..`` that would leave the root is a 404.
-        Errors say nothing about the filesystem.
+        Map the request path to segments under the root (``pathSegments``)
+        and a file system path inside it, or an error.  Errors say nothing
+        about the filesystem.
         """
-        path = request.path
-        if not path.startswith(b"/"):
-            # RFC 9112 §3.2.2: a server MUST accept the absolute form.
-            match = _ABSOLUTE_FORM_RE.match(path)
-            if match is None:
-                return _plain(400, b"400 Bad Request\n")
-            path = path[match.end() :] or b"/"
-        if len(path) > MAX_PATH_BYTES:
-            return _plain(414, b"414 URI Too Long\n")
-        raw = path[1:].split(b"/")
-        segments: list[bytes] = []
-        for part in raw:
-            segment = unquote_to_bytes(part) if b"%" in part else part
-            if b"\x00" in segment:
-                return _plain(400, b"400 Bad Request\n")
-            if segment == b"" or segment == b".":
-                continue
-            if segment == b"..":
-                if not segments:
-                    return _notFound()  # It would leave the root.
-                segments.pop()
-                continue
-            if (
-                b"/" in segment
-                or b"\\" in segment
-                or (segment.startswith(b".") and not self.showHidden)
-                or len(segment) > 255
-            ):
-                return _notFound()
-            segments.append(segment)
-        if (
-            not segments
-            or raw[-1] in _DIRECTORY_ENDINGS
-            or (b"%" in raw[-1] and unquote_to_bytes(raw[-1]) in _DIRECTORY_ENDINGS)
-        ):
-            # "/", "/a/", "/a/." and "/a/b/.." name a directory.
-            segments.append(b"")
+        segments = pathSegments(request.path, self.showHidden)
+        if isinstance(segments, Response):
+            return segments
         fsPath = self._rootPrefix + b"/".join(segments)
         if not self._contained(fsPath):
             return _notFound()

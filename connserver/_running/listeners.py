@@ -303,28 +303,39 @@ def systemdEndpoint(
             "not set for it); run it from a .socket unit's service, or try "
             "systemd-socket-activate -l 8080 --fdname=http twistd ..."
         )
+    problem, fd = _systemdDescriptor(descriptors, names, index, name)
+    if problem is not None:
+        raise fail(problem)
+    return AdoptedStreamServerEndpoint(reactor, fd, family)  # type: ignore[no-untyped-call]
+
+
+def _systemdDescriptor(
+    descriptors: list[int],
+    names: list[str] | None,
+    index: str | None,
+    name: str | None,
+) -> tuple[str | None, int]:
+    """The descriptor that ``index=`` or ``name=`` picks, or what is wrong."""
     if index is not None:
         if not _wholeNumber(index) or int(index) >= len(descriptors):
-            raise fail(
+            return (
                 f"index={index!r}: systemd passed {len(descriptors)} socket(s), "
                 f"index 0 to {len(descriptors) - 1}"
-            )
-        fd = descriptors[int(index)]
-    else:
-        assert name is not None
-        if names is None:
-            raise fail(
-                f"name={name!r}: systemd passed no socket names (LISTEN_FDNAMES "
-                f"is not set): set FileDescriptorName={name} in the .socket unit "
-                f"(systemd-socket-activate --fdname={name}), or use index=N"
-            )
-        if name not in names:
-            raise fail(
-                f"name={name!r}: systemd passed the sockets {', '.join(names)} "
-                "(FileDescriptorName= in the .socket unit)"
-            )
-        fd = descriptors[names.index(name)]
-    return AdoptedStreamServerEndpoint(reactor, fd, family)  # type: ignore[no-untyped-call]
+            ), -1
+        return None, descriptors[int(index)]
+    assert name is not None
+    if names is None:
+        return (
+            f"name={name!r}: systemd passed no socket names (LISTEN_FDNAMES "
+            f"is not set): set FileDescriptorName={name} in the .socket unit "
+            f"(systemd-socket-activate --fdname={name}), or use index=N"
+        ), -1
+    if name not in names:
+        return (
+            f"name={name!r}: systemd passed the sockets {', '.join(names)} "
+            "(FileDescriptorName= in the .socket unit)"
+        ), -1
+    return None, descriptors[names.index(name)]
 
 
 def checkEndpoint(description: str) -> None:
