@@ -130,7 +130,7 @@ def test_combinedUnparsedRequest() -> None:
 
 
 def test_jsonLine() -> None:
-    line = formatJSON(record(closeReason="max-requests", secure=True))
+    line = formatJSON(record(closeReason="max-requests", secure=True, scheme="https"))
     assert line.endswith("\n") and line.count("\n") == 1
     assert json.loads(line) == {
         "time": "2025-03-05T14:02:07.250Z",
@@ -148,7 +148,14 @@ def test_jsonLine() -> None:
         "dur": 0.000412,
         "close": "max-requests",
         "secure": True,
+        "scheme": "https",
     }
+
+
+def test_jsonSchemeIsTheForwardedOne() -> None:
+    """Behind a TLS-terminating proxy: a plain connection, an https client."""
+    line = formatJSON(record(secure=False, scheme="https"))
+    assert (json.loads(line)["secure"], json.loads(line)["scheme"]) == (False, "https")
 
 
 def test_jsonEscapesNonASCII() -> None:
@@ -498,3 +505,33 @@ def test_fileThatCannotBeCreatedAtOpenIsReportedOnce(tmp_path: Path) -> None:
         log.open()
         log.open()
     assert len([e for e in events if "cannot be written" in e["log_format"]]) == 1
+
+
+def test_jsonSchemeFromATrustedProxy() -> None:
+    """A request forwarded with X-Forwarded-Proto: https logs scheme https."""
+    from twisted.internet.task import Clock
+
+    from connserver import AccessLog, ConnectionFactory, ServerConfig
+
+    from ._harness import hello, openOn
+
+    clock = Clock()
+    factory = ConnectionFactory(
+        hello, config=ServerConfig(trustedProxies=("127.0.0.1/32",)), reactor=clock
+    )
+    out = io.StringIO()
+    log = AccessLog(out, "json", reactor=clock)
+    factory.requestObservers.append(log)
+    conn = openOn(factory, clock)
+    assert conn is not None
+    conn.send(
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.7\r\n"
+        b"X-Forwarded-Proto: https\r\n\r\n"
+    )
+    log.flush()
+    entry = json.loads(out.getvalue())
+    assert (entry["remote"], entry["secure"], entry["scheme"]) == (
+        "192.0.2.7",
+        False,
+        "https",
+    )

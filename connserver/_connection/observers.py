@@ -22,6 +22,7 @@ _log = Logger(namespace="connserver")
 def recordRequest(exchange: Any, closeReason: str | None) -> None:
     """The ``RequestRecord`` of a complete response, to the request observers."""
     owner = exchange.owner
+    request = exchange.request
     head = exchange.head
     now = owner.clock.seconds()
     headers = head.headers if head is not None else None
@@ -44,6 +45,7 @@ def recordRequest(exchange: Any, closeReason: str | None) -> None:
         closeReason=closeReason,
         secure=owner.isSecure,
         note=exchange.note,
+        scheme=request.scheme if request is not None else owner.scheme,
     )
     notify(owner.factory.requestObservers, record, "a request observer failed")
 

@@ -50,6 +50,9 @@ class RequestRecord:
     #: The handler's word on the outcome (``Response.note``: the proxy's
     #: ``upstream-refused``, ``upstream-timeout``, ...), or None.
     note: str | None = None
+    #: The scheme the client used: ``https`` behind a TLS listener, or what a
+    #: trusted proxy's forwarding fields said (``--trusted-proxies``).
+    scheme: str = "http"
 
 
 @dataclass(frozen=True, slots=True)

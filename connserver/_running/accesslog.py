@@ -239,6 +239,7 @@ def formatJSON(record: RequestRecord | ConnectionRecord) -> str:
         "dur": round(record.duration, 6),
         "close": record.closeReason,
         "secure": record.secure,
+        "scheme": record.scheme,
     }
     if record.note is not None:
         entry["note"] = record.note
