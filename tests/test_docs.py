@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -43,3 +44,46 @@ def test_everyFlagIsInTheREADMEAndCliDoc() -> None:
     for flag in sorted(flags):
         assert f"--{flag}" in readme, f"--{flag} missing from README.md"
         assert f"--{flag}" in cli, f"--{flag} missing from docs/cli.md"
+
+
+#: Where a cited project file may be: the paths the project's own text names.
+_CITED = re.compile(
+    r"(?<![\w/.-])((?:docs|tests|bench|examples|connserver|tools|\.ci)/[\w./-]*[\w]"
+    r"|[\w-]+\.md)(?![\w/-])"
+)
+
+
+def test_everyCitedFileExists() -> None:
+    """
+    A file the code, tests or docs cite (a ``*.md`` page, or a path under one
+    of the project's folders) exists: nothing points to a page that is not
+    in the repository.
+    """
+    sources = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for folder in ("connserver", "tests", "bench", "examples"):
+        sources += sorted((ROOT / folder).rglob("*.py"))
+    files = {
+        p.relative_to(ROOT).as_posix()
+        for p in ROOT.rglob("*")
+        if ".venv" not in p.parts and ".git" not in p.parts
+    }
+    names = {name.rsplit("/", 1)[-1] for name in files}
+    missing = []
+    for source in sources:
+        for cited in _CITED.findall(source.read_text()):
+            cited = cited.rstrip(".")
+            if ".venv" in cited:
+                continue  # made by a setup script (bench/setup-peers.sh), not kept
+            if "/" in cited:
+                found = cited in files or any(f.startswith(cited + "/") for f in files)
+            else:
+                found = cited in names
+            if not found:
+                missing.append(f"{source.relative_to(ROOT)}: {cited}")
+    assert not missing, missing
+
+
+def test_theCitationCheckSeesPagesAndPaths() -> None:
+    """The check itself can fail: it finds both kinds of citation."""
+    text = "as DESIGN.md says; see docs/nothing.md and `tests/_harness.py`."
+    assert _CITED.findall(text) == ["DESIGN.md", "docs/nothing.md", "tests/_harness.py"]

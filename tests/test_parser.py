@@ -1164,7 +1164,7 @@ def test_neverWaitsOnDecidablyInvalidInput() -> None:
 
 def test_bareLFHeadDoesNotHang() -> None:
     """
-    RFC-CHECKLIST A2: twisted hangs on a bare-LF head; we answer: 400 by
+    A bare-LF head (RFC 9112 §2.2): twisted.web hangs on it; we answer 400 by
     default, the request with allowBareLf.
     """
     parser = RequestParser()

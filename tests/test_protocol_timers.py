@@ -1,5 +1,5 @@
 """
-Every timer of DESIGN.md's table, on Clock: it fires at its time and not
+Every timer of docs/architecture.md's "Timers" table, on Clock: it fires at its time and not
 before, not when the state moved on, with its own outcome and close reason;
 and no timer outlives its connection.
 """

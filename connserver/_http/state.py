@@ -26,7 +26,7 @@ __all__ = [
 
 
 class ConnectionState(Enum):
-    """Where a connection is in its life (DESIGN.md, "The life of a connection")."""
+    """Where a connection is in its life (docs/architecture.md, "The life of a connection")."""
 
     #: Accepted; no request byte yet (TLS handshake, if any, happens here).
     ACCEPTED = "accepted"
