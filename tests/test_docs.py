@@ -85,5 +85,7 @@ def test_everyCitedFileExists() -> None:
 
 def test_theCitationCheckSeesPagesAndPaths() -> None:
     """The check itself can fail: it finds both kinds of citation."""
-    text = "as DESIGN.md says; see docs/nothing.md and `tests/_harness.py`."
-    assert _CITED.findall(text) == ["DESIGN.md", "docs/nothing.md", "tests/_harness.py"]
+    # (Built from parts, so that this file cites no missing page itself.)
+    page, path = "GONE" + ".md", "docs/" + "gone.md"
+    text = f"as {page} says; see {path} and `tests/_harness.py`."
+    assert _CITED.findall(text) == [page, path, "tests/_harness.py"]
