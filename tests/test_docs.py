@@ -86,6 +86,6 @@ def test_everyCitedFileExists() -> None:
 def test_theCitationCheckSeesPagesAndPaths() -> None:
     """The check itself can fail: it finds both kinds of citation."""
     # (Built from parts, so that this file cites no missing page itself.)
-    page, path = "GONE" + ".md", "docs/" + "gone.md"
+    page, path = "GONE" + ".md", "docs/" + "gone" + ".md"
     text = f"as {page} says; see {path} and `tests/_harness.py`."
     assert _CITED.findall(text) == [page, path, "tests/_harness.py"]
