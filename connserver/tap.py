@@ -689,20 +689,7 @@ class Options(usage.Options):
         if self["handler"] is not None:
             if self["path"] is not None:
                 raise usage.UsageError("use --path or --handler, not both")
-            for flag in (
-                "listing",
-                "follow-symlinks",
-                "show-hidden",
-                "precompressed",
-                "cache-control",
-                "no-compress",
-                "fallback",
-                "error-page",
-            ):
-                if self["error-pages" if flag == "error-page" else flag]:
-                    raise usage.UsageError(
-                        f"--{flag} applies to --path (static files), not to --handler"
-                    )
+            self._refuseStaticFlags("--handler")
             from connserver._running.apploading import HandlerLoadError, loadHandler
 
             try:
@@ -737,14 +724,8 @@ class Options(usage.Options):
                 raise usage.UsageError(str(error)) from None
         self["application"] = None
 
-    def _checkWSGI(self) -> None:
-        """``--wsgi MODULE:ATTRIBUTE`` and ``--wsgi-threads N``."""
-        spec = self["wsgi"]
-        if spec is None:
-            raise usage.UsageError("--wsgi-threads applies to --wsgi")
-        for flag in ("handler", "path"):
-            if self[flag] is not None:
-                raise usage.UsageError(f"use --{flag} or --wsgi, not both")
+    def _refuseStaticFlags(self, instead: str) -> None:
+        """The static-file flags mean nothing with ``instead`` (an application)."""
         for flag in (
             "listing",
             "follow-symlinks",
@@ -757,8 +738,18 @@ class Options(usage.Options):
         ):
             if self["error-pages" if flag == "error-page" else flag]:
                 raise usage.UsageError(
-                    f"--{flag} applies to --path (static files), not to --wsgi"
+                    f"--{flag} applies to --path (static files), not to {instead}"
                 )
+
+    def _checkWSGI(self) -> None:
+        """``--wsgi MODULE:ATTRIBUTE`` and ``--wsgi-threads N``."""
+        spec = self["wsgi"]
+        if spec is None:
+            raise usage.UsageError("--wsgi-threads applies to --wsgi")
+        for flag in ("handler", "path"):
+            if self[flag] is not None:
+                raise usage.UsageError(f"use --{flag} or --wsgi, not both")
+        self._refuseStaticFlags("--wsgi")
         threads = self["wsgi-threads"]
         if threads is None:
             threads = "10"

@@ -76,27 +76,7 @@ def loadWSGIHandler(spec: str, threads: int, multiprocess: bool) -> Handler:
     """
     from connserver._handlers.wsgi import WSGIHandler
 
-    moduleName, sep, attribute = spec.partition(":")
-    if not sep or not moduleName or not attribute:
-        raise HandlerLoadError(
-            f"--wsgi {spec!r}: expected MODULE:ATTRIBUTE, e.g. myproject.wsgi:application"
-        )
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        obj: Any = importlib.import_module(moduleName)
-    except Exception as error:
-        raise HandlerLoadError(
-            f"--wsgi {spec!r}: cannot import {moduleName}: "
-            f"{type(error).__name__}: {error}"
-        ) from None
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise HandlerLoadError(
-                f"--wsgi {spec!r}: {moduleName} has no attribute {attribute}"
-            ) from None
+    obj = _importObject("--wsgi", spec, "myproject.wsgi:application")
     if not callable(obj):
         raise HandlerLoadError(
             f"--wsgi {spec!r}: {obj!r} is not a WSGI application (not callable)"
@@ -110,10 +90,25 @@ def loadASGIApp(spec: str) -> Any:
     project's ``myproject.asgi:application``, a Starlette app), imported as
     :func:`loadHandler` imports a handler; ``HandlerLoadError`` otherwise.
     """
+    obj = _importObject("--asgi", spec, "myapp:app")
+    if not callable(obj) or isinstance(obj, type):
+        raise HandlerLoadError(
+            f"--asgi {spec!r}: not an ASGI 3 application (an async callable "
+            "taking scope, receive, send)"
+        )
+    return obj
+
+
+def _importObject(flag: str, spec: str, example: str) -> Any:
+    """
+    The object ``MODULE:ATTRIBUTE`` names (``--wsgi``, ``--asgi``), with the
+    current directory searched last, so that a project's module loads from
+    its own directory; ``HandlerLoadError`` saying what is wrong otherwise.
+    """
     moduleName, sep, attribute = spec.partition(":")
     if not sep or not moduleName or not attribute:
         raise HandlerLoadError(
-            f"--asgi {spec!r}: expected MODULE:ATTRIBUTE, e.g. myapp:app"
+            f"{flag} {spec!r}: expected MODULE:ATTRIBUTE, e.g. {example}"
         )
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())
@@ -121,18 +116,14 @@ def loadASGIApp(spec: str) -> Any:
         obj: Any = importlib.import_module(moduleName)
     except Exception as error:
         raise HandlerLoadError(
-            f"--asgi {spec!r}: cannot import {moduleName}: "
+            f"{flag} {spec!r}: cannot import {moduleName}: "
             f"{type(error).__name__}: {error}"
         ) from None
     for part in attribute.split("."):
-        if not hasattr(obj, part):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
             raise HandlerLoadError(
-                f"--asgi {spec!r}: {moduleName} has no attribute {attribute}"
-            )
-        obj = getattr(obj, part)
-    if not callable(obj) or isinstance(obj, type):
-        raise HandlerLoadError(
-            f"--asgi {spec!r}: not an ASGI 3 application (an async callable "
-            "taking scope, receive, send)"
-        )
+                f"{flag} {spec!r}: {moduleName} has no attribute {attribute}"
+            ) from None
     return obj
