@@ -418,7 +418,27 @@ class Request:
             self._consumer.connectionLost(failure or Failure(ResponseDone()))
 
 
-class _MemoryBody:
+class _NoBody:
+    """
+    The body source of a request without a body (the common GET): shared by
+    all of them, so that such a request needs no per-request source.  Its
+    pause, resume and stop have nothing to act on.
+    """
+
+    def bodyWanted(self, request: Request) -> None:
+        request.receiveBodyEnd()
+
+    def pauseBody(self) -> None:
+        pass
+
+    def resumeBody(self) -> None:
+        pass
+
+    def stopBody(self) -> None:
+        pass
+
+
+class _MemoryBody(_NoBody):
     """The body source of a request built by hand: the bytes are all here."""
 
     def __init__(self, body: bytes) -> None:
@@ -428,34 +448,6 @@ class _MemoryBody:
         if self._body:
             request.receiveBodyData(self._body)
         request.receiveBodyEnd()
-
-    def pauseBody(self) -> None:
-        pass
-
-    def resumeBody(self) -> None:
-        pass
-
-    def stopBody(self) -> None:
-        pass
-
-
-class _NoBody:
-    """
-    The body source of a request without a body (the common GET): shared by
-    all of them, so that such a request needs no per-request source.
-    """
-
-    def bodyWanted(self, request: Request) -> None:
-        request.receiveBodyEnd()
-
-    def pauseBody(self) -> None:
-        pass
-
-    def resumeBody(self) -> None:
-        pass
-
-    def stopBody(self) -> None:
-        pass
 
 
 #: The body source of every bodiless request (see ``Request._fromConnection``).

@@ -9,7 +9,9 @@ Pure module: nothing here imports ``twisted.internet``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
+from typing import Any
 
 from connserver._http.errors import InvalidTransition
 
@@ -127,11 +129,22 @@ STATUS_GROUP: dict[ConnectionState, str] = {
 # The table again as bit masks on the members, so that the per-request
 # check and the factory's per-state counters need no hashing (an Enum's
 # __hash__ is a Python-level call).
-for _index, _state in enumerate(ConnectionState):
-    _state.index = _index
-    _state.bit = 1 << _index
-for _state, _allowed in TRANSITIONS.items():
-    _state.allowed = sum(1 << list(ConnectionState).index(s) for s in _allowed)
+
+
+def _numbered(states: Any, table: Mapping[Any, frozenset[Any]]) -> None:
+    """
+    Each member's position and bit, and the bits of the states that may
+    follow it: a transition check is then an attribute and a bit test, with
+    no hashing of Enum members on the request path.
+    """
+    for index, state in enumerate(states):
+        state.index = index
+        state.bit = 1 << index
+    for state, allowed in table.items():
+        state.allowed = sum(s.bit for s in allowed)
+
+
+_numbered(ConnectionState, TRANSITIONS)
 
 
 def checkTransition(current: ConnectionState, new: ConnectionState) -> ConnectionState:
@@ -162,6 +175,7 @@ class ExchangeState(Enum):
     ABANDONED = "abandoned"
 
     # Set below from the table (annotations only, so not members).
+    index: int
     bit: int
     allowed: int
 
@@ -178,10 +192,7 @@ EXCHANGE_TRANSITIONS: dict[ExchangeState, frozenset[ExchangeState]] = {
 }
 # The table as bits on the members (as ``ConnectionState`` has them): a
 # check is an attribute and a bit test, with no hashing of Enum members.
-for _index, _member in enumerate(ExchangeState):
-    _member.bit = 1 << _index
-for _member, _allowedStates in EXCHANGE_TRANSITIONS.items():
-    _member.allowed = sum(s.bit for s in _allowedStates)
+_numbered(ExchangeState, EXCHANGE_TRANSITIONS)
 
 
 def refuseTransition(current: ExchangeState, new: ExchangeState) -> None:
