@@ -7,12 +7,24 @@ and the tables give the median of the rounds.
 * ``hello``: a raw ASGI app answering ``GET /`` with 130 bytes
   (``Content-Length`` given), ``wrk -t1 -c50 -d{seconds}s``, keep-alive.
   Targets: connserver >= 3x Daphne and >= 0.6x uvicorn.
-* ``ws-echo``: a raw ASGI WebSocket app echoing every message; the client
-  (``websockets`` on asyncio, its own process on core 1) keeps 50
-  connections each sending a 64-byte text message and waiting for its
-  echo, for ``seconds``.  Target: connserver >= 2x Daphne.  The client is
-  Python: when it saturates its core, the messages per server CPU-second
-  column is the one to read.
+* ``ws-echo``: a raw ASGI WebSocket app echoing every message; 50
+  connections each keep one 64-byte message in flight, for ``seconds``.
+  Target: connserver >= 2x Daphne.  The load (its own process on core 1)
+  is ``--load raw`` (the default): bench/_wsload.py, bench_websocket.py's
+  raw-socket client on one epoll loop (binary messages, every echo checked
+  byte for byte, one second of warm-up not counted), or ``--load
+  websockets``: the ``websockets`` client on asyncio (text messages), which
+  saturates its core before connserver does.  The load's share of its core
+  is printed with each run ("load N%"): near 100%, the client sets the
+  figure, and the messages per server CPU-second column is the one to read.
+
+With ``BENCH_PROFILE=FILE`` in the environment connserver runs under
+cProfile (twistd's ``--profile FILE --profiler cprofile --savestats``) and
+the stats are written to FILE when it stops; the figures of that run do
+not count:
+
+    BENCH_PROFILE=/tmp/asgi-ws.prof bench/.venv-peers/bin/python \
+        bench/bench_asgi.py --only connserver --modes ws-echo --rounds 1
 
 Both figures per server: per second of wall time, and per CPU-second of the
 server process (steadier when other work shares the machine).
@@ -29,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -113,7 +126,10 @@ CLIENT = textwrap.dedent(
     url, connections, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     start = time.monotonic()
     count = asyncio.run(main(url, connections, seconds))
-    print(json.dumps({"messages": count, "seconds": time.monotonic() - start}))
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"messages": count, "seconds": time.monotonic() - start,
+                      "cpu": usage.ru_utime + usage.ru_stime}))
     """
 )
 
@@ -122,12 +138,23 @@ def twistdPath() -> str:
     return str(Path(python()).parent / "twistd")
 
 
+#: bench_websocket.py's raw-socket WebSocket load.
+RAW_LOAD = Path(__file__).resolve().parent / "_wsload.py"
+RAW_WARMUP = 1.0
+
+
 def connserverArgv(tmp: Path, port: int) -> list[str]:
+    profile = os.environ.get("BENCH_PROFILE")
     return [
         twistdPath(),
         "-n",
         "--pidfile=",
         "--logfile=/dev/null",
+        *(
+            [f"--profile={profile}", "--profiler=cprofile", "--savestats"]
+            if profile
+            else []
+        ),
         "connserver",
         "--asgi",
         "bench_asgi_app:app",
@@ -202,9 +229,13 @@ SERVERS: dict[str, tuple[tuple[str, ...], Callable[[Path, int], list[str]]]] = {
 MODES = ("hello", "ws-echo")
 
 
-def wsLoad(port: int, seconds: int, tmp: Path) -> float:
+def websocketsLoad(
+    port: int, seconds: int, tmp: Path, pid: int
+) -> tuple[float, float, float]:
+    """The ``websockets`` client: (messages/s, server CPU-s, load's core share)."""
     script = tmp / "ws_client.py"
     script.write_text(CLIENT)
+    before = treeCpuSeconds(pid)
     out = subprocess.run(
         pinned(
             LOAD_CPU,
@@ -215,30 +246,78 @@ def wsLoad(port: int, seconds: int, tmp: Path) -> float:
         timeout=seconds + 60,
         check=True,
     ).stdout
+    cpu = treeCpuSeconds(pid) - before
     result = json.loads(out.strip().splitlines()[-1])
-    return float(result["messages"]) / float(result["seconds"])
+    elapsed = float(result["seconds"])
+    return float(result["messages"]) / elapsed, cpu, float(result["cpu"]) / elapsed
+
+
+_sourceRun = os.getpid() % 50 * 1000
+
+
+def rawLoad(port: int, seconds: int, pid: int) -> tuple[float, float, float]:
+    """bench/_wsload.py: (messages/s, server CPU-s, load's core share)."""
+    global _sourceRun
+    _sourceRun += 1
+    sources = f"127.{100 + _sourceRun // 250 % 150}.{_sourceRun % 250 + 1}"
+    argv = [python(), str(RAW_LOAD), "echo", str(port), str(seconds)]
+    argv += [str(RAW_WARMUP), "50", "1", sources]
+    load = subprocess.Popen(
+        pinned(LOAD_CPU, argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        assert load.stdout is not None
+        for line in load.stdout:
+            data = json.loads(line)
+            lines.append(data)
+            if "start" in data:
+                before = treeCpuSeconds(pid)
+            if "perSecond" in data:
+                cpu = treeCpuSeconds(pid) - before
+                return float(data["perSecond"]), cpu, float(data["loadCpu"])
+        err = load.stderr.read() if load.stderr else ""
+        raise RuntimeError(f"the load ended early: {lines} {err[-1500:]}")
+    finally:
+        if load.poll() is None:
+            load.kill()
+        load.wait(timeout=10)
+        for stream in (load.stdout, load.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def measure(
-    name: str, tmp: Path, modes: list[str], seconds: int
-) -> dict[str, tuple[float, float]]:
+    name: str, tmp: Path, modes: list[str], seconds: int, loadKind: str
+) -> dict[str, tuple[float, float, float]]:
+    """Per mode: (per second, per server CPU-second, the load's core share)."""
     port = freePort()
     url = f"http://127.0.0.1:{port}/"
-    figures: dict[str, tuple[float, float]] = {}
+    figures: dict[str, tuple[float, float, float]] = {}
     env = {"PYTHONPATH": str(tmp)}
     with server(SERVERS[name][1](tmp, port), port, env=env) as process:
-        wrk(url, connections=50, seconds=1)  # warm up
+        if "hello" in modes:
+            wrk(url, connections=50, seconds=1)  # warm up
         for mode in modes:
-            before = treeCpuSeconds(process.pid)
             if mode == "hello":
+                before = treeCpuSeconds(process.pid)
                 result = wrk(url, connections=50, seconds=seconds)
                 if result["non2xx"] or result["socketErrors"]:
                     print(f"  ! {name} hello: errors: {result}")
                 rate = result["rps"]
+                cpu = treeCpuSeconds(process.pid) - before
+                loadShare = float("nan")
+                elapsed = float(seconds)
+            elif loadKind == "raw":
+                rate, cpu, loadShare = rawLoad(port, seconds, process.pid)
+                elapsed = float(seconds)
             else:
-                rate = wsLoad(port, seconds, tmp)
-            cpu = treeCpuSeconds(process.pid) - before
-            figures[mode] = (rate, rate * seconds / cpu if cpu > 0 else 0.0)
+                rate, cpu, loadShare = websocketsLoad(port, seconds, tmp, process.pid)
+                elapsed = float(seconds)
+            figures[mode] = (rate, rate * elapsed / cpu if cpu > 0 else 0.0, loadShare)
     return figures
 
 
@@ -250,6 +329,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default=",".join(SERVERS))
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument(
+        "--load",
+        choices=("raw", "websockets"),
+        default="raw",
+        help="ws-echo's client: bench/_wsload.py (raw) or the websockets library",
+    )
     args = parser.parse_args()
     wanted = [n.strip() for n in args.only.split(",") if n.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -270,7 +355,7 @@ def main() -> None:
         sys.exit("no server left to measure")
     print(
         f"# ASGI, {args.seconds}s per run, {args.rounds} round(s), "
-        "servers on core 0, load on core 1"
+        f"servers on core 0, load on core 1 (ws-echo: --load {args.load})"
     )
     results: dict[str, dict[str, list[tuple[float, float]]]] = {
         mode: {name: [] for name in names} for mode in modes
@@ -281,15 +366,16 @@ def main() -> None:
         for round_ in range(args.rounds):
             for name in names:
                 try:
-                    figures = measure(name, tmp, modes, args.seconds)
+                    figures = measure(name, tmp, modes, args.seconds, args.load)
                 except (RuntimeError, subprocess.SubprocessError) as error:
                     print(f"  ! round {round_ + 1}: {name}: {error}")
                     continue
-                for mode, (rate, perCpu) in figures.items():
+                for mode, (rate, perCpu, loadShare) in figures.items():
                     results[mode][name].append((rate, perCpu))
+                    load = "" if mode == "hello" else f"  load {loadShare:.0%}"
                     print(
                         f"round {round_ + 1}: {mode:8} {name:11} "
-                        f"{rate:10.0f} /s {perCpu:10.0f} /CPU-s"
+                        f"{rate:10.0f} /s {perCpu:10.0f} /CPU-s{load}"
                     )
     for mode in modes:
         rows = {
