@@ -35,7 +35,6 @@ from zope.interface import classImplementsOnly, implementer, providedBy
 
 from connserver._http.framing import statusLine, validateResponseField
 from connserver._http.state import ConnectionState
-from connserver._twisted.writethrough import TransportWriter
 
 __all__ = [
     "SwitchProtocols",
@@ -110,10 +109,6 @@ class TakeoverTransport:
     def __init__(self, takeover: Takeover, transport: Any) -> None:
         self.__dict__["_takeover"] = takeover
         self.__dict__["_transport"] = transport
-        # Writes go straight to the socket while Twisted's buffer is empty,
-        # as HTTP responses do (``writethrough``): no extra reactor turn and
-        # no writer registration per message.
-        self.__dict__["_out"] = TransportWriter(transport)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -136,7 +131,7 @@ class TakeoverTransport:
     def write(self, data: bytes) -> None:
         """Write, counting the bytes for the connection's record."""
         self._takeover.bytesSent += len(data)
-        self._out.write(data)
+        self._transport.write(data)
 
     def loseConnection(self) -> None:
         """
@@ -157,9 +152,8 @@ class TakeoverTransport:
 
     def writeSequence(self, data: list[bytes]) -> None:
         """Write each, counted."""
-        joined = b"".join(data)
-        self._takeover.bytesSent += len(joined)
-        self._out.write(joined)
+        self._takeover.bytesSent += sum(len(part) for part in data)
+        self._transport.writeSequence(data)
 
     def recordFirstWrite(self) -> None:
         """
