@@ -33,6 +33,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from connserver._connection.message import Request, Response
+from connserver._handlers.tunnel import Tunnel
 from connserver._handlers.upstream import UpstreamConnection, UpstreamPool
 from connserver._http.errors import BodyInterrupted, ProtocolError
 from connserver._http.framing import statusLine
@@ -407,6 +408,7 @@ class _ProxyExchange:
         "pump",
         "request",
         "retried",
+        "upgrades",
     )
 
     def __init__(self, proxy: ReverseProxy, request: Request, head: bytes) -> None:
@@ -419,6 +421,8 @@ class _ProxyExchange:
         self.pump: _RequestBodyPump | None = None
         self.body: _UpstreamBody | None = None
         self.retried = False
+        #: What the request offers to switch to (sent upstream), or ().
+        self.upgrades = proxy._upgrades(request)
         #: The Deferred has fired (or was cancelled).
         self.done = False
 
@@ -455,7 +459,7 @@ class _ProxyExchange:
         self.connection = connection
         request = self.request
         hasBody = request.hasBody
-        connection.send(self, request.method, self.head, hasBody)
+        connection.send(self, request.method, self.head, hasBody, self.upgrades)
         if hasBody and connection.listener is self:
             pump = self.pump = _RequestBodyPump(self, connection)
             request.deliverBody(pump)  # type: ignore[arg-type]
@@ -499,6 +503,25 @@ class _ProxyExchange:
         fields = self.proxy._relayedFields(head, interim=True)
         reason = head.reason or None
         self.request.sendInformational(head.status, fields, reason)
+
+    def switched(self, head: ResponseHead, protocol: bytes, early: bytes) -> None:
+        """
+        The upstream switched to ``protocol``, which the client offered
+        (RFC 9110 §7.8): the client gets a 101 with the upstream's
+        end-to-end fields, and the two connections are spliced.
+        """
+        connection, self.connection = self.connection, None
+        assert connection is not None
+        if self.done:
+            connection.abort()
+            return
+        proxy = self.proxy
+        tunnel = Tunnel(
+            proxy._reactor, connection, proxy.tunnelIdleTimeout, early, proxy.url
+        )
+        connection.tunnel = tunnel
+        fields = proxy._relayedFields(head)
+        self._answer(Response.switchProtocols(protocol, tunnel.client, fields))
 
     def responseComplete(self, head: ResponseHead, body: bytes) -> None:
         self.connection = None
@@ -618,6 +641,8 @@ class ReverseProxy:
         allowEncodedSlashes: bool = False,
         forwardUnderscores: bool = False,
         allowTrace: bool = False,
+        allowUpgrade: bool = True,
+        tunnelIdleTimeout: float | None = 300.0,
     ) -> None:
         text = url.decode("ascii") if isinstance(url, bytes) else url
         base, basePath, upstreamHost = parseUpstreamURL(text)
@@ -627,6 +652,8 @@ class ReverseProxy:
             raise ValueError("upstreamIdleTimeout must be positive")
         if responseTimeout is not None and responseTimeout <= 0:
             raise ValueError("responseTimeout must be positive or None")
+        if tunnelIdleTimeout is not None and tunnelIdleTimeout <= 0:
+            raise ValueError("tunnelIdleTimeout must be positive or None")
         if reactor is None:
             reactor = defaultReactor()
         assert reactor is not None
@@ -644,6 +671,10 @@ class ReverseProxy:
         self.allowEncodedSlashes = allowEncodedSlashes
         self.forwardUnderscores = forwardUnderscores
         self.allowTrace = allowTrace
+        #: Whether a client's Upgrade (WebSocket) is offered upstream.
+        self.allowUpgrade = allowUpgrade
+        #: Seconds a tunnel may pass no byte either way (None: no bound).
+        self.tunnelIdleTimeout = tunnelIdleTimeout
         #: The upstream connections (``close()`` at shutdown).
         self.pool = UpstreamPool(
             reactor,
@@ -673,7 +704,8 @@ class ReverseProxy:
         if isinstance(head, Response):
             return head
         exchange = _ProxyExchange(self, request, head)
-        exchange.start()
+        # An upgrade rides a new connection, never a pooled one.
+        exchange.start(fresh=bool(exchange.upgrades))
         return exchange.deferred
 
     # -- the request ------------------------------------------------------
@@ -723,6 +755,11 @@ class ReverseProxy:
         parts.extend(self._hopFields(request, clientHost, xff, forwarded))
         if maxForwards is not None:
             parts.extend((b"Max-Forwards: ", maxForwards, b"\r\n"))
+        if self._upgrades(request):
+            # RFC 9110 §7.8: Upgrade is hop-by-hop; this hop offers what the
+            # client offered, with its own "upgrade" connection option.
+            offered = b", ".join(request.headers.getAll(b"upgrade"))
+            parts.extend((b"Upgrade: ", offered, b"\r\nConnection: upgrade\r\n"))
         length = request.contentLength
         if request.chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
@@ -731,6 +768,10 @@ class ReverseProxy:
         else:
             parts.append(b"\r\n")
         return b"".join(parts)
+
+    def _upgrades(self, request: Request) -> tuple[bytes, ...]:
+        """What the request offers to switch to, when this route allows it."""
+        return request.upgrades if self.allowUpgrade else ()
 
     def _answeredHere(self, request: Request) -> tuple[Response | None, bytes | None]:
         """

@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from connserver._http.errors import ProtocolError
-from connserver._http.headers import optionsFromValues
+from connserver._http.headers import optionsFromValues, splitList
 from connserver._http.parser import (
     NEED_DATA,
     BodyData,
@@ -45,6 +45,8 @@ from connserver._twisted.sockets import setNoDelay
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+    from connserver._handlers.tunnel import Tunnel
 
 __all__ = ["ConnectionState", "UpstreamConnection", "UpstreamListener", "UpstreamPool"]
 
@@ -72,6 +74,13 @@ class UpstreamListener(Protocol):
 
     def bodyEnd(self) -> None:
         """The response body is complete; the connection is released."""
+
+    def switched(self, head: ResponseHead, protocol: bytes, early: bytes) -> None:
+        """
+        The upstream accepted the request's upgrade to ``protocol`` (its
+        ``101``); ``early``: the bytes that followed the 101.  The
+        connection is the listener's now (``UpstreamConnection.tunnel``).
+        """
 
     def upstreamFailed(self, why: str, retryable: bool) -> None:
         """
@@ -124,6 +133,11 @@ class UpstreamConnection(TwistedProtocol):
         #: When the timer fires (it may fire before the deadline, never after).
         self.timerAt = 0.0
         self.lost: Deferred[None] | None = None
+        #: The protocols the current request offered to switch to (its
+        #: ``Upgrade``, sent on a new connection that is never pooled).
+        self.upgrades: tuple[bytes, ...] = ()
+        #: The proxy's tunnel once the connection switched protocols.
+        self.tunnel: Tunnel | None = None
 
     # -- Twisted's callbacks ------------------------------------------------
 
@@ -135,6 +149,11 @@ class UpstreamConnection(TwistedProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.listener is None:
+            tunnel = self.tunnel
+            if tunnel is not None:
+                # Switched protocols: the bytes are the tunnel's.
+                tunnel.fromUpstream(data)
+                return
             # RFC 9112 §9.3: nothing may arrive between responses; whatever
             # did belongs to no request, and the framing is in doubt.
             self.close("bytes from the upstream while idle")
@@ -149,6 +168,9 @@ class UpstreamConnection(TwistedProtocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         state, self.state = self.state, _CLOSED
         self._cancelTimer()
+        tunnel, self.tunnel = self.tunnel, None
+        if tunnel is not None:
+            tunnel.upstreamLost(reason)
         if state is _IDLE:
             self.pool.discard(self)
         listener = self.listener
@@ -168,10 +190,20 @@ class UpstreamConnection(TwistedProtocol):
     # -- requests -----------------------------------------------------------
 
     def send(
-        self, listener: UpstreamListener, method: bytes, head: bytes, hasBody: bool
+        self,
+        listener: UpstreamListener,
+        method: bytes,
+        head: bytes,
+        hasBody: bool,
+        upgrades: tuple[bytes, ...] = (),
     ) -> None:
-        """Write a request's head; its body follows (``writeBody``, ``endBody``)."""
+        """
+        Write a request's head; its body follows (``writeBody``,
+        ``endBody``).  ``upgrades``: the protocols the head offers to switch
+        to (a 101 naming one of them is followed, RFC 9110 §7.8).
+        """
         self.listener = listener
+        self.upgrades = upgrades
         self.state = _BUSY
         self.requests += 1
         self.received = False
@@ -241,9 +273,7 @@ class UpstreamConnection(TwistedProtocol):
                     if event.status >= 200:
                         self._finalHead(event, listener)
                     elif event.status == 101:
-                        # The request asked for no Upgrade (it is never
-                        # forwarded), so the switch cannot be followed.
-                        self._fail("an unrequested 101 Switching Protocols")
+                        self._switch(event, listener)
                         return
                     else:
                         self.interims += 1
@@ -256,6 +286,29 @@ class UpstreamConnection(TwistedProtocol):
                     listener.bodyEnd()
         except ProtocolError as e:
             self._fail(e.message)
+
+    def _switch(self, head: ResponseHead, listener: UpstreamListener) -> None:
+        """
+        A ``101``: followed when its ``Upgrade`` names a protocol the
+        request offered (RFC 9110 §7.8: "the server MUST send an Upgrade
+        header field to indicate the new protocol(s)"); any other is a
+        fault, and the connection closes.
+        """
+        offered = self.upgrades
+        names = [token.strip() for token in splitList(head.headers.getAll(b"upgrade"))]
+        chosen = names[0] if len(names) == 1 else None
+        if not offered or chosen is None or chosen.lower() not in offered:
+            self._fail("a 101 Switching Protocols to a protocol not offered")
+            return
+        self.listener = None
+        self.deadline = None
+        self._cancelTimer()
+        listener.switched(head, chosen, self.parser.takeBuffered())
+
+    def tunnelEnded(self) -> None:
+        """The tunnel this connection carried is over: never used again."""
+        self.state = _CLOSED
+        self._cancelTimer()
 
     def _finalHead(self, head: ResponseHead, listener: UpstreamListener) -> None:
         """The final head: relay it with the body already here, or whole."""
@@ -294,7 +347,8 @@ class UpstreamConnection(TwistedProtocol):
         elif not self.requestDone:
             # Answered before the request body was all sent: cut it.
             self.abort()
-        elif not self.keepAlive or self.state is not _BUSY:
+        elif not self.keepAlive or self.state is not _BUSY or self.upgrades:
+            # A connection that offered an upgrade is never pooled.
             self.close(None)
         else:
             self.pool.release(self)
