@@ -359,11 +359,8 @@ class Takeover:
 
     def targetLost(self, reason: Failure) -> None:
         """The connection ended: the new protocol learns it; the close reason."""
-        if self._pending:
-            self.release()
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
+        # What was still held reaches the new protocol first; no call stays.
+        self.release()
         if self._unrecorded is not None:
             self.recordAnswer(b"")
         conn = self.conn

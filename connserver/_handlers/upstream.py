@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
     from connserver._handlers.tunnel import Tunnel
 
-__all__ = ["ConnectionState", "UpstreamConnection", "UpstreamListener", "UpstreamPool"]
+__all__ = ["UpstreamConnection", "UpstreamListener", "UpstreamPool", "UpstreamState"]
 
 _log = Logger(namespace="connserver")
 
@@ -90,7 +90,7 @@ class UpstreamListener(Protocol):
         """
 
 
-class ConnectionState(Enum):
+class UpstreamState(Enum):
     """Where an upstream connection is."""
 
     #: Carrying a request, or being handed to one.
@@ -101,9 +101,9 @@ class ConnectionState(Enum):
     CLOSED = "closed"
 
 
-_BUSY = ConnectionState.BUSY
-_IDLE = ConnectionState.IDLE
-_CLOSED = ConnectionState.CLOSED
+_BUSY = UpstreamState.BUSY
+_IDLE = UpstreamState.IDLE
+_CLOSED = UpstreamState.CLOSED
 
 
 class UpstreamConnection(TwistedProtocol):
