@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import socket
 import threading
 import time
@@ -22,8 +23,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.logger import LogEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
 
 from connserver._handlers import wsgi as wsgimodule
 from connserver._handlers.wsgi import WSGIHandler
@@ -614,3 +617,153 @@ def test_handlerArguments() -> None:
         WSGIHandler("not callable")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at least 1"):
         WSGIHandler(wsgiapps.hello, threads=0)
+
+
+# -- wsgi.input as a file ---------------------------------------------------------
+
+
+class _QueuedCalls:
+    """A reactor whose callFromThread queues the call for the test to run."""
+
+    def __init__(self) -> None:
+        self.calls: queue.Queue[tuple[Any, tuple[Any, ...]]] = queue.Queue()
+
+    def callFromThread(self, f: Any, *args: Any) -> None:
+        self.calls.put((f, args))
+
+    def runQueued(self) -> None:
+        while True:
+            try:
+                f, args = self.calls.get_nowait()
+            except queue.Empty:
+                return
+            f(*args)
+
+
+class _Producer:
+    """The connection's side of Request.deliverBody: its pauses, counted."""
+
+    paused = False
+    resumes = 0
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.resumes += 1
+
+    def stopProducing(self) -> None:
+        raise AssertionError("not stopped in these tests")
+
+
+class _BodyRequest:
+    def deliverBody(self, protocol: Any) -> None:
+        pass  # The test feeds the input itself.
+
+
+def readInThread(read: Any) -> tuple[threading.Thread, list[bytes]]:
+    result: list[bytes] = []
+    thread = threading.Thread(target=lambda: result.append(read()), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def feedUntilDone(
+    reactor: _QueuedCalls,
+    body: wsgimodule._Input,
+    producer: _Producer,
+    data: bytes,
+    thread: threading.Thread,
+) -> None:
+    """Deliver ``data`` as the connection would: only while not paused."""
+    sent = 0
+    while sent < len(data):
+        reactor.runQueued()
+        if producer.paused:
+            # Only the reader's thread can resume the connection.
+            try:
+                f, args = reactor.calls.get(timeout=10)
+            except queue.Empty:
+                raise AssertionError(f"stuck, paused at {sent} bytes") from None
+            f(*args)
+            continue
+        body.dataReceived(data[sent : sent + 16384])
+        sent += 16384
+    body.connectionLost(Failure(ResponseDone()))
+    thread.join(10)
+    assert not thread.is_alive(), "the reader never returned"
+
+
+def makeInput() -> tuple[_QueuedCalls, wsgimodule._Input, _Producer]:
+    reactor = _QueuedCalls()
+    body = wsgimodule._Input(reactor, _BodyRequest(), None)  # type: ignore[arg-type]
+    producer = _Producer()
+    body.makeConnection(producer)  # type: ignore[arg-type]
+    return reactor, body, producer
+
+
+def test_inputReadOfASizeWaitsForAllOfIt() -> None:
+    """
+    ``read(n)`` is a file's: n bytes unless the body ends first (apps read
+    CONTENT_LENGTH bytes in one call), even when part of them is buffered.
+    """
+    reactor, body, producer = makeInput()
+    body.dataReceived(b"12345")
+    thread, result = readInThread(lambda: body.read(10))
+    feedUntilDone(reactor, body, producer, b"67890", thread)
+    assert result == [b"1234567890"]
+    assert body.read(1) == b""
+
+
+@pytest.mark.parametrize("how", ["read", "read-size", "readline"])
+def test_inputReadsLargerThanItsBuffer(how: str) -> None:
+    """
+    A read or a line longer than the input's buffer: the reader takes what
+    is there and reading from the connection resumes, where waiting for
+    all of it at once would wait forever on a paused connection.
+    """
+    size = 4 * wsgimodule._INPUT_HIGH
+    data = b"0123456789abcdef" * (size // 16) + b"\nafter"
+    reactor, body, producer = makeInput()
+    read = {
+        "read": lambda: body.read(),
+        "read-size": lambda: body.read(size + 1),
+        "readline": lambda: body.readline(),
+    }[how]
+    thread, result = readInThread(read)
+    feedUntilDone(reactor, body, producer, data, thread)
+    assert producer.resumes >= 3
+    expected = data if how == "read" else data[: size + 1]
+    assert result == [expected]
+    if how != "read":
+        assert body.read() == b"after"
+
+
+def test_inputReadlineStopsAtTheLimitOrTheNewline() -> None:
+    _, body, _ = makeInput()
+    body.dataReceived(b"abc\ndefgh")
+    body.connectionLost(Failure(ResponseDone()))
+    assert body.readline(2) == b"ab"
+    assert body.readline() == b"c\n"
+    assert body.readline(10) == b"defgh"
+    assert body.readline() == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_readAllOfABodyLargerThanTheInputBuffer() -> None:
+    """``wsgi.input.read()`` of 1 MiB, four times the buffer, over a socket."""
+    handler, server = await start(wsgiapps.raw, maxBodyBytes=2 * 1024 * 1024)
+    try:
+        [response] = await bounded(
+            defer.ensureDeferred(
+                exchange(
+                    server,
+                    post(b"/read-all", b"r" * (1024 * 1024), b"text/plain"),
+                    [b"POST"],
+                )
+            )
+        )
+    finally:
+        await stop(handler, server)
+    assert (response.status, response.body) == (200, b"1048576")

@@ -156,3 +156,82 @@ def test_twistdServesAWSGIAppFromWorkers(
     assert environ["wsgi.multiprocess"] is True
     assert environ["PATH_INFO"] == "/environ"
     s.stop()
+
+
+RELOADABLE = """
+import os
+from pathlib import Path
+
+VERSION = {version!r}
+
+
+def app(environ, startResponse):
+    if environ["PATH_INFO"] == "/upload":
+        # Tells the test that a worker holds the upload, then waits for it.
+        Path(__file__).with_name("upload-started").write_text(str(os.getpid()))
+        body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+    else:
+        body = b""
+    text = f"{{VERSION}} {{os.getpid()}} ".encode() + body
+    startResponse("200 OK", [("Content-Length", str(len(text)))])
+    return [text]
+"""
+
+
+def versionAndPid(body: bytes) -> tuple[str, int]:
+    version, pid, _ = body.split(b" ", 2)
+    return version.decode(), int(pid)
+
+
+@pytest.mark.slow
+def test_workersReloadTheAppOnSIGHUPAndDrainAnUpload(
+    wsgiSite: Path, server: Callable[..., Server]
+) -> None:
+    """
+    SIGHUP under ``--wsgi --workers``: the new workers import the app again
+    (the edited module answers), and an upload that an old worker holds when
+    the signal arrives is answered in full by that worker before it exits.
+    """
+    import signal
+    import socket
+
+    from ._helpers import eventually
+
+    module = wsgiSite / "cs_reloadable.py"
+    module.write_text(RELOADABLE.format(version="old"))
+    s = server("--wsgi", "cs_reloadable:app", "--workers", "2")
+    for _ in range(2):
+        s.waitFor(r"connserver: worker \d+ \(pid \d+\) ready")
+    status, body = get(s.port, "/")
+    assert status == 200 and versionAndPid(body)[0] == "old"
+
+    upload = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    try:
+        upload.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345"
+        )
+        started = wsgiSite / "upload-started"
+        holder = int(eventually(lambda: started.exists() and started.read_text()))
+        # A different length, so that no stale bytecode can stand in for it.
+        module.write_text(RELOADABLE.format(version="brand-new"))
+        s.process.send_signal(signal.SIGHUP)
+        # Workers are replaced one at a time: wait for the holder's turn.
+        s.waitFor(rf"connserver: draining worker \d+ \(pid {holder}\)")
+        upload.sendall(b"67890")
+        reply = b""
+        while chunk := upload.recv(65536):
+            reply += chunk
+    finally:
+        upload.close()
+    head, _, answer = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    # The loop above read to the end: the draining worker closed the
+    # connection after the response (with "Connection: close" when its
+    # SIGTERM was handled before the last bytes arrived, else once idle).
+    assert answer == f"old {holder} 1234567890".encode()
+
+    s.waitFor("connserver: reload done: every worker replaced")
+    answers = [versionAndPid(get(s.port, "/")[1]) for _ in range(6)]
+    assert {version for version, _ in answers} == {"brand-new"}
+    assert holder not in {pid for _, pid in answers}
+    s.stop()

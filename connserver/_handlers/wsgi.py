@@ -874,29 +874,48 @@ class _Input:
         return data
 
     def read(self, size: int | None = -1) -> bytes:
-        with self._condition:
-            if size is None or size < 0:
-                self._waitFor(lambda: False)
-                return self._take(len(self._buffer))
-            if size == 0:
-                return b""
-            self._waitFor(lambda: bool(self._buffer))
-            return self._take(size)
+        # As a file's read(): ``size`` bytes, fewer only at the end of the
+        # body (apps read CONTENT_LENGTH at once and trust the length).  The
+        # buffer holds at most about _INPUT_HIGH, so a larger read takes
+        # what is there and waits for more rather than for all of it.
+        if size == 0:
+            return b""
+        wanted = sys.maxsize if size is None or size < 0 else size
+        return self._collect(wanted, lambda buffer, limit: limit)
 
     def readline(self, size: int | None = -1) -> bytes:
+        wanted = sys.maxsize if size is None or size < 0 else size
+        if wanted == 0:
+            return b""
+
+        def lineEnd(buffer: bytearray, limit: int) -> int:
+            end = buffer.find(b"\n", 0, limit)
+            return limit if end == -1 else end + 1
+
+        return self._collect(wanted, lineEnd, line=True)
+
+    def _collect(
+        self, wanted: int, portion: Callable[[bytearray, int], int], line: bool = False
+    ) -> bytes:
+        """
+        Up to ``wanted`` bytes, taken from the buffer in the sizes
+        ``portion(buffer, limit)`` gives, until ``wanted``, the end of the
+        body, or (for a line) a portion that ends with a newline.
+        """
+        parts: list[bytes] = []
+        got = 0
         with self._condition:
-            limit = sys.maxsize if size is None or size < 0 else size
-            if limit == 0:
-                return b""
-
-            def lineOrLimit() -> bool:
+            while got < wanted:
+                self._waitFor(lambda: bool(self._buffer))
                 buffer = self._buffer
-                return b"\n" in buffer or len(buffer) >= limit
-
-            self._waitFor(lineOrLimit)
-            end = self._buffer.find(b"\n")
-            take = len(self._buffer) if end == -1 else end + 1
-            return self._take(min(take, limit))
+                if not buffer:
+                    break  # The end of the body.
+                part = self._take(portion(buffer, min(len(buffer), wanted - got)))
+                parts.append(part)
+                got += len(part)
+                if line and part.endswith(b"\n"):
+                    break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readlines(self, hint: int | None = -1) -> list[bytes]:
         lines: list[bytes] = []
