@@ -943,7 +943,9 @@ class Options(usage.Options):
         ):
             if self[flag] is not None and not proxies:
                 raise usage.UsageError(f"--{flag} applies to --proxy")
-            self[flag] = _proxySeconds(flag, self[flag] or default, optional)
+            # An empty value is an error, not the default.
+            text = default if self[flag] is None else self[flag]
+            self[flag] = _proxySeconds(flag, text, optional)
         for flag in (
             "proxy-encoded-slashes",
             "proxy-underscores",
