@@ -644,6 +644,12 @@ class ReverseProxy:
     its framing there, has the client's response aborted.  Neither tells the
     client more than the status: the reason goes to the access log
     (``note=``).
+
+    A client's ``Upgrade`` (WebSocket) is offered upstream unless not
+    ``allowUpgrade``; an upstream ``101`` is relayed and the two connections
+    are spliced (``tunnel.py``), half-closes passed on both ways, until both
+    directions are closed or nothing passes for ``tunnelIdleTimeout``
+    seconds (None: no bound).  After ``startDrain`` no new tunnel is made.
     """
 
     def __init__(
