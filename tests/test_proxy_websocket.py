@@ -459,3 +459,47 @@ async def test_theUpstreamsHalfCloseReachesTheClient() -> None:
         assert (record.bytesReceived, record.bytesSent) == (14, 3)
     finally:
         await close(server, proxy, port)
+
+
+def tlsClientUntilClosed(port: int) -> dict[str, Any]:
+    """Over TLS: the handshake, then read until the server's close."""
+    from ._websockets import clientContext
+
+    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    with clientContext(["http/1.1"]).wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(handshake())
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+    return {"received": received}
+
+
+@ensureDeferred
+async def test_overTLSTheUpstreamsHalfCloseClosesTheClient() -> None:
+    """
+    connserver's TLS side cannot half-close: the upstream's FIN ends the
+    tunnel cleanly (close_notify, then FIN), after the bytes before it.
+    """
+    factory = protocol.Factory.forProtocol(HalfClosing)
+    factory.noisy = False
+    factory.after = b""  # type: ignore[attr-defined]
+    factory.clientFin = False  # type: ignore[attr-defined]
+    factory.lost = 0  # type: ignore[attr-defined]
+    port = _reactor().listenTCP(0, factory, interface="127.0.0.1")
+    url = f"http://127.0.0.1:{port.getHost().port}"
+    proxy = ReverseProxy(url, reactor=_reactor())
+    server = await serve(proxy, tls=True)
+    closes: list[ConnectionRecord] = []
+    server.factory.closeObservers.append(closes.append)
+    try:
+        seen = await inThread(tlsClientUntilClosed, server.portNumber)
+        head, _, rest = seen["received"].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 Switching Protocols")
+        assert rest == b"bye"
+        await eventuallyDeferred(lambda: factory.lost == 1)  # type: ignore[attr-defined]
+        await noTunnelLeft(server, proxy)
+        [record] = closes
+        assert record.closeReason == "upgraded"
+        assert (record.bytesReceived, record.bytesSent) == (0, 3)
+    finally:
+        await close(server, proxy, port)

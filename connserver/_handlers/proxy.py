@@ -532,7 +532,13 @@ class _ProxyExchange:
             self._answer(Response(503, [_TEXT], _UNAVAILABLE, note="draining"))
             return
         tunnel = Tunnel(
-            proxy._reactor, connection, proxy.tunnelIdleTimeout, early, proxy.url
+            proxy._reactor,
+            connection,
+            proxy.tunnelIdleTimeout,
+            early,
+            proxy.url,
+            # TLS cannot half-close here (tunnel.py says why).
+            clientHalfCloses=not self.request.isSecure,
         )
         connection.tunnel = tunnel
         fields = proxy._relayedFields(head)

@@ -90,8 +90,14 @@ class Tunnel:
         idleTimeout: float | None,
         early: bytes,
         url: str = "",
+        clientHalfCloses: bool = True,
     ) -> None:
         self.clock = clock
+        #: The client's connection can shut its write direction alone:
+        #: plain TCP, not TLS (which the takeover's transport does not
+        #: declare, and whose wrapper would reach the TCP socket beneath
+        #: the TLS session for ``loseWriteConnection``).
+        self.clientHalfCloses = clientHalfCloses
         self.url = url
         self.upstream = upstream
         self.idleTimeout = idleTimeout
@@ -142,7 +148,7 @@ class Tunnel:
         upstreamTransport.registerProducer(clientTransport, True)
         if self.upstreamDone:
             # The upstream's FIN came with its 101: pass it on now.
-            self._shutWrite(clientTransport)
+            self._shutWrite(clientTransport, self.clientHalfCloses)
             return
         upstreamTransport.resumeProducing()
 
@@ -174,7 +180,7 @@ class Tunnel:
         if self.upstreamDone or self.upstreamGone:
             self.end(None)
             return
-        self._shutWrite(self.upstream.transport)
+        self._shutWrite(self.upstream.transport, True)
 
     def clientLost(self, reason: Failure) -> None:
         """The client's connection is gone: so is the upstream's."""
@@ -203,7 +209,7 @@ class Tunnel:
         if self.held is not None:
             # Not connected yet: the FIN follows the held bytes then.
             return
-        self._shutWrite(self.client.transport)
+        self._shutWrite(self.client.transport, self.clientHalfCloses)
 
     def upstreamLost(self, reason: Failure) -> None:
         """The upstream's connection is gone: the client's is closed."""
@@ -212,13 +218,13 @@ class Tunnel:
 
     # -- half-closes ------------------------------------------------------
 
-    def _shutWrite(self, transport: Any) -> None:
+    def _shutWrite(self, transport: Any, allowed: bool) -> None:
         """
         Shut ``transport``'s write direction after what is written, the other
-        side having sent its FIN; a transport that cannot half-close (TLS) is
-        closed with the rest of the tunnel.
+        side having sent its FIN; a transport that cannot half-close (TLS,
+        or not ``allowed``) is closed with the rest of the tunnel.
         """
-        if transport is None or not _halfCloses(transport):
+        if transport is None or not allowed or not _halfCloses(transport):
             self.end(None)
             return
         # Nothing more will be written here, so nothing is to be produced
