@@ -336,6 +336,43 @@ def test_aTakeoverThatRefusesThe101() -> None:
     assertNothingLeft(setup)
 
 
+def badFieldOn101(proxy: ReverseProxy) -> Any:
+    """The proxy, its 101 given a field value that is not valid (a control)."""
+
+    def handler(request: Request) -> Any:
+        def alter(response: Response) -> Response:
+            response.headers.add(b"X-Bad", b"a\x01b")
+            return response
+
+        return proxy(request).addCallback(alter)  # type: ignore[union-attr]
+
+    return handler
+
+
+def test_a101WithAFieldTheTakeoverRefuses() -> None:
+    """The takeover cannot write the 101: the upstream goes at once."""
+    setup, _ = setUp(handler=badFieldOn101)
+    setup.client.send(handshake())
+    setup.switch()
+    assert b"101" not in setup.client.output()
+    assert setup.upstreamTransport.aborted
+    assert setup.tunnelTimers() == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="connserver/_connection/takeover.py: switchProtocols catches "
+    "ValueError, not the ResponseFramingError of a bad 101 field, so the "
+    "exchange is never answered",
+)
+def test_a101WithAFieldTheTakeoverRefusesIs500() -> None:
+    setup, _ = setUp(handler=badFieldOn101)
+    setup.client.send(handshake())
+    setup.switch()
+    [response] = setup.client.responses()
+    assert response.status == 500
+
+
 def test_a101ToAConnectionAlreadyClosing() -> None:
     """The exchange's connection began to close: the 101 is never taken."""
 
