@@ -188,7 +188,10 @@ def _version() -> str:
 
 
 def _proxySeconds(flag: str, text: str, optional: bool) -> float | None:
-    """``--proxy-idle-timeout`` / ``--proxy-timeout``: seconds, or none."""
+    """
+    ``--proxy-idle-timeout``, ``--proxy-timeout``, ``--proxy-tunnel-timeout``:
+    seconds, or none (``optional``).
+    """
     value = text.strip().lower()
     if optional and value in ("none", "off"):
         return None
@@ -257,6 +260,12 @@ OPTION_FLAGS: list[list[Any]] = [
         None,
         "With --proxy: forward request fields whose names hold '_' (else "
         "dropped, as X_Forwarded_Proto is X-Forwarded-Proto to CGI/WSGI).",
+    ],
+    [
+        "proxy-no-upgrade",
+        None,
+        "With --proxy: never offer a client's Upgrade (WebSocket) upstream; "
+        "the request goes without it, and an upstream 101 is a 502.",
     ],
     [
         "redirect-to-https",
@@ -409,6 +418,14 @@ OPTION_PARAMETERS += [
         "With --proxy: answer 504 when the upstream sends no response (or no "
         "next body byte) for this many seconds; 'none' waits forever. "
         "[default: 60]",
+    ],
+    [
+        "proxy-tunnel-timeout",
+        None,
+        None,
+        "With --proxy: close a proxied WebSocket (any upgraded) tunnel that "
+        "passes no byte either way for this many seconds; 'none': no bound. "
+        "[default: 300]",
     ],
 ]
 
@@ -612,6 +629,8 @@ class Options(usage.Options):
             proxyTimeout=self["proxy-timeout"],
             proxyEncodedSlashes=bool(self["proxy-encoded-slashes"]),
             proxyUnderscores=bool(self["proxy-underscores"]),
+            proxyUpgrade=not self["proxy-no-upgrade"],
+            proxyTunnelTimeout=self["proxy-tunnel-timeout"],
             redirectToHTTPS=bool(self["redirect-to-https"]),
             workers=self["workers"],
             workerMaxRequests=self["worker-max-requests"],
@@ -920,11 +939,18 @@ class Options(usage.Options):
         for flag, default, optional in (
             ("proxy-idle-timeout", "4", False),
             ("proxy-timeout", "60", True),
+            ("proxy-tunnel-timeout", "300", True),
         ):
             if self[flag] is not None and not proxies:
                 raise usage.UsageError(f"--{flag} applies to --proxy")
-            self[flag] = _proxySeconds(flag, self[flag] or default, optional)
-        for flag in ("proxy-encoded-slashes", "proxy-underscores"):
+            # An empty value is an error, not the default.
+            text = default if self[flag] is None else self[flag]
+            self[flag] = _proxySeconds(flag, text, optional)
+        for flag in (
+            "proxy-encoded-slashes",
+            "proxy-underscores",
+            "proxy-no-upgrade",
+        ):
             if self[flag] and not proxies:
                 raise usage.UsageError(f"--{flag} applies to --proxy")
 

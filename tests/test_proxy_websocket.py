@@ -9,10 +9,13 @@ or a raw socket.  Real sockets on 127.0.0.1, every wait bounded.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
 from twisted.internet import defer, protocol, threads
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from zope.interface import implementer
 
 from connserver import ConnectionRecord, ReverseProxy
 from connserver._handlers.tunnel import Tunnel
@@ -379,3 +382,124 @@ def _deferLater(seconds: float) -> defer.Deferred[None]:
     from twisted.internet import task
 
     return task.deferLater(_reactor(), seconds, lambda: None)
+
+
+# -- half-closes, real sockets ------------------------------------------------------
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfClosing(protocol.Protocol):
+    """
+    Answers the handshake with a 101 and ``bye``, then half-closes; keeps
+    what the client sends after that, and closes when the client's FIN comes.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.switched = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.switched:
+            self.factory.after += data
+            return
+        self.buffer += data
+        if b"\r\n\r\n" in self.buffer:
+            self.switched = True
+            assert self.transport is not None
+            self.transport.write(SWITCH.replace(b"EARLY", b"bye"))
+            self.transport.loseWriteConnection()  # type: ignore[attr-defined]
+
+    def readConnectionLost(self) -> None:
+        self.factory.clientFin = True
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.factory.lost += 1
+
+
+def halfClosingClient(port: int) -> dict[str, Any]:
+    """Read until the upstream's FIN, then send, then half-close too."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
+        s.sendall(handshake())
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+        # The read side is at its end; the write side is still open.
+        s.sendall(b"after your FIN")
+        s.shutdown(socket.SHUT_WR)
+        last = s.recv(1)
+    return {"received": received, "last": last}
+
+
+@ensureDeferred
+async def test_theUpstreamsHalfCloseReachesTheClient() -> None:
+    factory = protocol.Factory.forProtocol(HalfClosing)
+    factory.noisy = False
+    factory.after = b""  # type: ignore[attr-defined]
+    factory.clientFin = False  # type: ignore[attr-defined]
+    factory.lost = 0  # type: ignore[attr-defined]
+    port = _reactor().listenTCP(0, factory, interface="127.0.0.1")
+    server, proxy, closes = await front(port)
+    try:
+        seen = await inThread(halfClosingClient, server.portNumber)
+        head, _, rest = seen["received"].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 Switching Protocols")
+        assert rest == b"bye"
+        assert seen["last"] == b""
+        await eventuallyDeferred(lambda: factory.lost == 1)  # type: ignore[attr-defined]
+        assert factory.after == b"after your FIN"  # type: ignore[attr-defined]
+        assert factory.clientFin  # type: ignore[attr-defined]
+        await noTunnelLeft(server, proxy)
+        [record] = closes
+        assert record.closeReason == "upgraded"
+        assert (record.bytesReceived, record.bytesSent) == (14, 3)
+    finally:
+        await close(server, proxy, port)
+
+
+def tlsClientUntilClosed(port: int) -> dict[str, Any]:
+    """Over TLS: the handshake, then read until the server's close."""
+    from ._websockets import clientContext
+
+    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    with clientContext(["http/1.1"]).wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(handshake())
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+    return {"received": received}
+
+
+@ensureDeferred
+async def test_overTLSTheUpstreamsHalfCloseClosesTheClient() -> None:
+    """
+    connserver's TLS side cannot half-close: the upstream's FIN ends the
+    tunnel cleanly (close_notify, then FIN), after the bytes before it.
+    """
+    factory = protocol.Factory.forProtocol(HalfClosing)
+    factory.noisy = False
+    factory.after = b""  # type: ignore[attr-defined]
+    factory.clientFin = False  # type: ignore[attr-defined]
+    factory.lost = 0  # type: ignore[attr-defined]
+    port = _reactor().listenTCP(0, factory, interface="127.0.0.1")
+    url = f"http://127.0.0.1:{port.getHost().port}"
+    proxy = ReverseProxy(url, reactor=_reactor())
+    server = await serve(proxy, tls=True)
+    closes: list[ConnectionRecord] = []
+    server.factory.closeObservers.append(closes.append)
+    try:
+        seen = await inThread(tlsClientUntilClosed, server.portNumber)
+        head, _, rest = seen["received"].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 Switching Protocols")
+        assert rest == b"bye"
+        await eventuallyDeferred(lambda: factory.lost == 1)  # type: ignore[attr-defined]
+        await noTunnelLeft(server, proxy)
+        [record] = closes
+        assert record.closeReason == "upgraded"
+        assert (record.bytesReceived, record.bytesSent) == (0, 3)
+    finally:
+        await close(server, proxy, port)

@@ -19,6 +19,7 @@ backpressure and are never buffered whole.  See ``docs/proxy.md``.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -84,6 +85,7 @@ RETRIED_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE", b
 
 _BAD_GATEWAY = b"502 Bad Gateway\n"
 _GATEWAY_TIMEOUT = b"504 Gateway Timeout\n"
+_UNAVAILABLE = b"503 Service Unavailable\n"
 _TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 _ALLOW = (b"Allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH")
 _VIA_RESPONSE = {
@@ -509,6 +511,15 @@ class _ProxyExchange:
         The upstream switched to ``protocol``, which the client offered
         (RFC 9110 §7.8): the client gets a 101 with the upstream's
         end-to-end fields, and the two connections are spliced.
+
+        When connserver does not hand the client's connection over, the
+        upstream connection is aborted at once (never left to the tunnel's
+        idle timeout): the client went away or the handler timed out before
+        the 101 arrived (``done``: the client gets nothing more, or its
+        503); the server began to drain (the client gets 503, RFC 9110
+        §15.6.4, and no new tunnel outlives the drain); or the takeover
+        refused the 101 (the client gets connserver's 500) or was never
+        reached (the exchange was already answered or closing).
         """
         connection, self.connection = self.connection, None
         assert connection is not None
@@ -516,12 +527,25 @@ class _ProxyExchange:
             connection.abort()
             return
         proxy = self.proxy
+        if proxy.draining:
+            connection.abort()
+            self._answer(Response(503, [_TEXT], _UNAVAILABLE, note="draining"))
+            return
         tunnel = Tunnel(
-            proxy._reactor, connection, proxy.tunnelIdleTimeout, early, proxy.url
+            proxy._reactor,
+            connection,
+            proxy.tunnelIdleTimeout,
+            early,
+            proxy.url,
+            # TLS cannot half-close here (tunnel.py says why).
+            clientHalfCloses=not self.request.isSecure,
         )
         connection.tunnel = tunnel
         fields = proxy._relayedFields(head)
         self._answer(Response.switchProtocols(protocol, tunnel.client, fields))
+        # connserver takes a handler's answer as the Deferred fires: by now
+        # the takeover has connected the client's side, or it never will.
+        tunnel.refused("the client's connection was not handed over")
 
     def responseComplete(self, head: ResponseHead, body: bytes) -> None:
         self.connection = None
@@ -626,6 +650,12 @@ class ReverseProxy:
     its framing there, has the client's response aborted.  Neither tells the
     client more than the status: the reason goes to the access log
     (``note=``).
+
+    A client's ``Upgrade`` (WebSocket) is offered upstream unless not
+    ``allowUpgrade``; an upstream ``101`` is relayed and the two connections
+    are spliced (``tunnel.py``), half-closes passed on both ways, until both
+    directions are closed or nothing passes for ``tunnelIdleTimeout``
+    seconds (None: no bound).  After ``startDrain`` no new tunnel is made.
     """
 
     def __init__(
@@ -652,8 +682,8 @@ class ReverseProxy:
             raise ValueError("upstreamIdleTimeout must be positive")
         if responseTimeout is not None and responseTimeout <= 0:
             raise ValueError("responseTimeout must be positive or None")
-        if tunnelIdleTimeout is not None and tunnelIdleTimeout <= 0:
-            raise ValueError("tunnelIdleTimeout must be positive or None")
+        if tunnelIdleTimeout is not None and not 0 < tunnelIdleTimeout < math.inf:
+            raise ValueError("tunnelIdleTimeout must be a positive number or None")
         if reactor is None:
             reactor = defaultReactor()
         assert reactor is not None
@@ -675,6 +705,8 @@ class ReverseProxy:
         self.allowUpgrade = allowUpgrade
         #: Seconds a tunnel may pass no byte either way (None: no bound).
         self.tunnelIdleTimeout = tunnelIdleTimeout
+        #: The server drains (``startDrain``): no new tunnel is spliced.
+        self.draining = False
         #: The upstream connections (``close()`` at shutdown).
         self.pool = UpstreamPool(
             reactor,
@@ -693,6 +725,16 @@ class ReverseProxy:
     def close(self) -> Deferred[Any]:
         """Close the idle upstream connections (at shutdown)."""
         return self.pool.close()
+
+    def startDrain(self) -> None:
+        """
+        The server begins to drain: an upstream ``101`` that arrives from now
+        on is not followed (the client gets 503, the upstream connection is
+        closed), since the drain has already told the open connections and
+        would never reach the new tunnel.  Tunnels already open are the
+        drain's, as upgraded connections.  ``twistd connserver`` calls it.
+        """
+        self.draining = True
 
     def _bodyLimit(self, request: Request) -> int | None:
         # The connection's --max-body-bytes (ServerConfig.maxBodyBytes).

@@ -234,9 +234,13 @@ def _mounts(
             responseTimeout=settings.proxyTimeout,
             allowEncodedSlashes=settings.proxyEncodedSlashes,
             forwardUnderscores=settings.proxyUnderscores,
+            allowUpgrade=settings.proxyUpgrade,
+            tunnelIdleTimeout=settings.proxyTunnelTimeout,
         )
         mounts[prefix] = proxy
-        # At shutdown, after the drain: close the idle upstream connections.
+        # As the drain begins, no new tunnel; after it, close the idle
+        # upstream connections.
+        service.onDrain(proxy.startDrain)
         service.addCompanion(CallbackService(f"proxy {prefix}", onStop=proxy.close))
     return mounts
 

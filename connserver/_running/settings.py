@@ -87,6 +87,10 @@ class ServeSettings:
     #: ``--proxy-encoded-slashes``, ``--proxy-underscores``.
     proxyEncodedSlashes: bool = False
     proxyUnderscores: bool = False
+    #: ``--proxy-no-upgrade`` (False), ``--proxy-tunnel-timeout`` (None:
+    #: no bound): ``ReverseProxy(allowUpgrade=, tunnelIdleTimeout=)``.
+    proxyUpgrade: bool = True
+    proxyTunnelTimeout: float | None = 300.0
     redirectToHTTPS: bool = False
     workers: int = 1
     workerMaxRequests: int | None = None
