@@ -791,12 +791,12 @@ class Options(usage.Options):
         ``--asgi``: the app, on the asyncio reactor, installed here (twistd
         has installed none yet unless ``--reactor`` named one).
         """
-        for flag in ("handler", "path"):
+        for flag in ("handler", "path", "wsgi"):
             if self[flag] is not None:
                 raise usage.UsageError(f"use --asgi or --{flag}, not both")
-        for flag in ("listing", "precompressed", "cache-control", "fallback"):
-            if self[flag]:
-                raise usage.UsageError(f"--{flag} applies to --path, not to --asgi")
+        if self["wsgi-threads"] is not None:
+            raise usage.UsageError("--wsgi-threads applies to --wsgi, not to --asgi")
+        self._refuseStaticFlags("--asgi")
         rootPath = self["root-path"]
         if rootPath and (not _isMountPath(rootPath) or rootPath.endswith("/")):
             raise usage.UsageError(

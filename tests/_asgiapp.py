@@ -139,3 +139,14 @@ async def failingStartup(scope: dict[str, Any], receive: Any, send: Any) -> None
     message = await receive()
     assert message["type"] == "lifespan.startup"
     await send({"type": "lifespan.startup.failed", "message": "no database"})
+
+
+def createApp() -> Starlette:
+    """An application factory: what ``--asgi`` must not mistake for an app."""
+    return app
+
+
+def wsgiHello(environ: dict[str, Any], startResponse: Any) -> list[bytes]:
+    """A WSGI app, which ``--asgi`` must refuse at once."""
+    startResponse("200 OK", [])
+    return [b"hello"]

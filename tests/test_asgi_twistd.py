@@ -233,6 +233,31 @@ def test_failedStartup(site: Path, tmp_path: Path) -> None:
         (["--asgi", "cs_asgiapp"], "expected MODULE:ATTRIBUTE"),
         (["--asgi", "cs_asgiapp:nothing"], "has no attribute nothing"),
         (["--asgi", "cs_asgiapp:app", "--handler", "x:y"], "not both"),
+        (
+            ["--asgi", "cs_asgiapp:app", "--wsgi", "cs_asgiapp:wsgiHello"],
+            "use --asgi or --wsgi, not both",
+        ),
+        (
+            ["--wsgi", "cs_asgiapp:wsgiHello", "--asgi", "cs_asgiapp:app"],
+            "use --asgi or --wsgi, not both",
+        ),
+        (
+            ["--asgi", "cs_asgiapp:app", "--wsgi-threads", "4"],
+            "--wsgi-threads applies to --wsgi, not to --asgi",
+        ),
+        (
+            ["--asgi", "cs_asgiapp:app", "--follow-symlinks"],
+            "--follow-symlinks applies to --path (static files), not to --asgi",
+        ),
+        (
+            ["--asgi", "cs_asgiapp:createApp"],
+            "cannot be called with 3 arguments: an application factory?",
+        ),
+        (
+            ["--asgi", "cs_asgiapp:wsgiHello"],
+            "not an ASGI 3 application, it cannot be called with 3 arguments: "
+            "a WSGI application? Serve it with --wsgi",
+        ),
         (["--root-path", "/api"], "--root-path applies to --asgi"),
         (["--reactor", "poll", "--asgi", "cs_asgiapp:app"], None),
     ],
@@ -248,6 +273,7 @@ def test_usageErrors(
         result = run(site, tmp_path, "connserver", *args)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_workersReloadAndDrain(server: Start, tmp_path: Path) -> None:

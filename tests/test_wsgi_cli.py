@@ -49,6 +49,13 @@ def test_wsgiFlags() -> None:
     assert not handler.pool.started
 
 
+def test_dottedNameAsTwistdWeb() -> None:
+    """``twistd web --wsgi`` takes ``package.module.attribute``; so does --wsgi."""
+    handler = parse("--wsgi", "tests.wsgiapps.hello").settings().application
+    assert isinstance(handler, WSGIHandler)
+    assert handler.application is wsgiapps.hello
+
+
 def test_defaultThreadsAsTwistdWeb() -> None:
     handler = parse("--wsgi", "tests.wsgiapps:hello").settings().application
     assert isinstance(handler, WSGIHandler)
@@ -62,7 +69,19 @@ def test_defaultThreadsAsTwistdWeb() -> None:
             ["--wsgi", "no_such_module:app"],
             "--wsgi 'no_such_module:app': cannot import",
         ),
-        (["--wsgi", "tests.wsgiapps"], "expected MODULE:ATTRIBUTE"),
+        (["--wsgi", "wsgiapps"], "expected MODULE:ATTRIBUTE"),
+        (["--wsgi", "tests..hello"], "expected MODULE:ATTRIBUTE"),
+        (["--wsgi", "tests.wsgiapps"], "is not a WSGI application (not callable)"),
+        (
+            ["--wsgi", "tests.wsgiapps:createApp"],
+            "cannot be called with 2 arguments: an application factory? "
+            "Call it in your module (app = create_app())",
+        ),
+        (
+            ["--wsgi", "tests._asgiapp:app"],
+            "not a WSGI application, it cannot be called with 2 arguments: "
+            "an ASGI application? Serve it with --asgi",
+        ),
         (["--wsgi", "tests.wsgiapps:nothing"], "has no attribute nothing"),
         (["--wsgi", "tests.wsgiapps:HELLO"], "not a WSGI application"),
         (

@@ -41,6 +41,11 @@ def hello(environ: Environ, startResponse: StartResponse) -> list[bytes]:
     return [HELLO]
 
 
+def createApp() -> Callable[[Environ, StartResponse], list[bytes]]:
+    """An application factory: what ``--wsgi`` must not mistake for an app."""
+    return hello
+
+
 def _environJSON(environ: Environ) -> bytes:
     keys = [
         k

@@ -9,6 +9,7 @@ that a worker started by a SIGHUP runs the code as it is now.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -30,29 +31,7 @@ def loadHandler(spec: str) -> Handler:
     handler).  The current directory is searched last, as ``python -m``
     would.
     """
-    moduleName, sep, attribute = spec.partition(":")
-    if not sep or not moduleName or not attribute:
-        raise HandlerLoadError(
-            f"--handler {spec!r}: expected MODULE:ATTRIBUTE, e.g. myapp:app"
-        )
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(moduleName)
-    except Exception as error:
-        raise HandlerLoadError(
-            f"--handler {spec!r}: cannot import {moduleName}: "
-            f"{type(error).__name__}: {error}"
-        ) from None
-    obj: Any = module
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise HandlerLoadError(
-                f"--handler {spec!r}: {moduleName} has no attribute {attribute}"
-            ) from None
-    return _adapt(spec, obj)
+    return _adapt(spec, _importObject("--handler", spec, "myapp:app"))
 
 
 def _adapt(spec: str, obj: object) -> Handler:
@@ -81,6 +60,7 @@ def loadWSGIHandler(spec: str, threads: int, multiprocess: bool) -> Handler:
         raise HandlerLoadError(
             f"--wsgi {spec!r}: {obj!r} is not a WSGI application (not callable)"
         )
+    _checkArguments("--wsgi", spec, obj, 2)
     return WSGIHandler(obj, threads=threads, multiprocess=multiprocess)
 
 
@@ -96,17 +76,69 @@ def loadASGIApp(spec: str) -> Any:
             f"--asgi {spec!r}: not an ASGI 3 application (an async callable "
             "taking scope, receive, send)"
         )
+    _checkArguments("--asgi", spec, obj, 3)
     return obj
+
+
+# What an application that takes the wrong number of arguments most likely
+# is, by that number: a factory, an ASGI 2 app, a WSGI app, an ASGI 3 app.
+_LIKELY = {
+    0: "an application factory? Call it in your module (app = create_app())",
+    1: "an ASGI 2 application? connserver serves ASGI 3 (scope, receive, send)",
+    2: "a WSGI application? Serve it with --wsgi",
+    3: "an ASGI application? Serve it with --asgi",
+}
+
+
+def _checkArguments(flag: str, spec: str, obj: Any, count: int) -> None:
+    """
+    A one-line error now, rather than a 500 on every request, when ``obj``
+    cannot be called with ``count`` positional arguments (a WSGI app takes
+    environ and start_response; an ASGI 3 app scope, receive and send).
+    Callables whose signature Python cannot tell are let through.
+    """
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*range(count))
+    except TypeError:
+        pass
+    else:
+        return
+    takes = next(
+        (n for n in (0, 1, 2, 3) if n != count and _binds(signature, n)), None
+    )
+    likely = f": {_LIKELY[takes]}" if takes is not None else ""
+    kind = "a WSGI" if count == 2 else "an ASGI 3"
+    raise HandlerLoadError(
+        f"{flag} {spec!r}: not {kind} application, it cannot be called with "
+        f"{count} arguments{likely}"
+    )
+
+
+def _binds(signature: inspect.Signature, count: int) -> bool:
+    try:
+        signature.bind(*range(count))
+    except TypeError:
+        return False
+    return True
 
 
 def _importObject(flag: str, spec: str, example: str) -> Any:
     """
-    The object ``MODULE:ATTRIBUTE`` names (``--wsgi``, ``--asgi``), with the
-    current directory searched last, so that a project's module loads from
-    its own directory; ``HandlerLoadError`` saying what is wrong otherwise.
+    The object ``MODULE:ATTRIBUTE`` names (``--handler``, ``--wsgi``,
+    ``--asgi``; or ``package.module.attribute``, as ``twistd web --wsgi``
+    takes it), with the current directory searched last, so that a
+    project's module loads from its own directory; ``HandlerLoadError``
+    saying what is wrong otherwise.
     """
     moduleName, sep, attribute = spec.partition(":")
-    if not sep or not moduleName or not attribute:
+    if not sep:
+        # twistd web --wsgi's spelling: the last dotted name is the attribute.
+        moduleName, _, attribute = spec.rpartition(".")
+    if not moduleName or not attribute or "" in moduleName.split("."):
         raise HandlerLoadError(
             f"{flag} {spec!r}: expected MODULE:ATTRIBUTE, e.g. {example}"
         )

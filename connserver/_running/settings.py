@@ -105,6 +105,10 @@ class ServeSettings:
         """What is served, for the ``serving http://...`` lines."""
         if self.handlerSpec is not None:
             return f"handler: {self.handlerSpec}"
+        if self.wsgiSpec is not None:
+            return f"WSGI app: {self.wsgiSpec}"
+        if self.asgiSpec is not None:
+            return f"ASGI app: {self.asgiSpec}"
         return f"static: {self.path}"
 
 
