@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred
@@ -28,20 +29,15 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    TextMessage,
-)
-from wsproto.events import Message as WSMessage
+from wsproto.events import AcceptConnection
 from wsproto.events import Request as WSRequest
 from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import Frame, FrameProtocol, Opcode, ParseFailed
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from zope.interface import implementer
 
 from connserver._connection.message import Request, Response
+from connserver._connection.takeover import TakeoverTransport
 from connserver._handlers.asgicycle import (
     ASGIAppError,
     ClientDisconnected,
@@ -49,6 +45,7 @@ from connserver._handlers.asgicycle import (
     Message,
     asFailure,
 )
+from connserver._twisted.writethrough import TransportWriter
 
 __all__ = ["MAX_MESSAGE_BYTES", "WebSocketCycle"]
 
@@ -61,6 +58,11 @@ QUEUE_HIGH = 16
 QUEUE_LOW = 4
 
 _TEXT = {"Content-Type": "text/plain; charset=utf-8"}
+# Compared by identity per frame (wsproto's frames carry these members).
+_TEXT_OP = Opcode.TEXT
+_BINARY_OP = Opcode.BINARY
+_PING_OP = Opcode.PING
+_CLOSE_OP = Opcode.CLOSE
 _FORBIDDEN = Response(403, _TEXT, b"403 Forbidden: the application refused\n")
 
 # The states of the handshake.
@@ -184,10 +186,12 @@ class WebSocketCycle(Cycle):
         if self.deferred.called:
             raise ClientDisconnected("the client went away")
         extra = [(bytes(n), bytes(v)) for n, v in message.get("headers", ())]
+        # Negotiated (enabled) only when the client offered it.
+        deflate = PerMessageDeflate()
         head = self.connection.send(
             AcceptConnection(
                 subprotocol=message.get("subprotocol"),
-                extensions=[PerMessageDeflate()],
+                extensions=[deflate],
                 extra_headers=extra,
             )
         )
@@ -198,7 +202,7 @@ class WebSocketCycle(Cycle):
             if sep and name.lower() not in (b"connection", b"upgrade"):
                 fields.append((name, value.strip()))
         self.state = _OPEN
-        self.protocol = _WebSocketProtocol(self)
+        self.protocol = _WebSocketProtocol(self, deflate)
         self.deferred.callback(
             Response.switchProtocols(b"websocket", self.protocol, fields)
         )
@@ -218,9 +222,12 @@ class WebSocketCycle(Cycle):
             if not isinstance(data, str):
                 self._violation("websocket.send without bytes or text")
         try:
-            protocol.write(self.connection.send(WSMessage(data=data)))
-        except LocalProtocolError:
-            raise ClientDisconnected("the WebSocket is closed") from None
+            # bytes: Twisted's write takes nothing else.
+            frame = bytes(protocol.frames.send_data(data))
+        except TypeError:
+            self._violation("websocket.send with bytes that are not bytes")
+        protocol.sendFrame(frame)
+        # The common case costs no future: the transport did not push back.
         while protocol.writePaused and self.closeMessage is None:
             waiter = self.waiter = self.loop.create_future()
             try:
@@ -233,13 +240,8 @@ class WebSocketCycle(Cycle):
         self.state = _CLOSED
         protocol = self.protocol
         self.deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
-        if protocol is None:
-            return
-        try:
-            protocol.write(self.connection.send(CloseConnection(code, reason)))
-        except LocalProtocolError:
-            pass
-        protocol.loseConnection()
+        if protocol is not None:
+            protocol.sendClose(code, reason)
 
     def _violation(self, what: str) -> NoReturn:
         if not self.failed:
@@ -301,75 +303,153 @@ class WebSocketCycle(Cycle):
             self._close(1011 if error is not None else 1000, "")
 
 
+def directWriter(transport: Any) -> Callable[[bytes], None]:
+    """
+    How the ASGI WebSocket writes on ``transport`` (the takeover's view of
+    the connection): on plain TCP straight to the socket while Twisted's
+    buffer is empty (``TransportWriter``), so that an echo costs one
+    ``send`` and neither a reactor turn nor a writer registration; the
+    bytes still count for the connection's record.  Anywhere else (TLS,
+    a transport this does not know), ``transport.write``.
+
+    Only here, not for every upgraded connection: this protocol writes one
+    frame per call, whereas autobahn writes a frame in several small writes
+    that Twisted's buffer joins into one send per turn.  (It reads the
+    takeover transport's two slots, ``_takeover`` and ``_transport``;
+    ``tests/test_asgi_websocket.py`` checks they are still there.)
+    """
+    if not isinstance(transport, TakeoverTransport):
+        return transport.write  # type: ignore[no-any-return]
+    takeover = vars(transport).get("_takeover")
+    real = vars(transport).get("_transport")
+    if takeover is None or real is None:
+        return transport.write
+    writer = TransportWriter(real)
+    if not writer.plainTCP:
+        return transport.write
+    send = writer.write
+
+    def write(data: bytes) -> None:
+        takeover.bytesSent += len(data)
+        send(data)
+
+    return write
+
+
 @implementer(IPushProducer)
 class _WebSocketProtocol(Protocol):
-    """The connection after the 101: bytes to wsproto, events to the app."""
+    """
+    The connection after the 101: bytes to wsproto's frame layer, messages
+    to the app, the app's frames to the socket.
+    """
 
     readPaused = False
     writePaused = False
+    #: True once our close frame is written (RFC 6455 §5.5.1: nothing after).
+    closeSent = False
 
-    def __init__(self, cycle: WebSocketCycle) -> None:
+    def __init__(self, cycle: WebSocketCycle, deflate: PerMessageDeflate) -> None:
         self.cycle = cycle
+        # wsproto's frame layer, without the handshake's state machine in
+        # front of it: per message one Frame, no Event object and no state
+        # checks by isinstance.  ``deflate`` is active only when the
+        # handshake negotiated it (the client offered it).
+        self.frames = FrameProtocol(False, [deflate])
         self.parts: list[Any] = []
         self.size = 0
+        self._write: Callable[[bytes], None] = self._noWrite
 
     def connectionMade(self) -> None:
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        transport: Any = self.transport
+        transport.registerProducer(self, True)
+        self._write = directWriter(transport)
+
+    @staticmethod
+    def _noWrite(data: bytes) -> None:
+        pass
 
     def write(self, data: bytes) -> None:
-        if data and self.transport is not None and self.connected:
-            self.transport.write(data)
+        if data and self.connected:
+            self._write(data)
+
+    def sendFrame(self, data: bytes) -> None:
+        """One data frame, written at once (one send while nothing waits)."""
+        if self.connected:
+            self._write(data)
+
+    def sendClose(self, code: int, reason: str) -> None:
+        """Our close frame, once (RFC 6455 §5.5.1), then the end."""
+        if not self.closeSent:
+            self.closeSent = True
+            self.write(bytes(self.frames.close(code, reason)))
+        self.loseConnection()
 
     def loseConnection(self) -> None:
         if self.transport is not None and self.connected:
             self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        if self.closeSent:
+            return  # we closed: what still arrives is not for the app
         cycle = self.cycle
-        connection = cycle.connection
-        connection.receive_data(data)
-        for event in connection.events():
-            if isinstance(event, TextMessage | BytesMessage):
-                self._message(event)
-            elif isinstance(event, Ping):
-                self.write(connection.send(event.response()))
-            elif isinstance(event, CloseConnection):
-                cycle.state = _CLOSED
-                try:
-                    self.write(connection.send(event.response()))
-                except LocalProtocolError:
-                    pass
-                cycle.deliver(
-                    {
-                        "type": "websocket.disconnect",
-                        "code": event.code,
-                        "reason": event.reason or "",
-                    }
-                )
-                self.loseConnection()
-                return
+        frames = self.frames
+        frames.receive_bytes(data)
+        try:
+            for frame in frames.received_frames():
+                opcode = frame.opcode
+                if opcode is _TEXT_OP or opcode is _BINARY_OP:
+                    if not self._message(frame):
+                        return
+                elif opcode is _PING_OP:
+                    # RFC 6455 §5.5.2: a Pong with the Ping's payload.
+                    self.write(bytes(frames.pong(frame.payload)))  # type: ignore[arg-type]
+                elif opcode is _CLOSE_OP:
+                    closing: Any = frame.payload  # (code, reason)
+                    code, reason = closing
+                    self._remoteClose(code, reason)
+                    return
+        except ParseFailed as failed:
+            # RFC 6455 §7.1.7: fail the connection, with the code of the
+            # failure (1002, or 1007 for text that is not UTF-8).
+            self._remoteClose(failed.code, str(failed))
+            return
         if len(cycle.queue) >= QUEUE_HIGH and not self.readPaused:
             self.readPaused = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
 
-    def _message(self, event: TextMessage | BytesMessage) -> None:
-        self.size += len(event.data)
+    def _remoteClose(self, code: int, reason: str) -> None:
+        """
+        The client's close (or a frame that fails the connection): our close
+        frame echoes its code (RFC 6455 §5.5.1), the app sees it.
+        """
+        self.cycle.state = _CLOSED
+        # wsproto's own code object: an empty close (1005) is answered with
+        # an empty one.
+        self.sendClose(code, reason)
+        self.cycle.deliver(
+            {"type": "websocket.disconnect", "code": int(code), "reason": reason}
+        )
+
+    def _message(self, frame: Frame) -> bool:
+        """A (part of a) message; False when it made the message too big."""
+        data: Any = frame.payload
+        self.size += len(data)
         if self.size > MAX_MESSAGE_BYTES:
             self.cycle._close(1009, "message too big")
-            return
-        if not event.message_finished:
-            self.parts.append(event.data)
-            return
-        data: Any = event.data
+            return False
+        if not frame.message_finished:
+            self.parts.append(data)
+            return True
         if self.parts:
             self.parts.append(data)
-            data = (
-                "".join(self.parts) if isinstance(data, str) else b"".join(self.parts)
-            )
+            data = "".join(self.parts) if type(data) is str else b"".join(self.parts)
             self.parts = []
         self.size = 0
-        key = "text" if isinstance(event, TextMessage) else "bytes"
-        self.cycle.deliver({"type": "websocket.receive", key: data})
+        if type(data) is str:
+            self.cycle.deliver({"type": "websocket.receive", "text": data})
+        else:
+            self.cycle.deliver({"type": "websocket.receive", "bytes": data})
+        return True
 
     def resumeReading(self) -> None:
         self.readPaused = False
