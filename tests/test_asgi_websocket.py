@@ -362,15 +362,11 @@ def test_messageTooBigIs1009(monkeypatch: pytest.MonkeyPatch) -> None:
 
     client = run(main())
     frames = client.received()
-    assert [(f.opcode, f.payload) for f in frames] == [
-        (Opcode.BINARY, b"x" * 100),
-        (Opcode.CLOSE, (1009, "message too big")),
-    ]
-    assert seen[-1] == {
-        "type": "websocket.disconnect",
-        "code": 1009,
-        "reason": "message too big",
-    }
+    assert [f.opcode for f in frames] == [Opcode.BINARY, Opcode.CLOSE]
+    assert frames[0].payload == b"x" * 100
+    code, reason = frames[1].payload  # type: ignore[misc]
+    assert code == 1009 and "exceeds limit of 100 bytes" in reason
+    assert seen[-1] == {"type": "websocket.disconnect", "code": 1009, "reason": reason}
     assert {"type": "websocket.receive", "bytes": b"after"} not in seen
 
 
@@ -688,3 +684,68 @@ async def test_aFullWriteBufferPausesTheAppsSend() -> None:
     finally:
         loop.close()
         await pair.close()
+
+
+def test_permessageDeflateWhenTheClientOffersIt() -> None:
+    from wsproto.extensions import PerMessageDeflate
+
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> list[Frame]:
+        client = await accepted(
+            echoApp(seen),
+            (
+                b"Sec-WebSocket-Extensions",
+                b"permessage-deflate; client_max_window_bits",
+            ),
+        )
+        fields = {bytes(n).lower(): bytes(v) for n, v in client.response.fieldPairs()}
+        answer = fields[b"sec-websocket-extensions"].decode()
+        assert answer.startswith("permessage-deflate")
+        # The client's side, as negotiated, one frame layer both ways.
+        deflate = PerMessageDeflate()
+        deflate.finalize(answer)
+        frames = FrameProtocol(True, [deflate])
+        for text in ("hello " * 200, "é" * 50, "once more " * 200):
+            raw = bytes(frames.send_data(text))
+            assert raw[0] & 0x40  # RSV1: compressed (RFC 7692 §6)
+            client.sendRaw(raw)
+            await turns()
+        data = client.transport.value()
+        assert data[0] & 0x40  # the server's echo is compressed too
+        frames.receive_bytes(data)
+        return list(frames.received_frames())
+
+    frames = run(main())
+    assert [f.payload for f in frames] == ["hello " * 200, "é" * 50, "once more " * 200]
+    assert [m.get("text") for m in seen[1:]] == [f.payload for f in frames]
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "sent"),
+    [
+        # Codes only an endpoint's own report carries (RFC 6455 §7.4.1).
+        (1006, "gone", (1000, "gone")),
+        (1005, "", (1000, "")),
+        # A reason cut to the 123 bytes a close frame carries, whole
+        # characters only (RFC 6455 §5.5).
+        (4000, "é" * 100, (4000, "é" * 61)),
+    ],
+)
+def test_appCloseCodesAndReasonsThatCannotGoAsGiven(
+    code: int, reason: str, sent: tuple[int, str]
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def main() -> Client:
+        client = await accepted(app)
+        client.send("go")
+        await turns()
+        return client
+
+    client = run(main())
+    assert [(f.opcode, f.payload) for f in client.received()] == [(Opcode.CLOSE, sent)]

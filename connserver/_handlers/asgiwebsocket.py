@@ -1,19 +1,29 @@
 """
 The ``websocket`` scope of ``ASGIHandler``: the handshake on connserver's
-takeover, the frames through wsproto (the library uvicorn and hypercorn
-use; connserver has no frame codec of its own).
+takeover through wsproto (the library uvicorn and hypercorn use), the
+frames through websockets' sans-I/O layer (``websockets.protocol.Protocol``,
+uvicorn's other choice); connserver has no frame codec of its own.
 
 The request is checked as a WebSocket opening handshake by wsproto (a bad
 one is 400), and the app receives ``websocket.connect`` while connserver
 holds the connection.  ``websocket.accept`` answers ``101 Switching
 Protocols`` (connserver writes it, with wsproto's ``Sec-WebSocket-Accept``,
 the subprotocol, permessage-deflate when offered and the app's headers)
-and hands the connection to a protocol that feeds wsproto; ``websocket.close``
+and hands the connection to a protocol that feeds websockets' frame layer
+(with permessage-deflate as wsproto negotiated it); ``websocket.close``
 before accepting is ``403``, as uvicorn answers, and
 ``websocket.http.response.*`` (the denial response extension) is the
 app's own response.  Frames reach ``receive`` as ``websocket.receive``
 (reading pauses while 16 messages wait for the app); ``send`` waits while
 the client is slow.  A drain sends close 1001.
+
+Why two libraries: per 64-byte echo, wsproto's frame parser and
+serializer cost about twice what websockets' do (which masks in C), and
+the frames were the largest share of an echo's CPU time once the writes
+went straight to the socket; wsproto's handshake, which runs once per
+connection, stays (its 400s and 101 fields are what the tests pin down).
+Each frame is written straight to the socket while Twisted's buffer is
+empty (``directWriter``).
 """
 
 from __future__ import annotations
@@ -28,11 +38,16 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from websockets.exceptions import InvalidState, ProtocolError
+from websockets.extensions.permessage_deflate import PerMessageDeflate as Deflate
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol as FrameLayer
+from websockets.protocol import Side
+from websockets.protocol import State as WSState
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection
 from wsproto.events import Request as WSRequest
 from wsproto.extensions import PerMessageDeflate
-from wsproto.frame_protocol import Frame, FrameProtocol, Opcode, ParseFailed
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from zope.interface import implementer
 
@@ -58,11 +73,10 @@ QUEUE_HIGH = 16
 QUEUE_LOW = 4
 
 _TEXT = {"Content-Type": "text/plain; charset=utf-8"}
-# Compared by identity per frame (wsproto's frames carry these members).
+# Compared by identity per frame (websockets' frames carry these members).
 _TEXT_OP = Opcode.TEXT
 _BINARY_OP = Opcode.BINARY
-_PING_OP = Opcode.PING
-_CLOSE_OP = Opcode.CLOSE
+_CONT_OP = Opcode.CONT
 _FORBIDDEN = Response(403, _TEXT, b"403 Forbidden: the application refused\n")
 
 # The states of the handshake.
@@ -154,17 +168,21 @@ class WebSocketCycle(Cycle):
             # one coroutine less per message.
             protocol = self.protocol
             assert protocol is not None
+            frames = protocol.frames
             data = message.get("bytes")
-            if data is None:
-                data = message.get("text")
-                if not isinstance(data, str):
-                    self._violation("websocket.send without bytes or text")
             try:
-                # bytes: Twisted's write takes nothing else.
-                frame = bytes(protocol.frames.send_data(data))
-            except TypeError:
-                self._violation("websocket.send whose bytes are not bytes")
-            protocol.sendFrame(frame)
+                if data is None:
+                    text = message.get("text")
+                    if not isinstance(text, str):
+                        self._violation("websocket.send without bytes or text")
+                    frames.send_text(text.encode("utf-8"))
+                elif isinstance(data, bytes | bytearray | memoryview):
+                    frames.send_binary(data)
+                else:
+                    self._violation("websocket.send whose bytes are not bytes")
+            except InvalidState:
+                raise ClientDisconnected("the WebSocket is closed") from None
+            protocol.flush()
             if protocol.writePaused:
                 await self._writable(protocol)
             return
@@ -344,27 +362,56 @@ def directWriter(transport: Any) -> Callable[[bytes], None]:
     return write
 
 
+def _frameLayer(deflate: PerMessageDeflate) -> FrameLayer:
+    """
+    websockets' frame layer for a connection whose handshake is done: the
+    server's side, open, messages bounded by ``MAX_MESSAGE_BYTES`` (1009
+    beyond), with permessage-deflate (RFC 7692) as wsproto negotiated it in
+    the 101, if it did (only when the client offered it).
+    """
+    layer = FrameLayer(Side.SERVER, state=WSState.OPEN, max_size=MAX_MESSAGE_BYTES)
+    if deflate.enabled():
+        layer.extensions = [
+            Deflate(
+                remote_no_context_takeover=deflate.client_no_context_takeover,
+                local_no_context_takeover=deflate.server_no_context_takeover,
+                remote_max_window_bits=deflate.client_max_window_bits,
+                local_max_window_bits=deflate.server_max_window_bits,
+            )
+        ]
+    return layer
+
+
+def _closeReason(reason: str) -> str:
+    """
+    ``reason`` cut to what a close frame carries (RFC 6455 §5.5: control
+    payloads up to 125 bytes, 2 of them the code), on a character boundary.
+    """
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= 123:
+        return reason
+    return encoded[:123].decode("utf-8", "ignore")
+
+
 @implementer(IPushProducer)
 class _WebSocketProtocol(Protocol):
     """
-    The connection after the 101: bytes to wsproto's frame layer, messages
-    to the app, the app's frames to the socket.
+    The connection after the 101: bytes to websockets' frame layer,
+    messages to the app, the app's frames to the socket.
     """
 
     readPaused = False
     writePaused = False
-    #: True once our close frame is written (RFC 6455 §5.5.1: nothing after).
+    #: True once the closing is under way (our close frame written, or the
+    #: client's answered): what still arrives is not read.
     closeSent = False
+    #: Whether the fragmented message under way is text.
+    text = False
 
     def __init__(self, cycle: WebSocketCycle, deflate: PerMessageDeflate) -> None:
         self.cycle = cycle
-        # wsproto's frame layer, without the handshake's state machine in
-        # front of it: per message one Frame, no Event object and no state
-        # checks by isinstance.  ``deflate`` is active only when the
-        # handshake negotiated it (the client offered it).
-        self.frames = FrameProtocol(False, [deflate])
-        self.parts: list[Any] = []
-        self.size = 0
+        self.frames = _frameLayer(deflate)
+        self.parts: list[bytes] = []
         self._write: Callable[[bytes], None] = self._noWrite
 
     def connectionMade(self) -> None:
@@ -376,20 +423,32 @@ class _WebSocketProtocol(Protocol):
     def _noWrite(data: bytes) -> None:
         pass
 
-    def write(self, data: bytes) -> None:
-        if data and self.connected:
-            self._write(data)
-
-    def sendFrame(self, data: bytes) -> None:
-        """One data frame, written at once (one send while nothing waits)."""
-        if self.connected:
-            self._write(data)
+    def flush(self) -> None:
+        """
+        Write what the frame layer has for the client, one write per frame;
+        its end of stream (``SEND_EOF``, after a closing handshake or a
+        failure) closes the connection: a server closes the TCP connection
+        first (RFC 6455 §7.1.1).
+        """
+        for data in self.frames.data_to_send():
+            if not data:
+                self.loseConnection()
+            elif self.connected:
+                self._write(data)
 
     def sendClose(self, code: int, reason: str) -> None:
         """Our close frame, once (RFC 6455 §5.5.1), then the end."""
-        if not self.closeSent:
+        frames = self.frames
+        if not self.closeSent and frames.state is WSState.OPEN:
             self.closeSent = True
-            self.write(bytes(self.frames.close(code, reason)))
+            try:
+                frames.send_close(code, _closeReason(reason))
+            except ProtocolError:
+                # A code only an endpoint's own report may carry (1005,
+                # 1006, 1015: RFC 6455 §7.4.1) or none at all: 1000.
+                frames.send_close(1000, _closeReason(reason))
+            self.flush()
+        self.closeSent = True
         self.loseConnection()
 
     def loseConnection(self) -> None:
@@ -398,65 +457,74 @@ class _WebSocketProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.closeSent:
-            return  # we closed: what still arrives is not for the app
-        cycle = self.cycle
-        frames = self.frames
-        frames.receive_bytes(data)
-        try:
-            for frame in frames.received_frames():
-                opcode = frame.opcode
-                if opcode is _TEXT_OP or opcode is _BINARY_OP:
-                    if not self._message(frame):
-                        return
-                elif opcode is _PING_OP:
-                    # RFC 6455 §5.5.2: a Pong with the Ping's payload.
-                    self.write(bytes(frames.pong(frame.payload)))  # type: ignore[arg-type]
-                elif opcode is _CLOSE_OP:
-                    closing: Any = frame.payload  # (code, reason)
-                    code, reason = closing
-                    self._remoteClose(code, reason)
-                    return
-        except ParseFailed as failed:
-            # RFC 6455 §7.1.7: fail the connection, with the code of the
-            # failure (1002, or 1007 for text that is not UTF-8).
-            self._remoteClose(failed.code, str(failed))
             return
+        frames = self.frames
+        frames.receive_data(data)
+        # Pings are answered and closes echoed by the frame layer itself
+        # (RFC 6455 §5.5.2, §5.5.1); data frames make messages.
+        # (Open, its events are frames; requests and responses are a
+        # handshake's.)
+        events: Any = frames.events_received()
+        for frame in events:
+            opcode = frame.opcode
+            if opcode is _BINARY_OP or opcode is _TEXT_OP or opcode is _CONT_OP:
+                if not self._message(frame):
+                    break
+        if frames.state is not WSState.OPEN:
+            self._closing()
+            return
+        self.flush()
+        cycle = self.cycle
         if len(cycle.queue) >= QUEUE_HIGH and not self.readPaused:
             self.readPaused = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
 
-    def _remoteClose(self, code: int, reason: str) -> None:
+    def _closing(self) -> None:
         """
-        The client's close (or a frame that fails the connection): our close
-        frame echoes its code (RFC 6455 §5.5.1), the app sees it.
+        The client's close (answered by the frame layer), or a frame that
+        failed the connection (RFC 6455 §7.1.7: 1002, 1007, 1009): the
+        close goes out, the connection ends, the app sees the code.
         """
+        frames = self.frames
         self.cycle.state = _CLOSED
-        # wsproto's own code object: an empty close (1005) is answered with
-        # an empty one.
-        self.sendClose(code, reason)
+        self.closeSent = True
+        self.flush()
+        self.loseConnection()
+        close = (
+            frames.close_rcvd if frames.close_rcvd is not None else frames.close_sent
+        )
+        code, reason = (int(close.code), close.reason) if close else (1006, "")
         self.cycle.deliver(
-            {"type": "websocket.disconnect", "code": int(code), "reason": reason}
+            {"type": "websocket.disconnect", "code": code, "reason": reason}
         )
 
     def _message(self, frame: Frame) -> bool:
-        """A (part of a) message; False when it made the message too big."""
-        data: Any = frame.payload
-        self.size += len(data)
-        if self.size > MAX_MESSAGE_BYTES:
-            self.cycle._close(1009, "message too big")
-            return False
-        if not frame.message_finished:
+        """A frame of a message; False when its text is not UTF-8."""
+        data = frame.data
+        if type(data) is not bytes:
+            data = bytes(data)
+        if not frame.fin:
+            if frame.opcode is not _CONT_OP:
+                self.text = frame.opcode is _TEXT_OP
             self.parts.append(data)
             return True
         if self.parts:
             self.parts.append(data)
-            data = "".join(self.parts) if type(data) is str else b"".join(self.parts)
+            data = b"".join(self.parts)
             self.parts = []
-        self.size = 0
-        if type(data) is str:
-            self.cycle.deliver({"type": "websocket.receive", "text": data})
+            text = self.text
         else:
+            text = frame.opcode is _TEXT_OP
+        if not text:
             self.cycle.deliver({"type": "websocket.receive", "bytes": data})
+            return True
+        try:
+            decoded = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            # RFC 6455 §8.1: text that is not UTF-8 fails the connection.
+            self.frames.fail(1007, f"invalid UTF-8 at {error.start}")
+            return False
+        self.cycle.deliver({"type": "websocket.receive", "text": decoded})
         return True
 
     def resumeReading(self) -> None:
