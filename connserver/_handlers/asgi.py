@@ -135,14 +135,15 @@ class ASGIHandler:
         #: The cycles whose task still runs (cancelled at the drain's end).
         self.cycles: set[Any] = set()
         self._warnedReactor = False
-        #: The websocket scope's cycle (None without wsproto: an upgrade
-        #: request is then served as an ordinary http one).
+        #: The websocket scope's cycle (None without wsproto and websockets:
+        #: an upgrade request is then served as an ordinary http one).
         self.webSocketCycle: Any = None
         try:
             from connserver._handlers.asgiwebsocket import WebSocketCycle
         except ImportError:
             _log.warn(
-                "ASGI: no wsproto (pip install 'connserver[asgi]'): no WebSockets"
+                "ASGI: no wsproto or no websockets (pip install 'connserver[asgi]'): "
+                "no WebSockets"
             )
         else:
             self.webSocketCycle = WebSocketCycle

@@ -1,25 +1,36 @@
 """
 The ``websocket`` scope of ``ASGIHandler``: the handshake on connserver's
-takeover, the frames through wsproto (the library uvicorn and hypercorn
-use; connserver has no frame codec of its own).
+takeover through wsproto (the library uvicorn and hypercorn use), the
+frames through websockets' sans-I/O layer (``websockets.protocol.Protocol``,
+uvicorn's other choice); connserver has no frame codec of its own.
 
 The request is checked as a WebSocket opening handshake by wsproto (a bad
 one is 400), and the app receives ``websocket.connect`` while connserver
 holds the connection.  ``websocket.accept`` answers ``101 Switching
 Protocols`` (connserver writes it, with wsproto's ``Sec-WebSocket-Accept``,
 the subprotocol, permessage-deflate when offered and the app's headers)
-and hands the connection to a protocol that feeds wsproto; ``websocket.close``
+and hands the connection to a protocol that feeds websockets' frame layer
+(with permessage-deflate as wsproto negotiated it); ``websocket.close``
 before accepting is ``403``, as uvicorn answers, and
 ``websocket.http.response.*`` (the denial response extension) is the
 app's own response.  Frames reach ``receive`` as ``websocket.receive``
 (reading pauses while 16 messages wait for the app); ``send`` waits while
 the client is slow.  A drain sends close 1001.
+
+Why two libraries: per 64-byte echo, wsproto's frame parser and
+serializer cost about twice what websockets' do (which masks in C), and
+the frames were the largest share of an echo's CPU time once the writes
+went straight to the socket; wsproto's handshake, which runs once per
+connection, stays (its 400s and 101 fields are what the tests pin down).
+Each frame is written straight to the socket while Twisted's buffer is
+empty (``directWriter``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred
@@ -27,21 +38,21 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from websockets.exceptions import InvalidState, ProtocolError
+from websockets.extensions.permessage_deflate import PerMessageDeflate as Deflate
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol as FrameLayer
+from websockets.protocol import Side
+from websockets.protocol import State as WSState
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    TextMessage,
-)
-from wsproto.events import Message as WSMessage
+from wsproto.events import AcceptConnection
 from wsproto.events import Request as WSRequest
 from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from zope.interface import implementer
 
 from connserver._connection.message import Request, Response
+from connserver._connection.takeover import TakeoverTransport
 from connserver._handlers.asgicycle import (
     ASGIAppError,
     ClientDisconnected,
@@ -49,6 +60,7 @@ from connserver._handlers.asgicycle import (
     Message,
     asFailure,
 )
+from connserver._twisted.writethrough import TransportWriter
 
 __all__ = ["MAX_MESSAGE_BYTES", "WebSocketCycle"]
 
@@ -61,6 +73,10 @@ QUEUE_HIGH = 16
 QUEUE_LOW = 4
 
 _TEXT = {"Content-Type": "text/plain; charset=utf-8"}
+# Compared by identity per frame (websockets' frames carry these members).
+_TEXT_OP = Opcode.TEXT
+_BINARY_OP = Opcode.BINARY
+_CONT_OP = Opcode.CONT
 _FORBIDDEN = Response(403, _TEXT, b"403 Forbidden: the application refused\n")
 
 # The states of the handshake.
@@ -147,12 +163,37 @@ class WebSocketCycle(Cycle):
 
     async def send(self, message: Message) -> None:
         """The app's accept, send, close (or denial response)."""
+        if self.state is _OPEN and message["type"] == "websocket.send":
+            # The common case here rather than in a coroutine of its own:
+            # one coroutine less per message.
+            protocol = self.protocol
+            assert protocol is not None
+            frames = protocol.frames
+            data = message.get("bytes")
+            try:
+                if data is None:
+                    text = message.get("text")
+                    if not isinstance(text, str):
+                        self._violation("websocket.send without bytes or text")
+                    frames.send_text(text.encode("utf-8"))
+                elif isinstance(data, bytes | bytearray | memoryview):
+                    frames.send_binary(data)
+                else:
+                    self._violation("websocket.send whose bytes are not bytes")
+            except InvalidState:
+                raise ClientDisconnected("the WebSocket is closed") from None
+            protocol.flush()
+            if protocol.writePaused:
+                await self._writable(protocol)
+            return
+        self._control(message)
+
+    def _control(self, message: Message) -> None:
+        """Every message to ``send`` but a frame once open."""
         kind = message["type"]
         state = self.state
         if state is _OPEN:
-            if kind == "websocket.send":
-                await self._sendData(message)
-            elif kind == "websocket.close":
+            if kind == "websocket.close":
                 self._close(message.get("code", 1000), message.get("reason") or "")
             else:
                 self._violation(f"unexpected message {kind!r} after accept")
@@ -184,10 +225,12 @@ class WebSocketCycle(Cycle):
         if self.deferred.called:
             raise ClientDisconnected("the client went away")
         extra = [(bytes(n), bytes(v)) for n, v in message.get("headers", ())]
+        # Negotiated (enabled) only when the client offered it.
+        deflate = PerMessageDeflate()
         head = self.connection.send(
             AcceptConnection(
                 subprotocol=message.get("subprotocol"),
-                extensions=[PerMessageDeflate()],
+                extensions=[deflate],
                 extra_headers=extra,
             )
         )
@@ -198,7 +241,7 @@ class WebSocketCycle(Cycle):
             if sep and name.lower() not in (b"connection", b"upgrade"):
                 fields.append((name, value.strip()))
         self.state = _OPEN
-        self.protocol = _WebSocketProtocol(self)
+        self.protocol = _WebSocketProtocol(self, deflate)
         self.deferred.callback(
             Response.switchProtocols(b"websocket", self.protocol, fields)
         )
@@ -209,18 +252,8 @@ class WebSocketCycle(Cycle):
         if not self.deferred.called:
             self.deferred.callback(response)
 
-    async def _sendData(self, message: Message) -> None:
-        protocol = self.protocol
-        assert protocol is not None
-        data = message.get("bytes")
-        if data is None:
-            data = message.get("text")
-            if not isinstance(data, str):
-                self._violation("websocket.send without bytes or text")
-        try:
-            protocol.write(self.connection.send(WSMessage(data=data)))
-        except LocalProtocolError:
-            raise ClientDisconnected("the WebSocket is closed") from None
+    async def _writable(self, protocol: _WebSocketProtocol) -> None:
+        """The transport pushed back: wait until it drains (or the end)."""
         while protocol.writePaused and self.closeMessage is None:
             waiter = self.waiter = self.loop.create_future()
             try:
@@ -233,13 +266,8 @@ class WebSocketCycle(Cycle):
         self.state = _CLOSED
         protocol = self.protocol
         self.deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
-        if protocol is None:
-            return
-        try:
-            protocol.write(self.connection.send(CloseConnection(code, reason)))
-        except LocalProtocolError:
-            pass
-        protocol.loseConnection()
+        if protocol is not None:
+            protocol.sendClose(code, reason)
 
     def _violation(self, what: str) -> NoReturn:
         if not self.failed:
@@ -301,75 +329,203 @@ class WebSocketCycle(Cycle):
             self._close(1011 if error is not None else 1000, "")
 
 
+def directWriter(transport: Any) -> Callable[[bytes], None]:
+    """
+    How the ASGI WebSocket writes on ``transport`` (the takeover's view of
+    the connection): on plain TCP straight to the socket while Twisted's
+    buffer is empty (``TransportWriter``), so that an echo costs one
+    ``send`` and neither a reactor turn nor a writer registration; the
+    bytes still count for the connection's record.  Anywhere else (TLS,
+    a transport this does not know), ``transport.write``.
+
+    Only here, not for every upgraded connection: this protocol writes one
+    frame per call, whereas autobahn writes a frame in several small writes
+    that Twisted's buffer joins into one send per turn.  (It reads the
+    takeover transport's two slots, ``_takeover`` and ``_transport``;
+    ``tests/test_asgi_websocket.py`` checks they are still there.)
+    """
+    if not isinstance(transport, TakeoverTransport):
+        return transport.write  # type: ignore[no-any-return]
+    takeover = vars(transport).get("_takeover")
+    real = vars(transport).get("_transport")
+    if takeover is None or real is None:
+        return transport.write
+    writer = TransportWriter(real)
+    if not writer.plainTCP:
+        return transport.write
+    send = writer.write
+
+    def write(data: bytes) -> None:
+        takeover.bytesSent += len(data)
+        send(data)
+
+    return write
+
+
+def _frameLayer(deflate: PerMessageDeflate) -> FrameLayer:
+    """
+    websockets' frame layer for a connection whose handshake is done: the
+    server's side, open, messages bounded by ``MAX_MESSAGE_BYTES`` (1009
+    beyond), with permessage-deflate (RFC 7692) as wsproto negotiated it in
+    the 101, if it did (only when the client offered it).
+    """
+    layer = FrameLayer(Side.SERVER, state=WSState.OPEN, max_size=MAX_MESSAGE_BYTES)
+    if deflate.enabled():
+        layer.extensions = [
+            Deflate(
+                remote_no_context_takeover=deflate.client_no_context_takeover,
+                local_no_context_takeover=deflate.server_no_context_takeover,
+                remote_max_window_bits=deflate.client_max_window_bits,
+                local_max_window_bits=deflate.server_max_window_bits,
+            )
+        ]
+    return layer
+
+
+def _closeReason(reason: str) -> str:
+    """
+    ``reason`` cut to what a close frame carries (RFC 6455 §5.5: control
+    payloads up to 125 bytes, 2 of them the code), on a character boundary.
+    """
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= 123:
+        return reason
+    return encoded[:123].decode("utf-8", "ignore")
+
+
 @implementer(IPushProducer)
 class _WebSocketProtocol(Protocol):
-    """The connection after the 101: bytes to wsproto, events to the app."""
+    """
+    The connection after the 101: bytes to websockets' frame layer,
+    messages to the app, the app's frames to the socket.
+    """
 
     readPaused = False
     writePaused = False
+    #: True once the closing is under way (our close frame written, or the
+    #: client's answered): what still arrives is not read.
+    closeSent = False
+    #: Whether the fragmented message under way is text.
+    text = False
 
-    def __init__(self, cycle: WebSocketCycle) -> None:
+    def __init__(self, cycle: WebSocketCycle, deflate: PerMessageDeflate) -> None:
         self.cycle = cycle
-        self.parts: list[Any] = []
-        self.size = 0
+        self.frames = _frameLayer(deflate)
+        self.parts: list[bytes] = []
+        self._write: Callable[[bytes], None] = self._noWrite
 
     def connectionMade(self) -> None:
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        transport: Any = self.transport
+        transport.registerProducer(self, True)
+        self._write = directWriter(transport)
 
-    def write(self, data: bytes) -> None:
-        if data and self.transport is not None and self.connected:
-            self.transport.write(data)
+    @staticmethod
+    def _noWrite(data: bytes) -> None:
+        pass
+
+    def flush(self) -> None:
+        """
+        Write what the frame layer has for the client, one write per frame;
+        its end of stream (``SEND_EOF``, after a closing handshake or a
+        failure) closes the connection: a server closes the TCP connection
+        first (RFC 6455 §7.1.1).
+        """
+        for data in self.frames.data_to_send():
+            if not data:
+                self.loseConnection()
+            elif self.connected:
+                self._write(data)
+
+    def sendClose(self, code: int, reason: str) -> None:
+        """Our close frame, once (RFC 6455 §5.5.1), then the end."""
+        frames = self.frames
+        if not self.closeSent and frames.state is WSState.OPEN:
+            self.closeSent = True
+            try:
+                frames.send_close(code, _closeReason(reason))
+            except ProtocolError:
+                # A code only an endpoint's own report may carry (1005,
+                # 1006, 1015: RFC 6455 §7.4.1) or none at all: 1000.
+                frames.send_close(1000, _closeReason(reason))
+            self.flush()
+        self.closeSent = True
+        self.loseConnection()
 
     def loseConnection(self) -> None:
         if self.transport is not None and self.connected:
             self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        if self.closeSent:
+            return
+        frames = self.frames
+        frames.receive_data(data)
+        # Pings are answered and closes echoed by the frame layer itself
+        # (RFC 6455 §5.5.2, §5.5.1); data frames make messages.
+        # (Open, its events are frames; requests and responses are a
+        # handshake's.)
+        events: Any = frames.events_received()
+        for frame in events:
+            opcode = frame.opcode
+            if opcode is _BINARY_OP or opcode is _TEXT_OP or opcode is _CONT_OP:
+                if not self._message(frame):
+                    break
+        if frames.state is not WSState.OPEN:
+            self._closing()
+            return
+        self.flush()
         cycle = self.cycle
-        connection = cycle.connection
-        connection.receive_data(data)
-        for event in connection.events():
-            if isinstance(event, TextMessage | BytesMessage):
-                self._message(event)
-            elif isinstance(event, Ping):
-                self.write(connection.send(event.response()))
-            elif isinstance(event, CloseConnection):
-                cycle.state = _CLOSED
-                try:
-                    self.write(connection.send(event.response()))
-                except LocalProtocolError:
-                    pass
-                cycle.deliver(
-                    {
-                        "type": "websocket.disconnect",
-                        "code": event.code,
-                        "reason": event.reason or "",
-                    }
-                )
-                self.loseConnection()
-                return
         if len(cycle.queue) >= QUEUE_HIGH and not self.readPaused:
             self.readPaused = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
 
-    def _message(self, event: TextMessage | BytesMessage) -> None:
-        self.size += len(event.data)
-        if self.size > MAX_MESSAGE_BYTES:
-            self.cycle._close(1009, "message too big")
-            return
-        if not event.message_finished:
-            self.parts.append(event.data)
-            return
-        data: Any = event.data
+    def _closing(self) -> None:
+        """
+        The client's close (answered by the frame layer), or a frame that
+        failed the connection (RFC 6455 §7.1.7: 1002, 1007, 1009): the
+        close goes out, the connection ends, the app sees the code.
+        """
+        frames = self.frames
+        self.cycle.state = _CLOSED
+        self.closeSent = True
+        self.flush()
+        self.loseConnection()
+        close = (
+            frames.close_rcvd if frames.close_rcvd is not None else frames.close_sent
+        )
+        code, reason = (int(close.code), close.reason) if close else (1006, "")
+        self.cycle.deliver(
+            {"type": "websocket.disconnect", "code": code, "reason": reason}
+        )
+
+    def _message(self, frame: Frame) -> bool:
+        """A frame of a message; False when its text is not UTF-8."""
+        data = frame.data
+        if type(data) is not bytes:
+            data = bytes(data)
+        if not frame.fin:
+            if frame.opcode is not _CONT_OP:
+                self.text = frame.opcode is _TEXT_OP
+            self.parts.append(data)
+            return True
         if self.parts:
             self.parts.append(data)
-            data = (
-                "".join(self.parts) if isinstance(data, str) else b"".join(self.parts)
-            )
+            data = b"".join(self.parts)
             self.parts = []
-        self.size = 0
-        key = "text" if isinstance(event, TextMessage) else "bytes"
-        self.cycle.deliver({"type": "websocket.receive", key: data})
+            text = self.text
+        else:
+            text = frame.opcode is _TEXT_OP
+        if not text:
+            self.cycle.deliver({"type": "websocket.receive", "bytes": data})
+            return True
+        try:
+            decoded = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            # RFC 6455 §8.1: text that is not UTF-8 fails the connection.
+            self.frames.fail(1007, f"invalid UTF-8 at {error.start}")
+            return False
+        self.cycle.deliver({"type": "websocket.receive", "text": decoded})
+        return True
 
     def resumeReading(self) -> None:
         self.readPaused = False
