@@ -803,10 +803,11 @@ class Options(usage.Options):
                 f"--root-path {rootPath!r}: expected a path such as /api"
             )
         try:
+            import websockets  # noqa: F401
             import wsproto  # noqa: F401
-        except ImportError:
+        except ImportError as error:
             raise usage.UsageError(
-                "--asgi needs the wsproto library (WebSockets): "
+                f"--asgi needs the {error.name} library (WebSockets): "
                 "pip install 'connserver[asgi]'"
             ) from None
         from connserver._running.settings import SettingsError, asgiApplication
@@ -1052,12 +1053,6 @@ def makeService(options: Options) -> MultiService:
     ``connserver._running.assembly`` (the supervisor with ``--workers`` 2
     or more).
     """
-    from connserver._handlers.asgilifespan import LifespanError
     from connserver._running.assembly import makeServerService
 
-    try:
-        return makeServerService(options.settings())
-    except LifespanError as error:
-        raise SystemExit(
-            f"connserver: the ASGI app's startup failed: {error}"
-        ) from None
+    return makeServerService(options.settings())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,27 @@ def wsgiHello(environ: dict[str, Any], startResponse: Any) -> list[bytes]:
     """A WSGI app, which ``--asgi`` must refuse at once."""
     startResponse("200 OK", [])
     return [b"hello"]
+
+
+@contextlib.asynccontextmanager
+async def threadedLifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    # asyncio's default thread pool, first used by the startup: it must be
+    # the serving process's (twistd without -n forks into the background).
+    yield {"startupPid": await asyncio.to_thread(os.getpid)}
+
+
+async def pids(request: Request) -> PlainTextResponse:
+    inThread = await asyncio.to_thread(os.getpid)
+    return PlainTextResponse(f"{request.state.startupPid} {inThread} {os.getpid()}")
+
+
+threaded = Starlette(routes=[Route("/pids", pids)], lifespan=threadedLifespan)
+
+
+@contextlib.asynccontextmanager
+async def unreachable(app: Starlette) -> AsyncIterator[None]:
+    raise RuntimeError("database unreachable")
+    yield  # pragma: no cover
+
+
+brokenStartup = Starlette(lifespan=unreachable)

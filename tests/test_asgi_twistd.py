@@ -9,6 +9,8 @@ Every wait is bounded; servers listen on 127.0.0.1, port 0.
 from __future__ import annotations
 
 import http.client
+import os
+import re
 import shutil
 import signal
 import socket
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from ._helpers import eventually
 from .test_twistd import ROOT, TIMEOUT, Server, run
 
 pytest.importorskip("starlette")
@@ -224,7 +227,71 @@ def test_failedStartup(site: Path, tmp_path: Path) -> None:
         "tcp:0:interface=127.0.0.1",
     )
     assert result.returncode == 1
-    assert "connserver: the ASGI app's startup failed: no database" in result.stderr
+    output = result.stdout + result.stderr
+    assert "connserver: the ASGI app's startup failed: no database" in output
+    assert "Traceback" not in output
+
+
+def test_failedStartupWithATracebackSaysItOnce(site: Path, tmp_path: Path) -> None:
+    """Starlette sends the whole traceback: logged once, then one line."""
+    result = run(
+        site,
+        tmp_path,
+        "-n",
+        "--pidfile=",
+        "connserver",
+        "--asgi",
+        "cs_asgiapp:brokenStartup",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    )
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert output.count("Traceback") == 1, output
+    assert (
+        "connserver: the ASGI app's startup failed: "
+        "RuntimeError: database unreachable" in output
+    )
+    assert "listening on" in output  # Bound first; nothing accepted yet.
+    assert "Task was destroyed" not in output
+
+
+@pytest.mark.slow
+def test_daemonizedStartupRunsInTheServingProcess(site: Path, tmp_path: Path) -> None:
+    """
+    Without ``-n`` twistd forks into the background: the lifespan startup
+    (and asyncio's thread pool it starts) must be the serving process's,
+    or a request's ``asyncio.to_thread`` would wait forever.
+    """
+    log, pidfile = tmp_path / "twistd.log", tmp_path / "twistd.pid"
+    result = run(
+        site,
+        tmp_path,
+        f"--pidfile={pidfile}",
+        f"--logfile={log}",
+        "connserver",
+        "--asgi",
+        "cs_asgiapp:threaded",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    pid = int(pidfile.read_text())
+    try:
+        match = eventually(
+            lambda: re.search(r"listening on ipv4 127\.0\.0\.1:(\d+)", log.read_text())
+        )
+        status, _, body = get(int(match.group(1)), "/pids")
+        assert status == 200
+        assert body.decode().split() == [str(pid)] * 3
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        try:
+            eventually(lambda: not pidfile.exists())
+        except AssertionError:
+            os.kill(pid, signal.SIGKILL)  # Never leave a daemon behind.
+            raise
+    assert "Traceback" not in log.read_text()
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,7 @@ class Lifespan:
         self._inbox: asyncio.Queue[Message] | None = None
         self._outcome: asyncio.Future[Message | None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._failureSaid = False
 
     async def startup(self) -> None:
         """Run the app's startup; ``LifespanError`` if it failed."""
@@ -59,7 +60,7 @@ class Lifespan:
         if reply is None:
             return
         if reply["type"] == "lifespan.startup.failed":
-            raise LifespanError(reply.get("message") or "lifespan.startup.failed")
+            raise LifespanError(_oneLine(reply.get("message")))
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Run the app's shutdown, within ``timeout`` seconds; then it is over."""
@@ -98,6 +99,8 @@ class Lifespan:
             "lifespan.shutdown.failed",
         ):
             raise RuntimeError(f"unexpected lifespan message {kind!r}")
+        if kind.endswith(".failed"):
+            self._failureSaid = True
         outcome = self._outcome
         if outcome is not None and not outcome.done():
             outcome.set_result(message)
@@ -123,7 +126,9 @@ class Lifespan:
                     "served without it",
                     error=f"{type(error).__name__}: {error}",
                 )
-            else:
+            elif not self._failureSaid:
+                # (After a *.failed message the app's own error is the one
+                # that message carried, and it is logged once, by its reader.)
                 _log.failure("ASGI lifespan task raised")
         else:
             if not spoke:
@@ -133,24 +138,48 @@ class Lifespan:
             outcome.set_result(None)
 
 
+def _oneLine(message: str | None) -> str:
+    """
+    A failure's message for one log line.  Frameworks send a whole
+    traceback (Starlette does): that is logged once as it came, and its
+    last line, the exception, is the one-line reason.
+    """
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    if not lines:
+        return "lifespan.startup.failed"
+    if len(lines) > 1:
+        _log.error("ASGI lifespan startup failed:\n{message}", message=message)
+    return lines[-1]
+
+
 class LifespanService(Service):
     """
     The lifespan of ``handler``'s app (an ``ASGIHandler``) as a companion
-    service of the server: the startup runs when it is made, on the asyncio
-    loop, if the reactor does not run yet (``twistd``, a worker: before any
-    listener accepts; ``LifespanError`` if it failed), else when the service
-    starts.  Stopping it, after the drain, runs the shutdown (within
-    ``timeout`` seconds) and cancels what app tasks remain.
+    service of the server.  The startup runs on the asyncio loop before the
+    reactor runs, so that no request reaches an app that is not ready:
+    when the service is made if ``startNow`` (a ``--workers`` worker, in its
+    own process), else in ``privilegedStartService`` (``twistd``: after it
+    has daemonized, so that threads and loops the app starts belong to the
+    process that serves; ``LifespanError`` if it failed).  If the reactor
+    already runs, the startup runs when the service starts.  Stopping it,
+    after the drain, runs the shutdown (within ``timeout`` seconds) and
+    cancels what app tasks remain.
     """
 
-    def __init__(self, handler: Any, timeout: float | None) -> None:
+    def __init__(
+        self, handler: Any, timeout: float | None, startNow: bool = False
+    ) -> None:
         self.setName("asgi-lifespan")  # type: ignore[no-untyped-call]
         self.handler = handler
         self.timeout = timeout
         self.lifespan = Lifespan(handler.app)
         self.loop = asyncio.get_event_loop()
         self.started = False
-        if not self.loop.is_running():
+        if startNow:
+            self._startBeforeTheReactor()
+
+    def _startBeforeTheReactor(self) -> None:
+        if not self.started and not self.loop.is_running():
             self.loop.run_until_complete(self.lifespan.startup())
             self._ready()
 
@@ -158,6 +187,10 @@ class LifespanService(Service):
         self.started = True
         if self.lifespan.supported:
             self.handler.state = self.lifespan.state
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        self._startBeforeTheReactor()
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]

@@ -101,15 +101,9 @@ def _checkArguments(flag: str, spec: str, obj: Any, count: int) -> None:
         signature = inspect.signature(obj)
     except (TypeError, ValueError):
         return
-    try:
-        signature.bind(*range(count))
-    except TypeError:
-        pass
-    else:
+    if _binds(signature, count):
         return
-    takes = next(
-        (n for n in (0, 1, 2, 3) if n != count and _binds(signature, n)), None
-    )
+    takes = next((n for n in _LIKELY if n != count and _binds(signature, n)), None)
     likely = f": {_LIKELY[takes]}" if takes is not None else ""
     kind = "a WSGI" if count == 2 else "an ASGI 3"
     raise HandlerLoadError(

@@ -125,10 +125,18 @@ def _warnHSTS(settings: ServeSettings) -> None:
 def _startLifespan(
     settings: ServeSettings, handler: Handler, service: ConnectionServerService
 ) -> None:
-    """``--asgi``: the app's lifespan startup now, its shutdown after the drain."""
+    """
+    ``--asgi``: the app's lifespan startup before the reactor runs (now in
+    a worker; once twistd has daemonized otherwise), its shutdown after the
+    drain.
+    """
     from connserver._handlers.asgilifespan import LifespanService
 
-    service.addCompanion(LifespanService(handler, settings.config.drainTimeout))
+    service.addCompanion(
+        LifespanService(
+            handler, settings.config.drainTimeout, startNow=settings.inWorker
+        )
+    )
 
 
 def _checkDescriptors(settings: ServeSettings) -> None:

@@ -202,6 +202,19 @@ def startupErrorMessage(where: str, error: BaseException) -> str:
     return f"connserver cannot listen on {where}: {reason}"
 
 
+def _startupFailure(child: IService, error: Exception) -> str:
+    """The one line for ``child``'s failure to start."""
+    from connserver._handlers.asgilifespan import LifespanError
+
+    if isinstance(error, LifespanError):
+        return f"connserver: the ASGI app's startup failed: {error}"
+    if isinstance(child, ListeningService):
+        where = child.description or _describeError(error)
+    else:
+        where = child.name or type(child).__name__
+    return startupErrorMessage(where, error)
+
+
 def installQuietStartupErrors() -> None:
     """Make ``sys.excepthook`` print nothing for a :class:`StartupError`."""
     previous = sys.excepthook
@@ -675,11 +688,7 @@ class ConnectionServerService(MultiService):
             try:
                 child.privilegedStartService()
             except Exception as error:
-                if isinstance(child, ListeningService):
-                    where = child.description or _describeError(error)
-                else:
-                    where = child.name or type(child).__name__
-                message = startupErrorMessage(where, error)
+                message = _startupFailure(child, error)
                 self._log.critical("{message}", message=message)
                 installQuietStartupErrors()
                 raise StartupError(message) from None
