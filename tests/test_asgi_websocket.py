@@ -39,12 +39,14 @@ KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
-def upgradeRequest(*extra: tuple[bytes, bytes], key: bytes = KEY) -> Request:
+def upgradeRequest(
+    *extra: tuple[bytes, bytes], key: bytes = KEY, version: bytes = b"13"
+) -> Request:
     fields = [
         (b"Host", b"example.com"),
         (b"Upgrade", b"websocket"),
         (b"Connection", b"Upgrade"),
-        (b"Sec-WebSocket-Version", b"13"),
+        (b"Sec-WebSocket-Version", version),
         *extra,
     ]
     if key:
@@ -180,6 +182,22 @@ def test_notAHandshakeIs400() -> None:
     response = run(main())
     assert response.code == 400
     assert b"not a WebSocket handshake" in response.body
+
+
+def test_anotherVersionIs426WithTheVersionSpoken() -> None:
+    """RFC 6455 §4.4: a version the server does not speak gets the ones it does."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("never run")
+
+    async def main() -> Any:
+        return ASGIHandler(app)(upgradeRequest(version=b"8"))
+
+    response = run(main())
+    assert response.code == 426
+    fields = {bytes(n).lower(): bytes(v) for n, v in response.fieldPairs()}
+    assert fields[b"sec-websocket-version"] == b"13"
+    assert b"version 13 only" in response.body
 
 
 def test_closeBeforeAcceptIs403AndDenialResponse() -> None:
@@ -749,3 +767,46 @@ def test_appCloseCodesAndReasonsThatCannotGoAsGiven(
 
     client = run(main())
     assert [(f.opcode, f.payload) for f in client.received()] == [(Opcode.CLOSE, sent)]
+
+
+def test_aCompressedMessageIsBoundWhileItInflates() -> None:
+    """
+    A deflate bomb: 64 KiB on the wire that would inflate to 64 MiB.  The
+    limit applies while inflating (not to what was inflated), so the
+    server holds about twice the limit at most: 1009, in bounded memory.
+    """
+    import tracemalloc
+    import zlib
+
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> Client:
+        client = await accepted(
+            echoApp(seen),
+            (b"Sec-WebSocket-Extensions", b"permessage-deflate"),
+        )
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        payload = compressor.compress(b"\0" * (64 * 1024 * 1024))
+        payload += compressor.flush(zlib.Z_SYNC_FLUSH)
+        payload = payload[:-4]  # RFC 7692 §7.2.1: without 00 00 ff ff.
+        assert len(payload) < 128 * 1024
+        # A masked (zero mask) binary frame with RSV1 set: compressed.
+        head = bytes([0x80 | 0x40 | 0x2, 0x80 | 127]) + len(payload).to_bytes(8, "big")
+        tracemalloc.start()
+        try:
+            client.sendRaw(head + b"\0" * 4 + payload)
+            await turns()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # About twice the limit (the inflated part and its copy), far from
+        # the 64 MiB the frame would inflate to.
+        assert peak < 2.5 * asgiwebsocket.MAX_MESSAGE_BYTES, peak
+        return client
+
+    client = run(main())
+    [close] = client.received()
+    assert close.opcode == Opcode.CLOSE
+    assert close.payload[0] == 1009  # type: ignore[index]
+    assert seen[-1]["type"] == "websocket.disconnect"
+    assert not any(m["type"] == "websocket.receive" for m in seen)

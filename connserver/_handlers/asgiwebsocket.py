@@ -45,7 +45,7 @@ from websockets.protocol import Protocol as FrameLayer
 from websockets.protocol import Side
 from websockets.protocol import State as WSState
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection
+from wsproto.events import AcceptConnection, RejectConnection
 from wsproto.events import Request as WSRequest
 from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
@@ -86,6 +86,24 @@ _OPEN = 2
 _CLOSED = 3
 
 
+_OTHER_VERSION = b"426 Upgrade Required: this server speaks WebSocket version 13 only\n"
+
+
+def _refusedHandshake(error: Exception) -> Response:
+    """
+    The answer to a handshake wsproto refused: a 400 that says why, or, for
+    a ``Sec-WebSocket-Version`` other than 13, the 426 with the versions
+    this server speaks that RFC 6455 §4.4 requires (wsproto's hint).
+    """
+    hint = getattr(error, "event_hint", None)
+    if isinstance(hint, RejectConnection) and hint.status_code == 426:
+        fields = [(b"Content-Type", b"text/plain; charset=utf-8")]
+        fields.extend((bytes(n), bytes(v)) for n, v in hint.headers)
+        return Response(426, fields, _OTHER_VERSION)
+    text = f"400 Bad Request: not a WebSocket handshake ({error})\n"
+    return Response(400, _TEXT, text.encode("utf-8", "replace"))
+
+
 class WebSocketCycle(Cycle):
     """One ``websocket`` scope: the handshake, then the frames."""
 
@@ -115,8 +133,7 @@ class WebSocketCycle(Cycle):
             if not isinstance(opening, WSRequest):
                 raise RemoteProtocolError("not a WebSocket request", None)
         except (RemoteProtocolError, LocalProtocolError, StopIteration) as error:
-            text = f"400 Bad Request: not a WebSocket handshake ({error})\n"
-            return Response(400, _TEXT, text.encode("utf-8", "replace"))
+            return _refusedHandshake(error)
         scope = self.handler.scope(request, "websocket")
         del scope["method"]
         scope["subprotocols"] = list(opening.subprotocols)
