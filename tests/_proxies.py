@@ -12,8 +12,11 @@ import contextlib
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from ._helpers import eventually
 
@@ -28,6 +31,7 @@ __all__ = [
     "haproxyWebSocketConfig",
     "nginxConfig",
     "nginxWebSocketConfig",
+    "proxies",
     "startProxy",
 ]
 
@@ -387,3 +391,12 @@ def startProxy(
         proxy.stop()
         raise RuntimeError(f"{kind} did not listen on {ports}: {proxy.log()}") from None
     return proxy
+
+
+@pytest.fixture
+def proxies() -> Iterator[list[Proxy]]:
+    """The HAProxy and nginx a test starts (``startProxy``), stopped after it."""
+    started: list[Proxy] = []
+    yield started
+    for proxy in started:
+        proxy.stop()

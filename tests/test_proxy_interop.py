@@ -19,7 +19,6 @@ with the reason, only where the program is not installed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,10 @@ from connserver import Request, Response
 from connserver._http.records import RequestRecord
 from connserver._running.accesslog import formatCombined
 
-from ._proxies import HAPROXY, NGINX, Proxy, startProxy
+from ._proxies import HAPROXY, NGINX, Proxy, proxies, startProxy
 from ._sockets import RawClient, Server, bounded, finish, serve
+
+__all__ = ["proxies"]  # a fixture, used by name
 
 pytestmark = pytest.mark.slow
 
@@ -73,14 +74,6 @@ class Seen:
         self.requests.append((client.host, request.scheme, peer.host))
         body = BODY if request.path.endswith(b"/big") else b"small"
         return Response(200, headers=list(END_TO_END.items()), body=body)
-
-
-@pytest.fixture
-def proxies() -> Iterator[list[Proxy]]:
-    started: list[Proxy] = []
-    yield started
-    for proxy in started:
-        proxy.stop()
 
 
 async def fetchAll(

@@ -22,7 +22,6 @@ import hashlib
 import html
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,12 @@ from twisted.internet import defer, threads
 from connserver import ConnectionRecord, Request, Response, ReverseProxy
 
 from ._helpers import eventuallyDeferred, realReactor
-from ._proxies import HAPROXY, NGINX, Proxy, startProxy
+from ._proxies import HAPROXY, NGINX, Proxy, proxies, startProxy
 from ._sockets import TIMEOUT, Server, bounded, finish, serve
 from .test_proxy_websocket import autobahnUpstream
 from .test_websocket_browser import BROWSER_TIMEOUT, CHROMIUM, runChromium
+
+__all__ = ["proxies"]  # a fixture, used by name
 
 pytestmark = pytest.mark.slow
 
@@ -117,14 +118,6 @@ def echoThrough(port: int) -> dict[str, Any]:
             same.append(ws.recv(timeout=TIMEOUT) == message)
         status = ws.response.status_code if ws.response is not None else None
     return {"same": same, "status": status, "closeCode": ws.close_code}
-
-
-@pytest.fixture
-def proxies() -> Iterator[list[Proxy]]:
-    started: list[Proxy] = []
-    yield started
-    for proxy in started:
-        proxy.stop()
 
 
 async def throughFront(kind: str, directory: Path, proxies: list[Proxy]) -> None:

@@ -23,7 +23,7 @@ import contextlib
 import http.client
 import shutil
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from ._proxies import (
     NGINX,
     NGINX_WEBSOCKET,
     Proxy,
+    proxies,
     startProxy,
 )
 from ._sockets import TIMEOUT, Server, bounded, finish, serve
@@ -46,7 +47,7 @@ from .test_workers import statusJSON, waitReady
 
 pytestmark = pytest.mark.slow
 
-__all__ = ["server"]  # a fixture, used by name
+__all__ = ["proxies", "server"]  # fixtures, used by name
 
 CLIENT = "127.0.0.5"
 MESSAGES = ("hello", b"\x00\x01\xfe\xff")
@@ -144,14 +145,6 @@ def test_twistdWorkersEachCarryWebSockets(server: Callable[..., Any]) -> None:
 
 
 # -- behind HAProxy and nginx ---------------------------------------------------
-
-
-@pytest.fixture
-def proxies() -> Iterator[list[Proxy]]:
-    started: list[Proxy] = []
-    yield started
-    for proxy in started:
-        proxy.stop()
 
 
 def throughProxy(port: int) -> dict[str, Any]:
