@@ -42,6 +42,7 @@ from connserver._http.parser import (
     ResponseParser,
 )
 from connserver._twisted.sockets import setNoDelay
+from connserver._twisted.writethrough import TransportWriter
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -138,6 +139,9 @@ class UpstreamConnection(TwistedProtocol):
         self.upgrades: tuple[bytes, ...] = ()
         #: The proxy's tunnel once the connection switched protocols.
         self.tunnel: Tunnel | None = None
+        #: Writes the request: straight to the socket while Twisted's buffer
+        #: is empty (set when connected).
+        self.out: TransportWriter | None = None
 
     # -- Twisted's callbacks ------------------------------------------------
 
@@ -146,6 +150,12 @@ class UpstreamConnection(TwistedProtocol):
         # Nagle's algorithm the second would wait for the upstream's
         # delayed ACK.
         setNoDelay(self.transport)
+        # Written through while Twisted's buffer is empty, as the server's
+        # responses are: a request head left to Twisted's buffer costs a
+        # reactor turn and two epoll_ctl calls (register for writability,
+        # unregister after the send) on every proxied request.
+        assert self.transport is not None
+        self.out = TransportWriter(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         if self.listener is None:
@@ -211,8 +221,9 @@ class UpstreamConnection(TwistedProtocol):
         self.interims = 0
         self.requestDone = not hasBody
         self.parser.expectResponse(method)
-        assert self.transport is not None
-        self.transport.write(head)
+        out = self.out
+        assert out is not None
+        out.write(head)
         if not hasBody:
             self.setDeadline(self.pool.responseTimeout)
         else:
@@ -222,16 +233,16 @@ class UpstreamConnection(TwistedProtocol):
 
     def writeBody(self, data: bytes) -> None:
         """Some request body bytes, already framed for this hop."""
-        if self.state is _BUSY and self.transport is not None:
-            self.transport.write(data)
+        if self.state is _BUSY and self.out is not None and self.transport is not None:
+            self.out.write(data)
 
     def endBody(self, last: bytes) -> None:
         """The end of the request body (``last``: the chunked terminator)."""
         self.requestDone = True
         if self.state is not _BUSY or self.transport is None:
             return
-        if last:
-            self.transport.write(last)
+        if last and self.out is not None:
+            self.out.write(last)
         if self.listener is not None and not self.streaming:
             self.setDeadline(self.pool.responseTimeout)
 
