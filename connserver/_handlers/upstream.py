@@ -49,13 +49,39 @@ if TYPE_CHECKING:
 
     from connserver._handlers.tunnel import Tunnel
 
-__all__ = ["UpstreamConnection", "UpstreamListener", "UpstreamPool", "UpstreamState"]
+__all__ = [
+    "UpstreamConnection",
+    "UpstreamListener",
+    "UpstreamPool",
+    "UpstreamState",
+    "responseOptions",
+]
 
 _log = Logger(namespace="connserver")
 
 #: At most this many interim (1xx) responses before the final one: more is
 #: an upstream that never answers, not one that gives hints.
 MAX_INTERIM = 16
+
+_NO_OPTIONS: frozenset[bytes] = frozenset()
+#: The options of the distinct Connection values seen (an upstream sends
+#: the same "keep-alive" on every response), at most this many.
+_OPTIONS_CACHE_SIZE = 64
+_optionsCache: dict[tuple[bytes, ...], frozenset[bytes]] = {}
+
+
+def responseOptions(head: ResponseHead) -> frozenset[bytes]:
+    """The lowercased options of a response's ``Connection`` field lines."""
+    values = head.connection
+    if not values:
+        return _NO_OPTIONS
+    options = _optionsCache.get(values)
+    if options is None:
+        options = optionsFromValues(values)
+        if len(_optionsCache) >= _OPTIONS_CACHE_SIZE:
+            _optionsCache.clear()
+        _optionsCache[values] = options
+    return options
 
 
 class UpstreamListener(Protocol):
@@ -323,11 +349,13 @@ class UpstreamConnection(TwistedProtocol):
 
     def _finalHead(self, head: ResponseHead, listener: UpstreamListener) -> None:
         """The final head: relay it with the body already here, or whole."""
-        options = optionsFromValues(head.connection) if head.connection else None
+        # RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only
+        # with "keep-alive".
+        options = responseOptions(head)
         if head.version == (1, 1):
-            self.keepAlive = options is None or b"close" not in options
+            self.keepAlive = b"close" not in options
         else:
-            self.keepAlive = options is not None and b"keep-alive" in options
+            self.keepAlive = b"keep-alive" in options
         parser = self.parser
         parts: list[bytes] = []
         while True:
