@@ -32,6 +32,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
+from connserver._connection.later import ResponseDeferred
 from connserver._connection.message import Request, Response
 from connserver._handlers.tunnel import Tunnel
 from connserver._handlers.upstream import (
@@ -427,7 +428,9 @@ class _ProxyExchange:
         self.proxy = proxy
         self.request = request
         self.head = head
-        self.deferred: Deferred[Response] = Deferred(self._cancel)
+        #: What connserver waits on (its exchange consumes it directly);
+        #: None once fired.
+        self.deferred: Deferred[Response] | None = ResponseDeferred(self._cancel)
         self.connection: UpstreamConnection | None = None
         self.connecting: Deferred[UpstreamConnection] | None = None
         self.pump: _RequestBodyPump | None = None
@@ -479,7 +482,11 @@ class _ProxyExchange:
     def _answer(self, response: Response) -> None:
         if not self.done:
             self.done = True
-            self.deferred.callback(response)
+            # Let go of it first: its canceller refers back here, a cycle a
+            # Deferred fired without its chain does not break.
+            deferred, self.deferred = self.deferred, None
+            if deferred is not None:
+                deferred.callback(response)
 
     def _cancel(self, deferred: Deferred[Response]) -> None:
         # The client went away (or the handler timed out): drop everything.
@@ -722,9 +729,11 @@ class ReverseProxy:
         if isinstance(head, Response):
             return head
         exchange = _ProxyExchange(self, request, head, upgrades)
+        deferred = exchange.deferred
+        assert deferred is not None
         # An upgrade rides a new connection, never a pooled one.
         exchange.start(fresh=bool(upgrades))
-        return exchange.deferred
+        return deferred
 
     # -- the request ------------------------------------------------------
 
