@@ -519,6 +519,29 @@ class Response:
         self.note = note
 
     @classmethod
+    def _relayed(
+        cls,
+        code: int,
+        fields: list[tuple[bytes, bytes]],
+        body: ResponseBody,
+        reason: bytes | None,
+    ) -> Response:
+        """
+        A response whose status and fields were already checked (the
+        reverse proxy's, from its upstream's strict parser): the slots set
+        directly, as ``Request._fromConnection`` does, once per request.
+        """
+        self: Response = object.__new__(cls)
+        self.code = code
+        self._headers = None
+        self._fields = fields
+        self.body = body
+        self.reason = reason
+        self.trailers = None
+        self.note = None
+        return self
+
+    @classmethod
     def switchProtocols(
         cls,
         upgrade: bytes,

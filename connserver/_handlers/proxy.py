@@ -473,7 +473,7 @@ class _ProxyExchange:
     def _send(self, connection: UpstreamConnection) -> None:
         self.connection = connection
         request = self.request
-        hasBody = request.hasBody
+        hasBody = request.chunked or bool(request.contentLength)  # (hasBody)
         connection.send(self, request.method, self.head, hasBody, self.upgrades)
         if hasBody and connection.listener is self:
             pump = self.pump = _RequestBodyPump(self, connection)
@@ -547,7 +547,11 @@ class _ProxyExchange:
         if self.pump is not None:
             # Answered before the body was all sent: the rest is not wanted.
             self._stopPump()
-        self._answer(self.proxy._relay(head, body, self.request.method))
+        if not self.done:
+            self.done = True
+            deferred, self.deferred = self.deferred, None
+            if deferred is not None:
+                deferred.callback(self.proxy._relay(head, body, self.request.method))
 
     def responseStarted(self, head: ResponseHead, body: list[bytes]) -> None:
         producer = self.body = _UpstreamBody(self, head.contentLength, body)
@@ -1033,7 +1037,7 @@ class ReverseProxy:
         reason: bytes | None = head.reason
         if reason == _STANDARD_REASONS.get(status):
             reason = None  # connserver's prebuilt status line
-        return Response(status, fields, body, reason=reason or None)
+        return Response._relayed(status, fields, body, reason or None)
 
     def _error(self, code: int, note: str) -> Response:
         body = _BAD_GATEWAY if code == 502 else _GATEWAY_TIMEOUT
