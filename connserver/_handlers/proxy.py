@@ -749,7 +749,7 @@ class ReverseProxy:
         absolute-form one, or the refusal.
         """
         target = request.target
-        path = request.path
+        path, sep, query = target.partition(b"?")
         if (
             path[:1] == b"/"
             and b"/." not in path
@@ -760,7 +760,7 @@ class ReverseProxy:
             # encoded (what mayHaveDotSegments and hasEncodedSeparator
             # would find needs a "/." or a "%" or a "\\").
             authority = None
-            query = target[len(path) :]
+            query = sep + query
         else:
             split = splitTarget(target)
             if split is None:
