@@ -1,5 +1,5 @@
 """
-``ResponseDeferred``: a Deferred whose outcome one consumer (the exchange)
+``ResponseDeferred`` (``_connection.message``): a Deferred whose outcome one consumer (the exchange)
 takes directly, without a callback chain, and which is an ordinary
 Deferred to everyone else.  Then the exchange with handlers that return
 one: answered, failed, cancelled when the client leaves, and chained by a
@@ -13,8 +13,7 @@ from twisted.internet.defer import AlreadyCalledError, CancelledError, Deferred
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
-from connserver._connection.later import ResponseDeferred
-from connserver._connection.message import Request, Response
+from connserver._connection.message import Request, Response, ResponseDeferred
 
 from ._harness import connect
 

@@ -38,8 +38,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 
 from connserver._connection.flow import Flow
-from connserver._connection.later import ResponseDeferred
-from connserver._connection.message import NO_BODY, Request, Response
+from connserver._connection.message import NO_BODY, Request, Response, ResponseDeferred
 from connserver._connection.observers import recordRequest
 from connserver._connection.responsebody import ResponseBody
 from connserver._connection.takeover import switchProtocols

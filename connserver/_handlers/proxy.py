@@ -32,8 +32,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from connserver._connection.later import ResponseDeferred
-from connserver._connection.message import Request, Response
+from connserver._connection.message import Request, Response, ResponseDeferred
 from connserver._handlers.tunnel import Tunnel
 from connserver._handlers.upstream import (
     UpstreamConnection,
