@@ -1,7 +1,7 @@
 """
-``ResponseDeferred`` (``_connection.message``): a Deferred whose outcome one consumer (the exchange)
-takes directly, without a callback chain, and which is an ordinary
-Deferred to everyone else.  Then the exchange with handlers that return
+``ResponseDeferred`` (``_connection.message``): a Deferred whose outcome
+one consumer (the exchange) takes directly, without a callback chain, and
+which is an ordinary Deferred to everyone else.  Then the exchange with handlers that return
 one: answered, failed, cancelled when the client leaves, and chained by a
 wrapper before the exchange sees it.
 """
