@@ -17,6 +17,7 @@ import pytest
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 
 from connserver._handlers.upstream import UpstreamConnection, UpstreamPool
 from connserver._twisted import writethrough as _writethrough
@@ -69,9 +70,12 @@ def pair() -> Iterator[tuple[UpstreamConnection, _Transport, _Socket, socket.soc
     theirs.setblocking(False)
     wrapped = _Socket(ours)
     transport = _Transport(wrapped)
-    pool = UpstreamPool(Clock(), None, "http://up", 4, 4.0, 60.0)  # type: ignore[arg-type]
+    clock = Clock()
+    pool = UpstreamPool(clock, None, "http://up", 4, 4.0, 60.0)  # type: ignore[arg-type]
     connection = UpstreamConnection(pool)
     connection.makeConnection(transport)
+    # A bodiless request's head leaves at the end of the reactor's turn.
+    connection.endOfTurn = lambda: clock.advance(0)  # type: ignore[attr-defined]
     try:
         yield connection, transport, wrapped, theirs
     finally:
@@ -91,6 +95,7 @@ def test_theHeadGoesStraightToTheSocket(pair: Any) -> None:
     connection, transport, _, theirs = pair
     assert connection.out is not None and connection.out.plainTCP
     connection.send(_Listener(), b"GET", HEAD, False)
+    connection.endOfTurn()
     assert received(theirs) == HEAD
     assert transport.buffered == []
 
@@ -111,6 +116,7 @@ def test_aPartialSendLeavesTheRestToTwisted(pair: Any) -> None:
     connection, transport, wrapped, theirs = pair
     wrapped.limit = 10
     connection.send(_Listener(), b"GET", HEAD, False)
+    connection.endOfTurn()
     assert received(theirs) == HEAD[:10]
     assert transport.buffered == [HEAD[10:]]
 
@@ -119,6 +125,7 @@ def test_wouldBlockLeavesItAllToTwisted(pair: Any) -> None:
     connection, transport, wrapped, theirs = pair
     wrapped.wouldBlock = True
     connection.send(_Listener(), b"GET", HEAD, False)
+    connection.endOfTurn()
     assert received(theirs) == b""
     assert transport.buffered == [HEAD]
 
@@ -137,5 +144,57 @@ def test_aClosingTransportIsNotWrittenAround(pair: Any) -> None:
     connection, transport, _, theirs = pair
     transport.disconnecting = 1
     connection.send(_Listener(), b"GET", HEAD, False)
+    connection.endOfTurn()
     assert received(theirs) == b""
     assert transport.buffered == [HEAD]
+
+
+def test_headsLeaveTogetherAtTheEndOfTheTurn(pair: Any) -> None:
+    """
+    Bodiless requests queued in one turn are written when it ends, in
+    order; one abandoned meanwhile is not written at all.
+    """
+    connection, transport, _, theirs = pair
+    pool = connection.pool
+    other = UpstreamConnection(pool)
+    ours2, theirs2 = socket.socketpair()
+    try:
+        theirs2.setblocking(False)
+        other.makeConnection(_Transport(_Socket(ours2)))
+        gone = UpstreamConnection(pool)
+        gone.makeConnection(_Transport(_Socket(ours2)))
+        connection.send(_Listener(), b"GET", HEAD, False)
+        gone.send(_Listener(), b"GET", b"GET /gone HTTP/1.1\r\n\r\n", False)
+        other.send(_Listener(), b"HEAD", HEAD.replace(b"GET", b"HEAD"), False)
+        gone.abandon()
+        assert received(theirs) == b""
+        assert received(theirs2) == b""
+        connection.endOfTurn()
+        assert received(theirs) == HEAD
+        assert received(theirs2) == HEAD.replace(b"GET", b"HEAD")
+        assert transport.buffered == []
+    finally:
+        ours2.close()
+        theirs2.close()
+
+
+def test_aRequestWithABodySendsItsHeadAtOnce(pair: Any) -> None:
+    """The body follows its head at once: no waiting for the turn's end."""
+    connection, _, _, theirs = pair
+    connection.send(_Listener(), b"POST", HEAD, True)
+    assert received(theirs) == HEAD
+
+
+def test_aFailingQueuedCallIsLoggedAndTheOthersRun(pair: Any) -> None:
+    connection = pair[0]
+    ran: list[int] = []
+
+    def broken(arg: object) -> None:
+        raise RuntimeError("broken")
+
+    connection.pool.afterTurn(broken, None)
+    connection.pool.afterTurn(ran.append, 1)
+    with capturedLogs() as events:
+        connection.endOfTurn()
+    assert ran == [1]
+    assert [e["log_failure"].check(RuntimeError) for e in events] == [RuntimeError]

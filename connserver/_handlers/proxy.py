@@ -546,11 +546,12 @@ class _ProxyExchange:
         if self.pump is not None:
             # Answered before the body was all sent: the rest is not wanted.
             self._stopPump()
-        if not self.done:
-            self.done = True
-            deferred, self.deferred = self.deferred, None
-            if deferred is not None:
-                deferred.callback(self.proxy._relay(head, body, self.request.method))
+        # Written to the client with the other answers of this reactor
+        # turn (UpstreamPool.afterTurn: one wake-up of the client per turn,
+        # not one per answer).
+        self.proxy.pool.afterTurn(
+            self._answer, self.proxy._relay(head, body, self.request.method)
+        )
 
     def responseStarted(self, head: ResponseHead, body: list[bytes]) -> None:
         producer = self.body = _UpstreamBody(self, head.contentLength, body)

@@ -23,6 +23,7 @@ wait for the response head and the wait between two body bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -247,15 +248,23 @@ class UpstreamConnection(TwistedProtocol):
         self.interims = 0
         self.requestDone = not hasBody
         self.parser.expectResponse(method)
-        out = self.out
-        assert out is not None
-        out.write(head)
+        if hasBody or upgrades:
+            # (The body, or the tunnel, follows the head at once.)
+            self._sendHead(head)
+        else:
+            self.pool.afterTurn(self._sendHead, head)
         if not hasBody:
             self.setDeadline(self.pool.responseTimeout)
         else:
             # The client's body timers bound the upload; the response timer
             # starts once it is through.
             self.deadline = None
+
+    def _sendHead(self, head: bytes) -> None:
+        # Not if the request was abandoned (or the connection lost) since.
+        out = self.out
+        if self.state is _BUSY and out is not None:
+            out.write(head)
 
     def writeBody(self, data: bytes) -> None:
         """Some request body bytes, already framed for this hop."""
@@ -506,6 +515,36 @@ class UpstreamPool:
         self.closed = False
         self._endpoint = endpoint
         self._factory = _ConnectionFactory(self)
+        #: What runs at the end of the reactor's turn (``afterTurn``).
+        self._afterTurn: list[tuple[Callable[[Any], None], Any]] = []
+
+    def afterTurn(self, call: Callable[[Any], None], arg: Any) -> None:
+        """
+        ``call(arg)`` once the reactor has handled every event of this turn
+        (a ``callLater(0)`` per turn, shared by every call queued in it).
+
+        The requests' heads and the relayed responses wait for it.  A send
+        to a peer asleep in ``epoll_wait`` wakes it (on another core, an
+        interrupt; on a virtual machine, an exit): one per request when
+        each goes out on its own, since the upstream, and wrk, answer
+        faster than connserver handles the next event.  Sent together at
+        the end of the turn, they wake each peer about once per turn.
+        Measured with bench_proxy.py's load: 72 -> 60 us of CPU per
+        proxied request, the same run alternating builds.
+        """
+        queue = self._afterTurn
+        if not queue:
+            self.clock.callLater(0, self._runAfterTurn)
+        queue.append((call, arg))
+
+    def _runAfterTurn(self) -> None:
+        queue, self._afterTurn = self._afterTurn, []
+        for call, arg in queue:
+            try:
+                call(arg)
+            except Exception:
+                # One request's failure must not hold the others back.
+                _log.failure("upstream {url}: a queued call failed", url=self.url)
 
     def take(self) -> UpstreamConnection | None:
         """The most recently used idle connection, if any."""
