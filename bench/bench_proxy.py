@@ -17,6 +17,15 @@ nginx (issue 21's targets: connserver >= 5x the first, >= 0.25x the second).
 
     python bench/bench_proxy.py                   # 10 s per proxy
     python bench/bench_proxy.py --duration 3      # a short sanity run
+    python bench/bench_proxy.py --calls --duration 4
+
+``--calls`` measures no speed: it runs connserver's proxy alone under
+cProfile (``twistd --profile``) with the same load and prints the Python
+calls per proxied request (every function call cProfile counts, builtins
+included, over the requests ``ReverseProxy`` received), by where they are
+made: the proxy and its upstream client, the parser, the rest of
+connserver, Twisted, builtins.  The figures of that run are slower (the
+profiler), the call counts are not.
 
 Needs wrk and nginx; about a minute.  Not a test.
 """
@@ -24,11 +33,13 @@ Needs wrk and nginx; about a minute.  Not a test.
 from __future__ import annotations
 
 import argparse
+import pstats
 import shutil
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -108,9 +119,74 @@ def measure(
     return result["rps"], perCpu
 
 
+def connserverArgv(twistd: str, port: int, upstreamPort: int) -> list[str]:
+    return [
+        twistd,
+        "-n",
+        "--pidfile=",
+        "connserver",
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--proxy",
+        f"/=http://127.0.0.1:{upstreamPort}",
+    ]
+
+
+#: Where a profiled call is made, by the file of its function (the first
+#: that matches).
+CALL_GROUPS = (
+    (
+        "proxy.py, upstream.py",
+        ("connserver/_handlers/proxy.py", "_handlers/upstream.py"),
+    ),
+    ("parser", ("connserver/_http/parser.py",)),
+    ("rest of connserver", ("connserver/",)),
+    ("Twisted", ("twisted/",)),
+    ("builtins", ("~",)),
+)
+
+
+def countCalls(twistd: str, upstreamPort: int, seconds: int, work: Path) -> None:
+    """Python calls per proxied request, from a cProfile run under load."""
+    profile = work / "connserver.prof"
+    port = freePort()
+    argv = connserverArgv(twistd, port, upstreamPort)
+    argv[1:1] = [f"--profile={profile}", "--profiler=cprofile", "--savestats"]
+    with server(argv, port, log=work / "profiled.log"):
+        wrk(f"http://127.0.0.1:{port}/api/x", connections=50, seconds=seconds)
+    # (Stopped with SIGTERM: twistd writes the stats as its reactor stops.)
+    stats: dict[tuple[str, int, str], Any] = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
+    requests = sum(
+        value[1]
+        for (path, _, name), value in stats.items()
+        if name == "__call__" and path.endswith("connserver/_handlers/proxy.py")
+    )
+    if not requests:
+        sys.exit("no proxied request in the profile")
+    groups = dict.fromkeys([name for name, _ in CALL_GROUPS] + ["other"], 0)
+    for (path, _, _), value in stats.items():
+        group = next(
+            (name for name, marks in CALL_GROUPS if any(m in path for m in marks)),
+            "other",
+        )
+        groups[group] += value[1]
+    total = sum(groups.values())
+    print(
+        f"{requests} proxied requests under cProfile: "
+        f"{total / requests:.0f} Python calls per request"
+    )
+    for name, calls in groups.items():
+        print(f"  {name:24s} {calls / requests:6.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per proxy")
+    parser.add_argument(
+        "--calls",
+        action="store_true",
+        help="count Python calls per proxied request (cProfile) instead",
+    )
     args = parser.parse_args()
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not shutil.which("wrk") or not Path(nginx).exists():
@@ -125,21 +201,15 @@ def main() -> None:
             nginxArgv(work, "upstream", UPSTREAM.format(port=upstreamPort, text=BODY)),
         )
         with server(upstreamArgv, upstreamPort):
+            if args.calls:
+                countCalls(twistd, upstreamPort, args.duration, work)
+                return
             proxies: list[tuple[str, list[str], int]] = []
             port = freePort()
             proxies.append(
                 (
                     "connserver ReverseProxy",
-                    [
-                        twistd,
-                        "-n",
-                        "--pidfile=",
-                        "connserver",
-                        "--listen",
-                        f"tcp:{port}:interface=127.0.0.1",
-                        "--proxy",
-                        f"/=http://127.0.0.1:{upstreamPort}",
-                    ],
+                    connserverArgv(twistd, port, upstreamPort),
                     port,
                 )
             )

@@ -451,8 +451,12 @@ class SplitReactor:
     def __init__(self, clock: task.Clock) -> None:
         self._clock = clock
 
-    def callLater(self, *args: Any, **kwargs: Any) -> Any:
-        return self._clock.callLater(*args, **kwargs)
+    def callLater(self, delay: float, *args: Any, **kwargs: Any) -> Any:
+        if delay == 0:
+            # Not a timeout: the end of the reactor's turn (the proxy sends
+            # what a turn queued then, UpstreamPool.afterTurn).
+            return _reactor().callLater(0, *args, **kwargs)
+        return self._clock.callLater(delay, *args, **kwargs)
 
     def seconds(self) -> float:
         return self._clock.seconds()

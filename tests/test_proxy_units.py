@@ -168,3 +168,81 @@ def test_dotsThatAreNotSegmentsAreForwarded(target: bytes) -> None:
         ("10.1.2.3", 9000)
     ]
     result.cancel()  # type: ignore[union-attr]
+
+
+def test_forwardingLinesKeptPerHostPeerScheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    This hop's lines are kept per (Host, peer, scheme, version): a request
+    that differs in any of them gets its own, and the store is bounded.
+    """
+    from connserver._handlers import proxy as proxyModule
+
+    proxy = ReverseProxy("http://10.1.2.3:9000", reactor=Clock())
+
+    def head(host: bytes, peer: str, secure: bool, version: tuple[int, int]) -> bytes:
+        request = Request(
+            b"GET",
+            b"/x",
+            version,
+            headers=Headers([(b"Host", host)]),
+            peer=IPv4Address("TCP", peer, 5000),
+            isSecure=secure,
+        )
+        result = proxy._requestHead(request)
+        assert isinstance(result, bytes)
+        return result
+
+    first = head(b"a.example", "10.0.0.1", False, (1, 1))
+    assert head(b"a.example", "10.0.0.1", False, (1, 1)) == first
+    assert b"Forwarded: for=10.0.0.1;proto=http;host=a.example\r\n" in first
+    other = head(b"b.example", "10.0.0.2", True, (1, 0))
+    assert b"Host: b.example\r\nVia: 1.0 connserver\r\n" in other
+    assert b"for=10.0.0.2;proto=https;host=b.example" in other
+    assert b"X-Forwarded-For: 10.0.0.2\r\nX-Forwarded-Proto: https\r\n" in other
+    assert len(proxy._hopCache) == 2
+
+    monkeypatch.setattr(proxyModule, "_HOP_CACHE_SIZE", 3)
+    for n in range(5):
+        head(b"h%d.example" % n, "10.0.0.1", False, (1, 1))
+        assert len(proxy._hopCache) <= 3
+    # Still right after the store was emptied.
+    assert head(b"a.example", "10.0.0.1", False, (1, 1)) == first
+
+
+def test_clientForwardingFieldsAreNotKept() -> None:
+    """Lines built on a client's X-Forwarded-For or Forwarded are per request."""
+    proxy = ReverseProxy("http://10.1.2.3:9000", reactor=Clock())
+    request = Request(
+        b"GET",
+        b"/x",
+        headers=Headers([(b"Host", b"h"), (b"X-Forwarded-For", b"1.2.3.4")]),
+        peer=IPv4Address("TCP", "10.0.0.1", 5000),
+    )
+    result = proxy._requestHead(request)
+    assert isinstance(result, bytes)
+    assert b"X-Forwarded-For: 1.2.3.4, 10.0.0.1\r\n" in result
+    assert proxy._hopCache == {}
+
+
+def test_responseOptionsKeptPerValueAndBounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connserver._handlers import upstream
+    from connserver._http.parser import ResponseParser
+
+    def head(connection: bytes) -> object:
+        parser = ResponseParser()
+        parser.receiveData(
+            b"HTTP/1.1 200 OK\r\nConnection: " + connection + b"\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        return parser.nextEvent()
+
+    monkeypatch.setattr(upstream, "_optionsCache", {})
+    monkeypatch.setattr(upstream, "_OPTIONS_CACHE_SIZE", 2)
+    assert upstream.responseOptions(head(b"Keep-Alive, X-A")) == {  # type: ignore[arg-type]
+        b"keep-alive",
+        b"x-a",
+    }
+    for n in range(4):
+        value = b"x-%d" % n
+        assert upstream.responseOptions(head(value)) == {value}  # type: ignore[arg-type]
+        assert len(upstream._optionsCache) <= 2

@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 
 from connserver._connection.flow import Flow
-from connserver._connection.message import NO_BODY, Request, Response
+from connserver._connection.message import NO_BODY, Request, Response, ResponseDeferred
 from connserver._connection.observers import recordRequest
 from connserver._connection.responsebody import ResponseBody
 from connserver._connection.takeover import switchProtocols
@@ -399,13 +399,16 @@ class Exchange:
         # Cancelled if the connection goes before the handler answers.
         self.pending = deferred
         self.dispatchedAt = owner.clock.seconds()
-        deferred.addCallbacks(self._handlerAnswered, self._handlerFailedAsync)
+        if type(deferred) is not ResponseDeferred or not deferred.consumeDirectly(self):
+            deferred.addCallbacks(self.handlerAnswered, self.handlerFailedAsync)
 
-    def _handlerAnswered(self, response: object) -> None:
+    def handlerAnswered(self, response: object) -> None:
+        """The asynchronous handler's answer."""
         self.pending = None
         self.respond(response)
 
-    def _handlerFailedAsync(self, failure: Failure) -> None:
+    def handlerFailedAsync(self, failure: Failure) -> None:
+        """The asynchronous handler failed (or was cancelled)."""
         self.pending = None
         self.handlerFailed(failure)
 

@@ -428,6 +428,21 @@ class HTTPServerProtocol(Protocol):
             return
         # A response finished outside processEvents (an asynchronous
         # handler, a body producer): go on from here, and arm the timers.
+        parser = self.parser
+        if (
+            self.state is _WAITING
+            and parser is not None
+            and not parser.bufferedByteCount
+            and self.peerInput is _IN_OPEN
+            and not self.flow.readPaused
+            and self.pipeline.incoming is None
+        ):
+            # Nothing was read ahead: a round would find no event to pull
+            # and nothing to resume; only the idle timer is left to arm.
+            # (Every proxied or otherwise asynchronous keep-alive answer
+            # ends here.)
+            self.timer.refreshTimer()
+            return
         self.processEvents()
 
     def askAgain(self) -> None:

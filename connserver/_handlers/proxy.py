@@ -33,12 +33,16 @@ from twisted.web.client import ResponseDone
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from connserver._connection.message import Request, Response
+from connserver._connection.message import Request, Response, ResponseDeferred
 from connserver._handlers.tunnel import Tunnel
-from connserver._handlers.upstream import UpstreamConnection, UpstreamPool
+from connserver._handlers.upstream import (
+    UpstreamConnection,
+    UpstreamPool,
+    responseOptions,
+)
 from connserver._http.errors import BodyInterrupted, ProtocolError
 from connserver._http.framing import statusLine
-from connserver._http.headers import HOP_BY_HOP, isToken, optionsFromValues
+from connserver._http.headers import HOP_BY_HOP, isToken
 from connserver._http.parser import ResponseHead
 from connserver._http.paths import (
     hasEncodedSeparator,
@@ -93,6 +97,8 @@ _VIA_RESPONSE = {
     (1, 0): (b"Via", b"1.0 " + _PSEUDONYM),
 }
 _HTTP11_SUFFIX = b" HTTP/1.1\r\n"
+#: This hop's forwarding lines kept per (Host, peer, scheme, version).
+_HOP_CACHE_SIZE = 256
 _CHUNKED_END = b"0\r\n\r\n"
 
 # RFC 7239 §4: Forwarded = 1#forwarded-element, forwarded-element =
@@ -413,18 +419,26 @@ class _ProxyExchange:
         "upgrades",
     )
 
-    def __init__(self, proxy: ReverseProxy, request: Request, head: bytes) -> None:
+    def __init__(
+        self,
+        proxy: ReverseProxy,
+        request: Request,
+        head: bytes,
+        upgrades: tuple[bytes, ...],
+    ) -> None:
         self.proxy = proxy
         self.request = request
         self.head = head
-        self.deferred: Deferred[Response] = Deferred(self._cancel)
+        #: What connserver waits on (its exchange consumes it directly);
+        #: None once fired.
+        self.deferred: Deferred[Response] | None = ResponseDeferred(self._cancel)
         self.connection: UpstreamConnection | None = None
         self.connecting: Deferred[UpstreamConnection] | None = None
         self.pump: _RequestBodyPump | None = None
         self.body: _UpstreamBody | None = None
         self.retried = False
         #: What the request offers to switch to (sent upstream), or ().
-        self.upgrades = proxy._upgrades(request)
+        self.upgrades = upgrades
         #: The Deferred has fired (or was cancelled).
         self.done = False
 
@@ -460,7 +474,7 @@ class _ProxyExchange:
     def _send(self, connection: UpstreamConnection) -> None:
         self.connection = connection
         request = self.request
-        hasBody = request.hasBody
+        hasBody = request.chunked or bool(request.contentLength)  # (hasBody)
         connection.send(self, request.method, self.head, hasBody, self.upgrades)
         if hasBody and connection.listener is self:
             pump = self.pump = _RequestBodyPump(self, connection)
@@ -469,7 +483,11 @@ class _ProxyExchange:
     def _answer(self, response: Response) -> None:
         if not self.done:
             self.done = True
-            self.deferred.callback(response)
+            # Let go of it first: its canceller refers back here, a cycle a
+            # Deferred fired without its chain does not break.
+            deferred, self.deferred = self.deferred, None
+            if deferred is not None:
+                deferred.callback(response)
 
     def _cancel(self, deferred: Deferred[Response]) -> None:
         # The client went away (or the handler timed out): drop everything.
@@ -552,7 +570,12 @@ class _ProxyExchange:
         if self.pump is not None:
             # Answered before the body was all sent: the rest is not wanted.
             self._stopPump()
-        self._answer(self.proxy._relay(head, body, self.request.method))
+        # Written to the client with the other answers of this reactor
+        # turn (UpstreamPool.afterTurn: one wake-up of the client per turn,
+        # not one per answer).
+        self.proxy.pool.afterTurn(
+            self._answer, self.proxy._relay(head, body, self.request.method)
+        )
 
     def responseStarted(self, head: ResponseHead, body: list[bytes]) -> None:
         producer = self.body = _UpstreamBody(self, head.contentLength, body)
@@ -707,6 +730,7 @@ class ReverseProxy:
         self.tunnelIdleTimeout = tunnelIdleTimeout
         #: The server drains (``startDrain``): no new tunnel is spliced.
         self.draining = False
+        self._hopCache: dict[tuple[Any, ...], bytes] = {}
         #: The upstream connections (``close()`` at shutdown).
         self.pool = UpstreamPool(
             reactor,
@@ -742,32 +766,62 @@ class ReverseProxy:
         return limit
 
     def __call__(self, request: Request) -> Deferred[Response] | Response:
-        head = self._requestHead(request)
+        # Request.upgrades is () unless Connection names "upgrade" (RFC
+        # 9110 §7.8): the common request skips working it out.
+        upgrades = (
+            self._upgrades(request) if b"upgrade" in request.connectionOptions else ()
+        )
+        head = self._requestHead(request, upgrades)
         if isinstance(head, Response):
             return head
-        exchange = _ProxyExchange(self, request, head)
+        exchange = _ProxyExchange(self, request, head, upgrades)
+        deferred = exchange.deferred
+        assert deferred is not None
         # An upgrade rides a new connection, never a pooled one.
-        exchange.start(fresh=bool(exchange.upgrades))
-        return exchange.deferred
+        exchange.start(fresh=bool(upgrades))
+        return deferred
 
     # -- the request ------------------------------------------------------
 
-    def _upstreamTarget(self, request: Request) -> bytes | Response:
-        """The origin-form target sent upstream, or the refusal."""
-        split = splitTarget(request.target)
-        if split is None:
-            # The asterisk or authority form: nothing to forward.
-            return Response(400, [_TEXT], b"400 Bad Request\n", note="bad-target")
-        path, query, _ = split
-        if mayHaveDotSegments(path):
-            normal = removeDotSegments(path)
-            if normal is None:
-                return Response(400, [_TEXT], b"400 Bad Request\n", note="dot-segment")
-            path = normal
-        if not self.allowEncodedSlashes and hasEncodedSeparator(path):
-            # One segment here, two at an upstream that decodes first:
-            # "/api/..%2fsecret" would leave the mount there.
-            return Response(400, [_TEXT], b"400 Bad Request\n", note="encoded-slash")
+    def _upstreamTarget(
+        self, request: Request
+    ) -> tuple[bytes, bytes | None] | Response:
+        """
+        The origin-form target sent upstream and the authority of an
+        absolute-form one, or the refusal.
+        """
+        target = request.target
+        path, sep, query = target.partition(b"?")
+        if (
+            path[:1] == b"/"
+            and b"/." not in path
+            and b"%" not in path
+            and b"\\" not in path
+        ):
+            # The common target: origin-form, no dot-segment, nothing
+            # encoded (what mayHaveDotSegments and hasEncodedSeparator
+            # would find needs a "/." or a "%" or a "\\").
+            authority = None
+            query = sep + query
+        else:
+            split = splitTarget(target)
+            if split is None:
+                # The asterisk or authority form: nothing to forward.
+                return Response(400, [_TEXT], b"400 Bad Request\n", note="bad-target")
+            path, query, authority = split
+            if mayHaveDotSegments(path):
+                normal = removeDotSegments(path)
+                if normal is None:
+                    return Response(
+                        400, [_TEXT], b"400 Bad Request\n", note="dot-segment"
+                    )
+                path = normal
+            if not self.allowEncodedSlashes and hasEncodedSeparator(path):
+                # One segment here, two at an upstream that decodes first:
+                # "/api/..%2fsecret" would leave the mount there.
+                return Response(
+                    400, [_TEXT], b"400 Bad Request\n", note="encoded-slash"
+                )
         prefix = self.prefix
         if prefix:
             if not (path == prefix or path.startswith(prefix + b"/")):
@@ -779,25 +833,36 @@ class ReverseProxy:
                 path = basePath.rstrip(b"/") + rest if rest else basePath
         elif self._basePath:
             path = self._basePath.rstrip(b"/") + path
-        return path + query
+        return path + query, authority
 
-    def _requestHead(self, request: Request) -> bytes | Response:
+    def _requestHead(
+        self, request: Request, upgrades: tuple[bytes, ...] | None = None
+    ) -> bytes | Response:
         """
         The request head sent upstream (RFC 9110 §7.6.1, §7.6.2, §7.6.3;
-        RFC 7239), or the answer given without the upstream.
+        RFC 7239), or the answer given without the upstream.  ``upgrades``:
+        what the request offers to switch to (worked out here if None).
         """
-        target = self._upstreamTarget(request)
-        if isinstance(target, Response):
-            return target
-        answer, maxForwards = self._answeredHere(request)
-        if answer is not None:
-            return answer
-        parts = [request.method, b" ", target, _HTTP11_SUFFIX]
+        routed = self._upstreamTarget(request)
+        if isinstance(routed, Response):
+            return routed
+        target, authority = routed
+        method = request.method
+        maxForwards: bytes | None = None
+        if method == b"TRACE" or method == b"OPTIONS" or request.contentLength:
+            # (A bodiless GET is never answered here: no Max-Forwards rule,
+            # no body over the limit.)
+            answer, maxForwards = self._answeredHere(request)
+            if answer is not None:
+                return answer
+        parts = [method, b" ", target, _HTTP11_SUFFIX]
         clientHost, xff, forwarded = self._copyFields(request, parts)
-        parts.extend(self._hopFields(request, clientHost, xff, forwarded))
+        parts.append(self._hopFields(request, authority or clientHost, xff, forwarded))
         if maxForwards is not None:
             parts.extend((b"Max-Forwards: ", maxForwards, b"\r\n"))
-        if self._upgrades(request):
+        if upgrades is None:
+            upgrades = self._upgrades(request)
+        if upgrades:
             # RFC 9110 §7.8: Upgrade is hop-by-hop; this hop offers what the
             # client offered, with its own "upgrade" connection option.
             offered = b", ".join(request.headers.getAll(b"upgrade"))
@@ -881,15 +946,44 @@ class ReverseProxy:
         clientHost: bytes | None,
         xff: list[bytes] | None,
         forwarded: list[bytes] | None,
-    ) -> tuple[bytes, ...]:
-        """This hop's Host, Via, Forwarded, X-Forwarded-For and -Proto."""
-        split = splitTarget(request.target)
-        authority = split[2] if split is not None else None
-        if authority:
-            # RFC 9112 §3.2.2: absolute-form's authority replaces Host.
-            clientHost = authority
-        host = self._upstreamHost if self.rewriteHost or not clientHost else clientHost
+    ) -> bytes:
+        """
+        This hop's Host, Via, Forwarded, X-Forwarded-For and -Proto lines;
+        ``clientHost``: the Host received (absolute-form's authority
+        replaces it, RFC 9112 §3.2.2).  Without a client's Forwarded or
+        X-Forwarded-For they depend on a few facts that repeat from request
+        to request (the Host, the peer's address, the scheme, the version),
+        so they are kept, built, per combination.
+        """
         address = _clientAddress(request)
+        if xff is None and forwarded is None:
+            key = (
+                clientHost,
+                address,
+                request.isSecure,
+                request.scheme,
+                request.version,
+            )
+            cache = self._hopCache
+            lines = cache.get(key)
+            if lines is None:
+                lines = self._buildHopFields(request, clientHost, address, None, None)
+                if len(cache) >= _HOP_CACHE_SIZE:
+                    # Hosts are the client's to vary: a bounded memory.
+                    cache.clear()
+                cache[key] = lines
+            return lines
+        return self._buildHopFields(request, clientHost, address, xff, forwarded)
+
+    def _buildHopFields(
+        self,
+        request: Request,
+        clientHost: bytes | None,
+        address: str | None,
+        xff: list[bytes] | None,
+        forwarded: list[bytes] | None,
+    ) -> bytes:
+        host = self._upstreamHost if self.rewriteHost or not clientHost else clientHost
         node = _forwardedNode(address)
         element = (
             b"for=" + node + (b";proto=https" if request.isSecure else b";proto=http")
@@ -903,19 +997,22 @@ class ReverseProxy:
         if xff is not None and _xffParses(xff):
             peer = b", ".join([*xff, peer])
         major, minor = request.version
-        return (
-            b"Host: ",
-            host,
-            b"\r\nVia: %d.%d %s\r\nForwarded: " % (major, minor, _PSEUDONYM),
-            element,
-            b"\r\nX-Forwarded-For: ",
-            peer,
-            # A single value: the scheme the client used, whatever an
-            # untrusted client claimed (Request.scheme follows
-            # X-Forwarded-Proto and Forwarded only from --trusted-proxies).
-            b"\r\nX-Forwarded-Proto: ",
-            request.scheme.encode("ascii"),
-            b"\r\n",
+        return b"".join(
+            (
+                b"Host: ",
+                host,
+                b"\r\nVia: %d.%d %s\r\nForwarded: " % (major, minor, _PSEUDONYM),
+                element,
+                b"\r\nX-Forwarded-For: ",
+                peer,
+                # A single value: the scheme the client used, whatever an
+                # untrusted client claimed (Request.scheme follows
+                # X-Forwarded-Proto and Forwarded only from
+                # --trusted-proxies).
+                b"\r\nX-Forwarded-Proto: ",
+                request.scheme.encode("ascii"),
+                b"\r\n",
+            )
         )
 
     def _maxForwards(self, request: Request) -> tuple[Response | None, bytes | None]:
@@ -960,12 +1057,11 @@ class ReverseProxy:
     ) -> list[tuple[bytes, bytes]]:
         """The upstream's fields that reach the client (RFC 9110 §7.6.1)."""
         drop = _NOT_RELAYED
-        if head.connection:
-            drop = drop | optionsFromValues(head.connection)
+        options = responseOptions(head)
         fields = [
             (name, value)
             for lower, name, value in head.headers._fields
-            if lower not in drop
+            if lower not in drop and lower not in options
         ]
         if not interim:
             fields.append(_VIA_RESPONSE[head.version])
@@ -983,7 +1079,7 @@ class ReverseProxy:
         reason: bytes | None = head.reason
         if reason == _STANDARD_REASONS.get(status):
             reason = None  # connserver's prebuilt status line
-        return Response(status, fields, body, reason=reason or None)
+        return Response._relayed(status, fields, body, reason or None)
 
     def _error(self, code: int, note: str) -> Response:
         body = _BAD_GATEWAY if code == 502 else _GATEWAY_TIMEOUT

@@ -23,6 +23,7 @@ wait for the response head and the wait between two body bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,19 +43,46 @@ from connserver._http.parser import (
     ResponseParser,
 )
 from connserver._twisted.sockets import setNoDelay
+from connserver._twisted.writethrough import TransportWriter
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
     from connserver._handlers.tunnel import Tunnel
 
-__all__ = ["UpstreamConnection", "UpstreamListener", "UpstreamPool", "UpstreamState"]
+__all__ = [
+    "UpstreamConnection",
+    "UpstreamListener",
+    "UpstreamPool",
+    "UpstreamState",
+    "responseOptions",
+]
 
 _log = Logger(namespace="connserver")
 
 #: At most this many interim (1xx) responses before the final one: more is
 #: an upstream that never answers, not one that gives hints.
 MAX_INTERIM = 16
+
+_NO_OPTIONS: frozenset[bytes] = frozenset()
+#: The options of the distinct Connection values seen (an upstream sends
+#: the same "keep-alive" on every response), at most this many.
+_OPTIONS_CACHE_SIZE = 64
+_optionsCache: dict[tuple[bytes, ...], frozenset[bytes]] = {}
+
+
+def responseOptions(head: ResponseHead) -> frozenset[bytes]:
+    """The lowercased options of a response's ``Connection`` field lines."""
+    values = head.connection
+    if not values:
+        return _NO_OPTIONS
+    options = _optionsCache.get(values)
+    if options is None:
+        options = optionsFromValues(values)
+        if len(_optionsCache) >= _OPTIONS_CACHE_SIZE:
+            _optionsCache.clear()
+        _optionsCache[values] = options
+    return options
 
 
 class UpstreamListener(Protocol):
@@ -138,6 +166,9 @@ class UpstreamConnection(TwistedProtocol):
         self.upgrades: tuple[bytes, ...] = ()
         #: The proxy's tunnel once the connection switched protocols.
         self.tunnel: Tunnel | None = None
+        #: Writes the request: straight to the socket while Twisted's buffer
+        #: is empty (set when connected).
+        self.out: TransportWriter | None = None
 
     # -- Twisted's callbacks ------------------------------------------------
 
@@ -146,6 +177,12 @@ class UpstreamConnection(TwistedProtocol):
         # Nagle's algorithm the second would wait for the upstream's
         # delayed ACK.
         setNoDelay(self.transport)
+        # Written through while Twisted's buffer is empty, as the server's
+        # responses are: a request head left to Twisted's buffer costs a
+        # reactor turn and two epoll_ctl calls (register for writability,
+        # unregister after the send) on every proxied request.
+        assert self.transport is not None
+        self.out = TransportWriter(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         if self.listener is None:
@@ -211,8 +248,11 @@ class UpstreamConnection(TwistedProtocol):
         self.interims = 0
         self.requestDone = not hasBody
         self.parser.expectResponse(method)
-        assert self.transport is not None
-        self.transport.write(head)
+        if hasBody or upgrades:
+            # (The body, or the tunnel, follows the head at once.)
+            self._sendHead(head)
+        else:
+            self.pool.afterTurn(self._sendHead, head)
         if not hasBody:
             self.setDeadline(self.pool.responseTimeout)
         else:
@@ -220,18 +260,24 @@ class UpstreamConnection(TwistedProtocol):
             # starts once it is through.
             self.deadline = None
 
+    def _sendHead(self, head: bytes) -> None:
+        # Not if the request was abandoned (or the connection lost) since.
+        out = self.out
+        if self.state is _BUSY and out is not None:
+            out.write(head)
+
     def writeBody(self, data: bytes) -> None:
         """Some request body bytes, already framed for this hop."""
-        if self.state is _BUSY and self.transport is not None:
-            self.transport.write(data)
+        if self.state is _BUSY and self.out is not None and self.transport is not None:
+            self.out.write(data)
 
     def endBody(self, last: bytes) -> None:
         """The end of the request body (``last``: the chunked terminator)."""
         self.requestDone = True
         if self.state is not _BUSY or self.transport is None:
             return
-        if last:
-            self.transport.write(last)
+        if last and self.out is not None:
+            self.out.write(last)
         if self.listener is not None and not self.streaming:
             self.setDeadline(self.pool.responseTimeout)
 
@@ -312,11 +358,13 @@ class UpstreamConnection(TwistedProtocol):
 
     def _finalHead(self, head: ResponseHead, listener: UpstreamListener) -> None:
         """The final head: relay it with the body already here, or whole."""
-        options = optionsFromValues(head.connection) if head.connection else None
+        # RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only
+        # with "keep-alive".
+        options = responseOptions(head)
         if head.version == (1, 1):
-            self.keepAlive = options is None or b"close" not in options
+            self.keepAlive = b"close" not in options
         else:
-            self.keepAlive = options is not None and b"keep-alive" in options
+            self.keepAlive = b"keep-alive" in options
         parser = self.parser
         parts: list[bytes] = []
         while True:
@@ -467,6 +515,36 @@ class UpstreamPool:
         self.closed = False
         self._endpoint = endpoint
         self._factory = _ConnectionFactory(self)
+        #: What runs at the end of the reactor's turn (``afterTurn``).
+        self._afterTurn: list[tuple[Callable[[Any], None], Any]] = []
+
+    def afterTurn(self, call: Callable[[Any], None], arg: Any) -> None:
+        """
+        ``call(arg)`` once the reactor has handled every event of this turn
+        (a ``callLater(0)`` per turn, shared by every call queued in it).
+
+        The requests' heads and the relayed responses wait for it.  A send
+        to a peer asleep in ``epoll_wait`` wakes it (on another core, an
+        interrupt; on a virtual machine, an exit): one per request when
+        each goes out on its own, since the upstream, and wrk, answer
+        faster than connserver handles the next event.  Sent together at
+        the end of the turn, they wake each peer about once per turn.
+        Measured with bench_proxy.py's load: 72 -> 60 us of CPU per
+        proxied request, the same run alternating builds.
+        """
+        queue = self._afterTurn
+        if not queue:
+            self.clock.callLater(0, self._runAfterTurn)
+        queue.append((call, arg))
+
+    def _runAfterTurn(self) -> None:
+        queue, self._afterTurn = self._afterTurn, []
+        for call, arg in queue:
+            try:
+                call(arg)
+            except Exception:
+                # One request's failure must not hold the others back.
+                _log.failure("upstream {url}: a queued call failed", url=self.url)
 
     def take(self) -> UpstreamConnection | None:
         """The most recently used idle connection, if any."""
