@@ -66,9 +66,12 @@ class Setup:
         protocol.makeConnection(transport)
         self.upstream = protocol
         self.upstreamTransport = transport
+        # The end of the reactor's pass: the proxy's batched sends go out.
+        self.clock.advance(0)
 
     def fromUpstream(self, data: bytes) -> None:
         self.upstreamTransport.protocol.dataReceived(data)
+        self.clock.advance(0)
 
     def switch(self, early: bytes = b"") -> None:
         self.connectUpstream()
