@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import ISSLTransport
@@ -264,17 +263,11 @@ def test_anUpstreamThatCannotHalfCloseKeepsItsProtocol() -> None:
     assertNothingLeft(setup)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connserver/_connection/takeover.py: Takeover.begin does not pass on "
-    "a client's half-close that arrived before the switch (peerInput)",
-)
 def test_aClientFinBeforeThe101ReachesTheUpstream() -> None:
     """
     The client half-closed while the upstream had not answered yet: the
-    101 is still relayed (the client may read), and the FIN should go
-    upstream.  Today the takeover never tells the tunnel, which then waits
-    for its idle timeout.
+    101 is still relayed (the client may read), and the FIN goes upstream
+    once the tunnel has the connection (the takeover tells it then).
     """
     setup, _ = setUp()
     setup.client.send(handshake())
@@ -362,12 +355,6 @@ def test_a101WithAFieldTheTakeoverRefuses() -> None:
     assert setup.tunnelTimers() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connserver/_connection/takeover.py: switchProtocols catches "
-    "ValueError, not the ResponseFramingError of a bad 101 field, so the "
-    "exchange is never answered",
-)
 def test_a101WithAFieldTheTakeoverRefusesIs500() -> None:
     setup, _ = setUp(handler=badFieldOn101)
     setup.client.send(handshake())

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
@@ -286,6 +287,78 @@ def test_upgradedConnectionsCountAndAreToldOfTheDrain() -> None:
     conn.lose()
     assert conn.protocol.closeReason == "draining"
     assert conn.clock.getDelayedCalls() == []
+
+
+class Later:
+    """A handler whose 101 comes when the test says (an upstream's, say)."""
+
+    def __init__(self, protocol: Protocol, *fields: tuple[bytes, bytes]) -> None:
+        self.protocol = protocol
+        self.fields = list(fields)
+        self.deferred: Deferred[Response] = Deferred()
+
+    def __call__(self, request: Request) -> Deferred[Response]:
+        return self.deferred
+
+    def answer(self) -> None:
+        self.deferred.callback(
+            Response.switchProtocols(b"echo", self.protocol, self.fields)
+        )
+
+
+def test_aSwitchAfterTheDrainBeganIsToldOfIt() -> None:
+    """
+    The drain told every connection when it began; one that switches
+    later is told as the new protocol gets it, or nothing would ever end
+    it before the drain deadline.
+    """
+
+    class Polite(Echo):
+        told = 0
+
+        def connectionDraining(self) -> None:
+            self.told += 1
+
+    polite = Polite()
+    later = Later(polite)
+    conn = connect(later)
+    conn.send(UPGRADE)
+    conn.factory.drain(10)
+    assert not conn.closing  # The upgrade request is still being answered.
+    later.answer()
+    assert conn.take().startswith(b"HTTP/1.1 101 ")
+    assert polite.told == 1
+
+
+def test_aHalfCloseBeforeTheSwitchReachesTheNewProtocolAfterItsBytes() -> None:
+    @implementer(IHalfCloseableProtocol)
+    class HalfCloseable(Echo):
+        def readConnectionLost(self) -> None:
+            self.received.append(b"<FIN>")
+
+        def writeConnectionLost(self) -> None:
+            pass
+
+    protocol = HalfCloseable()
+    later = Later(protocol)
+    conn = connect(later)
+    conn.send(UPGRADE + b"early")
+    conn.protocol.readConnectionLost()
+    later.answer()
+    assert conn.take().startswith(b"HTTP/1.1 101 ")
+    assert protocol.received == [b"early", b"<FIN>"]
+    assert not conn.closing
+
+
+def test_a101WithAFieldItCannotCarryIsA500() -> None:
+    """A field value with a control character (RFC 9110 §5.5): never sent."""
+    later = Later(Echo(), (b"X-Bad", b"a\x01b"))
+    conn = connect(later)
+    conn.send(UPGRADE)
+    later.answer()
+    [response] = parseResponses(conn.take())
+    assert response.status == 500
+    assert conn.protocol.state is not ConnectionState.UPGRADED
 
 
 def test_theDrainDeadlineAbortsAnUpgradedConnection() -> None:

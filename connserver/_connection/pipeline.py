@@ -12,7 +12,6 @@ the front runs its handler.
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Any, cast
 
 from twisted.internet.error import ConnectionDone
@@ -23,7 +22,12 @@ from connserver._connection.exchange import Exchange
 from connserver._connection.flow import READ_AHEAD_LIMIT
 from connserver._http.errors import ProtocolError
 from connserver._http.parser import NEED_DATA, BodyData, RequestHead
-from connserver._http.state import BodyState, ConnectionState, ExchangeState
+from connserver._http.state import (
+    BodyState,
+    ConnectionState,
+    ExchangeState,
+    InputState,
+)
 from connserver._http.upgrade import offeredUpgrades
 
 __all__ = ["InputState", "Pipeline"]
@@ -34,18 +38,6 @@ _DISCARDING = BodyState.DISCARDING
 _COMPLETE = BodyState.COMPLETE
 _QUEUED = ExchangeState.QUEUED
 _HANDLING = ExchangeState.HANDLING
-
-
-class InputState(Enum):
-    """What the client's side of the connection still brings."""
-
-    #: Bytes may still arrive.
-    OPEN = "open"
-    #: The client half-closed; what it sent before is still being parsed.
-    HALF_CLOSED = "half-closed"
-    #: Half-closed, and the parser asked for more: the end of the input is
-    #: reached (acted on at the end of the round).
-    EXHAUSTED = "exhausted"
 
 
 _HALF_CLOSED = InputState.HALF_CLOSED

@@ -33,8 +33,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import classImplementsOnly, implementer, providedBy
 
+from connserver._http.errors import ResponseFramingError
 from connserver._http.framing import statusLine, validateResponseField
-from connserver._http.state import ConnectionState
+from connserver._http.state import ConnectionState, InputState
 
 __all__ = [
     "SwitchProtocols",
@@ -328,8 +329,13 @@ class Takeover:
         self.bytesReceived += len(data)
         self.target.dataReceived(data)  # type: ignore[union-attr]
 
-    def release(self) -> None:
-        """The new protocol may have the bytes that followed the head now."""
+    def release(self, catchUp: bool = True) -> None:
+        """
+        The new protocol may have the bytes that followed the head now, and
+        then (``catchUp``) what happened to the connection before it had
+        them: the client's half-close, which came after those bytes, and a
+        drain that began, which would otherwise never reach it.
+        """
         call, self._call = self._call, None
         if call is not None and call.active():
             call.cancel()
@@ -339,10 +345,22 @@ class Takeover:
         self.dataReceived = self._forward
         if pending:
             self.target.dataReceived(b"".join(pending))
+        conn = self.conn
+        if not catchUp or conn.state is not ConnectionState.UPGRADED:
+            return
+        if conn.peerInput is not InputState.OPEN:
+            self._halfClosed()
+        if conn.draining and not self.draining:
+            self.drain()
 
     def readConnectionLost(self) -> None:
         """The client half-closed: the new protocol's, or a close."""
-        self.release()
+        if self._pending is not None:
+            self.release()  # Which tells it, after the bytes held.
+        else:
+            self._halfClosed()
+
+    def _halfClosed(self) -> None:
         if IHalfCloseableProtocol.providedBy(self.target):
             self.target.readConnectionLost()
         else:
@@ -360,7 +378,7 @@ class Takeover:
     def targetLost(self, reason: Failure) -> None:
         """The connection ended: the new protocol learns it; the close reason."""
         # What was still held reaches the new protocol first; no call stays.
-        self.release()
+        self.release(catchUp=False)
         if self._unrecorded is not None:
             self.recordAnswer(b"")
         conn = self.conn
@@ -437,7 +455,8 @@ def switchProtocols(exchange: Any, response: Any) -> None:
                 owner.factory.dateLine(owner.clock.seconds()),
                 owner.heads.serverLine,
             )
-    except ValueError:
+    except (ValueError, ResponseFramingError):
+        # A field the 101 cannot carry (switchingHead's framing check).
         exchange.handlerFailed(Failure())
         return
     owner.takeover = takeover = Takeover(owner)

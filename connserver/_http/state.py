@@ -22,9 +22,22 @@ __all__ = [
     "BodyState",
     "ConnectionState",
     "ExchangeState",
+    "InputState",
     "checkTransition",
     "refuseTransition",
 ]
+
+
+class InputState(Enum):
+    """What the client's side of the connection still brings."""
+
+    #: Bytes may still arrive.
+    OPEN = "open"
+    #: The client half-closed; what it sent before is still being parsed.
+    HALF_CLOSED = "half-closed"
+    #: Half-closed, and the parser asked for more: the end of the input is
+    #: reached (acted on at the end of the round).
+    EXHAUSTED = "exhausted"
 
 
 class ConnectionState(Enum):
