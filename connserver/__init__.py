@@ -30,6 +30,7 @@ from connserver._handlers.wsgi import WSGIHandler
 from connserver._http.config import ServerConfig
 from connserver._http.errors import (
     BodyInterrupted,
+    ClientGone,
     InvalidTransition,
     ProtocolError,
     ResponseFramingError,
@@ -61,6 +62,7 @@ __all__ = [
     "AccessLog",
     "BodyInterrupted",
     "CertificateSource",
+    "ClientGone",
     "ConnectionFactory",
     "ConnectionRecord",
     "ConnectionServerService",

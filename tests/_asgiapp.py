@@ -175,3 +175,22 @@ async def unreachable(app: Starlette) -> AsyncIterator[None]:
 
 
 brokenStartup = Starlette(lifespan=unreachable)
+
+
+async def hangups(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Waits for the client to go; ``/answer`` still answers then."""
+    if scope["type"] != "http":
+        return  # No lifespan.
+    await receive()  # The (empty) request body.
+    gone = await receive()
+    mark("hungup" + scope["path"].replace("/", "-"), gone["type"])
+    if scope["path"] == "/answer":
+        body = b"saw " + gone["type"].encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"%d" % len(body))],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -214,6 +214,29 @@ def test_appConnectionClose(server: Start) -> None:
     s.stop()
 
 
+def test_aClientThatClosesItsSideHasGone(server: Start, tmp_path: Path) -> None:
+    """
+    A FIN (curl at its timeout, a browser's abort, a proxy's close) is the
+    client going, as uvicorn and Daphne take it: the app sees
+    ``http.disconnect``.  A response it still sends is written; one it never
+    sends is nobody's error.
+    """
+    s = server("--asgi", "cs_asgiapp:hangups")
+    answers = {}
+    for path in ("/answer", "/silent"):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT) as c:
+            c.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+            c.shutdown(socket.SHUT_WR)
+            answers[path] = b"".join(iter(lambda: c.recv(65536), b""))
+    assert answers["/answer"].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert answers["/answer"].endswith(b"\r\n\r\nsaw http.disconnect")
+    assert answers["/silent"] == b""
+    for name in ("hungup-answer", "hungup-silent"):
+        assert (tmp_path / name).read_text() == "http.disconnect"
+    s.stop()
+    assert "handler failed" not in s.output()
+
+
 def test_failedStartup(site: Path, tmp_path: Path) -> None:
     result = run(
         site,

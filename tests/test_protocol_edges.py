@@ -12,9 +12,11 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
 from connserver._connection.message import Request, Response
+from connserver._http.errors import ClientGone
 from connserver._http.state import ConnectionState
 
 from ._harness import connect, hello
@@ -88,6 +90,52 @@ def test_halfCloseMidBodyFailsTheBodyAndAnswersEarlierRequests() -> None:
     assert responses[0].status == 200
     assert conn.closing
     assert conn.protocol.state is ConnectionState.CLOSING
+
+
+def test_requestsInFlightAreToldOfTheHalfClose() -> None:
+    """
+    ``Request.notifyInputEnd``: each request in flight that asked is told
+    once; one that asks after the FIN is told at once; a handler that then
+    gives up (``ClientGone``) has its connection closed without a 500 or
+    an error line.
+    """
+    told: list[bytes] = []
+    pending: list[tuple[Request, Deferred[Response]]] = []
+
+    def handler(request: Request) -> Deferred[Response]:
+        d: Deferred[Response] = Deferred()
+        pending.append((request, d))
+        request.notifyInputEnd(lambda: told.append(request.path))
+        return d
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        conn = connect(handler, maxPipelinedRequests=2)
+        conn.send(GET + GET.replace(b"/ ", b"/second "))
+        assert [r.path for r, _ in pending] == [b"/"]
+        conn.protocol.readConnectionLost()
+        conn.protocol.readConnectionLost()  # (Told once.)
+        assert told == [b"/"]
+        pending[0][1].callback(hello(None))  # type: ignore[arg-type]
+        # The second request's handler asks after the FIN: told at once.
+        assert [r.path for r, _ in pending] == [b"/", b"/second"]
+        assert told == [b"/", b"/second"]
+        pending[1][1].errback(Failure(ClientGone("the client gave up")))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    [response] = conn.responses(b"GET")
+    assert response.status == 200
+    assert conn.closing
+    assert conn.protocol.closeReason == "peer-closed"
+    assert not [e for e in events if e.get("log_level") is LogLevel.error]
+    assert not [e for e in events if e.get("log_level") is LogLevel.critical]
+
+
+def test_aRequestMadeByHandIsNeverToldOfAHalfClose() -> None:
+    told: list[int] = []
+    Request(b"GET", b"/").notifyInputEnd(lambda: told.append(1))
+    assert told == []
 
 
 def test_handlerAnsweringInsideCloseIsIgnoredCleanly() -> None:

@@ -44,7 +44,7 @@ from connserver._connection.responsebody import ResponseBody
 from connserver._connection.takeover import switchProtocols
 from connserver._connection.timer import Phase
 from connserver._http.config import ServerConfig
-from connserver._http.errors import ProtocolError, ResponseFramingError
+from connserver._http.errors import ClientGone, ProtocolError, ResponseFramingError
 from connserver._http.forwarded import resolveClient
 from connserver._http.framing import (
     BodyFraming,
@@ -438,8 +438,11 @@ class Exchange:
                 )
             return
         error = failure.value
-        if error is self.bodyFailure and self.bodyFailure is not None:
-            # The client went away while the handler read the body: nobody
+        if (error is self.bodyFailure and self.bodyFailure is not None) or isinstance(
+            error, ClientGone
+        ):
+            # The client went away while the handler read the body, or it
+            # half-closed and the handler took that as giving up: nobody
             # is left to answer, and it is not the handler's fault.
             _log.info(
                 "request from {peer} ended early: {error}",

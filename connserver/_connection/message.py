@@ -28,6 +28,7 @@ from zope.interface import implementer
 from connserver._connection.takeover import SwitchProtocols, transportFor
 from connserver._http.errors import ProtocolError
 from connserver._http.headers import Headers, connectionOptions
+from connserver._http.state import InputState
 from connserver._http.upgrade import offeredUpgrades
 
 __all__ = [
@@ -163,6 +164,7 @@ class Request:
         "_bodyFailure",
         "_connection",
         "_consumer",
+        "_inputEnded",
         "_maxBodyBytes",
         "_options",
         "_source",
@@ -225,6 +227,7 @@ class Request:
         self._consumer: IProtocol | None = None
         self._bodyDone = False
         self._bodyFailure: Failure | None = None
+        self._inputEnded: Callable[[], None] | None = None
         if bodySource is None:
             # A request made by hand (tests, adapters): the body is in memory.
             bodySource = _MemoryBody(body or b"")
@@ -278,8 +281,37 @@ class Request:
         # No body: nobody reads it yet, so "delivered whole" is a flag.
         self._bodyDone = bodySource is NO_BODY
         self._bodyFailure = None
+        self._inputEnded = None
         self._source = bodySource
         return self
+
+    def notifyInputEnd(self, callback: Callable[[], None]) -> None:
+        """
+        Call ``callback`` once if the client half-closes (sends its FIN)
+        while this request is in flight; at once if it did already.
+
+        connserver itself answers a client that half-closed (RFC 9112 §9.6:
+        its requests are still complete).  Browsers, curl and proxies close
+        only when they give up on a response, though, and an application
+        framework may take it so: ASGI's ``http.disconnect``, as uvicorn and
+        Daphne send it.
+        """
+        connection = self._connection
+        if connection is None:
+            return  # Made by hand: no client to close.
+        if connection.peerInput is not InputState.OPEN:
+            callback()
+        else:
+            self._inputEnded = callback
+
+    def _tellInputEnded(self) -> None:
+        """The client half-closed (called by the connection's pipeline)."""
+        callback, self._inputEnded = self._inputEnded, None
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                _log.failure("a notifyInputEnd callback failed")
 
     def __repr__(self) -> str:
         return f"<Request {self.method!r} {self.target!r} HTTP/{self.version[0]}.{self.version[1]}>"

@@ -263,6 +263,16 @@ class Pipeline:
         if not self.queue:
             conn.startClose("peer-closed")
 
+    def inputEnded(self) -> None:
+        """
+        The client half-closed: the requests in flight are told (those that
+        asked, ``Request.notifyInputEnd``).
+        """
+        for exchange in self.queue:
+            request = exchange.request
+            if request is not None and request._inputEnded is not None:
+                request._tellInputEnded()
+
     def updateReading(self) -> None:
         """
         Pause reading from the socket while the incoming body's reader

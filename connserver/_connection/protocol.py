@@ -290,6 +290,7 @@ class HTTPServerProtocol(Protocol):
             # The lingering read is over.
             self.closer().lose()
             return
+        self.pipeline.inputEnded()
         # Pulling on the parser reaches NEED_DATA once every byte before the
         # half-close is consumed; Pipeline.endOfInput acts from there.
         self.processEvents()

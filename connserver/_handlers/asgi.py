@@ -12,7 +12,11 @@ whose body is the app's single ``http.response.body``, or an
 the client is slow).  ``http.disconnect`` comes when the client goes (or,
 as uvicorn has it, once the response is complete); the app's task is
 cancelled ``disconnectGrace`` seconds after the client went, and at the
-drain's end.
+drain's end.  A client that closes its side (a FIN: curl at its timeout, a
+browser's abort, a proxy's) has gone too, as uvicorn and Daphne take it:
+the app sees ``http.disconnect`` once it has read the body, and is
+cancelled after the grace, but a response it still sends is written (the
+client may have closed only its sending side).
 
 An app that breaks the protocol (no ``http.response.start``, two of them,
 a body after the end) gets a ``RuntimeError`` from ``send`` and the client
@@ -265,6 +269,8 @@ class HTTPCycle(Cycle):
     state = _START
     body = _UNREAD
     disconnected = False
+    #: The client closed its side (FIN): the app is told it went.
+    hungUp = False
     #: A protocol error of the app's was reported already (log it once).
     failed = False
     paused = False
@@ -285,6 +291,7 @@ class HTTPCycle(Cycle):
     def run(self) -> Deferred[Response]:
         """Start the app; the Deferred fires with the response."""
         self.startApp(self.handler.scope(self.request, "http"))
+        self.request.notifyInputEnd(self.clientClosedInput)
         return self.deferred
 
     # -- receive -------------------------------------------------------------
@@ -295,6 +302,8 @@ class HTTPCycle(Cycle):
             if self.disconnected or self.state is _DONE:
                 return _DISCONNECT
             body = self.body
+            if self.hungUp and body is _DELIVERED:
+                return _DISCONNECT
             if body is _UNREAD:
                 if not self.request.hasBody:
                     self.body = _DELIVERED
@@ -467,6 +476,13 @@ class HTTPCycle(Cycle):
         """connserver let go of the response (the client went, a timeout)."""
         self.clientGone()
 
+    def clientClosedInput(self) -> None:
+        """The client half-closed: it went, though it may still read."""
+        if not self.hungUp and not self.disconnected:
+            self.hungUp = True
+            self.wake()
+            self.cancelLater()
+
     def clientGone(self) -> None:
         """The client went: the app sees http.disconnect, then is cancelled."""
         if self.disconnected:
@@ -493,7 +509,11 @@ class HTTPCycle(Cycle):
                 )
             return
         self.state = _DONE
-        if error is None:
+        if error is None and self.hungUp:
+            error = ClientDisconnected(
+                "the client closed its side before the app answered"
+            )
+        elif error is None:
             error = ASGIAppError(
                 "returned without sending http.response.start"
                 if state is _START

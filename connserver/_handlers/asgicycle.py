@@ -12,6 +12,7 @@ from typing import Any
 from twisted.python.failure import Failure
 
 from connserver._connection.message import Request
+from connserver._http.errors import ClientGone
 
 __all__ = [
     "ASGIApp",
@@ -41,10 +42,12 @@ class ASGIAppError(RuntimeError):
     """
 
 
-class ClientDisconnected(OSError):
+class ClientDisconnected(OSError, ClientGone):
     """
     ``send`` after the client went away (ASGI 2.4: an ``OSError``
-    subclass, which Starlette turns into ``ClientDisconnect``).
+    subclass, which Starlette turns into ``ClientDisconnect``); also what
+    connserver is told when an app whose client closed returned without a
+    response (``ClientGone``: nothing to answer, nothing to log as an error).
     """
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "BodyInterrupted",
+    "ClientGone",
     "InvalidTransition",
     "ProtocolError",
     "ResponseFramingError",
@@ -67,6 +68,16 @@ class BodyInterrupted(Exception):
     names (an upstream that closed mid-body, say).  connserver aborts the
     response, as for any failed body, and logs the message as one warning
     line instead of a traceback: the failure is the source's, not a bug.
+    """
+
+
+class ClientGone(Exception):
+    """
+    A handler's failure that says its client gave up, so that there is
+    nobody to answer: the client closed its side before a response existed
+    (an ASGI app that saw ``http.disconnect`` and returned without one).
+    connserver closes the connection (``peer-closed``) with one info line,
+    and neither logs a handler error nor writes a 500.
     """
 
 
