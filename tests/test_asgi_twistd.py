@@ -275,8 +275,32 @@ def test_failedStartupWithATracebackSaysItOnce(site: Path, tmp_path: Path) -> No
         "connserver: the ASGI app's startup failed: "
         "RuntimeError: database unreachable" in output
     )
-    assert "listening on" in output  # Bound first; nothing accepted yet.
+    assert "listening on" not in output  # The startup comes first.
     assert "Task was destroyed" not in output
+
+
+def test_aPortInUseAfterTheStartupRunsTheShutdown(site: Path, tmp_path: Path) -> None:
+    """The app's startup ran, then the server could not listen: its shutdown runs."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            site,
+            tmp_path,
+            "-n",
+            "--pidfile=",
+            "connserver",
+            "--asgi",
+            "cs_asgiapp:app",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+        )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert f"connserver cannot listen on tcp:{port}" in output
+    assert (tmp_path / "startup").exists() and (tmp_path / "shutdown").exists()
+    assert "Traceback" not in output and "Task was destroyed" not in output
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ def build(
     lines, framing, announced, options = builder.prepare(
         method, version, code, None, fields, length, DATE, secure
     )
-    return finishHead(lines, decision), framing, announced, options
+    return finishHead(lines, decision, options), framing, announced, options
 
 
 def test_plainResponse() -> None:
@@ -59,7 +59,33 @@ def test_serverOwnedFieldsAreTakenFromTheHandler() -> None:
     assert options == frozenset({b"close", b"x-custom"})
     assert head.count(b"Content-Length") == 1
     assert b"Keep-Alive" not in head and b"Transfer-Encoding" not in head
-    assert head.endswith(b"Connection: close\r\n\r\n")
+    # The policy's close first, then the handler's own connection options.
+    assert head.endswith(b"Connection: close, x-custom\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("decision", "connection"),
+    [
+        (KEEP, b"Connection: upgrade\r\n"),
+        (CLOSE, b"Connection: close, upgrade\r\n"),
+    ],
+)
+def test_anUpgradeFieldGoesWithTheUpgradeOption(
+    decision: PersistenceDecision, connection: bytes
+) -> None:
+    """
+    RFC 9110 §7.8: a sender of Upgrade (a 426, or any response advertising
+    it) MUST send the "upgrade" connection option, so that no intermediary
+    forwards the field; the handler need not say it.
+    """
+    builder = HeadBuilder()
+    for _ in range(2):  # Also once the field's line is cached.
+        head, _, _, options = build(
+            builder, [(b"Upgrade", b"websocket")], code=426, decision=decision
+        )
+        assert options == frozenset({b"upgrade"})
+        assert b"\r\nUpgrade: websocket\r\n" in head
+        assert head.endswith(connection + b"\r\n")
 
 
 def test_contradictingContentLengthFails() -> None:

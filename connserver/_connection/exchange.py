@@ -593,7 +593,7 @@ class Exchange:
         if not decision.keepAlive:
             # RFC 9112 §9.6: process no further requests on this connection.
             owner.closeAfterCurrent = True
-        return finishHead(lines, decision), framing, length
+        return finishHead(lines, decision, responseOptions), framing, length
 
     def abortResponse(self, why: str, logged: bool = False) -> None:
         """

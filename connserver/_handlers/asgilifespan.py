@@ -158,9 +158,11 @@ class LifespanService(Service):
     service of the server.  The startup runs on the asyncio loop before the
     reactor runs, so that no request reaches an app that is not ready:
     when the service is made if ``startNow`` (a ``--workers`` worker, in its
-    own process), else in ``privilegedStartService`` (``twistd``: after it
-    has daemonized, so that threads and loops the app starts belong to the
-    process that serves; ``LifespanError`` if it failed).  If the reactor
+    own process), else in ``privilegedStartService``, before the listeners
+    bind (``twistd``: after it has daemonized, so that threads and loops the
+    app starts belong to the process that serves; ``LifespanError`` if it
+    failed; a listener that fails then runs the shutdown,
+    ``startupAbandoned``).  If the reactor
     already runs, the startup runs when the service starts.  Stopping it,
     after the drain, runs the shutdown (within ``timeout`` seconds) and
     cancels what app tasks remain.
@@ -191,6 +193,15 @@ class LifespanService(Service):
     def privilegedStartService(self) -> None:
         super().privilegedStartService()  # type: ignore[no-untyped-call]
         self._startBeforeTheReactor()
+
+    def startupAbandoned(self) -> None:
+        """
+        The server could not start after the app's startup (a port in use):
+        the app's shutdown runs now, as uvicorn runs it, so that what its
+        startup opened is closed.
+        """
+        if self.started and not self.loop.is_running():
+            self.loop.run_until_complete(self._stop())
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]

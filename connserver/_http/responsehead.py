@@ -55,7 +55,12 @@ _SERVER_OWNED = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length"}
 )
 # Fields whose presence changes what the server adds: looked at every time.
-_NOT_CACHED = frozenset({b"server", b"date"})
+_NOT_CACHED = frozenset({b"server", b"date", b"upgrade"})
+# RFC 9110 §7.8: "A sender of Upgrade MUST also send an 'upgrade' connection
+# option in the Connection header field" (a 426, or a 200 advertising one).
+_UPGRADE_OPTION = frozenset({b"upgrade"})
+# The options the persistence policy answers itself.
+_POLICY_OPTIONS = frozenset({b"close", b"keep-alive"})
 
 #: ``(lines, framing, length, responseOptions)``: a head before the
 #: persistence decision; ``lines`` lacks Connection, Keep-Alive and the end.
@@ -137,8 +142,11 @@ class HeadBuilder:
             validateResponseField(nameBytes, valueBytes)
             line = nameBytes + _HEADER_SEP + valueBytes + _CRLF
             if lowered in _NOT_CACHED:
-                # The handler's own Server or Date replaces the server's.
-                lines[1 if lowered == b"date" else 2] = b""
+                if lowered == b"upgrade":
+                    responseOptions = responseOptions | _UPGRADE_OPTION
+                else:
+                    # The handler's own Server or Date replaces the server's.
+                    lines[1 if lowered == b"date" else 2] = b""
             else:
                 if len(cache) >= self._cacheSize:
                     # First in, first out: a burst of one-off values (ETags,
@@ -187,10 +195,28 @@ def _frame(
     return chooseFraming(method, version, code, None), None
 
 
-def finishHead(lines: list[bytes], decision: PersistenceDecision) -> bytes:
-    """The whole head: ``lines``, the policy's fields, the empty line."""
-    if decision.connectionHeader is not None:
-        lines.append(b"Connection: " + decision.connectionHeader + _CRLF)
+def finishHead(
+    lines: list[bytes],
+    decision: PersistenceDecision,
+    responseOptions: frozenset[bytes] = _NO_OPTIONS,
+) -> bytes:
+    """
+    The whole head: ``lines``, the policy's fields, the empty line.  The
+    ``Connection`` line is the policy's ``close`` or ``keep-alive`` followed
+    by the handler's other options (``responseOptions``, as ``prepare``
+    gave them): they name the handler's fields that belong to this
+    connection only (RFC 9110 §7.6.1), and ``upgrade`` goes with an
+    ``Upgrade`` field (§7.8).
+    """
+    connection = decision.connectionHeader
+    if responseOptions:
+        extra = sorted(responseOptions - _POLICY_OPTIONS)
+        if extra:
+            if connection is not None:
+                extra.insert(0, connection)
+            connection = b", ".join(extra)
+    if connection is not None:
+        lines.append(b"Connection: " + connection + _CRLF)
     if decision.keepAliveHeader is not None:
         lines.append(b"Keep-Alive: " + decision.keepAliveHeader + _CRLF)
     lines.append(_CRLF)

@@ -135,7 +135,8 @@ def _startLifespan(
     service.addCompanion(
         LifespanService(
             handler, settings.config.drainTimeout, startNow=settings.inWorker
-        )
+        ),
+        first=True,
     )
 
 

@@ -668,10 +668,18 @@ class ConnectionServerService(MultiService):
         """
         self.drainHooks.append(hook)
 
-    def addCompanion(self, service: IService) -> None:
-        """Run ``service`` alongside; it is stopped only after the drain."""
+    def addCompanion(self, service: IService, first: bool = False) -> None:
+        """
+        Run ``service`` alongside; it is stopped only after the drain.  A
+        ``first`` companion starts before the listeners bind (an ASGI app's
+        lifespan startup): if a listener then fails, its
+        ``startupAbandoned()`` (if it has one) undoes what it started.
+        """
         self.companions.append(service)
         service.setServiceParent(self)  # type: ignore[no-untyped-call]
+        if first:
+            self.services.remove(service)
+            self.services.insert(0, service)
 
     @property
     def ports(self) -> Sequence[IListeningPort]:
@@ -684,14 +692,20 @@ class ConnectionServerService(MultiService):
             super().privilegedStartService()  # type: ignore[no-untyped-call]
             return
         Service.privilegedStartService(self)  # type: ignore[no-untyped-call]
+        started: list[IService] = []
         for child in self:
             try:
                 child.privilegedStartService()
             except Exception as error:
                 message = _startupFailure(child, error)
                 self._log.critical("{message}", message=message)
+                for done in reversed(started):
+                    abandon = getattr(done, "startupAbandoned", None)
+                    if abandon is not None:
+                        abandon()
                 installQuietStartupErrors()
                 raise StartupError(message) from None
+            started.append(child)
 
     def stopService(self) -> Deferred[None]:
         """Stop accepting, drain, then stop the companions; fires when done."""
