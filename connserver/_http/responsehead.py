@@ -141,18 +141,13 @@ class HeadBuilder:
                 continue
             validateResponseField(nameBytes, valueBytes)
             line = nameBytes + _HEADER_SEP + valueBytes + _CRLF
-            if lowered in _NOT_CACHED:
-                if lowered == b"upgrade":
-                    responseOptions = responseOptions | _UPGRADE_OPTION
-                else:
-                    # The handler's own Server or Date replaces the server's.
-                    lines[1 if lowered == b"date" else 2] = b""
+            if lowered not in _NOT_CACHED:
+                self._remember((name, value), line)
+            elif lowered == b"upgrade":
+                responseOptions = responseOptions | _UPGRADE_OPTION
             else:
-                if len(cache) >= self._cacheSize:
-                    # First in, first out: a burst of one-off values (ETags,
-                    # cookies) passes through instead of filling it for good.
-                    del cache[next(iter(cache))]
-                cache[(name, value)] = line
+                # The handler's own Server or Date replaces the server's.
+                lines[1 if lowered == b"date" else 2] = b""
             lines.append(line)
         framing, length = _frame(method, version, code, handlerLength, bodyLength)
         if length is not None and framing is _FR_CONTENT_LENGTH:
@@ -161,6 +156,14 @@ class HeadBuilder:
             for name, value in framingHeaders(framing, method, code, length):
                 lines.append(name + _HEADER_SEP + value + _CRLF)
         return lines, framing, length, responseOptions
+
+    def _remember(self, key: tuple[Any, Any], line: bytes) -> None:
+        cache = self._cache
+        if len(cache) >= self._cacheSize:
+            # First in, first out: a burst of one-off values (ETags, cookies)
+            # passes through instead of filling it for good.
+            del cache[next(iter(cache))]
+        cache[key] = line
 
 
 def _frame(
