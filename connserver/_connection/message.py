@@ -334,11 +334,13 @@ class Request:
         """
         connection = self._connection
         if connection is not None:
-            # Worked out once when the head arrived, if it may switch.
+            # Worked out once when the head arrived: a request that may
+            # switch is the one the pipeline holds, and no other may.
             holding = connection.pipeline.holding
             if holding is not None and holding.request is self:
                 offered: tuple[bytes, ...] = holding.offered
                 return offered
+            return ()
         return offeredUpgrades(
             self.version,
             self.connectionOptions,

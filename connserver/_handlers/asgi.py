@@ -38,7 +38,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from connserver._connection.message import Request, Response
+from connserver._connection.message import Request, Response, ResponseDeferred
 from connserver._handlers.asgicycle import (
     ASGIApp,
     ASGIAppError,
@@ -284,7 +284,8 @@ class HTTPCycle(Cycle):
         self, handler: ASGIHandler, request: Request, loop: asyncio.AbstractEventLoop
     ) -> None:
         super().__init__(handler, request, loop)
-        self.deferred: Deferred[Response] = Deferred(self._cancelled)
+        # Taken by the exchange directly, without a callback chain.
+        self.deferred: Deferred[Response] = ResponseDeferred(self._cancelled)
         self.chunks: list[bytes] = []
         self.buffered = 0
 

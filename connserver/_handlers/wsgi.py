@@ -50,7 +50,7 @@ from twisted.web.http import RESPONSES
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from connserver._connection.message import Request, Response
+from connserver._connection.message import Request, Response, ResponseDeferred
 from connserver._http.errors import ProtocolError
 from connserver._http.headers import isToken
 from connserver._http.paths import splitTarget
@@ -241,7 +241,8 @@ class WSGIHandler:
             # Known too large from the head: the application never sees it.
             raise ProtocolError("request body larger than maxBodyBytes", 413)
         call = _Call(self, request, limit)
-        result: Deferred[Response] = Deferred(call.cancel)
+        # Taken by the exchange directly, without a callback chain.
+        result: Deferred[Response] = ResponseDeferred(call.cancel)
         call.result = result
         if not self.pool.started:
             if self._stopping is not None:
