@@ -38,7 +38,7 @@ from connserver._http.records import ConnectionRecord, RequestRecord
 from connserver._http.responsehead import HeadBuilder
 from connserver._http.state import ConnectionState, ExchangeState
 from connserver._http.stats import ALPN_PROTOCOLS, ConnectionStats
-from connserver._twisted.reactor import defaultReactor
+from connserver._twisted.reactor import cancelCall, defaultReactor
 
 __all__ = ["ALPN_PROTOCOLS", "ConnectionFactory", "ConnectionStats"]
 
@@ -445,8 +445,7 @@ class ConnectionFactory(Factory):
         self._acceptPaused = False
         self._unwatchBacklog()
         call, self._recheck = self._recheck, None
-        if call is not None and call.active():
-            call.cancel()
+        cancelCall(call)
         if self.stats.draining:
             return
         for port in self._ports:
@@ -523,8 +522,7 @@ class ConnectionFactory(Factory):
             self.stats.draining = True
             self._unwatchBacklog()
             call, self._recheck = self._recheck, None
-            if call is not None and call.active():
-                call.cancel()
+            cancelCall(call)
             for protocol in list(self._connections):
                 protocol.startDrain()
             if timeout is ...:
@@ -595,8 +593,7 @@ class ConnectionFactory(Factory):
 
     def _finishDrain(self) -> None:
         call, self._drainCall = self._drainCall, None
-        if call is not None and call.active():
-            call.cancel()
+        cancelCall(call)
         waiting, self._drainDone = self._drainDone, []
         for done in waiting:
             done.callback(None)

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from connserver._twisted.reactor import defaultReactor
+from connserver._twisted.reactor import cancelCall, defaultReactor
 from connserver._twisted.writethrough import WOULD_BLOCK
 
 __all__ = [
@@ -241,8 +241,7 @@ class FileBodyProducer:
         # IBodyProducer: after stopProducing the Deferred never fires.
         self._stopped = True
         call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
+        cancelCall(call)
         self._close()
 
     # The work -------------------------------------------------------------

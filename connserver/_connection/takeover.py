@@ -36,6 +36,7 @@ from zope.interface import classImplementsOnly, implementer, providedBy
 from connserver._http.errors import ResponseFramingError
 from connserver._http.framing import statusLine, validateResponseField
 from connserver._http.state import ConnectionState, InputState
+from connserver._twisted.reactor import cancelCall
 
 __all__ = [
     "SwitchProtocols",
@@ -337,8 +338,7 @@ class Takeover:
         drain that began, which would otherwise never reach it.
         """
         call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
+        cancelCall(call)
         pending, self._pending = self._pending, None
         if pending is None or self.target is None:
             return

@@ -24,6 +24,7 @@ from typing import Protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from connserver._http.state import ConnectionState
+from connserver._twisted.reactor import cancelCall
 
 __all__ = ["Phase", "PhaseTimer", "TimerOwner", "TimerQueue", "choosePhase"]
 
@@ -145,8 +146,7 @@ class TimerQueue:
         if self._live == 0:
             self._heap.clear()
             call, self._call = self._call, None
-            if call is not None and call.active():
-                call.cancel()
+            cancelCall(call)
 
     def _arm(self, due: float) -> None:
         self._callAt = due

@@ -45,6 +45,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from connserver._twisted.reactor import cancelCall
+
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -247,8 +249,7 @@ class Tunnel:
         self.ended = True
         self.held = None
         timer, self.timer = self.timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        cancelCall(timer)
         clean = reason is None or reason.check(ConnectionDone) is not None
         upstream = None if self.upstreamGone else self.upstream.transport
         for transport in (self.client.transport, upstream):

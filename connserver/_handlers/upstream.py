@@ -42,6 +42,7 @@ from connserver._http.parser import (
     ResponseHead,
     ResponseParser,
 )
+from connserver._twisted.reactor import cancelCall
 from connserver._twisted.sockets import setNoDelay
 from connserver._twisted.writethrough import TransportWriter
 
@@ -473,8 +474,7 @@ class UpstreamConnection(TwistedProtocol):
 
     def _cancelTimer(self) -> None:
         timer, self.timer = self.timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        cancelCall(timer)
 
 
 class _ConnectionFactory(Factory):

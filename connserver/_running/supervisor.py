@@ -36,6 +36,7 @@ from twisted.logger import Logger
 
 from connserver._running.listeners import ListenerOpenError, ParentSockets
 from connserver._running.spawn import spawnWorker
+from connserver._twisted.reactor import cancelCall
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import (
@@ -230,8 +231,7 @@ class Supervisor:
         handle.ready = True
         self._everReady = True
         call, handle.watchdog = handle.watchdog, None
-        if call is not None and call.active():
-            call.cancel()
+        cancelCall(call)
         handle.watchdog = self._clock.callLater(
             self.reportTimeout, self._silent, handle
         )
@@ -258,8 +258,7 @@ class Supervisor:
     def _retire(self, handle: WorkerHandle) -> None:
         # A draining worker stops reporting; its deadline is drainTimeout's.
         call, handle.watchdog = handle.watchdog, None
-        if call is not None and call.active():
-            call.cancel()
+        cancelCall(call)
         handle.retiring = True
         _log.info("connserver: draining {worker}", worker=str(handle))
         handle.signal(signal.SIGTERM)
@@ -320,8 +319,7 @@ class Supervisor:
             return
         self.workers.remove(handle)
         call, handle.watchdog = handle.watchdog, None
-        if call is not None and call.active():
-            call.cancel()
+        cancelCall(call)
         addCounters(
             self.retired, {k: handle.stats[k] for k in COUNTERS if k in handle.stats}
         )
@@ -453,8 +451,7 @@ class Supervisor:
         self._restarts.clear()
         for handle in self.workers:
             call, handle.watchdog = handle.watchdog, None
-            if call is not None and call.active():
-                call.cancel()
+            cancelCall(call)
             if not handle.retiring:
                 self._retire(handle)
         done: Deferred[None] = Deferred()
@@ -477,8 +474,7 @@ class Supervisor:
         if self.workers:
             return
         call, self._killCall = self._killCall, None
-        if call is not None and call.active():
-            call.cancel()
+        cancelCall(call)
         waiting, self._stopped = self._stopped, []
         for done in waiting:
             done.callback(None)

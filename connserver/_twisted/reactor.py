@@ -1,5 +1,6 @@
 """
-``defaultReactor()``: the global reactor, for code given no reactor.
+``defaultReactor()``: the global reactor, for code given no reactor; and
+``cancelCall``, the one way a pending ``DelayedCall`` is let go.
 
 Importing ``twisted.internet.reactor`` installs the default reactor when
 none is installed yet, so no module may import it at module level: twistd
@@ -10,9 +11,12 @@ function, at the moment it needs one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["defaultReactor", "installAsyncioReactor"]
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall
+
+__all__ = ["cancelCall", "defaultReactor", "installAsyncioReactor"]
 
 
 def defaultReactor() -> Any:
@@ -24,6 +28,17 @@ def defaultReactor() -> Any:
     from twisted.internet import reactor
 
     return reactor
+
+
+def cancelCall(call: IDelayedCall | None) -> None:
+    """
+    Cancel ``call`` if it is still pending: ``None``, a call that ran and a
+    call already cancelled are nothing to do (``DelayedCall.cancel`` raises
+    for the last two).  Callers clear their own reference first
+    (``call, self._call = self._call, None``), so that no stale one stays.
+    """
+    if call is not None and call.active():
+        call.cancel()
 
 
 def installAsyncioReactor() -> None:
