@@ -393,7 +393,6 @@ def test_a101DuringADrainIs503() -> None:
     setup, _ = setUp()
     setup.client.send(handshake())
     setup.connectUpstream()
-    setup.proxy.startDrain()
     setup.client.factory.drain(30)
     setup.fromUpstream(SWITCH)
     [response] = setup.client.responses()

@@ -112,13 +112,3 @@ def test_thePythonAPIRefusesTheSameValues(value: float) -> None:
             reactor=MemoryReactorClock(),
             tunnelIdleTimeout=value,
         )
-
-
-def test_theDrainReachesEveryProxy() -> None:
-    """``twistd connserver`` tells each proxy as the drain begins."""
-    service: Any = tap.makeService(parse(*PROXIES))
-    proxies = proxiesOf(parse(*PROXIES))
-    assert len(service.drainHooks) == len(proxies) == 2
-    for hook in service.drainHooks:
-        hook()
-    assert all(hook.__self__.draining for hook in service.drainHooks)

@@ -142,6 +142,7 @@ class _ConnectionFacts(Protocol):
     scheme: str
     connectionId: int
     maxBodyBytes: int | None
+    draining: bool
 
 
 def _scheme(isSecure: bool) -> str:
@@ -284,6 +285,16 @@ class Request:
         self._inputEnded = None
         self._source = bodySource
         return self
+
+    @property
+    def draining(self) -> bool:
+        """
+        The server drains this request's connection (it shuts down
+        gracefully): the response closes the connection, and a handler
+        should start nothing meant to outlive it (a tunnel, say).
+        """
+        connection = self._connection
+        return connection is not None and bool(connection.draining)
 
     def notifyInputEnd(self, callback: Callable[[], None]) -> None:
         """

@@ -545,7 +545,9 @@ class _ProxyExchange:
             connection.abort()
             return
         proxy = self.proxy
-        if proxy.draining:
+        if self.request.draining:
+            # The drain told the connections as it began: a tunnel spliced
+            # now would outlive it.
             connection.abort()
             self._answer(Response(503, [_TEXT], _UNAVAILABLE, note="draining"))
             return
@@ -678,7 +680,8 @@ class ReverseProxy:
     ``allowUpgrade``; an upstream ``101`` is relayed and the two connections
     are spliced (``tunnel.py``), half-closes passed on both ways, until both
     directions are closed or nothing passes for ``tunnelIdleTimeout``
-    seconds (None: no bound).  After ``startDrain`` no new tunnel is made.
+    seconds (None: no bound).  A ``101`` that arrives while the client's
+    connection drains is answered 503 instead: no new tunnel is made then.
     """
 
     def __init__(
@@ -728,8 +731,6 @@ class ReverseProxy:
         self.allowUpgrade = allowUpgrade
         #: Seconds a tunnel may pass no byte either way (None: no bound).
         self.tunnelIdleTimeout = tunnelIdleTimeout
-        #: The server drains (``startDrain``): no new tunnel is spliced.
-        self.draining = False
         self._hopCache: dict[tuple[Any, ...], bytes] = {}
         #: The upstream connections (``close()`` at shutdown).
         self.pool = UpstreamPool(
@@ -749,16 +750,6 @@ class ReverseProxy:
     def close(self) -> Deferred[Any]:
         """Close the idle upstream connections (at shutdown)."""
         return self.pool.close()
-
-    def startDrain(self) -> None:
-        """
-        The server begins to drain: an upstream ``101`` that arrives from now
-        on is not followed (the client gets 503, the upstream connection is
-        closed), since the drain has already told the open connections and
-        would never reach the new tunnel.  Tunnels already open are the
-        drain's, as upgraded connections.  ``twistd connserver`` calls it.
-        """
-        self.draining = True
 
     def _bodyLimit(self, request: Request) -> int | None:
         # The connection's --max-body-bytes (ServerConfig.maxBodyBytes).

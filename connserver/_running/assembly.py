@@ -247,9 +247,7 @@ def _mounts(
             tunnelIdleTimeout=settings.proxyTunnelTimeout,
         )
         mounts[prefix] = proxy
-        # As the drain begins, no new tunnel; after it, close the idle
-        # upstream connections.
-        service.onDrain(proxy.startDrain)
+        # After the drain, close the idle upstream connections.
         service.addCompanion(CallbackService(f"proxy {prefix}", onStop=proxy.close))
     return mounts
 

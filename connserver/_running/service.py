@@ -522,9 +522,6 @@ class ConnectionServerService(MultiService):
         self._drainTimeout = drainTimeout
         self.listeners: list[ListeningService] = []
         self.companions: list[IService] = []
-        #: Called as the drain begins, before the connections are told
-        #: (``onDrain``).
-        self.drainHooks: list[Callable[[], None]] = []
         self._serving: str | None = None
         self._mounted: Any = None
         for endpoint in endpoints:
@@ -660,14 +657,6 @@ class ConnectionServerService(MultiService):
         listener.setServiceParent(self)  # type: ignore[no-untyped-call]
         return listener
 
-    def onDrain(self, hook: Callable[[], None]) -> None:
-        """
-        Call ``hook`` when the drain begins (the ports closed, before the
-        connections are told): a reverse proxy stops splicing new tunnels
-        then (``ReverseProxy.startDrain``).
-        """
-        self.drainHooks.append(hook)
-
     def addCompanion(self, service: IService, first: bool = False) -> None:
         """
         Run ``service`` alongside; it is stopped only after the drain.  A
@@ -729,11 +718,6 @@ class ConnectionServerService(MultiService):
             "connserver: stopped accepting; draining connections (deadline {timeout})",
             timeout="none" if timeout is None else f"{timeout:g} s",
         )
-        for hook in self.drainHooks:
-            try:
-                hook()
-            except Exception:
-                self._log.failure("connserver: error while starting the drain")
         self._logFailures(
             await DeferredList(
                 [maybeDeferred(self.factory.drain, timeout)], consumeErrors=True
