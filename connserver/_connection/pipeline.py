@@ -269,9 +269,8 @@ class Pipeline:
         asked, ``Request.notifyInputEnd``).
         """
         for exchange in self.queue:
-            request = exchange.request
-            if request is not None and request._inputEnded is not None:
-                request._tellInputEnded()
+            if exchange.request is not None:
+                exchange.request._tellInputEnded()
 
     def updateReading(self) -> None:
         """

@@ -87,9 +87,12 @@ _NOT_RELAYED = HOP_BY_HOP | {b"content-length", b"date", b"server"}
 #: a new connection when a reused one failed before any response byte.
 RETRIED_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE", b"PUT"})
 
-_BAD_GATEWAY = b"502 Bad Gateway\n"
-_GATEWAY_TIMEOUT = b"504 Gateway Timeout\n"
-_UNAVAILABLE = b"503 Service Unavailable\n"
+# The proxy's own answers' bodies, by status.
+_ERROR_BODIES = {
+    502: b"502 Bad Gateway\n",
+    503: b"503 Service Unavailable\n",
+    504: b"504 Gateway Timeout\n",
+}
 _TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 _ALLOW = (b"Allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH")
 _VIA_RESPONSE = {
@@ -549,7 +552,7 @@ class _ProxyExchange:
             # The drain told the connections as it began: a tunnel spliced
             # now would outlive it.
             connection.abort()
-            self._answer(Response(503, [_TEXT], _UNAVAILABLE, note="draining"))
+            self._answer(proxy._error(503, "draining"))
             return
         tunnel = Tunnel(
             proxy._reactor,
@@ -1073,8 +1076,7 @@ class ReverseProxy:
         return Response._relayed(status, fields, body, reason or None)
 
     def _error(self, code: int, note: str) -> Response:
-        body = _BAD_GATEWAY if code == 502 else _GATEWAY_TIMEOUT
-        return Response(code, [_TEXT], body, note=note)
+        return Response(code, [_TEXT], _ERROR_BODIES[code], note=note)
 
 
 #: Fields a TRACE echo leaves out (RFC 9110 §9.3.8: credentials).
