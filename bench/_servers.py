@@ -7,6 +7,7 @@ parse their output.  Every run is bounded in time; servers listen on
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import os
@@ -18,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 SERVER_CPU = "0"
@@ -250,6 +251,40 @@ def importable(*modules: str) -> bool:
 PEERS_NOTE = (
     "run `sh bench/setup-peers.sh` and use bench/.venv-peers/bin/python to measure it"
 )
+
+
+def chosen(
+    parser: argparse.ArgumentParser, flag: str, text: str, known: Iterable[str]
+) -> list[str]:
+    """
+    The comma-separated names ``flag`` was given (``--only``, ``--modes``),
+    each among ``known``; ``parser.error`` names the first that is not.
+    """
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = list(known)
+    for name in names:
+        if name not in known:
+            parser.error(f"{flag} {name!r}: expected some of {', '.join(known)}")
+    return names
+
+
+def measurable(
+    names: Sequence[str], modulesOf: Callable[[str], Sequence[str]]
+) -> list[str]:
+    """
+    The servers of ``names`` whose modules (``modulesOf(name)``) this
+    interpreter imports; a line for each one skipped, and exit if none is left.
+    """
+    kept = []
+    for name in names:
+        missing = [module for module in modulesOf(name) if not importable(module)]
+        if missing:
+            print(f"skipped {name}: no {', '.join(missing)} here; {PEERS_NOTE}")
+        else:
+            kept.append(name)
+    if not kept:
+        sys.exit("no server left to measure")
+    return kept
 
 
 def measureModes(

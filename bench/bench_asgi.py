@@ -54,9 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _servers import (
     LOAD_CPU,
-    PEERS_NOTE,
+    chosen,
     freePort,
-    importable,
+    measurable,
     pinned,
     python,
     server,
@@ -336,23 +336,9 @@ def main() -> None:
         help="ws-echo's client: bench/_wsload.py (raw) or the websockets library",
     )
     args = parser.parse_args()
-    wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    for name in wanted:
-        if name not in SERVERS:
-            parser.error(f"--only {name!r}: expected some of {', '.join(SERVERS)}")
-    for mode in modes:
-        if mode not in MODES:
-            parser.error(f"--modes {mode!r}: expected some of {', '.join(MODES)}")
-    names = []
-    for name in wanted:
-        missing = [m for m in SERVERS[name][0] if not importable(m)]
-        if missing:
-            print(f"skipped {name}: no {', '.join(missing)} here; {PEERS_NOTE}")
-        else:
-            names.append(name)
-    if not names:
-        sys.exit("no server left to measure")
+    wanted = chosen(parser, "--only", args.only, SERVERS)
+    modes = chosen(parser, "--modes", args.modes, MODES)
+    names = measurable(wanted, lambda name: SERVERS[name][0])
     print(
         f"# ASGI, {args.seconds}s per run, {args.rounds} round(s), "
         f"servers on core 0, load on core 1 (ws-echo: --load {args.load})"

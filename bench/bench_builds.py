@@ -86,7 +86,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_hardening
 import bench_request_path
-from _servers import SERVER_CPU, freePort, measureModes, pinned, python, server
+from _servers import (
+    SERVER_CPU,
+    chosen,
+    freePort,
+    measureModes,
+    pinned,
+    python,
+    server,
+)
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -407,10 +415,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures there")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    wanted = [name.strip() for name in args.only.split(",") if name.strip()]
-    for name in wanted:
-        if name not in FIGURES:
-            parser.error(f"--only {name!r}: expected some of {', '.join(FIGURES)}")
+    wanted = chosen(parser, "--only", args.only, FIGURES)
     try:
         low, high = (int(n) for n in args.callgrind_requests.split(","))
     except ValueError:

@@ -83,9 +83,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _servers import (
-    PEERS_NOTE,
+    chosen,
     freePort,
-    importable,
+    measurable,
     measureModes,
     python,
     server,
@@ -453,23 +453,9 @@ def main() -> None:
     )
     parser.add_argument("--modes", default=",".join(MODES))
     args = parser.parse_args()
-    wanted = [name.strip() for name in args.only.split(",") if name.strip()]
-    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    for name in wanted:
-        if name not in SERVERS:
-            parser.error(f"--only {name!r}: expected some of {', '.join(SERVERS)}")
-    for mode in modes:
-        if mode not in MODES:
-            parser.error(f"--modes {mode!r}: expected some of {', '.join(MODES)}")
-    names = []
-    for name in wanted:
-        missing = [module for module in SERVERS[name][0] if not importable(module)]
-        if missing:
-            print(f"skipped {name}: no {', '.join(missing)} here; {PEERS_NOTE}")
-        else:
-            names.append(name)
-    if not names:
-        sys.exit("no server left to measure")
+    wanted = chosen(parser, "--only", args.only, SERVERS)
+    modes = chosen(parser, "--modes", args.modes, MODES)
+    names = measurable(wanted, lambda name: SERVERS[name][0])
 
     print(
         f"# request path, 130 bytes from memory, {args.seconds}s per run, "

@@ -56,7 +56,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _servers
-from _servers import freePort, measureModes, python, server, wrk
+from _servers import chosen, freePort, measureModes, python, server, wrk
 
 REPO = Path(__file__).resolve().parent.parent
 FILE = "130B.txt"
@@ -235,14 +235,8 @@ def main() -> None:
         "(all interfaces) instead of --listen ssl:...:interface=127.0.0.1",
     )
     args = parser.parse_args()
-    names = [name.strip() for name in args.only.split(",") if name.strip()]
-    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    for name in names:
-        if name not in SERVERS:
-            parser.error(f"--only {name!r}: expected some of {', '.join(SERVERS)}")
-    for mode in modes:
-        if mode not in MODES:
-            parser.error(f"--modes {mode!r}: expected some of {', '.join(MODES)}")
+    names = chosen(parser, "--only", args.only, SERVERS)
+    modes = chosen(parser, "--modes", args.modes, MODES)
 
     print(
         f"# HTTPS, 130-byte file, P-256 certificate, {args.seconds}s per run, "

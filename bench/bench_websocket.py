@@ -95,6 +95,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _servers import (
     LOAD_CPU,
+    chosen,
     freePort,
     importable,
     pinned,
@@ -338,14 +339,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures there")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    hosts = [name.strip() for name in args.only.split(",") if name.strip()]
-    figures = [name.strip() for name in args.figures.split(",") if name.strip()]
-    for name in hosts:
-        if name not in HOSTS:
-            parser.error(f"--only {name!r}: expected some of {', '.join(HOSTS)}")
-    for name in figures:
-        if name not in FIGURES:
-            parser.error(f"--figures {name!r}: expected some of {', '.join(FIGURES)}")
+    hosts = chosen(parser, "--only", args.only, HOSTS)
+    figures = chosen(parser, "--figures", args.figures, FIGURES)
     if not 1 <= args.inflight <= 16:
         parser.error("--inflight: 1 to 16")
     if not importable("autobahn", "twisted.web"):
