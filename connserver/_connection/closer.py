@@ -171,13 +171,15 @@ class ConnectionCloser(Closer):
         lingerFor = (
             conn.config.lingerTimeout if linger and conn.peerInput is _IN_OPEN else None
         )
+        # What this turn gathered goes first (Flow.endRound holds it for
+        # the turn's end otherwise).
+        flow.flush()
         if flow.writePaused:
             # Bytes wait in the transport: close once they drain, bounded by
             # sendTimeout (the send phase stays armed).
             self.waitForFlush(lingerFor)
             conn.timer.arm(_PH_SEND)
             return
-        flow.flush()
         self.close(lingerFor)
 
 

@@ -403,9 +403,12 @@ class Exchange:
             deferred.addCallbacks(self.handlerAnswered, self.handlerFailedAsync)
 
     def handlerAnswered(self, response: object) -> None:
-        """The asynchronous handler's answer."""
+        """
+        The asynchronous handler's answer, written as a round's answers
+        are: with the other answers of the reactor's turn (``Flow``).
+        """
         self.pending = None
-        self.respond(response)
+        self.owner.flow.gathered(self.respond, response)
 
     def handlerFailedAsync(self, failure: Failure) -> None:
         """The asynchronous handler failed (or was cancelled)."""

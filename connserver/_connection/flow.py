@@ -12,14 +12,20 @@ read ahead (``setReading``), so that an unread body or a pipeline flood
 costs bounded memory.
 
 Writes made while the protocol runs a round are gathered (``gathering``)
-and sent as one write at its end (``flush``), or once
-``BATCH_WRITES`` writes or ``BATCH_BYTES`` are gathered, so that the
-transport's backpressure still bites: a pipeline of small requests is
-answered in one packet.
+and sent as one write (``flush``) at the end of the reactor's turn, with
+the answers of every other connection the turn served (``afterTurn``: the
+client is woken once, not once per answer), or once ``BATCH_WRITES``
+writes or ``BATCH_BYTES`` are gathered, so that the transport's
+backpressure still bites: a pipeline of small requests is answered in one
+packet.  Whatever writes or closes otherwise (a streamed body, a
+sendfile, the closer, a takeover) flushes first.  Only Twisted's own TCP
+transport waits for the turn's end; on others (TLS, a test's in-memory
+transport) the gathered bytes go at the round's end.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
@@ -27,6 +33,7 @@ from zope.interface import implementer
 
 from connserver._connection.timer import Phase
 from connserver._http.state import ConnectionState, ExchangeState
+from connserver._twisted.afterturn import AfterTurn, afterTurnOf
 from connserver._twisted.writethrough import WOULD_BLOCK, TransportWriter
 
 __all__ = ["BATCH_BYTES", "BATCH_WRITES", "READ_AHEAD_LIMIT", "WOULD_BLOCK", "Flow"]
@@ -58,8 +65,10 @@ class Flow:
         "_conn",
         "_out",
         "_transport",
+        "_turn",
         "batch",
         "gathering",
+        "queuedForTurn",
         "readPaused",
         "writePaused",
     )
@@ -79,11 +88,17 @@ class Flow:
         #: connection holds no list).
         self.batch: list[bytes] | None = None
         self._batchBytes = 0
+        #: The reactor's end-of-turn queue (plain TCP only), and whether this
+        #: flow waits in it.
+        self._turn: AfterTurn | None = None
+        self.queuedForTurn = False
 
     def attach(self, transport: Any) -> TransportWriter:
         """Write to ``transport`` from now on."""
         self._transport = transport
         out = self._out = TransportWriter(transport)
+        if out.plainTCP:
+            self._turn = afterTurnOf(transport.reactor)
         return out
 
     def detach(self) -> None:
@@ -108,10 +123,43 @@ class Flow:
             self._batchBytes += len(data)
             if self._batchBytes >= BATCH_BYTES or len(batch) >= BATCH_WRITES:
                 self.flush()
+        elif self.batch is not None:
+            # Gathered bytes wait for the turn's end: these follow them.
+            self.batch.append(data)
+            self.flush()
         else:
             out = self._out
             if out is not None:
                 out.write(data)
+
+    def gathered(self, call: Callable[[Any], object], arg: Any) -> None:
+        """
+        ``call(arg)`` with its writes gathered as inside a round (an
+        asynchronous handler's answer, written outside one), then
+        ``endRound``.
+        """
+        if self.gathering:
+            call(arg)
+            return
+        self.gathering = True
+        try:
+            call(arg)
+        finally:
+            self.gathering = False
+            if self.batch is not None:
+                self.endRound()
+
+    def endRound(self) -> None:
+        """
+        The round is over: what it gathered leaves at the end of the
+        reactor's turn (plain TCP), or now.
+        """
+        turn = self._turn
+        if turn is None or turn.atOnce():
+            self.flush()
+        elif not self.queuedForTurn:
+            self.queuedForTurn = True
+            turn.add(_flushQueued, self)
 
     def flush(self) -> None:
         """Write what is gathered now (a head before a sendfile, a close)."""
@@ -202,6 +250,11 @@ class Flow:
                 self._transport.pauseProducing()
             else:
                 self._transport.resumeProducing()
+
+
+def _flushQueued(flow: Flow) -> None:
+    flow.queuedForTurn = False
+    flow.flush()
 
 
 _C_CLOSED = ConnectionState.CLOSED

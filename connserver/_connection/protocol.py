@@ -372,7 +372,7 @@ class HTTPServerProtocol(Protocol):
             self._round = _IDLE_ROUND
             flow.gathering = False
             if flow.batch is not None:
-                flow.flush()
+                flow.endRound()
         self._afterRound()
 
     def _afterRound(self) -> None:

@@ -1,0 +1,152 @@
+"""
+``connserver._twisted.afterturn``: the calls queued for the end of a
+reactor's turn, and when a sender should not wait for it (``atOnce``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
+
+from connserver._twisted.afterturn import PROBE_EVERY, AfterTurn, afterTurnOf
+
+
+def test_callsOfATurnRunTogetherAtItsEndInOrder() -> None:
+    clock = Clock()
+    turn = AfterTurn(clock)
+    ran: list[int] = []
+    for i in range(3):
+        turn.add(ran.append, i)
+    # One delayed call for the whole turn.
+    assert len(clock.getDelayedCalls()) == 1
+    assert ran == []
+    clock.advance(0)
+    assert ran == [0, 1, 2]
+    assert clock.getDelayedCalls() == []
+    # The next turn schedules afresh.
+    turn.add(ran.append, 3)
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(0)
+    assert ran == [0, 1, 2, 3]
+
+
+def test_aCallQueuedWhileTheQueueRunsRunsInThatRun() -> None:
+    """A relayed answer that its connection gathers for the turn's end."""
+    clock = Clock()
+    turn = AfterTurn(clock)
+    ran: list[str] = []
+
+    def first(_: object) -> None:
+        ran.append("first")
+        turn.add(ran.append, "queued by first")
+
+    turn.add(first, None)
+    turn.add(ran.append, "second")
+    clock.advance(0)
+    assert ran == ["first", "second", "queued by first"]
+    assert clock.getDelayedCalls() == []
+
+
+def test_aFailingCallIsLoggedAndTheOthersRun() -> None:
+    clock = Clock()
+    turn = AfterTurn(clock)
+    ran: list[int] = []
+
+    def broken(_: object) -> None:
+        raise RuntimeError("broken")
+
+    turn.add(broken, None)
+    turn.add(ran.append, 1)
+    with capturedLogs() as events:
+        clock.advance(0)
+    assert ran == [1]
+    assert [e["log_failure"].check(RuntimeError) for e in events] == [RuntimeError]
+    # Not stuck in the running state: the next call schedules a turn.
+    turn.add(ran.append, 2)
+    assert len(clock.getDelayedCalls()) == 1
+
+
+def test_atOnceAfterALightTurnThenProbeAgain() -> None:
+    """
+    A turn with a single call queued (one client, one request at a time)
+    had nothing to send together: the next ``PROBE_EVERY`` sends go at once,
+    then one waits again, to see whether the load is still light.
+    """
+    clock = Clock()
+    turn = AfterTurn(clock)
+    assert not turn.atOnce()
+    turn.add(lambda _: None, None)
+    clock.advance(0)
+    assert [turn.atOnce() for _ in range(PROBE_EVERY)] == [True] * PROBE_EVERY
+    assert not turn.atOnce()
+
+
+def test_aBusyTurnKeepsSendersWaiting() -> None:
+    clock = Clock()
+    turn = AfterTurn(clock)
+    turn.add(lambda _: None, None)
+    clock.advance(0)
+    assert turn.atOnce()
+    turn.add(lambda _: None, None)
+    turn.add(lambda _: None, None)
+    clock.advance(0)
+    # The light turn's allowance is not renewed by a busy one.
+    assert sum(turn.atOnce() for _ in range(PROBE_EVERY)) == PROBE_EVERY - 1
+    assert not turn.atOnce()
+
+
+def test_oneAfterTurnPerClock() -> None:
+    first, second = Clock(), Clock()
+    assert afterTurnOf(first) is afterTurnOf(first)
+    assert afterTurnOf(first) is not afterTurnOf(second)
+
+
+def test_theTableDoesNotKeepAClockAlive() -> None:
+    clock = Clock()
+    afterTurnOf(clock).add(lambda _: None, None)
+    clock.advance(0)
+    collected: list[bool] = []
+    weakref.finalize(clock, collected.append, True)
+    del clock
+    gc.collect()
+    assert collected == [True]
+
+
+class _AsyncioReactor:
+    """What AfterTurn reads of Twisted's asyncio reactor: its loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._asyncioEventloop = loop
+
+    def callLater(self, *args: Any) -> Any:
+        raise AssertionError("the loop's call_soon, not a DelayedCall")
+
+
+def test_onTheAsyncioReactorTheLoopsCallSoon() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        turn = AfterTurn(_AsyncioReactor(loop))  # type: ignore[arg-type]
+        ran: list[int] = []
+        turn.add(ran.append, 1)
+        turn.add(ran.append, 2)
+        assert ran == []
+        loop.run_until_complete(asyncio.sleep(0))
+        assert ran == [1, 2]
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_theQueueIsEmptyAfterARun(count: int) -> None:
+    clock = Clock()
+    turn = AfterTurn(clock)
+    for _ in range(count):
+        turn.add(lambda _: None, None)
+    clock.advance(0)
+    assert turn._queue == []
