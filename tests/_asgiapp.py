@@ -178,9 +178,16 @@ brokenStartup = Starlette(lifespan=unreachable)
 
 
 async def hangups(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Waits for the client to go; ``/answer`` still answers then."""
+    """
+    Waits for the client to go; ``/answer`` still answers then, and
+    ``/streaming`` (which began its response before it first waited)
+    finishes its body.
+    """
     if scope["type"] != "http":
         return  # No lifespan.
+    if scope["path"] == "/streaming":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first ", "more_body": True})
     await receive()  # The (empty) request body.
     gone = await receive()
     mark("hungup" + scope["path"].replace("/", "-"), gone["type"])
@@ -194,3 +201,7 @@ async def hangups(scope: dict[str, Any], receive: Any, send: Any) -> None:
             }
         )
         await send({"type": "http.response.body", "body": body})
+    elif scope["path"] == "/streaming":
+        await send(
+            {"type": "http.response.body", "body": b"saw " + gone["type"].encode()}
+        )

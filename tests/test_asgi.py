@@ -63,7 +63,10 @@ def run(coroutine: Any) -> Any:
 
 
 async def answer(handler: ASGIHandler, request: Request) -> Response:
+    """The handler's answer: at once (sent before the app waited) or later."""
     result = handler(request)
+    if isinstance(result, Response):
+        return result
     assert isinstance(result, Deferred)
     return await result.asFuture(asyncio.get_running_loop())  # type: ignore[no-any-return]
 

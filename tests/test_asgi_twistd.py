@@ -219,11 +219,12 @@ def test_aClientThatClosesItsSideHasGone(server: Start, tmp_path: Path) -> None:
     A FIN (curl at its timeout, a browser's abort, a proxy's close) is the
     client going, as uvicorn and Daphne take it: the app sees
     ``http.disconnect``.  A response it still sends is written; one it never
-    sends is nobody's error.
+    sends is nobody's error.  An app that began its response before it
+    first waited (a synchronous answer to connserver) hears it too.
     """
     s = server("--asgi", "cs_asgiapp:hangups")
     answers = {}
-    for path in ("/answer", "/silent"):
+    for path in ("/answer", "/silent", "/streaming"):
         with socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT) as c:
             c.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
             c.shutdown(socket.SHUT_WR)
@@ -231,7 +232,10 @@ def test_aClientThatClosesItsSideHasGone(server: Start, tmp_path: Path) -> None:
     assert answers["/answer"].startswith(b"HTTP/1.1 200 OK\r\n")
     assert answers["/answer"].endswith(b"\r\n\r\nsaw http.disconnect")
     assert answers["/silent"] == b""
-    for name in ("hungup-answer", "hungup-silent"):
+    streamed = answers["/streaming"]
+    assert streamed.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert streamed.endswith(b"6\r\nfirst \r\n13\r\nsaw http.disconnect\r\n0\r\n\r\n")
+    for name in ("hungup-answer", "hungup-silent", "hungup-streaming"):
         assert (tmp_path / name).read_text() == "http.disconnect"
     s.stop()
     assert "handler failed" not in s.output()

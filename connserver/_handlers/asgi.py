@@ -279,21 +279,50 @@ class HTTPCycle(Cycle):
     streamed: _ResponseBody | None = None
     producer: IPushProducer | None = None
     waiter: asyncio.Future[None] | None = None
+    #: The outcome is given (a response or a failure), or connserver let
+    #: go of it (the client went, a timeout): nothing more to answer.
+    answered = False
+    #: The response, when the app sent it before it first waited.
+    response: Response | None = None
+    #: How a later outcome reaches the exchange (made once the app waits).
+    deferred: ResponseDeferred | None = None
 
     def __init__(
         self, handler: ASGIHandler, request: Request, loop: asyncio.AbstractEventLoop
     ) -> None:
         super().__init__(handler, request, loop)
-        # Taken by the exchange directly, without a callback chain.
-        self.deferred: Deferred[Response] = ResponseDeferred(self._cancelled)
         self.chunks: list[bytes] = []
         self.buffered = 0
 
-    def run(self) -> Deferred[Response]:
-        """Start the app; the Deferred fires with the response."""
+    def run(self) -> Response | Deferred[Response]:
+        """
+        Start the app: its response, if it sent it before it first waited
+        (a synchronous answer, the cheapest), or a Deferred of it.
+        """
         self.startApp(self.handler.scope(self.request, "http"))
-        self.request.notifyInputEnd(self.clientClosedInput)
-        return self.deferred
+        if not self.ended:
+            # (Still streaming its body, or not answered yet.)
+            self.request.notifyInputEnd(self.clientClosedInput)
+        if self.response is not None:
+            return self.response
+        deferred = self.deferred
+        if deferred is None:
+            # Taken by the exchange directly, without a callback chain.
+            deferred = self.deferred = ResponseDeferred(self._cancelled)
+        return deferred
+
+    def _answer(self, response: Response) -> None:
+        self.answered = True
+        if self.deferred is None:
+            self.response = response  # run() returns it
+        else:
+            self.deferred.callback(response)
+
+    def _fail(self, failure: Failure) -> None:
+        self.answered = True
+        if self.deferred is None:
+            self.deferred = ResponseDeferred(self._cancelled)  # run() returns it
+        self.deferred.errback(failure)
 
     # -- receive -------------------------------------------------------------
 
@@ -409,7 +438,7 @@ class HTTPCycle(Cycle):
         self.state = _HEAD
 
     def _first(self, message: Message) -> None:
-        if self.deferred.called:
+        if self.answered:
             raise ClientDisconnected("the client went away")
         body = message.get("body", b"")
         if message.get("more_body", False):
@@ -420,7 +449,7 @@ class HTTPCycle(Cycle):
             self.state = _DONE
             response = Response(self.status, self.fields, bytes(body))
             self.wake()
-        self.deferred.callback(response)
+        self._answer(response)
 
     async def _more(self, message: Message) -> None:
         streamed = self.streamed
@@ -459,10 +488,10 @@ class HTTPCycle(Cycle):
                 else:
                     # connserver logs it (one warning) and aborts the response.
                     streamed.done.errback(BodyInterrupted(text))
-            elif not self.deferred.called:
+            elif not self.answered:
                 self.state = _DONE
                 # connserver logs it (one line) and answers 500.
-                self.deferred.errback(Failure(ASGIAppError(what)))
+                self._fail(Failure(ASGIAppError(what)))
             else:
                 _log.warn(
                     "ASGI app error for {request}: {what}",
@@ -475,6 +504,7 @@ class HTTPCycle(Cycle):
 
     def _cancelled(self, deferred: Deferred[Response]) -> None:
         """connserver let go of the response (the client went, a timeout)."""
+        self.answered = True
         self.clientGone()
 
     def clientClosedInput(self) -> None:
@@ -500,7 +530,7 @@ class HTTPCycle(Cycle):
         if state is _STREAMING:
             self._unfinished(error)
             return
-        if state is _DONE or self.deferred.called:
+        if state is _DONE or self.answered:
             if error is not None:
                 _log.failure(
                     "ASGI app for {request} raised after its response was "
@@ -521,7 +551,7 @@ class HTTPCycle(Cycle):
                 else "returned without sending its response body"
             )
         # connserver logs it (one line, with the traceback) and answers 500.
-        self.deferred.errback(asFailure(error))
+        self._fail(asFailure(error))
 
     def _unfinished(self, error: BaseException | None) -> None:
         """The app ended in the middle of a streamed body: abort it."""

@@ -12,6 +12,7 @@ from typing import Any
 from twisted.python.failure import Failure
 
 from connserver._connection.message import Request
+from connserver._handlers.asgitask import startEagerly
 from connserver._http.errors import ClientGone
 
 __all__ = [
@@ -55,6 +56,8 @@ class Cycle:
     """What the HTTP and WebSocket cycles share: the app's task and its end."""
 
     task: asyncio.Task[None] | None = None
+    #: The app's coroutine returned (or raised).
+    ended = False
     _grace: asyncio.TimerHandle | None = None
 
     def __init__(
@@ -65,9 +68,12 @@ class Cycle:
         self.loop = loop
 
     def startApp(self, scope: Scope) -> None:
-        """Run the app in a task of its own."""
+        """
+        Run the app in a task of its own, started eagerly: what it does
+        before it first waits is done when this returns.
+        """
         self.handler.cycles.add(self)
-        self.task = self.loop.create_task(self._main(scope))
+        self.task = startEagerly(self.loop, self._main(scope))
 
     async def _main(self, scope: Scope) -> None:
         # The end is handled here rather than in a done callback: one loop
@@ -79,6 +85,7 @@ class Cycle:
             pass
         except BaseException as raised:
             error = raised
+        self.ended = True
         self.handler.cycles.discard(self)
         grace, self._grace = self._grace, None
         if grace is not None:
