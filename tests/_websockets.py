@@ -257,6 +257,12 @@ async def autobahnConnect(
     reactor = realReactor()
     scheme = "wss" if tls else "ws"
     factory = WebSocketClientFactory(f"{scheme}://localhost:{port}{path}")
+    # txaio's batched timer truncates a deadline to the whole second
+    # (int(now + delay)): autobahn's 1-second close-handshake timeout can
+    # fire after a few milliseconds, and one client of many closing at once
+    # then reports 1006.  Longer timeouts keep them out of the way; every
+    # wait here is bounded anyway.
+    factory.setProtocolOptions(openHandshakeTimeout=30, closeHandshakeTimeout=30)
 
     class Client(AutobahnClient):
         pass
