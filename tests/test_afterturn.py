@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from typing import Any
 
 import pytest
+from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
@@ -118,28 +118,36 @@ def test_theTableDoesNotKeepAClockAlive() -> None:
     assert collected == [True]
 
 
-class _AsyncioReactor:
-    """What AfterTurn reads of Twisted's asyncio reactor: its loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._asyncioEventloop = loop
-
-    def callLater(self, *args: Any) -> Any:
-        raise AssertionError("the loop's call_soon, not a DelayedCall")
-
-
-def test_onTheAsyncioReactorTheLoopsCallSoon() -> None:
+def test_onTheAsyncioReactorTheRunningLoopsCallSoon() -> None:
+    """
+    Under Twisted's asyncio reactor (``--asgi``), the turn's end is the
+    loop's next pass: ``call_soon``, not a DelayedCall; before the loop
+    runs, the reactor's ``callLater``.
+    """
     loop = asyncio.new_event_loop()
+    reactor = AsyncioSelectorReactor(loop)
+    delayed: list[object] = []
+    reactor.callLater = lambda *args: delayed.append(args)  # type: ignore[method-assign]
     try:
-        turn = AfterTurn(_AsyncioReactor(loop))  # type: ignore[arg-type]
+        turn = AfterTurn(reactor)
         ran: list[int] = []
-        turn.add(ran.append, 1)
-        turn.add(ran.append, 2)
-        assert ran == []
-        loop.run_until_complete(asyncio.sleep(0))
-        assert ran == [1, 2]
+
+        async def inTheLoop() -> None:
+            turn.add(ran.append, 1)
+            turn.add(ran.append, 2)
+            assert ran == []
+            await asyncio.sleep(0)
+            assert ran == [1, 2]
+
+        loop.run_until_complete(inTheLoop())
+        assert delayed == []
+        turn.add(ran.append, 3)
+        assert [args[0] for args in delayed] == [0]
     finally:
+        for reader in list(reactor.getReaders()):
+            reactor.removeReader(reader)
         loop.close()
+        reactor.waker.connectionLost(None)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("count", [1, 2])

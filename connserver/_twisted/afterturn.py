@@ -21,10 +21,12 @@ client, one request at a time), and to try waiting again after
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 from weakref import WeakKeyDictionary, ref
 
+from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -40,7 +42,7 @@ _log = Logger(namespace="connserver")
 class AfterTurn:
     """The calls queued for the end of ``clock``'s current turn."""
 
-    __slots__ = ("__weakref__", "_atOnce", "_clock", "_loop", "_queue", "_running")
+    __slots__ = ("__weakref__", "_asyncio", "_atOnce", "_clock", "_queue", "_running")
 
     def __init__(self, clock: IReactorTime) -> None:
         self._queue: list[tuple[Callable[[Any], object], Any]] = []
@@ -50,22 +52,30 @@ class AfterTurn:
         self._running = False
         # Weakly: the table of AfterTurns (afterTurnOf) holds its clocks weakly.
         self._clock = ref(clock)
-        # Twisted's asyncio reactor: the loop's own call_soon, which runs
-        # first in the loop's next pass.  Its callLater(0) would cost a
+        # Twisted's asyncio reactor: the running loop's own call_soon, which
+        # runs first in the loop's next pass.  Its callLater(0) would cost a
         # DelayedCall, a timer handle and a second pass of Twisted's timers.
-        self._loop: Any = getattr(clock, "_asyncioEventloop", None)
+        self._asyncio = isinstance(clock, AsyncioSelectorReactor)
 
     def add(self, call: Callable[[Any], object], arg: Any) -> None:
         """``call(arg)`` at the end of this turn, after those queued before."""
         queue = self._queue
         if not queue and not self._running:
-            if self._loop is not None:
-                self._loop.call_soon(self._run)
-            else:
-                clock = self._clock()
-                if clock is not None:
-                    clock.callLater(0, self._run)
+            self._schedule()
         queue.append((call, arg))
+
+    def _schedule(self) -> None:
+        if self._asyncio:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass  # The reactor is not running yet: its callLater.
+            else:
+                loop.call_soon(self._run)
+                return
+        clock = self._clock()
+        if clock is not None:
+            clock.callLater(0, self._run)
 
     def atOnce(self) -> bool:
         """
