@@ -88,6 +88,13 @@ async def wsRefuse(websocket: WebSocket) -> None:
     await websocket.close()
 
 
+async def wsWelcome(websocket: WebSocket) -> None:
+    """Sends and closes without waiting on the client: FastAPI's usual opening."""
+    await websocket.accept()
+    await websocket.send_text("welcome")
+    await websocket.close(code=1000)
+
+
 app = Starlette(
     routes=[
         Route("/hello", hello),
@@ -97,6 +104,7 @@ app = Starlette(
         Route("/fields", fields),
         WebSocketRoute("/ws", wsEcho),
         WebSocketRoute("/refuse", wsRefuse),
+        WebSocketRoute("/welcome", wsWelcome),
     ],
     lifespan=lifespan,
 )

@@ -72,6 +72,31 @@ def test_aFailingCallIsLoggedAndTheOthersRun() -> None:
     assert len(clock.getDelayedCalls()) == 1
 
 
+def test_aBaseExceptionLeavesTheRestForTheNextTurn() -> None:
+    """
+    KeyboardInterrupt or SystemExit in one call goes on up; the calls not
+    run yet are not lost (their answers would wait for another event).
+    """
+    clock = Clock()
+    turn = AfterTurn(clock)
+    ran: list[int] = []
+
+    def interrupted(_: object) -> None:
+        raise KeyboardInterrupt
+
+    turn.add(ran.append, 1)
+    turn.add(interrupted, None)
+    turn.add(ran.append, 2)
+    turn.add(ran.append, 3)
+    with pytest.raises(KeyboardInterrupt):
+        clock.advance(0)
+    assert ran == [1]
+    turn.add(ran.append, 4)
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(0)
+    assert ran == [1, 2, 3, 4]
+
+
 def test_atOnceAfterALightTurnThenProbeAgain() -> None:
     """
     A turn with a single call queued (one client, one request at a time)

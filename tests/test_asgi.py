@@ -228,7 +228,10 @@ def test_streamedResponseAndDisconnect() -> None:
         body: Any = response.body
         recorder = Recorder()
         done = body.startProducing(recorder)
-        await asyncio.sleep(0)
+        for _ in range(10):
+            if len(recorder.data) == 2:
+                break
+            await asyncio.sleep(0)
         body.stopProducing()  # the client went away
         await asyncio.sleep(0.01)
         # The app returned mid-body: the body failed (connserver ignores it,
@@ -273,6 +276,53 @@ def test_streamedBodyWaitsWhilePaused() -> None:
 
     assert run(main()) == [b"x", b"y", b"y", b"y"]
     assert sent == [0, 1, 2]
+
+
+def test_aBodyStreamedBeforeTheAppWaitsIsHeldBackToo() -> None:
+    """
+    Started eagerly, an app can stream on in the step it began its response
+    in, before connserver has taken the response: its sends wait for the
+    body to start, then for the client as ever, rather than pile up.
+    """
+    sent: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        for i in range(100):
+            await send(
+                {"type": "http.response.body", "body": b"more", "more_body": True}
+            )
+            sent.append(i)
+        await send({"type": "http.response.body"})
+
+    async def main() -> None:
+        response = await answer(ASGIHandler(app), makeRequest())
+        body: Any = response.body
+        assert sent == [] and body.pending == [b"first"]
+
+        class Pausing(Recorder):
+            """A client that takes one write at a time."""
+
+            def write(self, data: bytes) -> None:
+                super().write(data)
+                body.pauseProducing()
+
+        recorder = Pausing()
+        done = body.startProducing(recorder)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert recorder.data == [b"first", b"more"] and sent == []
+        for _ in range(1000):
+            if done.called:
+                break
+            body.resumeProducing()
+            await asyncio.sleep(0)
+        assert done.called
+        assert sent == list(range(100))
+        assert recorder.data == [b"first"] + [b"more"] * 100
+
+    run(main())
 
 
 async def failure(handler: ASGIHandler, request: Request) -> Failure:

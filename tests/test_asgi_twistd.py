@@ -163,7 +163,7 @@ def test_http10CloseDelimited(server: Start) -> None:
 
 
 def test_webSocketEcho(server: Start, tmp_path: Path) -> None:
-    from websockets.exceptions import InvalidStatus
+    from websockets.exceptions import ConnectionClosedOK, InvalidStatus
     from websockets.sync.client import connect
 
     s = server("--asgi", "cs_asgiapp:app")
@@ -177,6 +177,12 @@ def test_webSocketEcho(server: Start, tmp_path: Path) -> None:
     with pytest.raises(InvalidStatus) as refused:
         connect(f"ws://127.0.0.1:{s.port}/refuse", open_timeout=TIMEOUT)
     assert refused.value.response.status_code == 403
+    # What an app sends and closes right after accepting reaches the client.
+    with connect(f"ws://127.0.0.1:{s.port}/welcome", open_timeout=TIMEOUT) as ws:
+        assert ws.recv(timeout=TIMEOUT) == "welcome"
+        with pytest.raises(ConnectionClosedOK):
+            ws.recv(timeout=TIMEOUT)
+        assert ws.close_code == 1000
     s.stop()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -219,5 +220,78 @@ def test_anyioCancelScopesInTheFirstStep() -> None:
         task = await fromCallback(lambda: startEagerly(loop, app()))
         await task
         assert seen == ["cancelled: True", "task group done"]
+
+    run(main)
+
+
+def test_cancelledBeforeItsTaskRanAChildItAwaitsIsCancelledToo() -> None:
+    """As when the task waits on its child: the child is cancelled with it."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        children: list[asyncio.Future[None]] = []
+        seen: list[str] = []
+
+        async def app() -> None:
+            children.append(loop.create_task(asyncio.sleep(10)))
+            try:
+                await children[0]
+            except asyncio.CancelledError:
+                seen.append("parent cancelled")
+                raise
+
+        def startAndCancel() -> asyncio.Task[None]:
+            task = startEagerly(loop, app())
+            task.cancel()
+            return task
+
+        task = await fromCallback(startAndCancel)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert seen == ["parent cancelled"]
+        assert children[0].cancelled()
+
+    run(main)
+
+
+def test_aCancelAfterTheCoroutineEndedChangesNothing() -> None:
+    """It ended in its first step: a cancel then is a cancel of a done task."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def app() -> None:
+            pass
+
+        def startAndCancel() -> asyncio.Task[None]:
+            task = startEagerly(loop, app())
+            task.cancel()
+            return task
+
+        task = await fromCallback(startAndCancel)
+        await asyncio.sleep(0)
+        assert task.done() and not task.cancelled()
+        assert task.result() is None
+
+    run(main)
+
+
+def test_debuggersSeeTheAppsCoroutine() -> None:
+    """What inspect, a task's repr and get_stack read of its coroutine."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        gate: asyncio.Future[None] = loop.create_future()
+
+        async def someApp() -> None:
+            await gate
+
+        task = await fromCallback(lambda: startEagerly(loop, someApp()))
+        await asyncio.sleep(0)
+        assert inspect.getcoroutinestate(task.get_coro()) == inspect.CORO_SUSPENDED
+        assert "someApp" in repr(task)
+        assert [frame.f_code.co_name for frame in task.get_stack()] == ["someApp"]
+        gate.set_result(None)
+        await task
 
     run(main)

@@ -212,7 +212,7 @@ class ASGIHandler:
         tasks = []
         for cycle in list(self.cycles):
             task = cycle.task
-            if task is not None and not task.done():
+            if task is not None and not cycle.ended:
                 task.cancel()
                 tasks.append(task)
         return tasks
@@ -237,6 +237,9 @@ class _ResponseBody:
         pending, self.pending = self.pending, []
         for data in pending:
             consumer.write(data)
+        # An app that went on streaming before its response was taken
+        # (started eagerly, it can) waits for this.
+        self.cycle.wake()
         return self.done
 
     def write(self, data: bytes) -> None:
@@ -258,6 +261,7 @@ class _ResponseBody:
             # rest the app sends is dropped.
             self.discard = True
             self.pending = []
+            self.cycle.wake()
             return
         self.consumer = None
         self.cycle.clientGone()
@@ -265,6 +269,8 @@ class _ResponseBody:
 
 class HTTPCycle(Cycle):
     """One ``http`` scope: the app's task, its receive and send."""
+
+    eager = True
 
     state = _START
     body = _UNREAD
@@ -456,6 +462,13 @@ class HTTPCycle(Cycle):
         assert streamed is not None
         if self.disconnected:
             raise ClientDisconnected("the client went away")
+        while streamed.consumer is None and not streamed.discard:
+            # The response is not taken yet (the app streams on in the step
+            # it began it in): wait, so that its body is held back by the
+            # client's pace from the first part on, not gathered whole.
+            await self._wait()
+            if self.disconnected:
+                raise ClientDisconnected("the client went away")
         body = message.get("body", b"")
         if body:
             streamed.write(bytes(body))

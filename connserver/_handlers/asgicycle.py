@@ -67,13 +67,22 @@ class Cycle:
         self.request = request
         self.loop = loop
 
+    #: Start the app's task eagerly (``startEagerly``): the HTTP cycle.  A
+    #: WebSocket's app is started on the loop's next pass, once its
+    #: handshake's answer reached the connection (what it sends at once
+    #: after accepting needs the connection switched).
+    eager = False
+
     def startApp(self, scope: Scope) -> None:
         """
-        Run the app in a task of its own, started eagerly: what it does
-        before it first waits is done when this returns.
+        Run the app in a task of its own; started eagerly (``eager``), what
+        it does before it first waits is done when this returns.
         """
         self.handler.cycles.add(self)
-        self.task = startEagerly(self.loop, self._main(scope))
+        main = self._main(scope)
+        self.task = (
+            startEagerly(self.loop, main) if self.eager else self.loop.create_task(main)
+        )
 
     async def _main(self, scope: Scope) -> None:
         # The end is handled here rather than in a done callback: one loop
@@ -104,7 +113,7 @@ class Cycle:
     def cancelLater(self) -> None:
         """The client went: cancel the app if it has not ended within the grace."""
         task = self.task
-        if task is not None and not task.done() and self._grace is None:
+        if task is not None and not self.ended and self._grace is None:
             self._grace = self.loop.call_later(
                 self.handler.disconnectGrace, task.cancel
             )

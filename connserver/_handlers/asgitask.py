@@ -71,13 +71,32 @@ else:
             return self.first
 
         def throw(self, *args: Any) -> Any:
-            # The task was cancelled before its first step: the coroutine
-            # learns it where it waits (ended already, the task ends
-            # cancelled).
+            # The task was cancelled before its first step (the only throw a
+            # task makes).  3.12's eager task would have been waiting on what
+            # the step yielded: cancel that (a child task is cancelled with
+            # its parent), and the coroutine hears it when it resumes.  If it
+            # cannot be cancelled, the coroutine hears it at once.
             self.started = True
+            error = args[1] if len(args) > 1 and args[1] is not None else args[0]
             if self.ended:
-                raise args[1] if len(args) > 1 and args[1] is not None else args[0]
+                if isinstance(error, asyncio.CancelledError):
+                    # Ended already: as for a task that is done, the
+                    # cancellation changes nothing.
+                    raise StopIteration
+                raise error
+            first = self.first
+            if (
+                isinstance(error, asyncio.CancelledError)
+                and isinstance(first, asyncio.Future)
+                and first.cancel(*error.args)
+            ):
+                return first
             return self.coro.throw(*args)
+
+        def __getattr__(self, name: str) -> Any:
+            # What debuggers and inspect.getcoroutinestate read of a task's
+            # coroutine (cr_frame, cr_running, __qualname__ ...): the app's.
+            return getattr(self.coro, name)
 
         def close(self) -> None:
             self.coro.close()

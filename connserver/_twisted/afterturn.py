@@ -96,14 +96,22 @@ class AfterTurn:
             # gathers for the turn's end): they run in this same run.
             while self._queue:
                 queue, self._queue = self._queue, []
-                for call, arg in queue:
+                for index, (call, arg) in enumerate(queue):
                     try:
                         call(arg)
                     except Exception:
                         # One connection's failure must not hold the others back.
                         _log.failure("a call queued for the end of the turn failed")
+                    except BaseException:
+                        # (KeyboardInterrupt, SystemExit): the calls not run
+                        # yet run next turn, or their answers would wait
+                        # for some other event.
+                        self._queue[:0] = queue[index + 1 :]
+                        raise
         finally:
             self._running = False
+            if self._queue:
+                self._schedule()
 
 
 _shared: WeakKeyDictionary[Any, AfterTurn] = WeakKeyDictionary()
