@@ -5,7 +5,9 @@ core 0, the load pinned to core 1; the servers alternate within each round
 and the tables give the median of the rounds.
 
 * ``hello``: a raw ASGI app answering ``GET /`` with 130 bytes
-  (``Content-Length`` given), ``wrk -t1 -c50 -d{seconds}s``, keep-alive.
+  (``Content-Length`` given), ``wrk -t1 -c50 -d{seconds}s``, keep-alive
+  (``--connections N`` for another ``-c``: 1 is one client waiting for
+  each answer, where answers cannot share a reactor turn).
   Targets: connserver >= 3x Daphne and >= 0.6x uvicorn.
 * ``ws-echo``: a raw ASGI WebSocket app echoing every message; 50
   connections each keep one 64-byte message in flight, for ``seconds``.
@@ -291,7 +293,12 @@ def rawLoad(port: int, seconds: int, pid: int) -> tuple[float, float, float]:
 
 
 def measure(
-    name: str, tmp: Path, modes: list[str], seconds: int, loadKind: str
+    name: str,
+    tmp: Path,
+    modes: list[str],
+    seconds: int,
+    loadKind: str,
+    connections: int = 50,
 ) -> dict[str, tuple[float, float, float]]:
     """Per mode: (per second, per server CPU-second, the load's core share)."""
     port = freePort()
@@ -304,7 +311,7 @@ def measure(
         for mode in modes:
             if mode == "hello":
                 before = treeCpuSeconds(process.pid)
-                result = wrk(url, connections=50, seconds=seconds)
+                result = wrk(url, connections=connections, seconds=seconds)
                 if result["non2xx"] or result["socketErrors"]:
                     print(f"  ! {name} hello: errors: {result}")
                 rate = result["rps"]
@@ -330,6 +337,12 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SERVERS))
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument(
+        "--connections",
+        type=int,
+        default=50,
+        help="hello's wrk -c (1: one client, one request at a time)",
+    )
+    parser.add_argument(
         "--load",
         choices=("raw", "websockets"),
         default="raw",
@@ -352,7 +365,9 @@ def main() -> None:
         for round_ in range(args.rounds):
             for name in names:
                 try:
-                    figures = measure(name, tmp, modes, args.seconds, args.load)
+                    figures = measure(
+                        name, tmp, modes, args.seconds, args.load, args.connections
+                    )
                 except (RuntimeError, subprocess.SubprocessError) as error:
                     print(f"  ! round {round_ + 1}: {name}: {error}")
                     continue
