@@ -21,9 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IConsumer
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
-from zope.interface import implementer
 
 from connserver import Request, Response
 from connserver._twisted.afterturn import afterTurnOf
@@ -31,6 +28,7 @@ from connserver._twisted.afterturn import afterTurnOf
 from ._helpers import ensureDeferred
 from ._helpers import realReactor as _reactor
 from ._sockets import RawClient, Server, connect, finish, serve
+from .test_closes import Stream
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 BODY = b"hello\n"
@@ -132,38 +130,13 @@ async def test_aCloseSendsWhatWasGatheredFirst() -> None:
         await finish(server)
 
 
-@implementer(IBodyProducer)
-class _Streamed:
-    """Writes ``first`` when started; the test writes the rest itself."""
-
-    length = UNKNOWN_LENGTH
-
-    def __init__(self) -> None:
-        self.consumer: IConsumer | None = None
-        self.done: defer.Deferred[None] = defer.Deferred()
-
-    def startProducing(self, consumer: IConsumer) -> defer.Deferred[None]:
-        self.consumer = consumer
-        consumer.write(b"first")
-        return self.done
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
 @ensureDeferred
 async def test_aLaterWriteFollowsTheGatheredBytes() -> None:
     """
     A streamed body's later write, in the same turn as its gathered head
     and first part, sends those first, then itself: in order, at once.
     """
-    producer = _Streamed()
+    producer = Stream()  # writes b"part" when started
     server = await serve(lambda request: Response(200, [], producer))
     (client,) = await clients(server, 1)
     try:
@@ -180,7 +153,7 @@ async def test_aLaterWriteFollowsTheGatheredBytes() -> None:
         )
         head, _, body = received.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 OK\r\n")
-        assert body == b"5\r\nfirst\r\n6\r\nsecond\r\n0\r\n\r\n"
+        assert body == b"4\r\npart\r\n6\r\nsecond\r\n0\r\n\r\n"
     finally:
         client.close()
         await finish(server)
