@@ -3,7 +3,8 @@
 
 Each request is one ``http`` (or ``websocket``) scope and one asyncio task
 running ``app(scope, receive, send)`` on the loop under Twisted's asyncio
-reactor.  connserver keeps what it owns for every handler: parsing, limits,
+reactor; an ``http`` scope's task starts eagerly (``asgitask``), so that a
+response sent before the app first waits is a synchronous answer.  connserver keeps what it owns for every handler: parsing, limits,
 persistence and framing.  The request body reaches ``receive`` as
 ``http.request`` events streamed from ``Request.deliverBody`` (reading
 pauses while 64 KiB wait for the app); the response is one ``Response``
