@@ -29,6 +29,7 @@ from ._helpers import ensureDeferred
 from ._helpers import realReactor as _reactor
 from ._sockets import RawClient, Server, connect, finish, serve
 from .test_closes import Stream
+from .test_upgrade import Echo
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 BODY = b"hello\n"
@@ -184,4 +185,42 @@ async def test_anAsynchronousAnswerWaitsForTheTurnToo() -> None:
     finally:
         a.close()
         b.close()
+        await finish(server)
+
+
+@ensureDeferred
+async def test_aSwitchInTheTurnSendsTheGatheredAnswerBeforeThe101() -> None:
+    """
+    A pipelined upgrade answered later in the same turn: the takeover sends
+    the answer waiting for the turn's end first, then the 101, then the new
+    protocol's bytes.
+    """
+    switches: list[defer.Deferred[Response]] = []
+
+    def handler(request: Request) -> Response | defer.Deferred[Response]:
+        if request.path == b"/plain":
+            return hello(request)
+        switches.append(defer.Deferred())
+        return switches[-1]
+
+    server = await serve(handler)
+    (client,) = await clients(server, 1)
+    try:
+        busy()
+        (protocol,) = server.protocols
+        protocol.dataReceived(
+            b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+        )
+        assert onTheWire(client) == 0 and len(switches) == 1
+        switches[0].callback(Response.switchProtocols(b"echo", Echo()))
+        assert onTheWire(client) > 0
+        client.write(b"hi")
+        received = await client.waitUntil(lambda data: data.endswith(b"hi"), "the echo")
+        first, _, rest = received.partition(b"\r\n\r\n" + BODY)
+        assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert rest.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        assert rest.endswith(b"\r\n\r\nhi")
+    finally:
+        client.close()
         await finish(server)
