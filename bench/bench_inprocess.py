@@ -116,7 +116,7 @@ class CountingTransport(NullTransport):
 
 
 def asgiCost(requests: int, connections: int = 25) -> float:
-    from connserver._handlers.asgi import ASGIHandler
+    from connserver import ASGIHandler
 
     factory = ConnectionFactory(
         ASGIHandler(helloApp),
