@@ -87,12 +87,6 @@ _NOT_RELAYED = HOP_BY_HOP | {b"content-length", b"date", b"server"}
 #: a new connection when a reused one failed before any response byte.
 RETRIED_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE", b"PUT"})
 
-# The proxy's own answers' bodies, by status.
-_ERROR_BODIES = {
-    502: b"502 Bad Gateway\n",
-    503: b"503 Service Unavailable\n",
-    504: b"504 Gateway Timeout\n",
-}
 _TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 _ALLOW = (b"Allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH")
 _VIA_RESPONSE = {
@@ -472,7 +466,7 @@ class _ProxyExchange:
         else:
             note = "upstream-failed"
         self._log(failure.getErrorMessage() or repr(failure.value))
-        self._answer(self.proxy._error(502, note))
+        self._answer(_textAnswer(502, note))
 
     def _send(self, connection: UpstreamConnection) -> None:
         self.connection = connection
@@ -552,7 +546,7 @@ class _ProxyExchange:
             # The drain told the connections as it began: a tunnel spliced
             # now would outlive it.
             connection.abort()
-            self._answer(proxy._error(503, "draining"))
+            self._answer(_textAnswer(503, "draining"))
             return
         tunnel = Tunnel(
             proxy._reactor,
@@ -623,9 +617,9 @@ class _ProxyExchange:
             self.start(fresh=True)
             return
         if why == "upstream-timeout":
-            self._answer(self.proxy._error(504, why))
+            self._answer(_textAnswer(504, why))
         else:
-            self._answer(self.proxy._error(502, why))
+            self._answer(_textAnswer(502, why))
 
     def bodyFailed(self, status: int, note: str) -> None:
         """The client's request body failed (``status``: what to answer)."""
@@ -635,11 +629,7 @@ class _ProxyExchange:
             self.body.end(Failure(BodyInterrupted(f"the request body failed ({note})")))
             return
         self.abandon()
-        self._answer(
-            Response(
-                status, [_TEXT], statusLine(status)[9:].rstrip() + b"\n", note=note
-            )
-        )
+        self._answer(_textAnswer(status, note))
 
 
 class ReverseProxy:
@@ -801,26 +791,22 @@ class ReverseProxy:
             split = splitTarget(target)
             if split is None:
                 # The asterisk or authority form: nothing to forward.
-                return Response(400, [_TEXT], b"400 Bad Request\n", note="bad-target")
+                return _textAnswer(400, "bad-target")
             path, query, authority = split
             if mayHaveDotSegments(path):
                 normal = removeDotSegments(path)
                 if normal is None:
-                    return Response(
-                        400, [_TEXT], b"400 Bad Request\n", note="dot-segment"
-                    )
+                    return _textAnswer(400, "dot-segment")
                 path = normal
             if not self.allowEncodedSlashes and hasEncodedSeparator(path):
                 # One segment here, two at an upstream that decodes first:
                 # "/api/..%2fsecret" would leave the mount there.
-                return Response(
-                    400, [_TEXT], b"400 Bad Request\n", note="encoded-slash"
-                )
+                return _textAnswer(400, "encoded-slash")
         prefix = self.prefix
         if prefix:
             if not (path == prefix or path.startswith(prefix + b"/")):
                 # Dot-segments took it out of the mount.
-                return Response(400, [_TEXT], b"400 Bad Request\n", note="dot-segment")
+                return _textAnswer(400, "dot-segment")
             basePath = self._basePath
             if basePath:
                 rest = path[len(prefix) :]
@@ -886,9 +872,7 @@ class ReverseProxy:
             if method == b"TRACE" and not self.allowTrace:
                 # RFC 9110 §9.3.8: TRACE reflects the request, credentials
                 # and all; off unless asked for.
-                return Response(
-                    405, [_TEXT, _ALLOW], b"405 Method Not Allowed\n", note="trace"
-                ), None
+                return _textAnswer(405, "trace", _ALLOW), None
             answer, maxForwards = self._maxForwards(request)
             if answer is not None:
                 return answer, None
@@ -897,9 +881,7 @@ class ReverseProxy:
         if limit is not None and length is not None and length > limit:
             # --max-body-bytes, before anything is forwarded (nginx's
             # client_max_body_size).
-            return Response(
-                413, [_TEXT], b"413 Content Too Large\n", note="body-too-large"
-            ), None
+            return _textAnswer(413, "body-too-large"), None
         return None, maxForwards
 
     def _copyFields(
@@ -1019,9 +1001,7 @@ class ReverseProxy:
             return None, None
         value = values[0].strip()
         if len(values) > 1 or not value.isdigit():
-            return Response(
-                400, [_TEXT], b"400 Bad Request\n", note="max-forwards"
-            ), None
+            return _textAnswer(400, "max-forwards"), None
         hops = int(value)
         if hops > 0:
             return None, b"%d" % (hops - 1)
@@ -1075,8 +1055,16 @@ class ReverseProxy:
             reason = None  # connserver's prebuilt status line
         return Response._relayed(status, fields, body, reason or None)
 
-    def _error(self, code: int, note: str) -> Response:
-        return Response(code, [_TEXT], _ERROR_BODIES[code], note=note)
+
+def _textAnswer(code: int, note: str, *fields: tuple[bytes, bytes]) -> Response:
+    """
+    An answer the proxy gives itself (a refused request, a failed or
+    draining upstream): a line of text naming the status; ``note`` goes to
+    the access log, never to the client.
+    """
+    return Response(
+        code, [_TEXT, *fields], statusLine(code)[9:].rstrip() + b"\n", note=note
+    )
 
 
 #: Fields a TRACE echo leaves out (RFC 9110 §9.3.8: credentials).
