@@ -312,6 +312,10 @@ class HTTPCycle(Cycle):
             self.request.notifyInputEnd(self.clientClosedInput)
         if self.response is not None:
             return self.response
+        return self._later()
+
+    def _later(self) -> ResponseDeferred:
+        """What a later outcome reaches the exchange by (made once)."""
         deferred = self.deferred
         if deferred is None:
             # Taken by the exchange directly, without a callback chain.
@@ -327,9 +331,7 @@ class HTTPCycle(Cycle):
 
     def _fail(self, failure: Failure) -> None:
         self.answered = True
-        if self.deferred is None:
-            self.deferred = ResponseDeferred(self._cancelled)  # run() returns it
-        self.deferred.errback(failure)
+        self._later().errback(failure)  # (run() returns it, if still running)
 
     # -- receive -------------------------------------------------------------
 
