@@ -17,11 +17,11 @@ from enum import Enum
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import ISSLTransport
 
 from connserver._connection.pipeline import InputState
 from connserver._connection.timer import Phase, PhaseTimer
 from connserver._http.state import ConnectionState
+from connserver._twisted.sockets import canHalfClose
 
 __all__ = ["CloseStage", "Closer", "ConnectionCloser"]
 
@@ -98,14 +98,9 @@ class Closer:
         if self._producing:
             self._producing = False
             transport.unregisterProducer()
-        halfClose = getattr(transport, "loseWriteConnection", None)
-        if (
-            linger is not None
-            and halfClose is not None
-            and not ISSLTransport.providedBy(transport)
-        ):
+        if linger is not None and canHalfClose(transport):
             self.stage = _STAGE_HALF_CLOSED
-            halfClose()
+            transport.loseWriteConnection()
             self._timer.start(_PH_LINGER, linger)
         else:
             self.lose()

@@ -39,13 +39,14 @@ from typing import TYPE_CHECKING, Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.error import ConnectionAborted, ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from connserver._twisted.reactor import cancelCall
+from connserver._twisted.sockets import canHalfClose
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -65,18 +66,6 @@ class UpstreamSide(TypingProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """The connection is gone (its own bookkeeping, then the tunnel's)."""
-
-
-def _halfCloses(transport: Any) -> bool:
-    """
-    Whether ``transport`` can shut its write direction alone: TCP can
-    (``shutdown(SHUT_WR)``); TLS cannot here (see the module's text).
-    """
-    return (
-        transport is not None
-        and not ISSLTransport.providedBy(transport)
-        and callable(getattr(transport, "loseWriteConnection", None))
-    )
 
 
 class Tunnel:
@@ -121,7 +110,7 @@ class Tunnel:
         if idleTimeout is not None:
             self.timer = clock.callLater(idleTimeout, self._expire)
         upstreamTransport: Any = upstream.transport
-        if _halfCloses(upstreamTransport) and hasattr(upstreamTransport, "protocol"):
+        if canHalfClose(upstreamTransport) and hasattr(upstreamTransport, "protocol"):
             # The transport tells its protocol of a FIN as a half-close only
             # if that protocol is half-closeable; the upstream connection
             # (and the endpoint's wrapper around it) is not, since an HTTP
@@ -226,7 +215,7 @@ class Tunnel:
         side having sent its FIN; a transport that cannot half-close (TLS,
         or not ``allowed``) is closed with the rest of the tunnel.
         """
-        if transport is None or not allowed or not _halfCloses(transport):
+        if transport is None or not allowed or not canHalfClose(transport):
             self.end(None)
             return
         # Nothing more will be written here, so nothing is to be produced

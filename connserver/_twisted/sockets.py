@@ -1,10 +1,31 @@
-"""Socket options for Twisted's TCP transports, server and client side alike."""
+"""
+Socket options for Twisted's TCP transports, server and client side alike,
+and whether a transport can half-close.
+"""
 
 from __future__ import annotations
 
 import socket
+from typing import Any
 
-__all__ = ["setNoDelay"]
+from twisted.internet.interfaces import ISSLTransport
+
+__all__ = ["canHalfClose", "setNoDelay"]
+
+
+def canHalfClose(transport: Any) -> bool:
+    """
+    Whether ``transport`` can shut its write direction alone
+    (``loseWriteConnection``: TCP's ``shutdown(SHUT_WR)``).  Not over TLS:
+    Twisted's ``TLSMemoryBIOProtocol`` would shut the TCP connection under
+    the TLS session, and a TLS 1.2 ``close_notify`` asks the peer to close
+    its side too (RFC 5246 §7.2.1).
+    """
+    return (
+        transport is not None
+        and not ISSLTransport.providedBy(transport)
+        and callable(getattr(transport, "loseWriteConnection", None))
+    )
 
 
 def setNoDelay(transport: object) -> None:
