@@ -285,7 +285,6 @@ class HTTPCycle(Cycle):
     fields: Any = None
     streamed: _ResponseBody | None = None
     producer: IPushProducer | None = None
-    waiter: asyncio.Future[None] | None = None
     #: The outcome is given (a response or a failure), or connserver let
     #: go of it (the client went, a timeout): nothing more to answer.
     answered = False
@@ -369,19 +368,6 @@ class HTTPCycle(Cycle):
             self.paused = False
             self.producer.resumeProducing()
         return {"type": "http.request", "body": data, "more_body": more}
-
-    async def _wait(self) -> None:
-        waiter = self.waiter = self.loop.create_future()
-        try:
-            await waiter
-        finally:
-            self.waiter = None
-
-    def wake(self) -> None:
-        """Something changed: a waiting receive or send looks again."""
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     # The request body's consumer (an IProtocol, as Request.deliverBody has it).
 

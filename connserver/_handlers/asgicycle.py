@@ -58,6 +58,8 @@ class Cycle:
     task: asyncio.Task[None] | None = None
     #: The app's coroutine returned (or raised).
     ended = False
+    #: What a waiting receive or send waits on (``wake`` sets it).
+    waiter: asyncio.Future[None] | None = None
     _grace: asyncio.TimerHandle | None = None
 
     def __init__(
@@ -100,6 +102,20 @@ class Cycle:
         if grace is not None:
             grace.cancel()
         self.appDone(error)
+
+    async def _wait(self) -> None:
+        """Until something changes (``wake``)."""
+        waiter = self.waiter = self.loop.create_future()
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+
+    def wake(self) -> None:
+        """Something changed: a waiting receive or send looks again."""
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def receive(self) -> Message:
         raise NotImplementedError

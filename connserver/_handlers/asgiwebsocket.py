@@ -109,7 +109,6 @@ class WebSocketCycle(Cycle):
 
     state = _CONNECTING
     protocol: _WebSocketProtocol | None = None
-    waiter: asyncio.Future[None] | None = None
     failed = False
 
     def __init__(
@@ -150,6 +149,7 @@ class WebSocketCycle(Cycle):
         while not queue:
             if self.closeMessage is not None:
                 return self.closeMessage
+            # Cycle._wait, inline: one coroutine less per message.
             waiter = self.waiter = self.loop.create_future()
             try:
                 await waiter
@@ -160,12 +160,6 @@ class WebSocketCycle(Cycle):
         if protocol is not None and protocol.readPaused and len(queue) <= QUEUE_LOW:
             protocol.resumeReading()
         return message
-
-    def wake(self) -> None:
-        """Something changed: a waiting receive or send looks again."""
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def deliver(self, message: Message) -> None:
         """An event for the app (a disconnect is the last)."""
@@ -272,11 +266,7 @@ class WebSocketCycle(Cycle):
     async def _writable(self, protocol: _WebSocketProtocol) -> None:
         """The transport pushed back: wait until it drains (or the end)."""
         while protocol.writePaused and self.closeMessage is None:
-            waiter = self.waiter = self.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self.waiter = None
+            await self._wait()
 
     def _close(self, code: int, reason: str) -> None:
         """Send a close frame (the app's or ours) and end the connection."""
